@@ -1,0 +1,176 @@
+"""LLaVA-OneVision as four exportable torch modules: vision, embed, prefill, decode.
+
+The decoder is written out layer by layer over the HF modules' own weights and sub-modules
+(norms, projections, rotary embedding, MLP), so that the KV cache can be explicit graph
+inputs/outputs in the sequence-major layout the runtime preallocates:
+
+    past_key_i  [P, B, Hkv, D]   the cached prefix (a contiguous view of the cache)
+    new_key_i   [S, B, Hkv, D]   only this step's entries, written in place by the runtime
+
+Position ids are inputs, never derived from the cache length, so a pruned draft can keep the
+original positions of the visual tokens it reads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+from .specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
+from hippo_trt.errors import ModelError
+
+ARCHITECTURE = "LlavaOnevisionForConditionalGeneration"
+STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
+
+
+def check_supported(config) -> None:
+    """Refuse, by name, settings the exported graphs would silently get wrong."""
+    text, vision = config.text_config, config.vision_config
+    if text.model_type != "qwen2":
+        raise ModelError(f"unsupported language model '{text.model_type}' (LLaVA-OneVision export supports qwen2)")
+    if vision.model_type != "siglip_vision_model":
+        raise ModelError(f"unsupported vision tower '{vision.model_type}' (supported: siglip_vision_model)")
+    if any(t == "sliding_attention" for t in (getattr(text, "layer_types", None) or [])):
+        raise ModelError("unsupported setting text_config.use_sliding_window=true (sliding-window attention)")
+    rope_type = (getattr(text, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope_type not in STATIC_ROPE_TYPES:
+        raise ModelError(f"unsupported setting text_config.rope_parameters.rope_type='{rope_type}'")
+
+
+def decoder_shape(config) -> DecoderShape:
+    text = config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return DecoderShape(
+        layers=text.num_hidden_layers,
+        kv_heads=text.num_key_value_heads,
+        head_dim=head_dim,
+        hidden=text.hidden_size,
+        vocab=text.vocab_size,
+    )
+
+
+def vis_tokens_per_frame(config) -> int:
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    return math.ceil(side / 2) ** 2  # bilinear 2x pooling with ceil, as apply_pooling does
+
+
+def graph_specs(config) -> tuple[GraphSpec, ...]:
+    shape = decoder_shape(config)
+    vision = config.vision_config
+    return (
+        vision_spec(vision.num_channels, vision.image_size, shape.hidden),
+        embed_spec(shape.hidden),
+        prefill_spec(shape),
+        decode_spec(shape),
+    )
+
+
+class VisionGraph(nn.Module):
+    """pixel_values_videos [B, F, C, H, W] -> visual_tokens [B, F*T+1, d] (pooled, + newline)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model.model
+
+    def forward(self, pixel_values_videos):
+        return self.inner.get_video_features(pixel_values_videos, return_dict=True).pooler_output
+
+
+class EmbedGraph(nn.Module):
+    """input_ids [B, S] -> inputs_embeds [B, S, d]."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.embed_tokens = model.model.language_model.embed_tokens
+
+    def forward(self, input_ids):
+        return self.embed_tokens(input_ids)
+
+
+def _causal_mask(q_len, past_len, dtype) -> torch.Tensor:
+    """Additive mask [S, P+S]: query i (at cache index P+i) sees keys j <= P+i."""
+    keys = torch.arange(past_len + q_len)  # [P+S]
+    queries = torch.arange(q_len) + past_len  # [S]
+    allowed = keys[None, :] <= queries[:, None]
+    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)
+
+
+class Qwen2Decoder(nn.Module):
+    """The Qwen2 stack over explicit per-layer KV tensors (sequence-major)."""
+
+    def __init__(self, model):
+        super().__init__()
+        lm = model.model.language_model
+        self.layers, self.norm, self.rotary_emb = lm.layers, lm.norm, lm.rotary_emb
+        self.lm_head = model.lm_head
+        self.shape = decoder_shape(model.config)
+
+    def _attention(self, layer, x, cos, sin, past, mask):
+        attn, d = layer.self_attn, self.shape.head_dim
+        b, s, _ = x.shape
+        q = attn.q_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, H, S, D]
+        k = attn.k_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, Hkv, S, D]
+        v = attn.v_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, Hkv, S, D]
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        new = (k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3))  # 2 x [S, B, Hkv, D]
+        if past is not None:
+            k = torch.cat([past[0].permute(1, 2, 0, 3), k], dim=2)  # [B, Hkv, P+S, D]
+            v = torch.cat([past[1].permute(1, 2, 0, 3), v], dim=2)
+        groups = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, P+S, D]
+        scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling + mask  # [B, H, S, P+S]
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, -1)  # [B, S, H*D]
+        return attn.o_proj(out), new
+
+    def run(self, h, position_ids, pasts):
+        """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None."""
+        cos, sin = self.rotary_emb(h, position_ids)
+        past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]
+        mask = _causal_mask(h.shape[1], past_len, h.dtype)
+        news = []
+        for layer, past in zip(self.layers, pasts):
+            a, new = self._attention(layer, layer.input_layernorm(h), cos, sin, past, mask)
+            h = h + a
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            news.extend(new)
+        return self.norm(h), news
+
+
+class PrefillGraph(nn.Module):
+    """(inputs_embeds [B, S, d], position_ids [B, S]) -> last logits [B, V], new KV per layer."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.decoder = Qwen2Decoder(model)
+
+    def forward(self, inputs_embeds, position_ids):
+        h, news = self.decoder.run(inputs_embeds, position_ids, [None] * len(self.decoder.layers))
+        return (self.decoder.lm_head(h[:, -1, :]), *news)
+
+
+class DecodeGraph(nn.Module):
+    """(input_ids [B, S], position_ids [B, S], past KV) -> logits [B, S, V], new KV per layer."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.decoder = Qwen2Decoder(model)
+        self.embed_tokens = model.model.language_model.embed_tokens
+
+    def forward(self, input_ids, position_ids, past):
+        pasts = [(past[2 * i], past[2 * i + 1]) for i in range(len(self.decoder.layers))]
+        h, news = self.decoder.run(self.embed_tokens(input_ids), position_ids, pasts)
+        return (self.decoder.lm_head(h), *news)
+
+
+def graph_modules(model) -> dict[str, nn.Module]:
+    """The torch module behind each graph name of ``graph_specs``."""
+    return {
+        "vision": VisionGraph(model).eval(),
+        "embed": EmbedGraph(model).eval(),
+        "prefill": PrefillGraph(model).eval(),
+        "decode": DecodeGraph(model).eval(),
+    }

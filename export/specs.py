@@ -1,0 +1,144 @@
+"""Declarative export specs: every graph's inputs and outputs, each axis a symbol of the dims table.
+
+One ``GraphSpec`` per graph; the same spec drives torch.export dynamic shapes, sample and
+validation inputs, the runtime's shape checks and (later) TensorRT profiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Mapping
+
+import numpy as np
+
+from hippo_trt.dims import DimsTable
+
+
+class Kind(Enum):
+    """What a tensor holds; decides its dtype and how sample values are drawn."""
+
+    FLOAT = "float32"
+    PIXELS = "pixels"
+    TOKEN_IDS = "token_ids"
+    POSITIONS = "positions"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.int64 if self in (Kind.TOKEN_IDS, Kind.POSITIONS) else np.float32)
+
+
+Axis = str | int  # a symbol of the dims table, or a fixed size
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    axes: tuple[Axis, ...]
+    kind: Kind = Kind.FLOAT
+
+    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[a] if isinstance(a, str) else a for a in self.axes)
+
+    def symbols(self) -> dict[int, str]:
+        return {i: a for i, a in enumerate(self.axes) if isinstance(a, str)}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One exported graph: its file stem, inputs and outputs."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+    def symbols(self) -> set[str]:
+        return {s for t in self.inputs + self.outputs for s in t.symbols().values()}
+
+    def check_sizes(self, dims: DimsTable, sizes: Mapping[str, int]) -> None:
+        for symbol in sorted(self.symbols()):
+            dims.check(symbol, sizes[symbol], what=f"graph '{self.name}'")
+
+    def sample_inputs(self, sizes: Mapping[str, int], vocab: int, seed: int) -> dict[str, np.ndarray]:
+        """Random inputs of the given symbol sizes: what export and validation feed."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for t in self.inputs:
+            shape = t.shape(sizes)
+            if t.kind is Kind.TOKEN_IDS:
+                feeds[t.name] = rng.integers(0, vocab, shape, dtype=np.int64)
+            elif t.kind is Kind.POSITIONS:
+                start = sizes.get("past", 0) if "spec_len" in t.axes else 0
+                feeds[t.name] = np.broadcast_to(
+                    np.arange(start, start + shape[-1], dtype=np.int64), shape
+                ).copy()
+            elif t.kind is Kind.PIXELS:
+                feeds[t.name] = rng.uniform(-1, 1, shape).astype(np.float32)
+            else:
+                feeds[t.name] = rng.standard_normal(shape).astype(np.float32)
+        return feeds
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """What the decoder graphs' KV inputs/outputs depend on."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+
+
+def _kv(prefix: str, layers: int, seq_axis: str, shape: DecoderShape) -> tuple[TensorSpec, ...]:
+    # KV entries are stored sequence-major, [T, B, Hkv, D], so the prefix [:past] of a
+    # preallocated cache is contiguous and can be bound without a copy.
+    return tuple(
+        TensorSpec(f"{prefix}_{kind}_{i}", (seq_axis, "batch", shape.kv_heads, shape.head_dim))
+        for i in range(layers)
+        for kind in ("key", "value")
+    )
+
+
+def vision_spec(channels: int, image_size: int, hidden: int) -> GraphSpec:
+    return GraphSpec(
+        "vision",
+        (TensorSpec("pixel_values_videos", ("batch", "frames", channels, image_size, image_size), Kind.PIXELS),),
+        (TensorSpec("visual_tokens", ("batch", "vis_tokens", hidden)),),
+    )
+
+
+def embed_spec(hidden: int) -> GraphSpec:
+    return GraphSpec(
+        "embed",
+        (TensorSpec("input_ids", ("batch", "seq"), Kind.TOKEN_IDS),),
+        (TensorSpec("inputs_embeds", ("batch", "seq", hidden)),),
+    )
+
+
+def prefill_spec(shape: DecoderShape) -> GraphSpec:
+    return GraphSpec(
+        "prefill",
+        (
+            TensorSpec("inputs_embeds", ("batch", "seq", shape.hidden)),
+            TensorSpec("position_ids", ("batch", "seq"), Kind.POSITIONS),
+        ),
+        (TensorSpec("logits", ("batch", shape.vocab)),) + _kv("new", shape.layers, "seq", shape),
+    )
+
+
+def decode_spec(shape: DecoderShape) -> GraphSpec:
+    return GraphSpec(
+        "decode",
+        (
+            TensorSpec("input_ids", ("batch", "spec_len"), Kind.TOKEN_IDS),
+            TensorSpec("position_ids", ("batch", "spec_len"), Kind.POSITIONS),
+        )
+        + _kv("past", shape.layers, "past", shape),
+        (TensorSpec("logits", ("batch", "spec_len", shape.vocab)),)
+        + _kv("new", shape.layers, "spec_len", shape),
+    )

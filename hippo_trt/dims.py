@@ -1,0 +1,116 @@
+"""The one table of symbolic dims.
+
+Every dynamic axis of every exported graph is named by a symbol of this table. The same
+table gives the torch.export ``Dim`` objects (ONNX dynamic axes), the checks the runtime
+makes before it feeds a graph, and later the TensorRT optimization profiles (min/opt/max).
+A symbol without a range is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from hippo_trt.errors import ProfileError
+
+# What each symbol means; the table below must give every one a range.
+SYMBOLS: Mapping[str, str] = MappingProxyType(
+    {
+        "batch": "requests per engine call",
+        "frames": "video frames fed to the vision graph",
+        "vis_tokens": "visual tokens of one video after pooling (plus newline)",
+        "kept_tokens": "visual tokens the draft keeps after pruning",
+        "seq": "tokens fed to a prefill (text + visual)",
+        "past": "tokens already in the KV cache",
+        "spec_len": "tokens fed to one decode/verify step (1..gamma+1)",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """Inclusive range of one symbolic dim and the size to optimise for."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min <= self.opt <= self.max:
+            raise ProfileError(f"bad dim range min={self.min} opt={self.opt} max={self.max}")
+
+    @property
+    def static(self) -> bool:
+        return self.min == self.max
+
+    def as_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+
+@dataclass(frozen=True)
+class DimsTable:
+    """Ranges for the symbols; built once per export from the user's limits."""
+
+    ranges: Mapping[str, DimRange] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.ranges) - set(SYMBOLS)
+        if unknown:
+            raise ProfileError(f"unknown symbolic dim(s): {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "ranges", MappingProxyType(dict(self.ranges)))
+
+    def __getitem__(self, symbol: str) -> DimRange:
+        if symbol not in self.ranges:
+            raise ProfileError(f"symbolic dim '{symbol}' has no range in the dims table")
+        return self.ranges[symbol]
+
+    def check(self, symbol: str, value: int, what: str = "") -> None:
+        """Raise a one-line ProfileError when ``value`` is outside the symbol's range."""
+        r = self[symbol]
+        if not r.min <= value <= r.max:
+            subject = f"{what}: " if what else ""
+            raise ProfileError(
+                f"{subject}{symbol} = {value} is outside the exported range "
+                f"[{r.min}, {r.max}] ({SYMBOLS[symbol]}); re-export with larger limits"
+            )
+
+    def to_json(self) -> dict[str, dict[str, int]]:
+        return {name: r.as_dict() for name, r in sorted(self.ranges.items())}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Mapping[str, int]]) -> "DimsTable":
+        return cls({name: DimRange(**r) for name, r in obj.items()})
+
+
+@dataclass(frozen=True)
+class ExportLimits:
+    """The user's limits, from which the dims table is derived."""
+
+    max_frames: int = 32
+    max_seq: int = 4096
+    max_spec_len: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("max_frames", "max_seq", "max_spec_len"):
+            if getattr(self, name) < 2:
+                raise ProfileError(f"--{name.replace('_', '-')} must be at least 2")
+
+    def dims(self, vis_tokens_per_frame: int) -> DimsTable:
+        """Dims table for a model whose video yields ``vis_tokens_per_frame`` per frame."""
+        max_vis = self.max_frames * vis_tokens_per_frame + 1
+        if max_vis >= self.max_seq:
+            raise ProfileError(
+                f"--max-frames {self.max_frames} gives {max_vis} visual tokens, "
+                f"more than --max-seq {self.max_seq}; raise --max-seq or lower --max-frames"
+            )
+        return DimsTable(
+            {
+                "batch": DimRange(1, 1, 1),
+                "frames": DimRange(1, min(8, self.max_frames), self.max_frames),
+                "vis_tokens": DimRange(vis_tokens_per_frame + 1, max_vis, max_vis),
+                "seq": DimRange(1, min(1024, self.max_seq), self.max_seq),
+                "past": DimRange(1, min(1024, self.max_seq), self.max_seq),
+                "spec_len": DimRange(1, 1, self.max_spec_len),
+            }
+        )
