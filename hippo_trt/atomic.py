@@ -41,6 +41,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     final = Path(final).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    os.chmod(stage, 0o755)
     try:
         yield stage
     except BaseException:

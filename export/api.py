@@ -1,0 +1,143 @@
+"""``export_work_dir``: target (and draft) model dirs -> validated ONNX graphs + manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from tqdm import tqdm
+
+from hippo_trt import __version__
+from hippo_trt.atomic import staged_dir
+from hippo_trt.dims import DimsTable, ExportLimits
+from hippo_trt.errors import ModelError
+from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
+from hippo_trt.model_dir import ModelDir
+from hippo_trt.preprocess import default_frame_count
+from . import llava_onevision as arch
+from .onnx_export import OPSET, export_graph
+from .validate import validate_graph
+
+# Export traces at one set of sizes; validation runs at others, so a size baked into the
+# graph by mistake shows up as a shape error or a mismatch.
+EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3}
+VALIDATION_SIZES = (
+    {"batch": 1, "frames": 3, "seq": 37, "past": 29, "spec_len": 1},
+    {"batch": 1, "frames": 1, "seq": 5, "past": 3, "spec_len": 5},
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    role: str
+    model_dir: ModelDir
+    model: object
+    processor: object
+
+
+def _sizes(base: Mapping[str, int], dims: DimsTable, vis_per_frame: int) -> dict[str, int]:
+    sizes = {k: min(v, dims[k].max) for k, v in base.items()}
+    sizes["vis_tokens"] = sizes["frames"] * vis_per_frame + 1
+    return sizes
+
+
+def _load(role: str, path: Path) -> LoadedModel:
+    model_dir = ModelDir.open(path)
+    model = model_dir.load_model()
+    arch.check_supported(model.config)
+    return LoadedModel(role, model_dir, model, model_dir.load_processor())
+
+
+def _check_pair(target: LoadedModel, draft: LoadedModel) -> None:
+    if target.processor.tokenizer.get_vocab() != draft.processor.tokenizer.get_vocab():
+        raise ModelError("draft and target must share one tokenizer (their vocabularies differ)")
+    if arch.vis_tokens_per_frame(target.model.config) != arch.vis_tokens_per_frame(draft.model.config):
+        raise ModelError("draft and target must give the same visual token grid per frame (image/patch sizes differ)")
+    if target.model.config.video_token_id != draft.model.config.video_token_id:
+        raise ModelError("draft and target must use the same video token id")
+
+
+def _eos_ids(model) -> tuple[int, ...]:
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return tuple(int(e) for e in eos)
+
+
+def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> ModelRecord:
+    out = stage / m.role
+    out.mkdir(parents=True)
+    m.processor.save_pretrained(out / "processor")
+    config = m.model.config
+    vpf = arch.vis_tokens_per_frame(config)
+    vocab = config.text_config.vocab_size
+    modules = arch.graph_modules(m.model)
+    graphs, validation = {}, {}
+    for spec in arch.graph_specs(config):
+        bar.set_description(f"{m.role}/{spec.name}")
+        path = out / spec.filename
+        feeds = spec.sample_inputs(_sizes(EXPORT_SIZES, dims, vpf), vocab, seed=0)
+        export_graph(modules[spec.name], spec, dims, feeds, path)
+        diffs: dict[str, float] = {}
+        for i, sizes in enumerate(VALIDATION_SIZES):
+            fresh = spec.sample_inputs(_sizes(sizes, dims, vpf), vocab, seed=1 + i)
+            for name, d in validate_graph(path, spec, modules[spec.name], fresh).items():
+                diffs[name] = max(d, diffs.get(name, 0.0))
+        graphs[spec.name] = FileRecord.of(stage, path)
+        validation[spec.name] = diffs
+        bar.update()
+    return ModelRecord(
+        source=str(m.model_dir.path),
+        weight_hash=m.model_dir.weight_hash(),
+        architecture=m.model_dir.architecture,
+        processor_dir=f"{m.role}/processor",
+        video_token_id=int(config.video_token_id),
+        eos_token_ids=_eos_ids(m.model),
+        default_frames=default_frame_count(m.processor),
+        decoder=asdict(arch.decoder_shape(config)),
+        graphs=graphs,
+        validation=validation,
+    )
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torch
+    import transformers
+
+    return {
+        "hippo_trt": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxscript": onnxscript.__version__,
+    }
+
+
+def export_work_dir(
+    target: Path,
+    out: Path,
+    draft: Path | None = None,
+    limits: ExportLimits = ExportLimits(),
+    progress: bool = True,
+) -> Manifest:
+    """Export and validate every graph of the target (and draft); write ``out`` atomically."""
+    loaded = [_load("target", target)] + ([_load("draft", draft)] if draft else [])
+    if draft:
+        _check_pair(*loaded)
+    dims = limits.dims(arch.vis_tokens_per_frame(loaded[0].model.config))
+    total = sum(len(arch.graph_specs(m.model.config)) for m in loaded)
+    with staged_dir(out) as stage, tqdm(total=total, disable=not progress, unit="graph") as bar:
+        models = {m.role: _export_model(m, stage, dims, bar) for m in loaded}
+        manifest = Manifest(
+            versions=_versions(),
+            opset=OPSET,
+            dims=dims.to_json(),
+            limits=asdict(limits),
+            models=models,
+        )
+        manifest.save(stage)
+    return manifest

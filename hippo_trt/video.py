@@ -1,0 +1,93 @@
+"""Video input: PyAV decoding with uniform frame sampling, or a .npy of uint8 frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hippo_trt.errors import InputError, VideoError
+
+MAX_FRAMES = 1024
+
+
+def uniform_indices(total: int, count: int) -> np.ndarray:
+    """``count`` frame indices spread evenly over ``total`` frames, first and last included."""
+    if total <= 0:
+        raise VideoError("the video has no frames")
+    return np.linspace(0, total - 1, num=min(count, total)).round().astype(np.int64)
+
+
+def check_frame_count(frames: int | None) -> None:
+    if frames is not None and not 1 <= frames <= MAX_FRAMES:
+        raise InputError(f"--frames must be between 1 and {MAX_FRAMES}, got {frames}")
+
+
+def load_npy_frames(path: Path, frames: int | None = None) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] from a .npy file, uniformly sampled to ``frames`` if given."""
+    check_frame_count(frames)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"frames file '{path}' does not exist") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise VideoError(f"'{path}' is not a readable .npy file ({e})") from None
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise VideoError(f"'{path}' must hold uint8 frames [T, H, W, 3], got {arr.dtype} {list(arr.shape)}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise VideoError(f"'{path}' holds no frames (shape {list(arr.shape)})")
+    return arr if frames is None else arr[uniform_indices(arr.shape[0], frames)]
+
+
+def decode_video(path: Path, frames: int) -> np.ndarray:
+    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 with PyAV."""
+    import av
+
+    check_frame_count(frames)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video file '{path}' does not exist")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"'{path}' has no video stream")
+            total = container.streams.video[0].frames  # 0 when the container does not say
+            wanted = set(uniform_indices(total, frames).tolist()) if total > 0 else None
+            decoded = []
+            for i, frame in enumerate(container.decode(video=0)):
+                if wanted is None or i in wanted:
+                    decoded.append(frame.to_ndarray(format="rgb24"))
+                if wanted is not None and len(decoded) == len(wanted):
+                    break
+    except av.FFmpegError as e:
+        raise VideoError(f"cannot decode video '{path}': {e}") from None
+    if not decoded:
+        raise VideoError(f"video '{path}' has zero decodable frames")
+    if wanted is None or len(decoded) < len(wanted):  # header lied: sample what decoded
+        decoded = [decoded[i] for i in uniform_indices(len(decoded), frames)]
+    return np.stack(decoded)
+
+
+def load_frames(path: Path, frames: int | None, default_frames: int) -> np.ndarray:
+    """Frames from a video file or a .npy, by suffix; ``frames`` None takes the default."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return load_npy_frames(path, frames)
+    return decode_video(path, frames or default_frames)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> None:
+    """Write uint8 frames [T, H, W, 3] as an H.264 (or MPEG-4) .mp4 with PyAV."""
+    import av
+
+    t, h, w, _ = frames.shape
+    with av.open(str(path), mode="w") as container:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        for frame in frames:
+            padded = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
