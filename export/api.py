@@ -95,6 +95,7 @@ def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> Mo
         eos_token_ids=_eos_ids(m.model),
         default_frames=default_frame_count(m.processor),
         decoder=asdict(arch.decoder_shape(config)),
+        vision_input={"channels": config.vision_config.num_channels, "image_size": config.vision_config.image_size},
         graphs=graphs,
         validation=validation,
     )

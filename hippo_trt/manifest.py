@@ -50,6 +50,7 @@ class ModelRecord:
     eos_token_ids: tuple[int, ...]
     default_frames: int
     decoder: Mapping[str, int]
+    vision_input: Mapping[str, int]  # channels, image_size
     graphs: Mapping[str, FileRecord]
     validation: Mapping[str, Mapping[str, float]]
 

@@ -1,0 +1,102 @@
+"""Engines: one exported graph behind ``run(feeds, into)``, on ONNX Runtime or torch.
+
+``into`` maps output names to preallocated arrays the engine writes in place (the KV slots);
+every other output is returned. ONNX Runtime binds both inputs and ``into`` outputs by pointer
+(IOBinding), so feeding the cached prefix and storing the new entries copy nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from hippo_trt.errors import EngineError
+from hippo_trt.export.specs import GraphSpec
+
+
+class Engine(Protocol):
+    spec: GraphSpec
+
+    def run(self, feeds: Mapping[str, np.ndarray], into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        ...
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default (all cores)
+
+
+def _session_options(options: OrtOptions, optimized_out: Path | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if optimized_out is not None:
+        so.optimized_model_filepath = str(optimized_out)
+    return so
+
+
+def ort_session(path: Path, options: OrtOptions, optimized_out: Path | None = None):
+    """An InferenceSession; a missing, truncated or corrupt file is an EngineError."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), _session_options(options, optimized_out), providers=list(options.providers))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EngineError(f"ONNX Runtime cannot load '{path}': {first}") from None
+
+
+class OrtEngine:
+    def __init__(self, path: Path, spec: GraphSpec, options: OrtOptions = OrtOptions()):
+        self.spec, self.path = spec, Path(path)
+        self.session = ort_session(self.path, options)
+        self._outputs = [t.name for t in spec.outputs]
+
+    def run(self, feeds, into=None):
+        into = into or {}
+        io = self.session.io_binding()
+        for name, arr in feeds.items():
+            arr = np.ascontiguousarray(arr)
+            io.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+        returned = [n for n in self._outputs if n not in into]
+        for name, buf in into.items():  # written in place: buf must be a contiguous view
+            assert buf.flags.c_contiguous, name
+            io.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+        for name in returned:
+            io.bind_output(name, "cpu")
+        self.session.run_with_iobinding(io)
+        values = io.get_outputs()[len(into) :]
+        return {name: v.numpy() for name, v in zip(returned, values)}
+
+
+class TorchEngine:
+    """The reference: the same graph module run eagerly in torch."""
+
+    def __init__(self, module, spec: GraphSpec):
+        self.module, self.spec = module, spec
+
+    def run(self, feeds, into=None):
+        import torch
+
+        from hippo_trt.export.onnx_export import torch_args
+
+        into = into or {}
+        with torch.inference_mode():
+            outs = self.module(*torch_args(self.spec, {k: np.ascontiguousarray(v) for k, v in feeds.items()}))
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        result = {}
+        for t, value in zip(self.spec.outputs, outs, strict=True):
+            if t.name in into:
+                into[t.name][...] = value.numpy()
+            else:
+                result[t.name] = value.numpy()
+        return result
+
