@@ -134,6 +134,9 @@ def build_model(spec: TinySpec, tokenizer):
 
 def make_tiny_model_dir(out: Path, spec: TinySpec = TinySpec()) -> Path:
     """Write a complete tiny random LLaVA-OneVision model directory to ``out``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     out = Path(out)
     tokenizer = build_tokenizer()
     processor = build_processor(spec, tokenizer)

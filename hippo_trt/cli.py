@@ -1,0 +1,213 @@
+"""``hippo-trt``: a thin command line over the Python API.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from hippo_trt import __version__
+from hippo_trt.errors import HippoError, InputError
+
+INTERNAL_ERROR = 70
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises one-line InputErrors instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise InputError(f"{self.prog}: {message} (see --help)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_export(args) -> int:
+    from hippo_trt.dims import ExportLimits
+    from hippo_trt.export.api import export_work_dir
+
+    limits = ExportLimits(max_frames=args.max_frames, max_seq=args.max_seq, max_spec_len=args.max_spec_len)
+    manifest = export_work_dir(args.target, args.out, draft=args.draft, limits=limits, progress=_progress(args))
+    if args.json:
+        _print_json(manifest.to_json())
+    else:
+        graphs = sum(len(m.graphs) for m in manifest.models.values())
+        print(f"exported and validated {graphs} graphs ({', '.join(manifest.models)}) into {args.out}")
+    return 0
+
+
+def _ort_options(args):
+    from hippo_trt.runtime.engine import OrtOptions
+
+    return OrtOptions(intra_op_threads=args.threads)
+
+
+def cmd_build(args) -> int:
+    from hippo_trt.runtime.build import build_onnxruntime
+
+    manifest = build_onnxruntime(args.work, _ort_options(args), progress=_progress(args))
+    record = manifest.engines["onnxruntime"]
+    if args.json:
+        _print_json(record)
+    else:
+        n = sum(len(g) for g in record["files"].values())
+        print(f"built {n} onnxruntime {record['version']} engines into {args.work}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, mode=args.mode)
+    pipeline = Pipeline.load(args.work, backend=args.backend, options=_ort_options(args))
+    result = pipeline.run(args.video or args.frames_npy, args.prompt, frames=args.frames, config=config)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from hippo_trt.info import info_json, info_text
+
+    if args.json:
+        _print_json(info_json(args.work))
+    else:
+        print(info_text(args.work))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from hippo_trt.demo import DEMO_PROMPT, run_demo
+
+    result = run_demo(args.out, max_new_tokens=args.max_new_tokens, progress=_progress(args))
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"prompt: {DEMO_PROMPT}\nanswer: {result.text}")
+        print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
+    return 0
+
+
+def cmd_bench_decode(args) -> int:
+    from hippo_trt.runtime.bench import bench_decode_steps, format_table
+
+    rows = bench_decode_steps(args.work, contexts=args.contexts, repeats=args.repeats, options=_ort_options(args), progress=_progress(args))
+    if args.json:
+        _print_json([r.__dict__ for r in rows])
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser, threads: bool = False) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if threads:
+        p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hippo-trt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hippo-trt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("export", help="export target (and draft) to validated ONNX graphs")
+    p.add_argument("--target", type=Path, required=True, help="target model directory (Hugging Face format)")
+    p.add_argument("--draft", type=Path, help="draft model directory (same tokenizer and video grid)")
+    p.add_argument("--out", type=Path, required=True, help="work dir to write (replaced atomically)")
+    p.add_argument("--max-frames", type=_positive, default=32)
+    p.add_argument("--max-seq", type=_positive, default=4096, help="longest prompt + generation, in tokens")
+    p.add_argument("--max-spec-len", type=_positive, default=8, help="most tokens one verify step takes")
+    _add_common(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("build", help="build engines for a backend from an exported work dir")
+    p.add_argument("work", type=Path)
+    p.add_argument("--backend", choices=["onnxruntime"], default="onnxruntime")
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="answer a prompt about a video")
+    p.add_argument("work", type=Path)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", type=Path, help="video file decoded with PyAV")
+    src.add_argument("--frames-npy", type=Path, help=".npy of uint8 frames [T, H, W, 3]")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--frames", type=_positive, help="frames sampled uniformly (default: the processor's)")
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--mode", choices=["ar"], default="ar")
+    p.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("info", help="what a work dir holds")
+    p.add_argument("work", type=Path)
+    _add_common(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="build a tiny pair and a clip, then export, build and run them")
+    p.add_argument("--out", type=Path, default=Path("hippo-demo"))
+    p.add_argument("--max-new-tokens", type=_positive, default=24)
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    p = bench.add_parser("decode", help="decode-step cost against context length (KV written in place)")
+    p.add_argument("work", type=Path)
+    p.add_argument("--contexts", type=lambda s: [_positive(x) for x in s.split(",")], default=[64, 256, 1024, 2048])
+    p.add_argument("--repeats", type=_positive, default=50)
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_bench_decode)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except HippoError as e:
+        print(f"hippo-trt: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hippo-trt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug of ours: still one line, with a way to see more
+        if os.environ.get("HIPPO_TRT_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"hippo-trt: internal error: {type(e).__name__}: {first} (HIPPO_TRT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
