@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny random LLaVA-OneVision model dirs, exported and built once per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hippo_trt.dims import ExportLimits
+from hippo_trt.tiny import TinySpec, make_tiny_model_dir
+from hippo_trt.video import write_video
+
+# Different layer counts, head layouts (GQA, MHA, MQA), hidden sizes and image grids
+# (the 5x5 patch grid checks ceil pooling to 3x3).
+TINY_SPECS = {
+    "gqa": TinySpec(layers=2, hidden=64, heads=4, kv_heads=2, image_size=32, patch_size=8, seed=11),
+    "mha_odd_grid": TinySpec(
+        layers=3, hidden=48, heads=3, kv_heads=3, intermediate=96, vision_layers=2,
+        image_size=40, patch_size=8, frames=3, seed=12,
+    ),
+    "mqa": TinySpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, image_size=24, patch_size=6, seed=13),
+}
+TEST_LIMITS = ExportLimits(max_frames=6, max_seq=200, max_spec_len=6)
+DRAFT_OF = {"gqa": "mqa"}  # same tokenizer and 4 visual tokens per frame
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {name: make_tiny_model_dir(root / name, spec) for name, spec in TINY_SPECS.items()}
+
+
+@pytest.fixture(scope="session")
+def work_dirs(tiny_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Each tiny target exported (with its draft where it has one) and built for onnxruntime."""
+    from hippo_trt.export.api import export_work_dir
+    from hippo_trt.runtime.build import build_onnxruntime
+
+    root = tmp_path_factory.mktemp("work")
+    works = {}
+    for name in ("gqa", "mha_odd_grid"):
+        draft = tiny_dirs[DRAFT_OF[name]] if name in DRAFT_OF else None
+        export_work_dir(tiny_dirs[name], root / name, draft=draft, limits=TEST_LIMITS, progress=False)
+        build_onnxruntime(root / name, progress=False)
+        works[name] = root / name
+    return works
+
+
+@pytest.fixture
+def scratch_work(work_dirs, tmp_path) -> Path:
+    """A private copy of the gqa work dir that a test may damage."""
+    return Path(shutil.copytree(work_dirs["gqa"], tmp_path / "work"))
+
+
+@pytest.fixture
+def scratch_model(tiny_dirs, tmp_path) -> Path:
+    """A private copy of the gqa model dir that a test may damage."""
+    return Path(shutil.copytree(tiny_dirs["gqa"], tmp_path / "model"))
+
+
+def random_frames(seed: int, frames: int, height: int = 36, width: int = 44) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    write_video(path, random_frames(0, 10))
+    return path

@@ -1,0 +1,99 @@
+"""Export: graphs, dynamic axes from the dims table, manifest, and hard validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from hippo_trt.errors import ExportValidationError, ModelError
+from hippo_trt.export import llava_onevision as arch
+from hippo_trt.export.validate import Tolerance, check_onnx, validate_graph
+from hippo_trt.manifest import Manifest
+from hippo_trt.model_dir import ModelDir, sha256_file
+from tests.conftest import TEST_LIMITS
+
+SYMBOLIC = {
+    "vision": {"pixel_values_videos": {1: "frames"}},
+    "embed": {"input_ids": {1: "seq"}},
+    "prefill": {"inputs_embeds": {1: "seq"}, "position_ids": {1: "seq"}},
+    "decode": {"input_ids": {1: "spec_len"}, "past_key_0": {0: "past"}},
+}
+
+
+def test_manifest_records_every_graph_with_hashes(work_dirs):
+    work = work_dirs["gqa"]
+    manifest = Manifest.load(work)
+    assert set(manifest.models) == {"target", "draft"}
+    assert manifest.opset >= 17
+    assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(manifest.versions)
+    assert manifest.dims["frames"]["max"] == TEST_LIMITS.max_frames
+    assert manifest.dims["seq"]["max"] == TEST_LIMITS.max_seq
+    for record in manifest.models.values():
+        assert set(record.graphs) == {"vision", "embed", "prefill", "decode"}
+        assert ModelDir.open(record.source).weight_hash() == record.weight_hash
+        for name, graph in record.graphs.items():
+            assert sha256_file(work / graph.path) == graph.sha256
+            assert max(record.validation[name].values()) <= 1e-3
+    assert json.loads((work / "manifest.json").read_text())["format"] == 1
+
+
+@pytest.mark.parametrize("graph", sorted(SYMBOLIC))
+def test_dynamic_axes_come_from_the_dims_table(work_dirs, graph):
+    model = onnx.load(str(work_dirs["gqa"] / "target" / f"{graph}.onnx"))
+    inputs = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
+    for name, axes in SYMBOLIC[graph].items():
+        for axis, symbol in axes.items():
+            assert inputs[name][axis].dim_param == symbol, (graph, name, axis)
+
+
+def test_validation_rejects_a_graph_that_disagrees_with_torch(work_dirs, tiny_dirs):
+    model = ModelDir.open(tiny_dirs["gqa"]).load_model()
+    specs = {s.name: s for s in arch.graph_specs(model.config)}
+    embed = arch.graph_modules(model)["embed"]
+
+    class Shifted(torch.nn.Module):
+        def forward(self, input_ids):
+            return embed(input_ids) + 1e-2
+
+    feeds = specs["embed"].sample_inputs({"batch": 1, "seq": 7}, vocab=50, seed=0)
+    path = work_dirs["gqa"] / "target" / "embed.onnx"
+    assert validate_graph(path, specs["embed"], embed, feeds)["inputs_embeds"] == 0.0
+    with pytest.raises(ExportValidationError) as err:
+        validate_graph(path, specs["embed"], Shifted(), feeds, Tolerance(atol=1e-4, rtol=0))
+    assert err.value.graph == "embed" and err.value.output == "inputs_embeds"
+    assert err.value.max_diff == pytest.approx(1e-2, rel=1e-3)
+    assert "embed" in str(err.value) and "inputs_embeds" in str(err.value)
+
+
+def test_checker_rejects_a_truncated_graph(work_dirs, tmp_path):
+    data = (work_dirs["gqa"] / "target" / "decode.onnx").read_bytes()
+    bad = tmp_path / "decode.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportValidationError, match="decode"):
+        check_onnx(bad)
+
+
+def test_unsupported_settings_are_named(tiny_dirs):
+    config = ModelDir.open(tiny_dirs["gqa"]).load_model().config
+    config.text_config.layer_types = ["sliding_attention"] * config.text_config.num_hidden_layers
+    with pytest.raises(ModelError, match="use_sliding_window"):
+        arch.check_supported(config)
+    config.text_config.layer_types = ["full_attention"] * config.text_config.num_hidden_layers
+    config.text_config.rope_parameters = {**config.text_config.rope_parameters, "rope_type": "dynamic"}
+    with pytest.raises(ModelError, match="rope_type='dynamic'"):
+        arch.check_supported(config)
+
+
+@pytest.mark.parametrize("name,expected", [("gqa", 4), ("mha_odd_grid", 9), ("mqa", 4)])
+def test_visual_tokens_per_frame_matches_the_processor(tiny_dirs, name, expected):
+    model_dir = ModelDir.open(tiny_dirs[name])
+    processor = model_dir.load_processor()
+    frames = np.zeros((2, 20, 20, 3), dtype=np.uint8)
+    out = processor(text=processor.video_token, videos=[frames], return_tensors="np")
+    n_video = int((out["input_ids"] == processor.video_token_id).sum())
+    assert arch.vis_tokens_per_frame(model_dir.load_model().config) == expected
+    assert n_video == 2 * expected + 1
