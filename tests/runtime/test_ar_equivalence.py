@@ -45,7 +45,7 @@ prompts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**16),
     frames=st.integers(1, TEST_LIMITS.max_frames),
