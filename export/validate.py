@@ -17,13 +17,21 @@ from .specs import GraphSpec
 
 @dataclass(frozen=True)
 class Tolerance:
-    """|ort - torch| <= atol + rtol * |torch|, elementwise (fp32 graphs)."""
+    """|ort - torch| <= atol + rtol * max|torch| for every element of an output (fp32 graphs).
+
+    The relative part scales with the output's largest magnitude, not each element's: fp32
+    sums reordered by a different kernel differ by a fraction of the summed terms, so an
+    element near zero inside a large-valued tensor legitimately carries the tensor's error.
+    """
 
     atol: float = 1e-4
-    rtol: float = 1e-3
+    rtol: float = 1e-4
 
     def __str__(self) -> str:
-        return f"atol={self.atol:g} + rtol={self.rtol:g}*|ref|"
+        return f"atol={self.atol:g} + rtol={self.rtol:g}*max|ref|"
+
+    def bound(self, ref: np.ndarray) -> float:
+        return self.atol + self.rtol * (float(np.abs(ref).max()) if ref.size else 0.0)
 
 
 def check_onnx(path: Path) -> None:
@@ -56,6 +64,6 @@ def validate_graph(
             raise ExportValidationError(spec.name, t.name, float("inf"), f"shape {g.shape} != torch {r.shape}")
         diff = np.abs(g - r)
         diffs[t.name] = float(diff.max()) if diff.size else 0.0
-        if not np.all(diff <= tolerance.atol + tolerance.rtol * np.abs(r)):
+        if diffs[t.name] > tolerance.bound(r):
             raise ExportValidationError(spec.name, t.name, diffs[t.name], str(tolerance))
     return diffs

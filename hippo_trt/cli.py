@@ -111,7 +111,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_bench_decode(args) -> int:
+def cmd_bench_kv(args) -> int:
     from hippo_trt.runtime.bench import bench_decode_steps, format_table
 
     rows = bench_decode_steps(args.work, contexts=args.contexts, repeats=args.repeats, options=_ort_options(args), progress=_progress(args))
@@ -175,12 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, parser_class=_Parser)
-    p = bench.add_parser("decode", help="decode-step cost against context length (KV written in place)")
+    p = bench.add_parser("kv", help="decode-step cost against context length (KV written in place vs copied)")
     p.add_argument("work", type=Path)
     p.add_argument("--contexts", type=lambda s: [_positive(x) for x in s.split(",")], default=[64, 256, 1024, 2048])
     p.add_argument("--repeats", type=_positive, default=50)
     _add_common(p, threads=True)
-    p.set_defaults(func=cmd_bench_decode)
+    p.set_defaults(func=cmd_bench_kv)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``hippo-trt bench decode``: one decode step's cost against context length.
+"""``hippo-trt bench kv``: one decode step's cost against context length.
 
 Two ways of keeping the cache, measured in the same run on the same engine:
   in_place  the cache is preallocated; the past is bound by pointer and the step's new

@@ -65,10 +65,13 @@ class Pipeline:
         self.dims = manifest.dims_table
 
     @classmethod
-    def load(cls, work: Path, backend: str = "onnxruntime", options: OrtOptions = OrtOptions()) -> "Pipeline":
+    def load(
+        cls, work: Path, backend: str = "onnxruntime", options: OrtOptions = OrtOptions(), role: str = "target"
+    ) -> "Pipeline":
+        """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks)."""
         work = Path(work)
         manifest = Manifest.load(work)
-        target = load_engines(work, manifest, "target", backend, options)
+        target = load_engines(work, manifest, role, backend, options)
         return cls(manifest, target, load_processor(work / target.record.processor_dir))
 
     def prepare(self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None) -> Request:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,8 +23,14 @@ def test_plain_install_imports_subpackages_and_runs_help(tmp_path):
     # Dependencies come from the running environment (a plain path entry: its .pth files,
     # including any editable finder for hippo_trt, are not processed).
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    source = tmp_path / "src"  # build from a copy: an in-tree build would leave build/ in the repo
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("hippo_trt", "export", "runtime"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", str(REPO)], check=True, capture_output=True, text=True
+        [python, "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True, capture_output=True, text=True
     )
     probe = (
         "import hippo_trt, hippo_trt.export, hippo_trt.runtime, hippo_trt.export.api, hippo_trt.runtime.pipeline;"

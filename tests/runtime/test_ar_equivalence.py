@@ -64,6 +64,21 @@ def test_greedy_tokens_equal_transformers(config, work_dirs, tiny_dirs, seed, fr
     assert ort_result.input_ids == request.input_ids[0].tolist()
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), frames=st.integers(1, TEST_LIMITS.max_frames), prompt=prompts)
+def test_draft_engines_equal_transformers(work_dirs, tiny_dirs, seed, frames, prompt):
+    """The draft's exported graphs (MQA, 1 layer, 6x6-pixel patches) decode like transformers too."""
+    pipe = _draft_pipeline(str(work_dirs["gqa"]))
+    request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)
+    result = pipe.generate(request, GenerationConfig(max_new_tokens=12))
+    assert result.tokens == hf_greedy(_hf_model(str(tiny_dirs["mqa"])), request, 12)
+
+
+@lru_cache(maxsize=None)
+def _draft_pipeline(work: str) -> Pipeline:
+    return Pipeline.load(work, role="draft")
+
+
 def test_run_from_video_file_matches_transformers(work_dirs, tiny_dirs, clip):
     """The CLI path (PyAV decode + processor) feeds transformers the same ids and pixels."""
     pipe = _pipelines(str(work_dirs["gqa"]))["onnxruntime"]
