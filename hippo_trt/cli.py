@@ -81,7 +81,8 @@ def cmd_run(args) -> int:
 
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, mode=args.mode)
     pipeline = Pipeline.load(args.work, backend=args.backend, options=_ort_options(args))
-    result = pipeline.run(args.video or args.frames_npy, args.prompt, frames=args.frames, config=config)
+    source, npy = (args.video, False) if args.video else (args.frames_npy, True)
+    result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--video", type=Path, help="video file decoded with PyAV")
     src.add_argument("--frames-npy", type=Path, help=".npy of uint8 frames [T, H, W, 3]")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--frames", type=_positive, help="frames sampled uniformly (default: the processor's)")
+    p.add_argument("--frames", type=_positive, help="frames sampled uniformly (default: the processor's for a video, all for .npy)")
     p.add_argument("--max-new-tokens", type=_positive, default=64)
     p.add_argument("--mode", choices=["ar"], default="ar")
     p.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")

@@ -44,6 +44,8 @@ class ModelDir:
         if not isinstance(config, dict):
             raise ModelError(f"'{config_file}' does not hold a JSON object")
         archs = config.get("architectures") or [config.get("model_type", "unknown")]
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise ModelError(f"'{config_file}' has a malformed 'architectures' field (expected a list of names)")
         arch = archs[0]
         if arch not in SUPPORTED:
             raise ModelError(
@@ -86,6 +88,8 @@ def load_processor(path: Path):
     from transformers import AutoProcessor
     from transformers.utils import logging as hf_logging
 
+    if not Path(path).is_dir():
+        raise ModelError(f"processor directory '{path}' is missing (tokenizer and processor files)")
     hf_logging.set_verbosity_error()
     try:
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)

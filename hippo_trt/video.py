@@ -39,39 +39,63 @@ def load_npy_frames(path: Path, frames: int | None = None) -> np.ndarray:
     return arr if frames is None else arr[uniform_indices(arr.shape[0], frames)]
 
 
-def decode_video(path: Path, frames: int) -> np.ndarray:
-    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 with PyAV."""
+def _decode_pass(path: Path, wanted: set[int] | None) -> tuple[list[np.ndarray], int]:
+    """Decode every frame; convert to RGB only the ``wanted`` ones (all when None)."""
     import av
 
-    check_frame_count(frames)
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video file '{path}' does not exist")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"'{path}' has no video stream")
-            total = container.streams.video[0].frames  # 0 when the container does not say
-            wanted = set(uniform_indices(total, frames).tolist()) if total > 0 else None
-            decoded = []
-            for i, frame in enumerate(container.decode(video=0)):
-                if wanted is None or i in wanted:
-                    decoded.append(frame.to_ndarray(format="rgb24"))
-                if wanted is not None and len(decoded) == len(wanted):
-                    break
+            kept, count = [], 0
+            for count, frame in enumerate(container.decode(video=0), start=1):
+                if wanted is None or count - 1 in wanted:
+                    kept.append(frame.to_ndarray(format="rgb24"))
+            return kept, count
     except av.FFmpegError as e:
         raise VideoError(f"cannot decode video '{path}': {e}") from None
-    if not decoded:
-        raise VideoError(f"video '{path}' has zero decodable frames")
-    if wanted is None or len(decoded) < len(wanted):  # header lied: sample what decoded
-        decoded = [decoded[i] for i in uniform_indices(len(decoded), frames)]
-    return np.stack(decoded)
 
 
-def load_frames(path: Path, frames: int | None, default_frames: int) -> np.ndarray:
-    """Frames from a video file or a .npy, by suffix; ``frames`` None takes the default."""
+def _header_frame_count(path: Path) -> int:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.streams.video[0].frames if container.streams.video else 0
+    except av.FFmpegError as e:
+        raise VideoError(f"cannot decode video '{path}': {e}") from None
+
+
+def decode_video(path: Path, frames: int) -> np.ndarray:
+    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 with PyAV.
+
+    One pass when the container's frame count is right; when it is missing or wrong (cut
+    or odd files), a second pass samples from the frames that really decode.
+    """
+    check_frame_count(frames)
     path = Path(path)
-    if path.suffix == ".npy":
+    if not path.is_file():
+        raise InputError(f"video file '{path}' does not exist")
+    claimed = _header_frame_count(path)
+    wanted = set(uniform_indices(claimed, frames).tolist()) if claimed > 0 else None
+    kept, count = _decode_pass(path, wanted)
+    if count == 0:
+        raise VideoError(f"video '{path}' has zero decodable frames")
+    if wanted is None:
+        return np.stack([kept[i] for i in uniform_indices(count, frames)])
+    if count != claimed:  # the header lied: sample from what really decodes
+        kept, _ = _decode_pass(path, set(uniform_indices(count, frames).tolist()))
+    return np.stack(kept)
+
+
+def load_frames(path: Path, frames: int | None, default_frames: int, npy: bool | None = None) -> np.ndarray:
+    """Frames from a .npy (``npy`` True, or None and a .npy suffix) or a video file.
+
+    ``frames`` None: all frames of a .npy, ``default_frames`` sampled from a video.
+    """
+    check_frame_count(frames)
+    path = Path(path)
+    if npy or (npy is None and path.suffix == ".npy"):
         return load_npy_frames(path, frames)
     return decode_video(path, frames or default_frames)
 

@@ -74,10 +74,13 @@ class Pipeline:
         target = load_engines(work, manifest, role, backend, options)
         return cls(manifest, target, load_processor(work / target.record.processor_dir))
 
-    def prepare(self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None) -> Request:
+    def prepare(
+        self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None, npy: bool | None = None
+    ) -> Request:
+        """Frames from ``video`` (a .npy when ``npy``, or by suffix when None) -> engine inputs."""
         timer = timer or PhaseTimer()
         with timer.phase("video_decode"):
-            pixels = load_frames(Path(video), frames, self.target.record.default_frames)
+            pixels = load_frames(Path(video), frames, self.target.record.default_frames, npy=npy)
         self.dims.check("frames", pixels.shape[0], what="video")
         with timer.phase("preprocess"):
             return prepare_request(self.processor, pixels, prompt)
@@ -129,7 +132,14 @@ class Pipeline:
             },
         )
 
-    def run(self, video: Path, prompt: str, frames: int | None = None, config: GenerationConfig = GenerationConfig()) -> RunResult:
+    def run(
+        self,
+        video: Path,
+        prompt: str,
+        frames: int | None = None,
+        config: GenerationConfig = GenerationConfig(),
+        npy: bool | None = None,
+    ) -> RunResult:
         timer = PhaseTimer()
-        request = self.prepare(video, prompt, frames, timer)
+        request = self.prepare(video, prompt, frames, timer, npy=npy)
         return self.generate(request, config, timer)

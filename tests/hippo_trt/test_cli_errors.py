@@ -144,11 +144,6 @@ def test_export_unsupported_architecture_is_named(capfd, scratch_model, tmp_path
     assert_nothing_written(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: model_dir.py ModelDir.open indexes config['architectures'][0] without checking it is a "
-    "list, so a non-list value ends as 'internal error' (exit 70) instead of a ModelError",
-)
 @pytest.mark.parametrize("value", [5, {"a": 1}], ids=["int", "dict"])
 def test_export_malformed_architectures_field_is_a_user_error(capfd, scratch_model, tmp_path, value):
     edit_json(scratch_model / "config.json", lambda c: c.update(architectures=value))
@@ -442,6 +437,24 @@ def test_run_detects_truncated_engine_and_build_repairs_it(capfd, scratch_work, 
     assert rc == 0 and err == "" and out.startswith("built 8 onnxruntime")  # target + draft, 4 graphs each
     rc, out, err = cli(capfd, *run_args(scratch_work, clip))
     assert rc == 0 and err == "" and out.endswith("\n")
+
+
+def test_run_detects_same_size_altered_engine(capfd, scratch_work, clip):
+    engine = scratch_work / ORT_DIR / "target" / "prefill.onnx"
+    data = bytearray(engine.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content
+    engine.write_bytes(bytes(data))
+    msg = error_line(*cli(capfd, *run_args(scratch_work, clip)), code=WORKDIR_ERROR)
+    assert str(engine) in msg and "sha256" in msg and "hippo-trt build" in msg
+
+
+def test_frames_npy_is_read_as_npy_whatever_its_suffix(capfd, work_dirs, tmp_path):
+    frames = tmp_path / "frames.bin"
+    with open(frames, "wb") as f:
+        np.save(f, np.random.default_rng(0).integers(0, 256, (3, 20, 24, 3), dtype=np.uint8))
+    rc, out, err = cli(capfd, "run", work_dirs["gqa"], "--frames-npy", frames, "--prompt", PROMPT, "--json", "--quiet")
+    assert rc == 0, err
+    assert json.loads(out)["stats"]["frames"] == 3
 
 
 def test_run_detects_missing_engine(capfd, scratch_work, clip):

@@ -88,7 +88,7 @@ def test_round_trip_random_frames_load_frames_default(clip):
     # random noise is coded lossily, but what comes back is still correlated with what was written
     written = random_frames(0, 10).astype(float)
     corr = np.corrcoef(out.astype(float).ravel(), written.ravel())[0, 1]
-    assert corr > 0.5
+    assert corr > 0.3  # about 0.6 with libx264; unrelated noise gives about 0
 
 
 def test_container_without_frame_count_is_sampled_after_decoding(tmp_path):
@@ -103,23 +103,17 @@ def test_container_without_frame_count_is_sampled_after_decoding(tmp_path):
     assert np.abs(mean_colour(out) - expected).max() < TOL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when the header claims more frames than decode, only the frames already picked "
-    "for the claimed count are resampled (video.py decode_video), so fewer frames than requested come back",
-)
 def test_header_claiming_more_frames_than_decodable_still_gives_requested_count(tmp_path):
     full = tmp_path / "full.avi"
     write_video(full, random_frames(5, 20, 32, 32))
-    with av.open(str(full)) as c:
-        assert c.streams.video[0].frames == 20
     data = full.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) * 6 // 10])
     with av.open(str(cut)) as c:
         claimed = c.streams.video[0].frames
         decodable = sum(1 for _ in c.decode(video=0))
-    assert claimed == 20 and 8 <= decodable < 20  # the header lies
+    if not (claimed == 20 and 8 <= decodable < 20):  # the header must lie, and 8 frames must decode
+        pytest.skip(f"this FFmpeg build gives claimed={claimed} decodable={decodable} for the cut file")
     out = decode_video(cut, 8)
     assert out.shape[0] == 8  # 8 frames requested and at least 8 decodable
 
