@@ -12,18 +12,22 @@ import numpy as np
 from hippo_trt.errors import ProfileError
 
 
+def _host_empty(shape: tuple[int, ...]) -> np.ndarray:
+    return np.empty(shape, dtype=np.float32)
+
+
 class KVCache:
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, max_len: int, batch: int = 1):
+    """``empty(shape)`` allocates one buffer: host numpy by default, CUDA tensors for TensorRT."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, max_len: int, batch: int = 1, empty=_host_empty):
         shape = (max_len, batch, kv_heads, head_dim)  # [T, B, Hkv, D]
-        self.buffers = {
-            f"{kind}_{i}": np.empty(shape, dtype=np.float32) for i in range(layers) for kind in ("key", "value")
-        }
+        self.buffers = {f"{kind}_{i}": empty(shape) for i in range(layers) for kind in ("key", "value")}
         self.max_len = max_len
         self.length = 0
 
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers.values())
+        return sum(b.nbytes if hasattr(b, "nbytes") else b.numel() * b.element_size() for b in self.buffers.values())
 
     def past(self) -> dict[str, np.ndarray]:
         """``past_key_i`` / ``past_value_i`` views of the cached prefix."""

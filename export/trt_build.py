@@ -1,0 +1,106 @@
+"""TensorRT engines from the build plan, through Polygraphy; kept thin on purpose.
+
+Everything this module consumes is computed by ``trt_plan`` (pure, tested everywhere);
+this module only turns each ``EnginePlan`` into Polygraphy loaders:
+
+    NetworkFromOnnxPath(onnx) -> CreateConfig(profiles=[Profile], fp16/bf16, timing cache)
+        -> EngineFromNetwork(..., save_timing_cache) -> SaveEngine
+
+Engines are written into a staging dir and renamed into ``WORK/engines/tensorrt`` in one
+step; the timing cache lives beside them in the work dir and survives rebuilds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hippo_trt.atomic import staged_dir
+from hippo_trt.errors import EngineError
+from hippo_trt.manifest import FileRecord, Manifest
+from .trt_plan import BuildLimits, BuildPlan, EnginePlan, plan_build
+
+TRT_DIR = "engines/tensorrt"
+TIMING_CACHE = "engines/tensorrt-timing.cache"
+INSTALL_HINT = (
+    "install TensorRT 10 on a machine with an NVIDIA GPU (pip install tensorrt from NVIDIA's "
+    "package index, or the TensorRT tarball), then re-run; --dry-run prints the plan without it"
+)
+
+
+def require_tensorrt():
+    """The ``tensorrt`` module, or a one-line EngineError saying what is missing and how to get it."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise EngineError(f"TensorRT is not installed ({e}); {INSTALL_HINT}") from None
+    return tensorrt
+
+
+def gpu_identity() -> dict[str, str]:
+    """Name and compute capability of GPU 0; engines are only valid there."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EngineError("TensorRT engines need a CUDA GPU and none is visible (CUDA_VISIBLE_DEVICES, driver)")
+    major, minor = torch.cuda.get_device_capability(0)
+    return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+
+
+def _build_engine(plan: EnginePlan, work: Path, out: Path, timing_cache: Path) -> None:
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
+
+    profile = Profile()
+    for name, shape in plan.profile.items():
+        profile.add(name, min=shape.min, opt=shape.opt, max=shape.max)
+    config = CreateConfig(
+        fp16=plan.precision == "fp16",
+        bf16=plan.precision == "bf16",
+        profiles=[profile],
+        load_timing_cache=str(timing_cache) if timing_cache.is_file() else None,
+    )
+    network = NetworkFromOnnxPath(str(work / plan.onnx))
+    engine = EngineFromNetwork(network, config=config, save_timing_cache=str(timing_cache))
+    SaveEngine(engine, path=str(out))()
+
+
+def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Path], identity: dict, version: str, export: str) -> dict:
+    """What the manifest keeps about a TensorRT build; the runtime refuses any mismatch."""
+    by_role: dict[str, dict] = {}
+    for (role, graph), path in files.items():
+        by_role.setdefault(role, {})[graph] = FileRecord.of(work, path).__dict__
+    return {
+        "backend": "tensorrt",
+        "version": version,
+        **identity,
+        "precision": plan.limits.precision,
+        "export_id": export,
+        "plan": plan.to_json(),
+        "files": by_role,
+    }
+
+
+def build_tensorrt(work: Path, limits: BuildLimits, progress: bool = True) -> Manifest:
+    """Build every planned engine; record TensorRT version, GPU, precision, profiles, sha256."""
+    from hippo_trt.runtime.build import export_id, verify_export
+
+    trt = require_tensorrt()
+    work = Path(work)
+    manifest = Manifest.load(work)
+    verify_export(work, manifest)
+    plan = plan_build(manifest, limits)
+    identity = gpu_identity()
+    final, timing_cache = work / TRT_DIR, work / TIMING_CACHE
+    files: dict[tuple[str, str], Path] = {}
+    with staged_dir(final) as stage:
+        for engine in tqdm(plan.engines, disable=not progress, unit="engine", desc="tensorrt"):
+            out = stage / engine.role / f"{engine.graph}.plan"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _build_engine(engine, work, out, timing_cache)
+            files[(engine.role, engine.graph)] = out.relative_to(stage)
+    files = {key: final / rel for key, rel in files.items()}
+    record = engines_record(plan, work, files, identity, trt.__version__, export_id(manifest))
+    manifest = manifest.with_engines("tensorrt", record)
+    manifest.save(work)
+    return manifest
