@@ -63,9 +63,54 @@ def _ort_options(args):
     return OrtOptions(intra_op_threads=args.threads)
 
 
+def _keep_range(text: str) -> tuple[float, float]:
+    """``--keep MIN:MAX`` (or one number for both)."""
+    parts = text.split(":")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX keep ratios like 0.05:1.0, got '{text}'") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX keep ratios like 0.05:1.0, got '{text}'")
+    return (values[0], values[-1])
+
+
+def _trt_limits(args):
+    from hippo_trt.export.trt_plan import BuildLimits
+
+    return BuildLimits(
+        max_frames=args.max_frames,
+        max_new_tokens=args.max_new_tokens,
+        gamma=args.gamma,
+        keep_min=args.keep[0],
+        keep_max=args.keep[1],
+        max_batch=args.max_batch,
+        precision=args.precision,
+    )
+
+
+def _build_tensorrt(args) -> int:
+    from hippo_trt.export.trt_build import build_tensorrt
+    from hippo_trt.export.trt_plan import plan_build
+    from hippo_trt.manifest import Manifest
+
+    limits = _trt_limits(args)
+    if args.dry_run:
+        plan = plan_build(Manifest.load(args.work), limits)
+        _print_json(plan.to_json()) if args.json else print(plan.to_table())
+        return 0
+    record = build_tensorrt(args.work, limits, progress=_progress(args)).engines["tensorrt"]
+    _print_json(record) if args.json else print(f"built TensorRT {record['version']} engines for {record['gpu']} into {args.work}")
+    return 0
+
+
 def cmd_build(args) -> int:
     from hippo_trt.runtime.build import build_onnxruntime
 
+    if args.backend == "tensorrt":
+        return _build_tensorrt(args)
+    if args.dry_run:
+        raise InputError("--dry-run prints a TensorRT build plan: use it with --backend tensorrt")
     manifest = build_onnxruntime(args.work, _ort_options(args), progress=_progress(args))
     record = manifest.engines["onnxruntime"]
     if args.json:
@@ -147,7 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build engines for a backend from an exported work dir")
     p.add_argument("work", type=Path)
-    p.add_argument("--backend", choices=["onnxruntime"], default="onnxruntime")
+    p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
+    p.add_argument("--dry-run", action="store_true", help="tensorrt: print the build plan (profiles, memory) only")
+    trt = p.add_argument_group("tensorrt limits (profiles are derived from these and the exported dims)")
+    trt.add_argument("--max-frames", type=_positive, help="default: the exported maximum")
+    trt.add_argument("--max-new-tokens", type=_positive, default=256)
+    trt.add_argument("--gamma", type=_positive, default=4, help="draft length; verify takes 1..gamma+1 tokens")
+    trt.add_argument("--keep", type=_keep_range, default=(0.05, 1.0), metavar="MIN:MAX", help="keep-ratio range of the pruned draft prefill")
+    trt.add_argument("--max-batch", type=_positive, default=1)
+    trt.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_build)
 

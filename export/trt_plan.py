@@ -1,0 +1,466 @@
+"""The TensorRT build plan: which engines, with which optimization profiles, and roughly how big.
+
+Pure Python over the manifest (no TensorRT import), so it is tested everywhere and printed by
+``--dry-run``. Every range derives from the exported dims table and the user's ``BuildLimits``:
+
+    per_frame  = vis_tokens.min - 1                 visual tokens of one frame (min is 1 frame + newline)
+    vis(f)     = f * per_frame + 1                  visual tokens of an f-frame video (+ newline)
+    kept(k, f) = max(1, ceil(k * vis(f)))           visual tokens the draft keeps at keep ratio k
+    F          = limits.max_frames or frames.max    the longest video the engines take
+    text_max   = the longest text every engine can serve (see ``_text_max``), at least 1
+
+    engine            symbol    min                      max
+    vision            frames    1                        F
+    embed             seq       1                        vis(F) + text_max
+    target prefill    seq       vis(1) + 1               vis(F) + text_max
+    target decode     spec_len  1                        gamma + 1
+                      past      vis(1) + 1               vis(F) + text_max + max_new_tokens - 1
+    draft prefill     seq       kept(keep_min, 1) + 1    kept(keep_max, F) + text_max
+    draft decode      spec_len  1                        2 (its last proposal plus a correction)
+                      past      kept(keep_min, 1) + 1    kept(keep_max, F) + text_max + max_new_tokens + gamma
+
+Opt values (what TensorRT tunes kernels for), always clamped into [min, max]:
+frames min(8, F); text min(64, text_max); seq the prompt at opt frames and opt text (the draft
+at the middle keep ratio (keep_min + keep_max) / 2); past that prompt + max_new_tokens // 2
+(halfway through generation); spec_len 1 (one decode step; verification is the rarer call);
+batch 1.
+
+The memory columns are estimates for sizing a GPU, not measurements (see ``_memory``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
+from hippo_trt.errors import InputError, ProfileError
+from hippo_trt.export.specs import DecoderShape, GraphSpec
+from hippo_trt.manifest import Manifest, ModelRecord
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+BYTES_PER_ELEMENT: Mapping[str, int] = MappingProxyType({"fp32": 4, "fp16": 2, "bf16": 2})
+ROLES = ("target", "draft")
+GRAPHS = ("vision", "embed", "prefill", "decode")
+OPT_FRAMES = 8  # frames TensorRT tunes for (or all of them, when fewer)
+OPT_TEXT = 64  # text tokens of a typical prompt
+DRAFT_SPEC_LEN = 2  # the draft feeds its last proposal plus, after a rejection, the correction
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What the engines must serve; every range of the plan follows from these and the export."""
+
+    max_frames: int | None = None  # None: the exported maximum (manifest dims frames.max)
+    max_new_tokens: int = 256
+    gamma: int = 4  # draft length; target verify takes 1..gamma+1 tokens
+    keep_min: float = 0.05  # keep-ratio range the draft prefill profile must cover
+    keep_max: float = 1.0
+    max_batch: int = 1
+    precision: str = "fp16"  # one of PRECISIONS
+
+    def __post_init__(self) -> None:
+        for name in ("max_frames", "max_new_tokens", "gamma", "max_batch"):
+            _check_count(name, getattr(self, name))
+        if not 0 < self.keep_min <= self.keep_max <= 1:
+            raise InputError(
+                f"--keep range keep_min={self.keep_min} keep_max={self.keep_max} is invalid; "
+                "need 0 < keep_min <= keep_max <= 1"
+            )
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision '{self.precision}' is unknown (choose from {', '.join(PRECISIONS)})")
+
+    @property
+    def bytes_per_element(self) -> int:
+        return BYTES_PER_ELEMENT[self.precision]
+
+
+def _check_count(name: str, value: object) -> None:
+    if value is None and name == "max_frames":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """One input's optimization profile: full shapes at min, opt and max."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """One engine to build: its ONNX graph, symbol ranges, input profiles and size estimates."""
+
+    role: str  # "target" | "draft"
+    graph: str  # "vision" | "embed" | "prefill" | "decode"
+    onnx: str  # path relative to the work dir (from the manifest FileRecord)
+    symbols: Mapping[str, DimRange]  # the symbol ranges this engine is built for
+    profile: Mapping[str, ShapeRange]  # per dynamic input name
+    precision: str
+    weight_bytes: int  # estimate: ONNX bytes (fp32 weights) x bytes_per_element / 4
+    activation_bytes: int  # estimate: see _memory
+    kv_bytes: int  # estimate: KV cache at the max profile, decode graphs only
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weight_bytes + self.activation_bytes + self.kv_bytes
+
+    def to_json(self) -> dict:
+        return {
+            "role": self.role,
+            "graph": self.graph,
+            "onnx": self.onnx,
+            "precision": self.precision,
+            "symbols": {s: r.as_dict() for s, r in self.symbols.items()},
+            "profile": {name: r.to_json() for name, r in self.profile.items()},
+            "weight_bytes": self.weight_bytes,
+            "activation_bytes": self.activation_bytes,
+            "kv_bytes": self.kv_bytes,
+        }
+
+
+MEMORY_COLUMNS = (("weights", "weight_bytes"), ("activations", "activation_bytes"), ("KV", "kv_bytes"))
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    limits: BuildLimits
+    engines: tuple[EnginePlan, ...]
+
+    def totals(self) -> dict[str, int]:
+        """Summed estimates over every engine (bytes)."""
+        sums = {attr: sum(getattr(e, attr) for e in self.engines) for _, attr in MEMORY_COLUMNS}
+        return {**sums, "total_bytes": sum(sums.values())}
+
+    def to_json(self) -> dict:
+        return {
+            "limits": asdict(self.limits),
+            "engines": [e.to_json() for e in self.engines],
+            "totals": self.totals(),
+        }
+
+    def to_table(self) -> str:
+        """Markdown: one row per engine (symbols as min/opt/max, estimates in MiB), then totals."""
+        symbols = [s for s in SYMBOLS if any(s in e.symbols for e in self.engines)]
+        header = ["role", "graph", "precision", *symbols, *(f"{c} MiB" for c, _ in MEMORY_COLUMNS), "total MiB"]
+        rows = [_table_row(e, symbols) for e in self.engines]
+        totals = self.totals()
+        rows.append(
+            ["**total**", "", "", *([""] * len(symbols)), *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
+             _mib(totals["total_bytes"])]
+        )
+        lines = [header, ["---"] * len(header), *rows]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.2f}"
+
+
+def _table_row(e: EnginePlan, symbols: list[str]) -> list[str]:
+    cells = [f"{r.min}/{r.opt}/{r.max}" if (r := e.symbols.get(s)) else "" for s in symbols]
+    sizes = [_mib(getattr(e, a)) for _, a in MEMORY_COLUMNS]
+    return [e.role, e.graph, e.precision, *cells, *sizes, _mib(e.total_bytes)]
+
+
+# --- token budget --------------------------------------------------------------------------
+
+
+def kept_visual_tokens(keep: float, n_vis: int) -> int:
+    """Visual tokens the draft keeps at keep ratio ``keep``: ceil(keep * n_vis), at least 1."""
+    # round() first so that e.g. 0.1 * 30 = 3.0000000000000004 keeps 3, not 4
+    return max(1, math.ceil(round(keep * n_vis, 9)))
+
+
+def _clamped(lo: int, opt: int, hi: int) -> DimRange:
+    return DimRange(lo, min(max(opt, lo), hi), hi)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Token counts every engine's symbol ranges derive from (module docstring has the table)."""
+
+    limits: BuildLimits
+    per_frame: int
+    frames: DimRange
+    text_max: int
+
+    def vis(self, frames: int) -> int:
+        return frames * self.per_frame + 1
+
+    def kept(self, keep: float, frames: int) -> int:
+        return kept_visual_tokens(keep, self.vis(frames))
+
+    @property
+    def text_opt(self) -> int:
+        return min(OPT_TEXT, self.text_max)
+
+    @property
+    def keep_opt(self) -> float:
+        return (self.limits.keep_min + self.limits.keep_max) / 2
+
+    @property
+    def batch(self) -> DimRange:
+        return DimRange(1, 1, self.limits.max_batch)
+
+    def target_prompt(self) -> DimRange:
+        """Prompt tokens (visual + text) the target prefills."""
+        f = self.frames
+        return _clamped(self.vis(f.min) + 1, self.vis(f.opt) + self.text_opt, self.vis(f.max) + self.text_max)
+
+    def draft_prompt(self) -> DimRange:
+        """Prompt tokens the draft prefills: the kept visual tokens + text."""
+        f, lim = self.frames, self.limits
+        return _clamped(
+            self.kept(lim.keep_min, f.min) + 1,
+            self.kept(self.keep_opt, f.opt) + self.text_opt,
+            self.kept(lim.keep_max, f.max) + self.text_max,
+        )
+
+    def cache(self, prompt: DimRange, extra: int) -> DimRange:
+        """Past tokens of a decoder cache: from the shortest prompt to the longest + ``extra``."""
+        return _clamped(prompt.min, prompt.opt + self.limits.max_new_tokens // 2, prompt.max + extra)
+
+
+def _exported_max(dims: DimsTable, symbol: str, asked: int, option: str, value: int) -> None:
+    exported = dims[symbol].max
+    if asked > exported:
+        raise ProfileError(
+            f"{symbol} = {asked} (from {option} {value}) is over the exported maximum {exported} "
+            f"({SYMBOLS[symbol]}); lower {option} or re-export with larger limits"
+        )
+
+
+def _text_max(dims: DimsTable, limits: BuildLimits, frames: int, vis_max: int, draft: bool) -> int:
+    """Longest prompt text every engine can serve.
+
+    The whole context (prompt + new tokens) fits the exported seq maximum; the target cache
+    (prompt + max_new_tokens - 1) and, with a draft, the draft cache (kept visual + text +
+    max_new_tokens + gamma) fit the exported past maximum.
+    """
+    mnt, past = limits.max_new_tokens, dims["past"].max
+    room = [dims["seq"].max - vis_max - mnt, past - (vis_max + mnt - 1)]
+    if draft:
+        room.append(past - (kept_visual_tokens(limits.keep_max, vis_max) + mnt + limits.gamma))
+    text_max = min(room)
+    if text_max < 1:
+        lookahead = f" + draft lookahead {limits.gamma}" if draft else ""
+        raise ProfileError(
+            f"seq: the exported maximum is {dims['seq'].max} tokens (past {past}), "
+            f"but {vis_max} visual tokens ({frames} frames) "
+            f"+ --max-new-tokens {mnt}{lookahead} leave {text_max} for text (need at least 1); "
+            "lower --max-new-tokens or --max-frames, or re-export with a larger --max-seq"
+        )
+    return text_max
+
+
+def budget(manifest: Manifest, limits: BuildLimits) -> Budget:
+    """The shared token budget; ProfileError when the limits cannot fit the export."""
+    dims = manifest.dims_table
+    frames = limits.max_frames or dims["frames"].max
+    _exported_max(dims, "frames", frames, "--max-frames", frames)
+    _exported_max(dims, "batch", limits.max_batch, "--max-batch", limits.max_batch)
+    _exported_max(dims, "spec_len", limits.gamma + 1, "--gamma", limits.gamma)  # verify feeds gamma + 1
+    per_frame = dims["vis_tokens"].min - 1
+    vis_max = frames * per_frame + 1
+    text_max = _text_max(dims, limits, frames, vis_max, draft="draft" in manifest.models)
+    return Budget(limits, per_frame, DimRange(1, min(OPT_FRAMES, frames), frames), text_max)
+
+
+# --- symbol ranges per engine ----------------------------------------------------------------
+
+
+def _vision(b: Budget) -> dict[str, DimRange]:
+    f = b.frames
+    return {"batch": b.batch, "frames": f, "vis_tokens": DimRange(b.vis(f.min), b.vis(f.opt), b.vis(f.max))}
+
+
+def _embed(b: Budget) -> dict[str, DimRange]:
+    prompt = b.target_prompt()
+    return {"batch": b.batch, "seq": DimRange(1, prompt.opt, prompt.max)}
+
+
+def _target_prefill(b: Budget) -> dict[str, DimRange]:
+    return {"batch": b.batch, "seq": b.target_prompt()}
+
+
+def _target_decode(b: Budget) -> dict[str, DimRange]:
+    gamma = b.limits.gamma
+    return {
+        "batch": b.batch,
+        "spec_len": DimRange(1, 1, gamma + 1),
+        "past": b.cache(b.target_prompt(), b.limits.max_new_tokens - 1),
+    }
+
+
+def _draft_prefill(b: Budget) -> dict[str, DimRange]:
+    return {"batch": b.batch, "seq": b.draft_prompt()}
+
+
+def _draft_decode(b: Budget) -> dict[str, DimRange]:
+    lim = b.limits
+    return {
+        "batch": b.batch,
+        "spec_len": DimRange(1, 1, DRAFT_SPEC_LEN),
+        "past": b.cache(b.draft_prompt(), lim.max_new_tokens + lim.gamma),
+    }
+
+
+SYMBOL_RANGES: Mapping[tuple[str, str], Callable[[Budget], dict[str, DimRange]]] = MappingProxyType(
+    {
+        ("target", "vision"): _vision,
+        ("target", "embed"): _embed,
+        ("target", "prefill"): _target_prefill,
+        ("target", "decode"): _target_decode,
+        ("draft", "vision"): _vision,
+        ("draft", "embed"): _embed,
+        ("draft", "prefill"): _draft_prefill,
+        ("draft", "decode"): _draft_decode,
+    }
+)
+
+
+def _engine_symbols(role: str, graph: GraphSpec, b: Budget, dims: DimsTable) -> dict[str, DimRange]:
+    """The ranges of the graph's symbols, each checked against the exported range."""
+    name = graph.name
+    ranges = SYMBOL_RANGES[(role, name)](b)
+    symbols = {}
+    for s in sorted(graph.symbols(), key=list(SYMBOLS).index):
+        if s not in ranges:
+            raise ProfileError(f"graph '{role}/{name}': symbolic dim '{s}' has no range in the TensorRT build plan")
+        exported = dims[s]
+        if not (exported.min <= ranges[s].min and ranges[s].max <= exported.max):
+            raise ProfileError(
+                f"graph '{role}/{name}': {s} range [{ranges[s].min}, {ranges[s].max}] is outside the exported "
+                f"[{exported.min}, {exported.max}]; lower the build limits or re-export with larger limits"
+            )
+        symbols[s] = ranges[s]
+    return symbols
+
+
+def _profile(graph: GraphSpec, symbols: Mapping[str, DimRange]) -> dict[str, ShapeRange]:
+    """min/opt/max shapes of each input with a symbolic axis; int axes stay fixed."""
+
+    def at(t, pick: str) -> tuple[int, ...]:
+        return tuple(getattr(symbols[a], pick) if isinstance(a, str) else a for a in t.axes)
+
+    return {t.name: ShapeRange(at(t, "min"), at(t, "opt"), at(t, "max")) for t in graph.inputs if t.symbols()}
+
+
+# --- memory estimates ------------------------------------------------------------------------
+
+
+def _heads(shape: DecoderShape) -> int:
+    return max(1, shape.hidden // shape.head_dim)
+
+
+def _vision_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    return s["vis_tokens"].max * 4 * d.hidden  # [B, vis, 4d]: projector / pooled features
+
+
+def _embed_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    return s["seq"].max * d.hidden  # [B, S, d]: the embeddings
+
+
+def _prefill_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    seq = s["seq"].max
+    return seq * (4 * d.hidden + _heads(d) * seq)  # [B, S, 4d] MLP + [B, H, S, S] scores
+
+
+def _decode_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    q, keys = s["spec_len"].max, s["past"].max + s["spec_len"].max
+    return q * (4 * d.hidden + _heads(d) * keys)  # [B, Q, 4d] MLP + [B, H, Q, P+Q] scores
+
+
+ACTIVATIONS: Mapping[str, Callable[[Mapping[str, DimRange], DecoderShape], int]] = MappingProxyType(
+    {"vision": _vision_act, "embed": _embed_act, "prefill": _prefill_act, "decode": _decode_act}
+)
+
+
+def _kv_elements(name: str, s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    """Elements of the preallocated KV cache the decode engine reads: [L x 2, P+Q, B, Hkv, D].
+
+    Only decode counts it: prefill writes its new entries into that same cache.
+    """
+    if name != "decode":
+        return 0
+    return 2 * d.layers * d.kv_heads * d.head_dim * (s["past"].max + s["spec_len"].max)
+
+
+def _memory(
+    name: str, onnx_bytes: int, s: Mapping[str, DimRange], d: DecoderShape, limits: BuildLimits
+) -> dict[str, int]:
+    """Size estimates in bytes, for sizing a GPU (not measurements).
+
+    weights      ONNX file bytes (fp32 weights, single file) x bytes_per_element / 4
+    activations  max_batch x bytes_per_element x the largest live tensors at the max profile:
+                 vision  vis_tokens_max x 4 x hidden
+                 embed   seq_max x hidden
+                 prefill seq_max x (4 x hidden + heads x seq_max)       heads = hidden // head_dim;
+                 decode  Q x (4 x hidden + heads x (past_max + Q))      eager attention scores
+                         with Q = spec_len_max
+    kv           decode only: 2 x layers x kv_heads x head_dim x (past_max + spec_len_max)
+                 x max_batch x bytes_per_element
+    """
+    bpe, batch = limits.bytes_per_element, limits.max_batch
+    return {
+        "weight_bytes": onnx_bytes * bpe // 4,
+        "activation_bytes": batch * bpe * ACTIVATIONS[name](s, d),
+        "kv_bytes": batch * bpe * _kv_elements(name, s, d),
+    }
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def _engine(
+    role: str, name: str, record: ModelRecord, specs: Mapping[str, GraphSpec], b: Budget, dims: DimsTable
+) -> EnginePlan:
+    if (role, name) not in SYMBOL_RANGES or name not in specs:
+        raise ProfileError(f"graph '{role}/{name}' in the manifest is unknown to the TensorRT build plan")
+    symbols = _engine_symbols(role, specs[name], b, dims)
+    file = record.graphs[name]
+    return EnginePlan(
+        role=role,
+        graph=name,
+        onnx=file.path,
+        symbols=MappingProxyType(symbols),
+        profile=MappingProxyType(_profile(specs[name], symbols)),
+        precision=b.limits.precision,
+        **_memory(name, file.bytes, symbols, DecoderShape(**record.decoder), b.limits),
+    )
+
+
+def _role_order(role: str) -> int:
+    if role not in ROLES:
+        raise ProfileError(f"model role '{role}' in the manifest is unknown to the TensorRT build plan")
+    return ROLES.index(role)
+
+
+def _graph_order(name: str) -> int:
+    return GRAPHS.index(name) if name in GRAPHS else len(GRAPHS)
+
+
+def plan_build(manifest: Manifest, limits: BuildLimits) -> BuildPlan:
+    """Every engine of every exported model (target, then draft), with profiles and estimates."""
+    # imported here: the runtime loader may itself import the TensorRT build (and so this module)
+    from hippo_trt.runtime.loader import specs_from_record
+
+    b, dims = budget(manifest, limits), manifest.dims_table
+    engines = []
+    for role in sorted(manifest.models, key=_role_order):
+        record = manifest.models[role]
+        specs = specs_from_record(record)
+        for name in sorted(record.graphs, key=_graph_order):
+            engines.append(_engine(role, name, record, specs, b, dims))
+    return BuildPlan(limits, tuple(engines))

@@ -1,0 +1,222 @@
+"""``hippo-trt check WORK --backend B``: a backend's graph outputs against the torch reference.
+
+Each graph of each model is run twice on the same random inputs, on the backend's engine and
+on the torch reference engine, each wrapped in a Polygraphy runner; Polygraphy's ``Comparator``
+runs both and compares every output.
+
+The pass/fail rule is the export's (``Tolerance``): ``max |backend - torch| <= atol + rtol *
+max|torch|`` per output. Polygraphy expresses it as a per-output absolute tolerance with the
+``max`` error statistic; its relative error (``max_rel``, elementwise against the torch value)
+is reported for information only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from hippo_trt.dims import DimsTable
+from hippo_trt.errors import EngineError
+from hippo_trt.export.specs import GraphSpec
+from hippo_trt.export.validate import Tolerance
+from hippo_trt.manifest import Manifest
+from .engine import Engine, OrtOptions
+from .loader import LOADERS, ModelEngines, load_engines, specs_from_record
+
+try:
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+except ImportError as e:  # Polygraphy comes with the optional 'tensorrt' extra
+    raise EngineError(f"Polygraphy is not installed ({e}); run: pip install 'hippo-trt[tensorrt]'") from None
+
+REFERENCE = "torch"
+QUIET = G_LOGGER.CRITICAL + 1  # above every message Polygraphy logs, critical ones included
+
+
+@dataclass(frozen=True)
+class CheckSizes:
+    """Sizes the graphs are fed at; each is clipped into the work dir's exported range."""
+
+    batch: int = 1
+    frames: int = 2
+    seq: int = 20
+    past: int = 12
+    spec_len: int = 3
+
+    def resolve(self, dims: DimsTable) -> dict[str, int]:
+        sizes = {name: min(max(value, dims[name].min), dims[name].max) for name, value in vars(self).items()}
+        vis_per_frame = dims["vis_tokens"].min - 1  # the range starts at one frame's tokens + newline
+        sizes["vis_tokens"] = sizes["frames"] * vis_per_frame + 1
+        return sizes
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One output of one graph: the backend's largest errors against torch, and the verdict."""
+
+    role: str
+    graph: str
+    output: str
+    max_abs: float
+    max_rel: float
+    allowed_abs: float  # the tolerance's bound for this output: atol + rtol * max|torch|
+    passed: bool
+
+
+class EngineRunner(BaseRunner):
+    """Any of our engines (``run(feeds) -> outputs``) as a Polygraphy runner."""
+
+    def __init__(self, engine: Engine, name: str):
+        super().__init__(name=name)
+        self._engine = engine
+
+    def activate_impl(self):
+        self.engine = self._engine
+
+    def get_input_metadata_impl(self):
+        meta = TensorMetadata()
+        for t in self._engine.spec.inputs:
+            meta.add(t.name, t.kind.dtype, [a if isinstance(a, int) else str(a) for a in t.axes])
+        return meta
+
+    def infer_impl(self, feed_dict):
+        start = time.perf_counter()
+        outputs = self.engine.run(feed_dict)
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict((t.name, outputs[t.name]) for t in self.engine.spec.outputs)
+
+    def deactivate_impl(self):
+        del self.engine
+
+
+# --- backends -----------------------------------------------------------------------------
+
+
+def _require_tensorrt() -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError) as e:
+        raise EngineError(
+            f"TensorRT is not installed ({e}); on a machine with a CUDA GPU run: "
+            "pip install tensorrt --extra-index-url https://pypi.nvidia.com"
+        ) from None
+
+
+# What a backend needs beyond the base install, checked before anything is loaded.
+REQUIREMENTS: Mapping[str, Callable[[], None]] = {"tensorrt": _require_tensorrt}
+
+
+def require_backend(backend: str) -> None:
+    REQUIREMENTS.get(backend, lambda: None)()
+    if backend in REQUIREMENTS and backend not in LOADERS:
+        raise EngineError(f"this hippo-trt cannot load {backend} engines yet; check --backend onnxruntime instead")
+
+
+# --- comparing ----------------------------------------------------------------------------
+
+
+def sample_feeds(spec: GraphSpec, sizes: Mapping[str, int], vocab: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """The data loader: one feed dict (a list of feed dicts is what ``Comparator.run`` accepts)."""
+    return [spec.sample_inputs(sizes, vocab, seed)]
+
+
+def _bounds(run_results, tolerance: Tolerance) -> dict[str, float]:
+    """Per-output absolute tolerance from the reference outputs, as the export validates."""
+    bounds: dict[str, float] = {}
+    for iteration in run_results[REFERENCE]:
+        for name, ref in iteration.items():
+            bounds[name] = max(bounds.get(name, 0.0), tolerance.bound(np.asarray(ref)))
+    return bounds
+
+
+def _row(role: str, graph: str, output: str, results: list, allowed: float) -> CompareRow:
+    # A shape mismatch comes back as a bare False rather than a result with statistics.
+    max_abs = max(getattr(r, "max_absdiff", float("inf")) for r in results)
+    max_rel = max(getattr(r, "max_reldiff", float("inf")) for r in results)
+    return CompareRow(role, graph, output, max_abs, max_rel, allowed, all(bool(r) for r in results))
+
+
+def compare_engines(
+    role: str,
+    engine: Engine,
+    reference: Engine,
+    feeds: list[Mapping[str, np.ndarray]],
+    tolerance: Tolerance = Tolerance(),
+    name: str = "backend",
+) -> list[CompareRow]:
+    """Run ``engine`` and ``reference`` on ``feeds`` through Polygraphy; one row per output."""
+    runners = [EngineRunner(engine, name), EngineRunner(reference, REFERENCE)]
+    try:
+        with G_LOGGER.verbosity(QUIET):
+            run_results = Comparator.run(runners, data_loader=feeds)
+            bounds = _bounds(run_results, tolerance)
+            compare = SimpleCompareFunc(atol={"": tolerance.atol, **bounds}, rtol=0.0, check_error_stat="max")
+            accuracy = Comparator.compare_accuracy(run_results, compare_func=compare)
+    except PolygraphyException as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EngineError(f"comparing {role}/{engine.spec.name} failed: {first}") from None
+    iterations = accuracy[0][(name, REFERENCE)]
+    return [
+        _row(role, engine.spec.name, t.name, [it[t.name] for it in iterations], bounds.get(t.name, tolerance.atol))
+        for t in engine.spec.outputs
+    ]
+
+
+def _graph_engines(engines: ModelEngines) -> dict[str, Engine]:
+    return {name: getattr(engines, name) for name in specs_from_record(engines.record)}
+
+
+def compare_role(
+    work: Path, manifest: Manifest, role: str, backend: str, sizes: Mapping[str, int], tolerance: Tolerance
+) -> list[CompareRow]:
+    options = OrtOptions()
+    tested = _graph_engines(load_engines(work, manifest, role, backend, options))
+    reference = _graph_engines(load_engines(work, manifest, role, REFERENCE, options))
+    vocab = manifest.model(role).decoder["vocab"]
+    rows = []
+    for graph, engine in tested.items():
+        engine.spec.check_sizes(manifest.dims_table, sizes)
+        feeds = sample_feeds(engine.spec, sizes, vocab)
+        rows += compare_engines(role, engine, reference[graph], feeds, tolerance, name=backend)
+    return rows
+
+
+def compare_backend(
+    work: Path,
+    backend: str,
+    roles: Sequence[str] | None = None,
+    tolerance: Tolerance = Tolerance(),
+    sizes: CheckSizes = CheckSizes(),
+) -> list[CompareRow]:
+    """Every output of every graph of ``roles`` (default: all models) on ``backend`` vs torch."""
+    require_backend(backend)
+    work = Path(work)
+    manifest = Manifest.load(work)
+    resolved = sizes.resolve(manifest.dims_table)
+    return [
+        row
+        for role in (roles or tuple(manifest.models))
+        for row in compare_role(work, manifest, role, backend, resolved, tolerance)
+    ]
+
+
+def format_rows(rows: Sequence[CompareRow]) -> str:
+    """A markdown table, one row per output."""
+    lines = [
+        "| role | graph | output | max abs | max rel | allowed abs | result |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r.role} | {r.graph} | {r.output} | {r.max_abs:.3g} | {r.max_rel:.3g} | {r.allowed_abs:.3g} | "
+        f"{'pass' if r.passed else 'FAIL'} |"
+        for r in rows
+    ]
+    return "\n".join(lines)

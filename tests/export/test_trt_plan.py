@@ -1,0 +1,330 @@
+"""The TensorRT build plan: profiles from the dims table and the build limits, pure Python."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hippo_trt.dims import DimRange
+from hippo_trt.errors import InputError, ProfileError
+from hippo_trt.export.trt_plan import PRECISIONS, BuildLimits, BuildPlan, ShapeRange, kept_visual_tokens, plan_build
+from hippo_trt.manifest import FileRecord, Manifest
+from hippo_trt.runtime.loader import specs_from_record
+from tests.conftest import TEST_LIMITS
+
+GRAPHS = ("vision", "embed", "prefill", "decode")
+# the gqa work dir: 32px images, 8px patches -> 4x4 grid pooled to 2x2 = 4 tokens per frame
+PER_FRAME, SEQ_MAX, PAST_MAX = 4, TEST_LIMITS.max_seq, TEST_LIMITS.max_seq
+SMALL = BuildLimits(max_new_tokens=32)  # the default 256 new tokens do not fit max_seq 200
+
+
+@pytest.fixture(scope="module")
+def manifests(work_dirs) -> dict[str, Manifest]:
+    return {name: Manifest.load(work) for name, work in work_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def gqa(manifests) -> Manifest:
+    return manifests["gqa"]
+
+
+def without_draft(manifest: Manifest) -> Manifest:
+    return replace(manifest, models={"target": manifest.models["target"]})
+
+
+def engine(plan: BuildPlan, role: str, graph: str):
+    return next(e for e in plan.engines if (e.role, e.graph) == (role, graph))
+
+
+def ranges(plan: BuildPlan, role: str, graph: str) -> dict[str, tuple[int, int, int]]:
+    return {s: (r.min, r.opt, r.max) for s, r in engine(plan, role, graph).symbols.items()}
+
+
+# --- reference formulas (the brief's, written out independently) ---------------------------
+
+
+def vis(frames: int, per_frame: int = PER_FRAME) -> int:
+    return frames * per_frame + 1
+
+
+def kept(keep: float, n: int) -> int:
+    return max(1, math.ceil(round(keep * n, 9)))
+
+
+def text_max(limits: BuildLimits, draft: bool, frames: int = 6) -> int:
+    mnt = limits.max_new_tokens
+    room = [SEQ_MAX - vis(frames) - mnt, PAST_MAX - (vis(frames) + mnt - 1)]
+    if draft:
+        room.append(PAST_MAX - (kept(limits.keep_max, vis(frames)) + mnt + limits.gamma))
+    return min(room)
+
+
+def check_invariants(plan: BuildPlan, manifest: Manifest) -> None:
+    """Every profile ordered per axis, inside the export, and shaped like its graph's inputs."""
+    dims = manifest.dims_table
+    for e in plan.engines:
+        spec = specs_from_record(manifest.models[e.role])[e.graph]
+        assert e.onnx == manifest.models[e.role].graphs[e.graph].path
+        assert set(e.profile) == {t.name for t in spec.inputs if t.symbols()}
+        for s, r in e.symbols.items():
+            assert dims[s].min <= r.min <= r.opt <= r.max <= dims[s].max, (e.role, e.graph, s)
+        for t in spec.inputs:
+            if t.name not in e.profile:
+                continue
+            shape = e.profile[t.name]
+            for axis, a in enumerate(t.axes):
+                lo, opt, hi = shape.min[axis], shape.opt[axis], shape.max[axis]
+                assert lo <= opt <= hi, (e.role, e.graph, t.name, axis)
+                expected = (e.symbols[a].min, e.symbols[a].opt, e.symbols[a].max) if isinstance(a, str) else (a, a, a)
+                assert (lo, opt, hi) == expected
+            assert e.profile[t.name].min[t.axes.index("batch")] == 1
+            assert e.profile[t.name].max[t.axes.index("batch")] == plan.limits.max_batch
+
+
+# --- profiles ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gqa", "mha_odd_grid"])
+@pytest.mark.parametrize(
+    "limits",
+    [
+        SMALL,
+        BuildLimits(max_frames=1, max_new_tokens=8, gamma=1),
+        BuildLimits(max_frames=3, max_new_tokens=100, gamma=5, keep_min=0.5, keep_max=0.5, precision="fp32"),
+    ],
+)
+def test_every_profile_is_ordered_inside_the_export_and_follows_the_specs(manifests, name, limits):
+    manifest = manifests[name]
+    plan = plan_build(manifest, limits)
+    roles = {"gqa": ("target", "draft"), "mha_odd_grid": ("target",)}[name]
+    assert [(e.role, e.graph) for e in plan.engines] == [(r, g) for r in roles for g in GRAPHS]
+    check_invariants(plan, manifest)
+    frames = limits.max_frames or TEST_LIMITS.max_frames
+    assert ranges(plan, "target", "vision")["frames"] == (1, min(8, frames), frames)
+
+
+def test_gqa_ranges_equal_the_formulas_with_a_pruning_draft(gqa):
+    limits = BuildLimits(max_new_tokens=32, gamma=4, keep_min=0.1, keep_max=0.5)
+    plan = plan_build(gqa, limits)
+    t = text_max(limits, draft=True)
+    assert t == 143 == SEQ_MAX - vis(6) - 32  # keep_max 0.5 leaves the draft cache room
+    prompt = (vis(1) + 1, vis(6) + 64, vis(6) + t)  # opt: 6 frames (min(8, F)) + 64 text tokens
+    assert ranges(plan, "target", "vision") == {"batch": (1, 1, 1), "frames": (1, 6, 6), "vis_tokens": (5, 25, 25)}
+    assert ranges(plan, "target", "embed") == {"batch": (1, 1, 1), "seq": (1, prompt[1], prompt[2])}
+    assert ranges(plan, "target", "prefill") == {"batch": (1, 1, 1), "seq": prompt}
+    assert ranges(plan, "target", "decode") == {
+        "batch": (1, 1, 1),
+        "past": (prompt[0], prompt[1] + 16, vis(6) + t + 32 - 1),  # opt: halfway through generation
+        "spec_len": (1, 1, 5),
+    }
+    # draft: kept visual tokens at keep_min (1 frame), mid keep 0.3 (opt frames), keep_max (F frames)
+    draft_prompt = (kept(0.1, 5) + 1, kept(0.3, 25) + 64, kept(0.5, 25) + t)
+    assert draft_prompt == (2, 72, 156)
+    assert ranges(plan, "draft", "prefill") == {"batch": (1, 1, 1), "seq": draft_prompt}
+    assert ranges(plan, "draft", "decode") == {
+        "batch": (1, 1, 1),
+        "past": (2, 72 + 16, 156 + 32 + 4),
+        "spec_len": (1, 1, 2),
+    }
+    past_key = engine(plan, "target", "decode").profile["past_key_0"]  # [P, B, Hkv, D]
+    assert past_key == ShapeRange((6, 1, 2, 16), (105, 1, 2, 16), (199, 1, 2, 16))
+    assert engine(plan, "target", "vision").profile["pixel_values_videos"] == ShapeRange(
+        (1, 1, 3, 32, 32), (1, 6, 3, 32, 32), (1, 6, 3, 32, 32)
+    )
+
+
+def test_a_full_keep_draft_shrinks_the_text_budget_to_fit_its_cache(gqa):
+    limits = BuildLimits(max_new_tokens=32, gamma=4)  # keep_max 1.0: the draft sees every visual token
+    plan = plan_build(gqa, limits)
+    t = text_max(limits, draft=True)
+    assert t == PAST_MAX - (25 + 32 + 4) == 139
+    assert ranges(plan, "draft", "decode")["past"][2] == 25 + t + 32 + 4 == PAST_MAX
+    assert ranges(plan, "target", "prefill")["seq"][2] == 25 + t
+    # without the draft the brief's text_max = seq.max - vis(F) - max_new_tokens holds as is
+    alone = plan_build(without_draft(gqa), limits)
+    assert ranges(alone, "target", "prefill")["seq"][2] == SEQ_MAX - 32
+    assert ranges(alone, "target", "decode")["past"][2] == SEQ_MAX - 1
+
+
+def test_the_odd_grid_has_nine_visual_tokens_per_frame(manifests):
+    plan = plan_build(manifests["mha_odd_grid"], BuildLimits(max_frames=2, max_new_tokens=20))
+    assert ranges(plan, "target", "vision")["vis_tokens"] == (10, 19, 19)
+    assert ranges(plan, "target", "prefill")["seq"] == (11, 19 + 64, SEQ_MAX - 20)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    max_frames=st.none() | st.integers(1, 6),
+    max_new_tokens=st.integers(1, 190),
+    gamma=st.integers(1, 5),
+    keeps=st.tuples(st.floats(0.01, 1.0), st.floats(0.01, 1.0)).map(sorted),
+    draft=st.booleans(),
+)
+def test_any_limits_give_ordered_profiles_or_name_seq(gqa, max_frames, max_new_tokens, gamma, keeps, draft):
+    limits = BuildLimits(max_frames, max_new_tokens, gamma, keep_min=keeps[0], keep_max=keeps[1])
+    manifest = gqa if draft else without_draft(gqa)
+    frames = max_frames or 6
+    t = text_max(limits, draft, frames)
+    if t < 1:
+        with pytest.raises(ProfileError, match="^seq: "):
+            plan_build(manifest, limits)
+        return
+    plan = plan_build(manifest, limits)
+    check_invariants(plan, manifest)
+    assert ranges(plan, "target", "prefill")["seq"][::2] == (vis(1) + 1, vis(frames) + t)
+    assert ranges(plan, "target", "decode")["past"][2] == vis(frames) + t + max_new_tokens - 1
+    if draft:
+        assert ranges(plan, "draft", "prefill")["seq"][::2] == (kept(keeps[0], 5) + 1, kept(keeps[1], vis(frames)) + t)
+        assert ranges(plan, "draft", "decode")["past"][2] == kept(keeps[1], vis(frames)) + t + max_new_tokens + gamma
+
+
+def test_the_draft_prefill_range_follows_the_keep_range(gqa):
+    def draft_seq(**keep):
+        return ranges(plan_build(gqa, BuildLimits(max_new_tokens=32, **keep)), "draft", "prefill")["seq"]
+
+    assert draft_seq(keep_max=0.5)[2] < draft_seq(keep_max=1.0)[2]
+    assert draft_seq(keep_min=0.1)[0] < draft_seq(keep_min=0.5)[0]
+    assert draft_seq(keep_min=0.1)[0] == kept(0.1, 5) + 1 == 2
+    assert draft_seq(keep_min=0.5)[0] == kept(0.5, 5) + 1 == 4
+    assert draft_seq(keep_min=1.0)[0] == vis(1) + 1  # no pruning: the target's prompt
+
+
+def test_kept_visual_tokens_is_a_ceiling_of_at_least_one():
+    assert kept_visual_tokens(0.1, 30) == 3  # not 4 from 0.1 * 30 = 3.0000000000000004
+    assert kept_visual_tokens(0.05, 5) == 1
+    assert kept_visual_tokens(0.5, 25) == 13
+    assert kept_visual_tokens(1.0, 25) == 25
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "limits,needles",
+    [
+        (BuildLimits(max_frames=7, max_new_tokens=32), ("frames", "7", "exported maximum 6", "--max-frames")),
+        (BuildLimits(max_new_tokens=256), ("seq", "exported maximum is 200", "--max-new-tokens 256")),
+        (BuildLimits(max_new_tokens=172, gamma=4), ("seq", "200", "--max-new-tokens 172", "draft lookahead 4")),
+        (BuildLimits(max_new_tokens=32, gamma=6), ("spec_len", "7", "exported maximum 6", "--gamma")),
+        (BuildLimits(max_new_tokens=32, max_batch=2), ("batch", "2", "exported maximum 1", "--max-batch")),
+    ],
+)
+def test_limits_the_export_cannot_serve_are_named(gqa, limits, needles):
+    with pytest.raises(ProfileError) as err:
+        plan_build(gqa, limits)
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_the_text_budget_is_exactly_one_at_the_edge(gqa):
+    edge = SEQ_MAX - vis(6) - 1  # leaves 1 text token for the target alone
+    plan = plan_build(without_draft(gqa), BuildLimits(max_new_tokens=edge))
+    assert ranges(plan, "target", "prefill")["seq"] == (6, 26, 26)
+    with pytest.raises(ProfileError, match="^seq: "):
+        plan_build(without_draft(gqa), BuildLimits(max_new_tokens=edge + 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs,option",
+    [
+        ({"max_frames": 0}, "--max-frames"),
+        ({"max_new_tokens": 0}, "--max-new-tokens"),
+        ({"gamma": 0}, "--gamma"),
+        ({"max_batch": 0}, "--max-batch"),
+        ({"gamma": 2.5}, "--gamma"),
+        ({"keep_min": 0.0}, "--keep"),
+        ({"keep_max": 1.5}, "--keep"),
+        ({"keep_min": 0.6, "keep_max": 0.5}, "--keep"),
+        ({"keep_min": float("nan")}, "--keep"),
+        ({"precision": "int8"}, "--precision"),
+    ],
+)
+def test_bad_build_limits_name_the_option(kwargs, option):
+    with pytest.raises(InputError, match=f"^{option}") as err:
+        BuildLimits(**kwargs)
+    assert "\n" not in str(err.value)
+    if "precision" in kwargs:
+        assert all(p in str(err.value) for p in PRECISIONS)
+
+
+def test_a_graph_the_plan_does_not_know_is_named(gqa):
+    target = gqa.models["target"]
+    audio = FileRecord("target/audio.onnx", "0" * 64, 10)
+    manifest = replace(gqa, models={"target": replace(target, graphs={**target.graphs, "audio": audio})})
+    with pytest.raises(ProfileError, match="'target/audio'"):
+        plan_build(manifest, SMALL)
+    with pytest.raises(ProfileError, match="role 'critic'"):
+        plan_build(replace(gqa, models={**gqa.models, "critic": target}), SMALL)
+
+
+def test_a_work_dir_without_a_draft_plans_only_target_engines(manifests):
+    for manifest in (manifests["mha_odd_grid"], without_draft(manifests["gqa"])):
+        plan = plan_build(manifest, SMALL)
+        assert {e.role for e in plan.engines} == {"target"}
+        assert len(plan.engines) == 4
+
+
+# --- output and memory estimates -----------------------------------------------------------
+
+
+def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
+    plan = plan_build(gqa, SMALL)
+    obj = json.loads(json.dumps(plan.to_json()))
+    assert obj["limits"]["max_new_tokens"] == 32
+    assert [(e["role"], e["graph"]) for e in obj["engines"]] == [(e.role, e.graph) for e in plan.engines]
+    decode = obj["engines"][3]
+    assert decode["symbols"]["spec_len"] == {"min": 1, "opt": 1, "max": 5}
+    assert decode["profile"]["input_ids"] == {"min": [1, 1], "opt": [1, 1], "max": [1, 5]}
+    assert obj["totals"]["total_bytes"] == sum(e.weight_bytes + e.activation_bytes + e.kv_bytes for e in plan.engines)
+
+    lines = plan.to_table().splitlines()
+    assert len(lines) == 2 + len(plan.engines) + 1
+    assert lines[0].startswith("| role | graph | precision | batch | frames | vis_tokens | seq | past | spec_len |")
+    assert "MiB" in lines[0]
+    for e, line in zip(plan.engines, lines[2:]):
+        assert line.startswith(f"| {e.role} | {e.graph} | fp16 |")
+    assert "| 2/94/200 |" in lines[2 + 7]  # draft decode past (keep 0.05..1, text_max 139)
+    assert lines[-1].startswith("| **total** |")
+
+
+@pytest.mark.parametrize("name", ["gqa", "mha_odd_grid"])
+def test_precision_scales_weights_kv_and_activations(manifests, name):
+    plans = {p: plan_build(manifests[name], replace(SMALL, precision=p)) for p in PRECISIONS}
+    for fp32, fp16, bf16 in zip(*(plans[p].engines for p in PRECISIONS)):
+        assert fp32.weight_bytes == manifests[name].models[fp32.role].graphs[fp32.graph].bytes
+        assert fp16.weight_bytes == bf16.weight_bytes == fp32.weight_bytes // 2
+        assert fp32.kv_bytes == 2 * fp16.kv_bytes == 2 * bf16.kv_bytes
+        assert fp32.activation_bytes == 2 * fp16.activation_bytes
+        assert fp16.precision == "fp16" and bf16.precision == "bf16"
+
+
+def test_memory_estimates_follow_the_documented_formulas(gqa):
+    limits = replace(SMALL, precision="fp32")
+    plan = plan_build(gqa, limits)
+    for role in ("target", "draft"):
+        d = gqa.models[role].decoder
+        heads = d["hidden"] // d["head_dim"]
+        r = ranges(plan, role, "decode")
+        keys = r["past"][2] + r["spec_len"][2]
+        decode = engine(plan, role, "decode")
+        assert decode.kv_bytes == 2 * d["layers"] * d["kv_heads"] * d["head_dim"] * keys * 4
+        assert decode.activation_bytes == r["spec_len"][2] * (4 * d["hidden"] + heads * keys) * 4
+        seq = ranges(plan, role, "prefill")["seq"][2]
+        assert engine(plan, role, "prefill").activation_bytes == seq * (4 * d["hidden"] + heads * seq) * 4
+        assert engine(plan, role, "embed").activation_bytes == ranges(plan, role, "embed")["seq"][2] * d["hidden"] * 4
+        assert engine(plan, role, "vision").activation_bytes == 25 * 4 * d["hidden"] * 4
+        assert all(engine(plan, role, g).kv_bytes == 0 for g in ("vision", "embed", "prefill"))
+
+
+def test_max_frames_below_the_export_narrows_every_range(gqa):
+    plan = plan_build(gqa, replace(SMALL, max_frames=2))
+    assert ranges(plan, "draft", "vision")["frames"] == (1, 2, 2)
+    assert ranges(plan, "draft", "vision")["vis_tokens"] == (5, 9, 9)
+    assert isinstance(engine(plan, "target", "vision").symbols["frames"], DimRange)

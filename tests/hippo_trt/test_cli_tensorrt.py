@@ -1,0 +1,60 @@
+"""`hippo-trt build --backend tensorrt`: the plan works everywhere; without TensorRT one line, nothing written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from hippo_trt.cli import main
+from hippo_trt.manifest import MANIFEST
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def cli(capfd, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capfd.readouterr()
+    return rc, out, err
+
+
+def test_dry_run_prints_the_plan_without_tensorrt(capfd, work_dirs):
+    rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", 32, "--keep", "0.1:0.5")
+    assert rc == 0, err
+    plan = json.loads(out)
+    engines = {(e["role"], e["graph"]) for e in plan["engines"]}
+    assert engines == {(r, g) for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--max-new-tokens", 32)
+    assert rc == 0 and "| target | prefill |" in out and "**total**" in out
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT message cannot be shown")
+def test_build_without_tensorrt_is_one_line_and_writes_nothing(capfd, scratch_work):
+    before = (scratch_work / MANIFEST).read_bytes()
+    rc, out, err = cli(capfd, "build", scratch_work, "--backend", "tensorrt", "--quiet")
+    assert rc != 0 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("hippo-trt: error: TensorRT is not installed")
+    assert "--dry-run" in err and "pip install tensorrt" in err
+    assert (scratch_work / MANIFEST).read_bytes() == before
+    assert not (scratch_work / "engines" / "tensorrt").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--keep", "0:0.5"], "--keep"),
+        (["--keep", "abc"], "MIN:MAX"),
+        (["--max-frames", "99"], "frames = 99"),
+        (["--gamma", "40"], "spec_len"),
+        (["--precision", "int4"], "invalid choice"),
+    ],
+)
+def test_impossible_limits_are_one_line_errors(capfd, work_dirs, extra, needle):
+    rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", *extra)
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1 and needle in err
+
+
+def test_dry_run_is_only_for_tensorrt(capfd, work_dirs):
+    rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--dry-run")
+    assert rc == 2 and "--backend tensorrt" in err

@@ -1,0 +1,114 @@
+"""``compare_backend``: a backend's outputs against torch through Polygraphy's Comparator."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+
+from hippo_trt.errors import EngineError
+from hippo_trt.manifest import Manifest
+from hippo_trt.runtime.compare import (
+    CheckSizes,
+    EngineRunner,
+    compare_backend,
+    compare_engines,
+    format_rows,
+    sample_feeds,
+)
+from hippo_trt.runtime.engine import OrtOptions
+from hippo_trt.runtime.loader import load_engines
+
+GRAPHS = ("vision", "embed", "prefill", "decode")
+
+
+@lru_cache(maxsize=None)
+def _rows(work: str):
+    return tuple(compare_backend(work, "onnxruntime"))
+
+
+def test_onnxruntime_matches_torch_on_every_output_of_both_roles(work_dirs):
+    work = work_dirs["gqa"]
+    rows = _rows(str(work))
+    manifest = Manifest.load(work)
+    for role, record in manifest.models.items():
+        layers = record.decoder["layers"]
+        outputs = {(r.graph, r.output) for r in rows if r.role == role}
+        assert {g for g, _ in outputs} == set(GRAPHS)
+        assert len([o for g, o in outputs if g == "decode"]) == 1 + 2 * layers
+    for r in rows:
+        assert r.passed, format_rows([r])
+        assert 0.0 <= r.max_abs < 1e-4 and r.max_abs <= r.allowed_abs
+
+
+def test_format_rows_is_a_markdown_table(work_dirs):
+    rows = _rows(str(work_dirs["gqa"]))
+    lines = format_rows(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert lines[0].startswith("| role | graph | output |") and all(line.endswith("| pass |") for line in lines[2:])
+
+
+class Shifted:
+    """An engine whose one output is off by ``delta``: what a broken backend would return."""
+
+    def __init__(self, engine, output: str, delta: float):
+        self.engine, self.spec, self.output, self.delta = engine, engine.spec, output, delta
+
+    def run(self, feeds, into=None):
+        outputs = self.engine.run(feeds, into)
+        outputs[self.output] = outputs[self.output] + self.delta
+        return outputs
+
+
+@lru_cache(maxsize=None)
+def _engines(work: str, backend: str):
+    return load_engines(work, Manifest.load(work), "draft", backend, OrtOptions())
+
+
+def test_a_shifted_output_fails_and_the_others_pass(work_dirs):
+    work = str(work_dirs["gqa"])
+    ort, torch = _engines(work, "onnxruntime"), _engines(work, "torch")
+    manifest = Manifest.load(work)
+    sizes = CheckSizes().resolve(manifest.dims_table)
+    feeds = sample_feeds(ort.prefill.spec, sizes, manifest.model("draft").decoder["vocab"])
+    rows = compare_engines("draft", Shifted(ort.prefill, "new_value_0", 0.5), torch.prefill, feeds)
+    by_output = {r.output: r for r in rows}
+    assert set(by_output) == {"logits", "new_key_0", "new_value_0"}
+    assert not by_output["new_value_0"].passed and by_output["new_value_0"].max_abs == pytest.approx(0.5, abs=1e-3)
+    assert by_output["logits"].passed and by_output["new_key_0"].passed
+
+
+def test_a_shape_mismatch_fails_with_infinite_error(work_dirs):
+    work = str(work_dirs["gqa"])
+    ort, torch = _engines(work, "onnxruntime"), _engines(work, "torch")
+    manifest = Manifest.load(work)
+    feeds = sample_feeds(ort.embed.spec, CheckSizes().resolve(manifest.dims_table), 10)
+
+    class Truncated(Shifted):
+        def run(self, feeds, into=None):
+            outputs = self.engine.run(feeds, into)
+            return {k: v[:, :-1] for k, v in outputs.items()}
+
+    (row,) = compare_engines("draft", Truncated(ort.embed, "inputs_embeds", 0.0), torch.embed, feeds)
+    assert not row.passed and row.max_abs == float("inf")
+
+
+def test_runner_reports_symbolic_input_metadata(work_dirs):
+    ort = _engines(str(work_dirs["gqa"]), "onnxruntime")
+    with EngineRunner(ort.decode, "ort") as runner:
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
+    assert list(meta) == [t.name for t in ort.decode.spec.inputs]
+    assert list(meta["input_ids"].shape) == ["batch", "spec_len"]
+
+
+def test_tensorrt_backend_without_tensorrt_is_a_one_line_error(work_dirs):
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError):
+        pass
+    else:
+        pytest.skip("tensorrt is installed here; the missing-TensorRT error cannot be shown")
+    with pytest.raises(EngineError, match="^TensorRT is not installed") as info:
+        compare_backend(work_dirs["gqa"], "tensorrt")
+    message = str(info.value)
+    assert "\n" not in message and "pip install tensorrt" in message and "CUDA GPU" in message
