@@ -25,7 +25,7 @@ TRT_DIR = "engines/tensorrt"
 TIMING_CACHE = "engines/tensorrt-timing.cache"
 INSTALL_HINT = (
     "install TensorRT 10 on a machine with an NVIDIA GPU (pip install tensorrt from NVIDIA's "
-    "package index, or the TensorRT tarball), then re-run; --dry-run prints the plan without it"
+    "package index, or the TensorRT tarball), then re-run (hippo-trt build WORK --backend tensorrt --dry-run prints the plan without it)"
 )
 
 
@@ -33,7 +33,7 @@ def require_tensorrt():
     """The ``tensorrt`` module, or a one-line EngineError saying what is missing and how to get it."""
     try:
         import tensorrt
-    except ImportError as e:
+    except (ImportError, OSError) as e:
         raise EngineError(f"TensorRT is not installed ({e}); {INSTALL_HINT}") from None
     return tensorrt
 

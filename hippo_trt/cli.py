@@ -6,6 +6,7 @@ Every failure a user can cause ends in one line on stderr and a non-zero exit co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -135,6 +136,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """TensorRT parser compatibility of every graph, then the backend against the torch reference."""
+    from hippo_trt.export.trt_compat import check_work_dir, format_reports
+    from hippo_trt.manifest import Manifest
+    from hippo_trt.runtime.compare import compare_backend, format_rows
+
+    reports = check_work_dir(args.work, Manifest.load(args.work))
+    rows = compare_backend(args.work, args.backend)
+    passed = all(r.ok for r in reports) and all(r.passed for r in rows)
+    if args.json:
+        _print_json({
+            "passed": passed,
+            "tensorrt_compat": [dataclasses.asdict(r) for r in reports],
+            "comparison": [dataclasses.asdict(r) for r in rows],
+        })
+    else:
+        print("TensorRT 10 parser compatibility\n" + format_reports(reports))
+        print(f"\n{args.backend} vs torch reference (Polygraphy Comparator)\n" + format_rows(rows))
+        print("\ncheck passed" if passed else "\ncheck FAILED")
+    return 0 if passed else 1
+
+
 def cmd_info(args) -> int:
     from hippo_trt.info import info_json, info_text
 
@@ -216,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="TensorRT compatibility of the graphs and a backend vs the torch reference")
+    p.add_argument("work", type=Path)
+    p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
+    _add_common(p)
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("info", help="what a work dir holds")
     p.add_argument("work", type=Path)

@@ -34,8 +34,8 @@ try:
     from polygraphy.comparator import Comparator, SimpleCompareFunc
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
-except ImportError as e:  # Polygraphy comes with the optional 'tensorrt' extra
-    raise EngineError(f"Polygraphy is not installed ({e}); run: pip install 'hippo-trt[tensorrt]'") from None
+except ImportError as e:  # a base dependency; only a broken environment lacks it
+    raise EngineError(f"Polygraphy is not installed ({e}); run: pip install polygraphy") from None
 
 REFERENCE = "torch"
 QUIET = G_LOGGER.CRITICAL + 1  # above every message Polygraphy logs, critical ones included
@@ -101,13 +101,9 @@ class EngineRunner(BaseRunner):
 
 
 def _require_tensorrt() -> None:
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError) as e:
-        raise EngineError(
-            f"TensorRT is not installed ({e}); on a machine with a CUDA GPU run: "
-            "pip install tensorrt --extra-index-url https://pypi.nvidia.com"
-        ) from None
+    from hippo_trt.export.trt_build import require_tensorrt
+
+    require_tensorrt()
 
 
 # What a backend needs beyond the base install, checked before anything is loaded.

@@ -58,3 +58,20 @@ def test_impossible_limits_are_one_line_errors(capfd, work_dirs, extra, needle):
 def test_dry_run_is_only_for_tensorrt(capfd, work_dirs):
     rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--dry-run")
     assert rc == 2 and "--backend tensorrt" in err
+
+
+def test_check_reports_compat_and_comparison(capfd, work_dirs):
+    rc, out, err = cli(capfd, "check", work_dirs["gqa"], "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["passed"] is True
+    graphs = {r["graph"] for r in report["tensorrt_compat"]}
+    assert graphs == {f"{r}/{g}" for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    assert all(r["passed"] for r in report["comparison"])
+    assert {r["output"] for r in report["comparison"]} >= {"visual_tokens", "inputs_embeds", "logits", "new_key_0"}
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT message cannot be shown")
+def test_check_tensorrt_without_tensorrt_is_one_line(capfd, work_dirs):
+    rc, out, err = cli(capfd, "check", work_dirs["gqa"], "--backend", "tensorrt")
+    assert rc != 0 and out == "" and len(err.splitlines()) == 1 and "TensorRT is not installed" in err
