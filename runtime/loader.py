@@ -10,7 +10,7 @@ from hippo_trt.export import llava_onevision as arch
 from hippo_trt.export.specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
-from .build import ORT_DIR, export_id
+from .build import export_id
 from .engine import Engine, OrtEngine, OrtOptions, TorchEngine
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings

@@ -81,7 +81,7 @@ def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pra
 
     from hippo_trt.export.trt_build import TRT_DIR, build_tensorrt
     from hippo_trt.export.trt_plan import BuildLimits
-    from hippo_trt.manifest import FileRecord, Manifest
+    from hippo_trt.manifest import FileRecord
     from hippo_trt.runtime.engine import OrtEngine
     from hippo_trt.runtime.loader import specs_from_record
     from hippo_trt.runtime.trt_engine import TrtEngine
