@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-WORDS = (
-    "a the red green blue yellow circle square triangle moves left right up down appears "
-    "disappears at frame what is in video which shape colour color where when does it and "
-    "then first last one two three four small big fast slow stays background user assistant system"
-).split()
+from hippo_trt.synthetic import WORDS as TASK_WORDS
+
+# The demo task's words plus the chat template's role names: one vocabulary for the tiny
+# test models and the trained demo pair.
+WORDS = list(dict.fromkeys(list(TASK_WORDS) + ["user", "assistant", "system"]))
 SPECIAL = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<video>", "<image>", "<|endoftext|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }} "
@@ -44,6 +44,7 @@ class TinySpec:
     extra_vocab: int = 40
     init_range: float = 0.2
     seed: int = 0
+    vision_intermediate: int = 0  # 0: twice vision_hidden
 
 
 def build_tokenizer():
@@ -98,7 +99,7 @@ def build_model(spec: TinySpec, tokenizer):
         vision_config={
             "model_type": "siglip_vision_model",
             "hidden_size": spec.vision_hidden,
-            "intermediate_size": spec.vision_hidden * 2,
+            "intermediate_size": spec.vision_intermediate or spec.vision_hidden * 2,
             "num_hidden_layers": spec.vision_layers,
             "num_attention_heads": spec.vision_heads,
             "image_size": spec.image_size,

@@ -100,8 +100,8 @@ def load_frames(path: Path, frames: int | None, default_frames: int, npy: bool |
     return decode_video(path, frames or default_frames)
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> None:
-    """Write uint8 frames [T, H, W, 3] as an H.264 (or MPEG-4) .mp4 with PyAV."""
+def write_video(path: Path, frames: np.ndarray, fps: int = 8, crf: int = 16) -> None:
+    """Write uint8 frames [T, H, W, 3] as an H.264 (or MPEG-4) .mp4 with PyAV (x264 quality ``crf``)."""
     import av
 
     t, h, w, _ = frames.shape
@@ -109,6 +109,8 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> None:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf)}
         for frame in frames:
             padded = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):

@@ -81,3 +81,56 @@ def format_table(rows: list[DecodeStepRow]) -> str:
     lines = ["| context | in-place ms/step | copying ms/step | copying / in-place |", "|---:|---:|---:|---:|"]
     lines += [f"| {r.context} | {r.in_place_ms:.3f} | {r.copying_ms:.3f} | {r.ratio:.2f}x |" for r in rows]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PairStepRow:
+    """One decode step of each model at the same context, measured in the same run."""
+
+    context: int
+    spec_len: int
+    target_ms: float
+    draft_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.target_ms / self.draft_ms
+
+
+def _step_ms(work: Path, manifest: Manifest, role: str, context: int, spec_len: int, repeats: int, options: OrtOptions) -> float:
+    engines = load_engines(Path(work), manifest, role, "onnxruntime", options)
+    session = DecoderSession(engines, manifest.dims_table, max_len=context + spec_len)
+    session.cache.advance(context)
+    ids = np.ones((1, spec_len), dtype=np.int64)  # [1, n]
+    pos = np.arange(context, context + spec_len, dtype=np.int64)[None]  # [1, n]
+
+    def step():
+        session.rollback(context)
+        session.step(ids, pos)
+
+    step()  # warm-up
+    return _median_ms(step, repeats)
+
+
+def bench_pair_steps(work: Path, context: int, spec_lens: list[int], repeats: int, options: OrtOptions = OrtOptions()) -> list[PairStepRow]:
+    """Target vs draft decode-step cost on ONNX Runtime (one lane each: set the threads in ``options``)."""
+    manifest = Manifest.load(work)
+    if "draft" not in manifest.models:
+        raise ProfileError(f"work dir '{work}' has no draft model; export with --draft")
+    if context + max(spec_lens) > manifest.dims_table["past"].max:
+        raise ProfileError(f"context {context} exceeds the exported maximum {manifest.dims_table['past'].max}")
+    return [
+        PairStepRow(
+            context,
+            n,
+            _step_ms(work, manifest, "target", context, n, repeats, options),
+            _step_ms(work, manifest, "draft", context, n, repeats, options),
+        )
+        for n in spec_lens
+    ]
+
+
+def format_pair_table(rows: list[PairStepRow]) -> str:
+    lines = ["| context | tokens/step | target ms | draft ms | target / draft |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.context} | {r.spec_len} | {r.target_ms:.3f} | {r.draft_ms:.3f} | {r.ratio:.1f}x |" for r in rows]
+    return "\n".join(lines)
