@@ -169,14 +169,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from hippo_trt.demo import DEMO_PROMPT, run_demo
+    from hippo_trt.demo import format_result, run_demo
 
-    result = run_demo(args.out, max_new_tokens=args.max_new_tokens, progress=_progress(args))
+    chosen, result = run_demo(args.out, clip=args.clip, max_new_tokens=args.max_new_tokens, progress=_progress(args))
     if args.json:
-        _print_json(result.to_json())
+        _print_json({**result.to_json(), "clip": str(chosen.path), "prompt": chosen.prompt, "expected": chosen.expected})
     else:
-        print(f"prompt: {DEMO_PROMPT}\nanswer: {result.text}")
-        print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
+        print(format_result(chosen, result))
     return 0
 
 
@@ -251,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="build a tiny pair and a clip, then export, build and run them")
-    p.add_argument("--out", type=Path, default=Path("hippo-demo"))
-    p.add_argument("--max-new-tokens", type=_positive, default=24)
+    p = sub.add_parser("demo", help="export, build and run the shipped trained pair on a shipped clip")
+    p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the work dir goes (reused when current)")
+    p.add_argument("--clip", type=int, default=0, help="which shipped clip (see models/demo-pair/clips/prompts.json)")
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

@@ -1,44 +1,111 @@
-"""``hippo-trt demo``: the whole path on shipped-or-built data, in one command.
+"""``hippo-trt demo``: the shipped, trained demo pair on a shipped clip, in one command.
 
-Until the trained demo pair ships in ``models/``, the demo builds a tiny random
-LLaVA-OneVision target and draft (so its text is meaningless) and a synthetic clip, then
-exports, builds and runs them exactly as a user would with real checkpoints.
+The pair (``models/demo-pair``: a LLaVA-OneVision target and draft trained on the synthetic
+shapes task of :mod:`hippo_trt.synthetic`) is exported, built for ONNX Runtime and run
+exactly as a user's own checkpoints would be. The export is reused when the work dir
+already holds this pair's exact weights.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from hippo_trt.dims import ExportLimits
-from hippo_trt.synthetic import moving_square_clip
-from hippo_trt.tiny import TinySpec, make_tiny_model_dir
-from hippo_trt.video import write_video
+from hippo_trt.errors import InputError, ModelError
+from hippo_trt.model_dir import ModelDir
 
-DEMO_PROMPT = "what shape moves in the video"
-
-
-def prepare_demo_inputs(out: Path) -> tuple[Path, Path, Path]:
-    """Tiny target and draft model dirs and a clip under ``out``; reused when present."""
-    out = Path(out)
-    target, draft, clip = out / "models" / "target", out / "models" / "draft", out / "clip.mp4"
-    if not (target / "config.json").is_file():
-        make_tiny_model_dir(target, TinySpec(layers=4, hidden=96, heads=6, kv_heads=2, intermediate=192, seed=1))
-    if not (draft / "config.json").is_file():
-        make_tiny_model_dir(draft, TinySpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, seed=2))
-    if not clip.is_file():
-        clip.parent.mkdir(parents=True, exist_ok=True)
-        write_video(clip, moving_square_clip(frames=16, size=64, seed=0))
-    return target, draft, clip
+DEMO_LIMITS = ExportLimits(max_frames=8, max_seq=256)
 
 
-def run_demo(out: Path, max_new_tokens: int = 24, progress: bool = True):
+@dataclass(frozen=True)
+class DemoClip:
+    path: Path
+    prompt: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class DemoPair:
+    root: Path
+
+    @property
+    def target(self) -> Path:
+        return self.root / "target"
+
+    @property
+    def draft(self) -> Path:
+        return self.root / "draft"
+
+    def clips(self) -> list[DemoClip]:
+        index = json.loads((self.root / "clips" / "prompts.json").read_text())
+        return [DemoClip(self.root / "clips" / c["clip"], c["prompt"], c["answer"]) for c in index]
+
+    def clip(self, number: int) -> DemoClip:
+        clips = self.clips()
+        if not 0 <= number < len(clips):
+            raise InputError(f"--clip must be between 0 and {len(clips) - 1}, got {number}")
+        return clips[number]
+
+
+def shipped_pair() -> DemoPair:
+    """The trained pair installed with the package (``models/demo-pair`` in the repository)."""
+    root = Path(str(resources.files("hippo_trt.models") / "demo-pair"))
+    for part in ("target/config.json", "draft/config.json", "clips/prompts.json"):
+        if not (root / part).is_file():
+            raise ModelError(
+                f"the demo pair is incomplete ('{root / part}' is missing); reinstall hippo-trt "
+                "or retrain it with: python models/train_demo_pair.py"
+            )
+    return DemoPair(root)
+
+
+def _export_is_current(work: Path, pair: DemoPair) -> bool:
+    from hippo_trt.manifest import Manifest
+
+    try:
+        manifest = Manifest.load(work)
+        return "onnxruntime" in manifest.engines and all(
+            manifest.model(role).weight_hash == ModelDir.open(path).weight_hash()
+            for role, path in (("target", pair.target), ("draft", pair.draft))
+        )
+    except Exception:  # missing or unreadable work dir: export afresh
+        return False
+
+
+def run_demo(out: Path, clip: int = 0, max_new_tokens: int = 64, progress: bool = True):
+    """Export + build (unless current) + run; returns (DemoClip, RunResult)."""
     from hippo_trt.export.api import export_work_dir
     from hippo_trt.runtime.build import build_onnxruntime
     from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
 
-    target, draft, clip = prepare_demo_inputs(out)
+    pair = shipped_pair()
+    chosen = pair.clip(clip)
     work = Path(out) / "work"
-    export_work_dir(target, work, draft=draft, limits=ExportLimits(max_frames=16, max_seq=512), progress=progress)
-    build_onnxruntime(work, progress=progress)
+    if not _export_is_current(work, pair):
+        export_work_dir(pair.target, work, draft=pair.draft, limits=DEMO_LIMITS, progress=progress)
+        build_onnxruntime(work, progress=progress)
     pipeline = Pipeline.load(work)
-    return pipeline.run(clip, DEMO_PROMPT, config=GenerationConfig(max_new_tokens=max_new_tokens))
+    result = pipeline.run(chosen.path, chosen.prompt, config=GenerationConfig(max_new_tokens=max_new_tokens))
+    return chosen, result
+
+
+def format_result(chosen: DemoClip, result) -> str:
+    """A short human-readable report: answer, correctness, speed, where time went."""
+    t = result.timings_ms
+    new = result.stats["new_tokens"]
+    decode_s = t.get("decode", 0.0) / 1e3  # the steps after the prefill's first token
+    rate = (new - 1) / decode_s if decode_s else float("nan")
+    total = sum(t.values())
+    lines = [
+        f"clip:     {chosen.path.name}",
+        f"prompt:   {chosen.prompt}",
+        f"answer:   {result.text}",
+        f"expected: {chosen.expected}  ({'match' if result.text.strip() == chosen.expected else 'MISMATCH'})",
+        f"speed:    {new} tokens, {rate:.0f} tokens/s decoding "
+        f"({result.stats['prompt_tokens']} prompt tokens, {result.stats['visual_tokens']} of them visual)",
+        "time:     " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in t.items()),
+    ]
+    return "\n".join(lines)

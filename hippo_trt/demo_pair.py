@@ -176,3 +176,17 @@ def answer_logits(model, b: Batch, kept: np.ndarray | None = None) -> tuple["tor
             position_ids=index[None].expand(len(b.samples), -1),
         ).logits
         return logits, b.labels[:, index]
+
+
+def write_sample_clips(clips_dir: Path, count: int = 6) -> None:
+    """The first ``count`` held-out clips as .mp4 with their prompts and reference answers."""
+    from hippo_trt.atomic import write_json
+
+    clips_dir = Path(clips_dir)
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    index = []
+    for i, sample in enumerate(held_out_samples(count)):
+        name = f"clip-{i}.mp4"
+        write_video(clips_dir / name, sample.scene.render())
+        index.append({"clip": name, "seed": i, "prompt": sample.prompt, "answer": sample.answer})
+    write_json(clips_dir / "prompts.json", index)

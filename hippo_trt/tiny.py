@@ -55,13 +55,14 @@ def build_tokenizer():
     vocab = {tok: i for i, tok in enumerate(SPECIAL + list(dict.fromkeys(WORDS)))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces, keeps " ."
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",
         pad_token="<pad>",
         eos_token="<|im_end|>",
         bos_token=None,
+        clean_up_tokenization_spaces=False,  # answers keep " ." exactly as written
         additional_special_tokens=["<|im_start|>", "<video>", "<image>", "<|endoftext|>"],
     )
     fast.chat_template = CHAT_TEMPLATE

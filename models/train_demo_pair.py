@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.demo_pair import Batcher, answer_predictions, held_out_samples, train_samples
+from hippo_trt.demo_pair import Batcher, answer_predictions, held_out_samples, train_samples, write_sample_clips
 from hippo_trt.synthetic import GRID, NUM_CLASSES
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
@@ -163,6 +163,7 @@ def main(argv=None) -> None:
         save(target, processor, stage / "target")
         save(draft, processor, stage / "draft")
         (stage / "train_log.json").write_text(json.dumps(log, indent=1))
+        write_sample_clips(stage / "clips")
     print(f"saved {args.out} after {log['minutes']} min")
 
 
