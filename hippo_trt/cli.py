@@ -171,11 +171,12 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     from hippo_trt.demo import format_result, run_demo
 
-    chosen, result = run_demo(args.out, clip=args.clip, max_new_tokens=args.max_new_tokens, progress=_progress(args))
+    pair, chosen, result = run_demo(args.out, clip=args.clip, max_new_tokens=args.max_new_tokens, progress=_progress(args))
     if args.json:
-        _print_json({**result.to_json(), "clip": str(chosen.path), "prompt": chosen.prompt, "expected": chosen.expected})
+        extra = {"trained_pair": pair.trained, "clip": str(chosen.path), "prompt": chosen.prompt, "expected": chosen.expected}
+        _print_json({**result.to_json(), **extra})
     else:
-        print(format_result(chosen, result))
+        print(format_result(pair, chosen, result))
     return 0
 
 

@@ -95,7 +95,8 @@ def _teacher_forced(model, b) -> tuple[float, float]:
     return correct / tokens, exact / len(pairs)
 
 
-def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out) -> dict:
+def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0) -> dict:
+    """``first_step``: where a continued run picks up, so it sees fresh clips."""
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -103,7 +104,7 @@ def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: flo
     history = []
     for step in bar:
         model.train()
-        b = batcher(train_samples(step, batch, seed))
+        b = batcher(train_samples(first_step + step, batch, seed))
         out = model(
             input_ids=b.input_ids,
             attention_mask=b.attention_mask,
@@ -132,6 +133,16 @@ def save(model, processor, path: Path) -> None:
     model.to(torch.float32)
 
 
+def _load(path: Path):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    return LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+
+
+def _steps_so_far(log: dict, role: str) -> int:
+    return log.get(role, {}).get("steps", 0) + (_steps_so_far(log["previous"], role) if "previous" in log else 0)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "demo-pair")
@@ -140,7 +151,10 @@ def main(argv=None) -> None:
     p.add_argument("--vision-steps", type=int, default=300)
     p.add_argument("--draft-steps", type=int, default=1500)
     p.add_argument("--target-steps", type=int, default=900)
+    p.add_argument("--draft-lr", type=float, default=2e-3)
+    p.add_argument("--target-lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -148,15 +162,23 @@ def main(argv=None) -> None:
     tokenizer = build_tokenizer()
     processor = build_processor(TARGET, tokenizer)
     batcher = Batcher(processor)
-    target = build_model(replace(TARGET, seed=args.seed), tokenizer)
-    draft = build_model(replace(DRAFT, seed=args.seed + 1), tokenizer)
     held_out = batcher(held_out_samples(48))  # a small held-out probe for the progress log
     log = {"seed": args.seed, "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"}
-    target.train()
-    log["vision"] = train_vision(target, batcher, args.vision_steps, args.batch, args.seed)
-    draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
-    log["draft"] = train_lm(draft, batcher, "draft", args.draft_steps, args.batch, 2e-3, args.seed + 2, held_out)
-    log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, 1e-3, args.seed + 3, held_out)
+    done = {"draft": 0, "target": 0}
+    if args.init:
+        target, draft = (_load(args.init / role) for role in ("target", "draft"))
+        log["previous"] = json.loads((args.init / "train_log.json").read_text())
+        done = {role: _steps_so_far(log["previous"], role) for role in done}
+    else:
+        target = build_model(replace(TARGET, seed=args.seed), tokenizer)
+        draft = build_model(replace(DRAFT, seed=args.seed + 1), tokenizer)
+        target.train()
+        log["vision"] = train_vision(target, batcher, args.vision_steps, args.batch, args.seed)
+        draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
+    if args.draft_steps:
+        log["draft"] = train_lm(draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"])
+    if args.target_steps:
+        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"])
     log["minutes"] = round((time.time() - started) / 60, 1)
     log["specs"] = {"target": asdict(TARGET), "draft": asdict(DRAFT)}
     with staged_dir(args.out) as stage:

@@ -1,0 +1,90 @@
+"""The demo pair end to end: loads like a user's checkpoint, and greedy ``run`` on ONNX
+Runtime equals transformers ``generate`` on it, token for token.
+
+This runs on the shipped trained pair where ``models/demo-pair`` holds it, and on the
+untrained stand-in the demo builds otherwise; only the answer-quality test needs the former."""
+
+from __future__ import annotations
+
+import pytest
+
+from hippo_trt.cli import main
+from hippo_trt.demo import run_demo, untrained_pair
+from hippo_trt.model_dir import ModelDir, load_processor
+
+MAX_SHIPPED_BYTES = 80 * 2**20
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    pair, chosen, result = run_demo(out, clip=0, progress=False)
+    return out, chosen, result, pair
+
+
+@pytest.fixture(scope="module")
+def hf_models(demo_run):
+    pair = demo_run[3]
+    return {role: ModelDir.open(path).load_model() for role, path in (("target", pair.target), ("draft", pair.draft))}
+
+
+def test_demo_pair_is_complete_and_small(demo_run):
+    pair = demo_run[3]
+    files = [f for f in pair.root.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < MAX_SHIPPED_BYTES
+    for role in (pair.target, pair.draft):
+        assert (role / "model.safetensors").is_file()
+        processor = load_processor(role)
+        assert processor.tokenizer.convert_tokens_to_ids("<video>") != processor.tokenizer.unk_token_id
+    assert len(pair.clips()) >= 3 and all(c.path.is_file() for c in pair.clips())
+
+
+def test_demo_answers_the_shipped_clip(demo_run):
+    _, chosen, result, pair = demo_run
+    if not pair.trained:
+        pytest.skip("the trained demo pair is not shipped in models/demo-pair yet (the demo ran an untrained stand-in)")
+    assert result.text == chosen.expected
+    assert result.stats["visual_tokens"] == 129
+
+
+@pytest.mark.parametrize("role", ["target", "draft"])
+def test_run_equals_transformers_generate_on_every_shipped_clip(demo_run, hf_models, role):
+    import torch
+    from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+
+    work = demo_run[0] / "work"
+    pipeline = Pipeline.load(work, role=role)
+    model = hf_models[role]
+    for clip in demo_run[3].clips():
+        request = pipeline.prepare(clip.path, clip.prompt)
+        ours = pipeline.generate(request, GenerationConfig(max_new_tokens=64)).tokens
+        with torch.no_grad():
+            ref = model.generate(
+                input_ids=torch.from_numpy(request.input_ids),
+                pixel_values_videos=torch.from_numpy(request.pixel_values_videos),
+                max_new_tokens=64,
+                do_sample=False,
+            )[0, request.input_ids.shape[1] :].tolist()
+        assert ours == ref, clip.path.name
+
+
+def test_demo_reuses_a_current_export(demo_run):
+    out = demo_run[0]
+    manifest = out / "work" / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--quiet", "--clip", "1"]) == 0
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_demo_rejects_an_unknown_clip(demo_run, capsys):
+    assert main(["demo", "--out", str(demo_run[0]), "--quiet", "--clip", "99"]) == 2
+    assert "--clip must be between 0 and" in capsys.readouterr().err
+
+
+def test_untrained_stand_in_is_complete_and_reused(tmp_path):
+    first = untrained_pair(tmp_path)
+    stamp = (first.target / "model.safetensors").stat().st_mtime_ns
+    second = untrained_pair(tmp_path)
+    assert not second.trained and (second.target / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [c.prompt for c in second.clips()] == [c.prompt for c in first.clips()]
+    assert all(c.path.is_file() and c.expected for c in second.clips())
