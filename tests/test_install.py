@@ -26,13 +26,14 @@ def test_plain_install_imports_subpackages_and_runs_help(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("hippo_trt", "export", "runtime"):
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("hippo_trt", "export", "runtime", "models"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "demo-pair"))
     subprocess.run(
         [python, "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True, capture_output=True, text=True
     )
     probe = (
         "import hippo_trt, hippo_trt.export, hippo_trt.runtime, hippo_trt.export.api, hippo_trt.runtime.pipeline;"
+        "import hippo_trt.models, hippo_trt.demo; assert hippo_trt.demo.Path;"
         "import hippo_trt.export.trt_compat as c; assert 'Add' in c.load_rules().supported;"
         "print(hippo_trt.__file__); print(hippo_trt.export.__file__); print(hippo_trt.runtime.__file__)"
     )
