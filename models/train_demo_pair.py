@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.demo_pair import Batcher, answer_predictions, held_out_samples, train_samples, write_sample_clips
+from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, held_out_samples, train_samples, write_sample_clips
 from hippo_trt.synthetic import GRID, NUM_CLASSES
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
@@ -84,11 +84,7 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
 
 def _teacher_forced(model, b) -> tuple[float, float]:
     """(answer-token accuracy, exact-match rate) of greedy decoding, exactly, from one forward."""
-    with torch.no_grad():
-        logits = model(
-            input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos
-        ).logits
-    pairs = answer_predictions(logits, b.labels)
+    pairs = answer_predictions(*answer_logits(model, b))
     tokens = sum(len(t) for _, t in pairs)
     correct = sum(int((p == t).sum()) for p, t in pairs)
     exact = sum(bool((p == t).all()) for p, t in pairs)
