@@ -122,11 +122,21 @@ def cmd_build(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+def _generation_config(args):
+    from hippo_trt.runtime.pipeline import GenerationConfig
+    from hippo_trt.runtime.verify import Sampling
 
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, mode=args.mode)
-    pipeline = Pipeline.load(args.work, backend=args.backend, options=_ort_options(args))
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens, mode=args.mode, gamma=args.gamma, sampling=sampling, prune=args.prune, keep=args.keep
+    )
+
+
+def cmd_run(args) -> int:
+    from hippo_trt.runtime.pipeline import Pipeline
+
+    config = _generation_config(args)
+    pipeline = Pipeline.load(args.work, backend=args.backend, options=_ort_options(args), with_draft=config.speculative)
     source, npy = (args.video, False) if args.video else (args.frames_npy, True)
     result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
     if args.json:
@@ -198,6 +208,18 @@ def _add_common(p: argparse.ArgumentParser, threads: bool = False) -> None:
         p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
 
 
+def _add_decoding(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--mode", default="ar", help="ar (target alone) or sd (draft proposes, target verifies)")
+    g.add_argument("--gamma", type=int, default=4, help="draft tokens per target verification")
+    g.add_argument("--prune", default="none", help="which visual tokens the draft reads: none, uniform")
+    g.add_argument("--keep", type=float, default=1.0, help="fraction of visual tokens the draft keeps, in (0, 1]")
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0: off")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hippo-trt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"hippo-trt {__version__}")
@@ -209,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="work dir to write (replaced atomically)")
     p.add_argument("--max-frames", type=_positive, default=32)
     p.add_argument("--max-seq", type=_positive, default=4096, help="longest prompt + generation, in tokens")
-    p.add_argument("--max-spec-len", type=_positive, default=8, help="most tokens one verify step takes")
+    p.add_argument("--max-spec-len", type=_positive, default=9, help="most tokens one verify step takes (gamma + 1)")
     _add_common(p)
     p.set_defaults(func=cmd_export)
 
@@ -235,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--frames", type=_positive, help="frames sampled uniformly (default: the processor's for a video, all for .npy)")
     p.add_argument("--max-new-tokens", type=_positive, default=64)
-    p.add_argument("--mode", choices=["ar"], default="ar")
     p.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    _add_decoding(p)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_run)
 

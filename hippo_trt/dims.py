@@ -89,7 +89,7 @@ class ExportLimits:
 
     max_frames: int = 32
     max_seq: int = 4096
-    max_spec_len: int = 8
+    max_spec_len: int = 9  # gamma up to 8
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_seq", "max_spec_len"):

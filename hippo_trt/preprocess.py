@@ -15,6 +15,7 @@ class Request:
 
     input_ids: np.ndarray  # [1, S] int64, video placeholders expanded
     pixel_values_videos: np.ndarray  # [1, T, C, H, W] float32
+    video: np.ndarray | None = None  # [T, H, W, 3] uint8 as decoded (a draft with its own processor needs it)
 
     @property
     def frames(self) -> int:
@@ -41,4 +42,11 @@ def prepare_request(processor, frames: np.ndarray, prompt: str) -> Request:
     return Request(
         input_ids=np.ascontiguousarray(out["input_ids"], dtype=np.int64),
         pixel_values_videos=np.ascontiguousarray(out["pixel_values_videos"], dtype=np.float32),
+        video=frames,
     )
+
+
+def video_pixels(processor, frames: np.ndarray) -> np.ndarray:
+    """Frames [T, H, W, 3] -> pixel_values_videos [1, T, C, H, W] through ``processor``'s video processor."""
+    out = processor.video_processor(videos=[frames], return_tensors="np")["pixel_values_videos"]
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -24,3 +24,18 @@ def uniform_indices(n: int, keep: float) -> np.ndarray:
     """Evenly strided over the frame-major token order: spatially and temporally uniform."""
     k = kept_count(n, keep)
     return np.unique(np.floor(np.arange(k) * n / k).astype(np.int64))
+
+
+def all_indices(n: int, keep: float) -> np.ndarray:
+    """No pruning: every token (``keep`` is ignored)."""
+    return np.arange(n, dtype=np.int64)
+
+
+METHODS = {"none": all_indices, "uniform": uniform_indices}
+
+
+def select_kept(method: str, n: int, keep: float) -> np.ndarray:
+    """Sorted indices of the visual tokens the draft reads."""
+    if method not in METHODS:
+        raise InputError(f"unknown pruning method '{method}' (available: {', '.join(METHODS)})")
+    return METHODS[method](n, keep)

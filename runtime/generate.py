@@ -1,36 +1,132 @@
-"""Decoding loops over decoder sessions. ``ar``: the target alone, greedy."""
+"""Decoding loops over decoder sessions: ``ar`` (the target alone) and ``sd`` (draft proposes,
+target verifies).
+
+``sd``, one round (k = gamma, fewer near the token budget or when the draft proposes EOS)::
+
+    draft : [catch up][d1][d2]..[d(k-1)] -> proposes d1..dk          (k small steps)
+    target:                               [verify t, d1..dk]          (one step, k+1 tokens)
+            commit d1..dm + the target's own token; both caches roll back by length
+
+The target's cache always holds every committed token but the last, which it takes as the
+first token of the next verification; the draft catches up on whatever it has not seen (one
+token, or two after a fully accepted block). Rolling back is a length change (see KVCache).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from hippo_trt.timing import PhaseTimer
 from .decoder import DecoderSession
+from .verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_token, verify_greedy, verify_sampling
 
 
-def greedy(logits: np.ndarray) -> int:
-    """argmax of the last position's logits [..., V] (first index on ties, as torch)."""
-    return int(np.argmax(logits.reshape(-1, logits.shape[-1])[-1]))
+@dataclass
+class Lane:
+    """A decoder session over one request's output: output token i sits at cache entry
+    ``base_len + i`` with position id ``base_pos + i``; ``fed`` tokens are cached so far."""
 
+    session: DecoderSession
+    base_len: int  # cache entries after prefill
+    base_pos: int  # position id of output token 0
+    fed: int = 0
+    busy_ms: float = 0.0
 
-def generate_ar(
-    target: DecoderSession,
-    first_logits: np.ndarray,
-    next_position: int,
-    max_new_tokens: int,
-    eos_ids: tuple[int, ...],
-    timer: PhaseTimer,
-) -> list[int]:
-    """Greedy tokens after a prefill whose last logits are ``first_logits`` [1, V]."""
-    tokens = [greedy(first_logits)]
-    while len(tokens) < max_new_tokens and tokens[-1] not in eos_ids:
+    def feed(self, tokens: list[int]) -> np.ndarray:
+        """Append ``tokens`` (the output's tokens ``fed..fed+n``) -> logits [n, V]."""
         start = time.perf_counter()
-        ids = np.array([[tokens[-1]]], dtype=np.int64)  # [1, 1]
-        pos = np.array([[next_position]], dtype=np.int64)  # [1, 1]
-        tokens.append(greedy(target.step(ids, pos)))
-        next_position += 1
-        timer.steps.append((time.perf_counter() - start) * 1e3)
-    timer.add("decode", sum(timer.steps))
-    return tokens
+        ids = np.array([tokens], dtype=np.int64)  # [1, n]
+        pos = (self.base_pos + self.fed + np.arange(len(tokens), dtype=np.int64))[None]  # [1, n]
+        logits = self.session.step(ids, pos)[0]  # [n, V]
+        self.fed += len(tokens)
+        self.busy_ms += (time.perf_counter() - start) * 1e3
+        return logits
+
+    def rollback(self, fed: int) -> None:
+        """Keep only the first ``fed`` output tokens' cache entries."""
+        self.session.rollback(self.base_len + fed)
+        self.fed = fed
+
+
+class TokenChooser:
+    """Greedy or seeded sampling, the same rule for the first token, drafts and verification."""
+
+    def __init__(self, sampling: Sampling = Sampling()):
+        self.sampling = sampling
+        self.rng = np.random.default_rng(sampling.seed)
+
+    def pick(self, logits: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """(token, the distribution [V] it was drawn from; None when greedy) from logits [..., V]."""
+        if self.sampling.greedy:
+            return argmax_token(logits), None
+        p = self.sampling.probs(logits.reshape(-1, logits.shape[-1])[-1:])[0]
+        return sample_token(p, self.rng), p
+
+    def verify(self, drafted: list[int], q: list[np.ndarray], target_logits: np.ndarray) -> Verdict:
+        """target_logits [k+1, V] for drafts [k] drawn from q."""
+        if self.sampling.greedy:
+            return verify_greedy(drafted, target_logits)
+        v = target_logits.shape[-1]
+        return verify_sampling(drafted, np.stack(q) if q else np.empty((0, v)), self.sampling.probs(target_logits), self.rng)
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_new_tokens: int
+    eos_ids: tuple[int, ...]
+
+    def done(self, out: list[int]) -> bool:
+        return len(out) >= self.max_new_tokens or out[-1] in self.eos_ids
+
+    def clip(self, tokens: tuple[int, ...]) -> tuple[int, ...]:
+        """Committed tokens up to and with the first EOS."""
+        for i, t in enumerate(tokens):
+            if t in self.eos_ids:
+                return tokens[: i + 1]
+        return tokens
+
+
+def generate_ar(target: Lane, first_logits: np.ndarray, budget: Budget, chooser: TokenChooser, steps_ms: list[float]) -> list[int]:
+    """Tokens after a prefill whose last logits are ``first_logits`` [1, V]; step times appended."""
+    out = [chooser.pick(first_logits)[0]]
+    while not budget.done(out):
+        start = time.perf_counter()
+        out.append(chooser.pick(target.feed([out[-1]]))[0])
+        steps_ms.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def propose(draft: Lane, out: list[int], k: int, chooser: TokenChooser, eos_ids: tuple[int, ...]) -> tuple[list[int], list]:
+    """Up to ``k`` draft tokens continuing ``out`` (stopping after an EOS), with their distributions."""
+    drafted, dists = [], []
+    if k == 0:
+        return drafted, dists
+    logits = draft.feed(out[draft.fed :])  # catch up: 1 token, or 2 after a fully accepted block
+    for i in range(k):
+        token, q = chooser.pick(logits)
+        drafted.append(token)
+        dists.append(q)
+        if i == k - 1 or token in eos_ids:
+            break
+        logits = draft.feed([token])
+    return drafted, dists
+
+
+def generate_sd(
+    target: Lane, draft: Lane, first_logits: np.ndarray, budget: Budget, gamma: int, chooser: TokenChooser, stats: AcceptanceStats
+) -> list[int]:
+    """Speculative decoding with draft length ``gamma``; ``stats`` records every verification."""
+    out = [chooser.pick(first_logits)[0]]
+    while not budget.done(out):
+        k = min(gamma, budget.max_new_tokens - len(out) - 1)  # a verification commits <= k + 1
+        drafted, dists = propose(draft, out, k, chooser, budget.eos_ids)
+        logits = target.feed([out[-1], *drafted])  # [k+1, V]
+        verdict = chooser.verify(drafted, dists, logits)
+        committed = budget.clip(verdict.tokens)
+        stats.record(len(drafted), verdict.accepted, len(committed))
+        target.rollback(len(out) + verdict.accepted)
+        draft.rollback(min(draft.fed, len(out) + verdict.accepted))
+        out.extend(committed)
+    return out

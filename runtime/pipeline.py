@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hippo_trt.errors import InputError, ProfileError
+from hippo_trt.errors import InputError, ProfileError, WorkDirError
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import load_processor
-from hippo_trt.preprocess import Request, prepare_request
+from hippo_trt.preprocess import Request, prepare_request, video_pixels
+from hippo_trt.pruning import METHODS as PRUNE_METHODS, kept_count, select_kept
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import load_frames
 from .decoder import DecoderSession
 from .engine import OrtOptions
-from .generate import generate_ar
+from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
+from .verify import AcceptanceStats, Sampling
 
-MODES = ("ar",)
+MODES = ("ar", "sd")
 MAX_NEW_TOKENS = 4096
+MAX_GAMMA = 32
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
+    """``mode`` ar: the target alone; sd: the draft (reading the ``prune``d ``keep`` fraction of
+    the visual tokens) proposes ``gamma`` tokens per target verification."""
+
     max_new_tokens: int = 64
     mode: str = "ar"
+    gamma: int = 4
+    sampling: Sampling = Sampling()
+    prune: str = "none"
+    keep: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
             raise InputError(f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
         if self.mode not in MODES:
             raise InputError(f"unknown --mode '{self.mode}' (available: {', '.join(MODES)})")
+        if not 1 <= self.gamma <= MAX_GAMMA:
+            raise InputError(f"--gamma must be between 1 and {MAX_GAMMA}, got {self.gamma}")
+        if self.prune not in PRUNE_METHODS:
+            raise InputError(f"unknown --prune method '{self.prune}' (available: {', '.join(PRUNE_METHODS)})")
+        kept_count(1, self.keep)  # range check
+
+    @property
+    def speculative(self) -> bool:
+        return self.mode != "ar"
 
 
 @dataclass(frozen=True)
@@ -57,22 +77,55 @@ def merge_visual(inputs_embeds: np.ndarray, input_ids: np.ndarray, visual: np.nd
     return inputs_embeds
 
 
-class Pipeline:
-    """Target-only generation over a work dir's engines (speculative modes build on this)."""
+def kept_positions(input_ids: np.ndarray, video_token_id: int, kept: np.ndarray) -> np.ndarray:
+    """Sequence positions [S'] the draft reads: all text, and the ``kept`` visual tokens."""
+    slots = np.flatnonzero(input_ids[0] == video_token_id)  # [Nv]
+    keep = input_ids[0] != video_token_id
+    keep[slots[kept]] = True
+    return np.flatnonzero(keep)
 
-    def __init__(self, manifest: Manifest, target: ModelEngines, processor):
+
+class Pipeline:
+    """Generation over a work dir's engines: the target, and the draft for speculative modes."""
+
+    def __init__(self, manifest: Manifest, target: ModelEngines, processor, draft: ModelEngines | None = None, draft_processor=None):
+        """``draft_processor``: the draft's own processor when its video preprocessing differs
+        from the target's (None: the draft reads the target's pixels)."""
         self.manifest, self.target, self.processor = manifest, target, processor
+        self.draft, self.draft_processor = draft, draft_processor
         self.dims = manifest.dims_table
+        if draft is not None and draft.shape.vocab != target.shape.vocab:
+            raise WorkDirError(f"the draft's vocabulary ({draft.shape.vocab}) differs from the target's ({target.shape.vocab})")
+
+    def _draft_pixels(self, request: Request) -> np.ndarray:
+        """pixel_values_videos for the draft: the target's, or its own processor's from the frames."""
+        if self.draft_processor is None:
+            return request.pixel_values_videos
+        if request.video is None:
+            raise InputError("the draft has its own video processor: build the request with prepare_request (it keeps the frames)")
+        return video_pixels(self.draft_processor, request.video)
 
     @classmethod
     def load(
-        cls, work: Path, backend: str = "onnxruntime", options: OrtOptions = OrtOptions(), role: str = "target"
+        cls,
+        work: Path,
+        backend: str = "onnxruntime",
+        options: OrtOptions = OrtOptions(),
+        role: str = "target",
+        with_draft: bool = False,
     ) -> "Pipeline":
-        """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks)."""
+        """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks);
+        ``with_draft`` also loads the draft's, for speculative modes."""
         work = Path(work)
         manifest = Manifest.load(work)
         target = load_engines(work, manifest, role, backend, options)
-        return cls(manifest, target, load_processor(work / target.record.processor_dir))
+        processor = load_processor(work / target.record.processor_dir)
+        if not with_draft:
+            return cls(manifest, target, processor)
+        draft = load_engines(work, manifest, "draft", backend, options)
+        own = load_processor(work / draft.record.processor_dir)
+        differs = own.video_processor.to_dict() != processor.video_processor.to_dict()
+        return cls(manifest, target, processor, draft, own if differs else None)
 
     def prepare(
         self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None, npy: bool | None = None
@@ -85,7 +138,8 @@ class Pipeline:
         with timer.phase("preprocess"):
             return prepare_request(self.processor, pixels, prompt)
 
-    def _check_lengths(self, request: Request, config: GenerationConfig) -> None:
+    def _check(self, request: Request, config: GenerationConfig) -> None:
+        """Everything that would fail mid-decode is refused before any engine runs."""
         seq, limit = request.input_ids.shape[1], self.dims["seq"].max
         if seq > limit:
             raise ProfileError(
@@ -97,39 +151,71 @@ class Pipeline:
                 f"{seq} prompt tokens + --max-new-tokens {config.max_new_tokens} exceed the exported maximum "
                 f"sequence {limit}; lower --max-new-tokens or re-export with a larger --max-seq"
             )
+        self.dims.check("frames", request.frames, what="video")
+        if config.speculative:
+            if self.draft is None:
+                raise InputError(f"--mode {config.mode} needs the draft: load the pipeline with the draft (with_draft=True)")
+            spec = self.dims["spec_len"].max
+            if config.gamma + 1 > spec:
+                raise ProfileError(
+                    f"--gamma {config.gamma} verifies {config.gamma + 1} tokens per step but the engines take at most "
+                    f"{spec}; lower --gamma or re-export with --max-spec-len {config.gamma + 1}"
+                )
+
+    def _prefill(self, engines: ModelEngines, request: Request, pixels: np.ndarray, kept: np.ndarray | None, max_len: int, timer: PhaseTimer, phase: str = ""):
+        """(session, last logits [1, V], positions [S'] it read): vision, embed, merge, prefill.
+        Timer phases are named ``{phase}vision`` etc."""
+        ids = request.input_ids  # [1, S]
+        with timer.phase(f"{phase}vision"):
+            visual = engines.vision.run({"pixel_values_videos": pixels})["visual_tokens"]
+        with timer.phase(f"{phase}embed"):
+            embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]  # [1, S, d]
+        embeds = merge_visual(embeds, ids, visual, engines.record.video_token_id)
+        index = np.arange(ids.shape[1]) if kept is None else kept_positions(ids, engines.record.video_token_id, kept)
+        session = DecoderSession(engines, self.dims, max_len=max_len)
+        with timer.phase(f"{phase}prefill"):
+            logits = session.prefill(np.ascontiguousarray(embeds[:, index]), index.astype(np.int64)[None])
+        return session, logits, index
 
     def generate(self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None) -> RunResult:
         timer = timer or PhaseTimer()
-        self._check_lengths(request, config)
-        self.dims.check("frames", request.frames, what="video")
-        ids = request.input_ids  # [1, S]
-        record = self.target.record
-        with timer.phase("vision"):
-            visual = self.target.vision.run({"pixel_values_videos": request.pixel_values_videos})["visual_tokens"]
-        with timer.phase("embed"):
-            embeds = self.target.embed.run({"input_ids": ids})["inputs_embeds"]  # [1, S, d]
-        embeds = merge_visual(embeds, ids, visual, record.video_token_id)
+        self._check(request, config)
+        ids, record = request.input_ids, self.target.record
         seq = ids.shape[1]
-        session = DecoderSession(self.target, self.dims, max_len=seq + config.max_new_tokens)
-        with timer.phase("prefill"):
-            logits = session.prefill(embeds, np.arange(seq, dtype=np.int64)[None])
-        tokens = generate_ar(session, logits, seq, config.max_new_tokens, record.eos_token_ids, timer)
-        steps = timer.steps
+        n_visual = int((ids[0] == record.video_token_id).sum())
+        session, logits, _ = self._prefill(self.target, request, request.pixel_values_videos, None, seq + config.max_new_tokens, timer)
+        target = Lane(session, base_len=seq, base_pos=seq)
+        budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids), TokenChooser(config.sampling)
+        stats: dict[str, object] = {"mode": config.mode}
+        start = time.perf_counter()
+        if config.speculative:
+            kept = select_kept(config.prune, n_visual, config.keep)
+            d_session, _, index = self._prefill(self.draft, request, self._draft_pixels(request), kept, seq + config.max_new_tokens, timer, "draft_")
+            draft = Lane(d_session, base_len=len(index), base_pos=seq)
+            acceptance = AcceptanceStats()
+            tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance)
+            stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=int(len(kept)))
+            stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3))
+        else:
+            steps: list[float] = []
+            tokens = generate_ar(target, logits, budget, chooser, steps)
+            stats["decode_ms_per_token"] = round(sum(steps) / len(steps), 4) if steps else None
+        timer.add("decode", (time.perf_counter() - start) * 1e3)
+        stats.update(
+            frames=request.frames,
+            prompt_tokens=seq,
+            visual_tokens=n_visual,
+            new_tokens=len(tokens),
+            stopped_at_eos=tokens[-1] in record.eos_token_ids,
+            kv_cache_bytes=session.cache.nbytes,
+            target_busy_ms=round(target.busy_ms, 3),
+        )
         return RunResult(
             text=self.processor.tokenizer.decode(tokens, skip_special_tokens=True),
             input_ids=ids[0].tolist(),
             tokens=tokens,
             timings_ms=timer.rounded(),
-            stats={
-                "mode": config.mode,
-                "frames": request.frames,
-                "prompt_tokens": seq,
-                "visual_tokens": int(visual.shape[1]),
-                "new_tokens": len(tokens),
-                "stopped_at_eos": tokens[-1] in record.eos_token_ids,
-                "kv_cache_bytes": session.cache.nbytes,
-                "decode_ms_per_token": round(sum(steps) / len(steps), 4) if steps else None,
-            },
+            stats=stats,
         )
 
     def run(

@@ -22,7 +22,7 @@ TINY_SPECS = {
     ),
     "mqa": TinySpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, image_size=24, patch_size=6, seed=13),
 }
-TEST_LIMITS = ExportLimits(max_frames=6, max_seq=200, max_spec_len=6)
+TEST_LIMITS = ExportLimits(max_frames=6, max_seq=200, max_spec_len=9)
 DRAFT_OF = {"gqa": "mqa"}  # same tokenizer and 4 visual tokens per frame
 
 

@@ -210,7 +210,7 @@ def test_kept_visual_tokens_is_a_ceiling_of_at_least_one():
         (BuildLimits(max_frames=7, max_new_tokens=32), ("frames", "7", "exported maximum 6", "--max-frames")),
         (BuildLimits(max_new_tokens=256), ("seq", "exported maximum is 200", "--max-new-tokens 256")),
         (BuildLimits(max_new_tokens=172, gamma=4), ("seq", "200", "--max-new-tokens 172", "draft lookahead 4")),
-        (BuildLimits(max_new_tokens=32, gamma=6), ("spec_len", "7", "exported maximum 6", "--gamma")),
+        (BuildLimits(max_new_tokens=32, gamma=9), ("spec_len", "10", "exported maximum 9", "--gamma")),
         (BuildLimits(max_new_tokens=32, max_batch=2), ("batch", "2", "exported maximum 1", "--max-batch")),
     ],
 )

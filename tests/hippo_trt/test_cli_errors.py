@@ -255,7 +255,7 @@ def test_export_json_output_and_layout(fresh_export):
     model, work, stdout = fresh_export
     manifest = json.loads(stdout)  # exactly one JSON document
     assert manifest == json.loads((work / MANIFEST).read_text())
-    assert manifest["limits"] == {"max_frames": 4, "max_seq": 128, "max_spec_len": 8}
+    assert manifest["limits"] == {"max_frames": 4, "max_seq": 128, "max_spec_len": 9}
     assert manifest["dims"]["seq"]["max"] == 128 and manifest["dims"]["frames"]["max"] == 4
     assert list(manifest["models"]) == ["target"]
     assert manifest["models"]["target"]["source"] == str(model)

@@ -135,7 +135,7 @@ def test_check_agrees_with_inclusive_range(lo_opt_hi, value):
 
 def test_limits_defaults():
     lim = ExportLimits()
-    assert (lim.max_frames, lim.max_seq, lim.max_spec_len) == (32, 4096, 8)
+    assert (lim.max_frames, lim.max_seq, lim.max_spec_len) == (32, 4096, 9)
 
 
 @pytest.mark.parametrize("field,flag", [("max_frames", "--max-frames"), ("max_seq", "--max-seq"), ("max_spec_len", "--max-spec-len")])

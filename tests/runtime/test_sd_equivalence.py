@@ -1,0 +1,106 @@
+"""Greedy `sd` over real engines equals transformers `generate` of the target alone, for every
+gamma, pruning and keep ratio; a draft identical to the target accepts every token."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hippo_trt.errors import InputError, ProfileError
+from hippo_trt.preprocess import prepare_request
+from hippo_trt.pruning import kept_count
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from tests.conftest import TEST_LIMITS, random_frames
+from tests.runtime.test_ar_equivalence import _hf_model, hf_greedy, prompts
+
+
+@lru_cache(maxsize=None)
+def _sd_pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
+    return Pipeline.load(work, backend=backend, with_draft=True)
+
+
+@pytest.fixture(scope="module")
+def self_draft_work(tiny_dirs, tmp_path_factory):
+    """The gqa target with itself as the draft: every draft token is accepted."""
+    from hippo_trt.export.api import export_work_dir
+    from hippo_trt.runtime.build import build_onnxruntime
+
+    work = tmp_path_factory.mktemp("self-draft") / "work"
+    export_work_dir(tiny_dirs["gqa"], work, draft=tiny_dirs["gqa"], limits=TEST_LIMITS, progress=False)
+    build_onnxruntime(work, progress=False)
+    return work
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    prompt=prompts,
+    max_new_tokens=st.integers(1, 24),
+    gamma=st.integers(1, 8),
+    prune=st.sampled_from(["none", "uniform"]),
+    keep=st.sampled_from([1.0, 0.5, 0.25, 0.1, 0.05]),
+)
+def test_greedy_sd_equals_transformers(work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep):
+    pipe = _sd_pipeline(str(work_dirs["gqa"]))
+    request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)
+    expected = hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, mode="sd", gamma=gamma, prune=prune, keep=keep)
+    result = pipe.generate(request, config)
+    assert result.tokens == expected
+    visual = result.stats["visual_tokens"]
+    assert result.stats["draft_visual_tokens"] == (visual if prune == "none" else kept_count(visual, keep))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), max_new_tokens=st.integers(2, 30), gamma=st.integers(1, 8))
+def test_a_draft_equal_to_the_target_accepts_everything(self_draft_work, tiny_dirs, seed, max_new_tokens, gamma):
+    pipe = _sd_pipeline(str(self_draft_work))
+    request = prepare_request(pipe.processor, random_frames(seed, 3), "what is in the video")
+    result = pipe.generate(request, GenerationConfig(max_new_tokens=max_new_tokens, mode="sd", gamma=gamma))
+    assert result.tokens == hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
+    if not result.stats["stopped_at_eos"]:
+        rounds = -(-(max_new_tokens - 1) // (gamma + 1))  # ceil: every round commits gamma + 1
+        assert result.stats["verifications"] == rounds
+        assert all(rate == 1.0 for rate in result.stats["acceptance_by_position"])
+
+
+def test_torch_backend_sd_equals_onnxruntime(work_dirs):
+    request = prepare_request(_sd_pipeline(str(work_dirs["gqa"])).processor, random_frames(3, 4), "what moves")
+    config = GenerationConfig(max_new_tokens=16, mode="sd", gamma=3, prune="uniform", keep=0.25)
+    ort = _sd_pipeline(str(work_dirs["gqa"])).generate(request, config)
+    ref = _sd_pipeline(str(work_dirs["gqa"]), "torch").generate(request, config)
+    assert ort.tokens == ref.tokens
+    assert ort.stats["verifications"] == ref.stats["verifications"]
+
+
+def test_gamma_beyond_the_exported_spec_len_is_refused_before_decoding(work_dirs):
+    pipe = _sd_pipeline(str(work_dirs["gqa"]))
+    request = prepare_request(pipe.processor, random_frames(0, 2), "what")
+    with pytest.raises(ProfileError, match="--gamma 9 verifies 10 tokens"):
+        pipe.generate(request, GenerationConfig(mode="sd", gamma=9))
+
+
+def test_speculative_mode_without_a_loaded_draft_is_an_input_error(work_dirs):
+    pipe = Pipeline.load(work_dirs["gqa"])
+    request = prepare_request(pipe.processor, random_frames(0, 2), "what")
+    with pytest.raises(InputError, match="needs the draft"):
+        pipe.generate(request, GenerationConfig(mode="sd"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"mode": "turbo"}, "unknown --mode 'turbo'"),
+        ({"gamma": 0}, "--gamma must be between 1"),
+        ({"prune": "magic"}, "unknown --prune method 'magic'"),
+        ({"keep": 0.0}, "keep ratio must be in"),
+        ({"keep": 1.5}, "keep ratio must be in"),
+    ],
+)
+def test_bad_generation_options_are_input_errors(kwargs, needle):
+    with pytest.raises(InputError, match=needle):
+        GenerationConfig(**kwargs)
