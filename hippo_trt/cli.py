@@ -58,10 +58,10 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _ort_options(args):
+def _ort_options(args, threads: int | None = None):
     from hippo_trt.runtime.engine import OrtOptions
 
-    return OrtOptions(intra_op_threads=args.threads)
+    return OrtOptions(intra_op_threads=args.threads if threads is None else threads)
 
 
 def _keep_range(text: str) -> tuple[float, float]:
@@ -128,7 +128,13 @@ def _generation_config(args):
 
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     return GenerationConfig(
-        max_new_tokens=args.max_new_tokens, mode=args.mode, gamma=args.gamma, sampling=sampling, prune=args.prune, keep=args.keep
+        max_new_tokens=args.max_new_tokens,
+        mode=args.mode,
+        gamma=args.gamma,
+        sampling=sampling,
+        prune=args.prune,
+        keep=args.keep,
+        pre_verify=args.pre_verify,
     )
 
 
@@ -136,7 +142,10 @@ def cmd_run(args) -> int:
     from hippo_trt.runtime.pipeline import Pipeline
 
     config = _generation_config(args)
-    pipeline = Pipeline.load(args.work, backend=args.backend, options=_ort_options(args), with_draft=config.speculative)
+    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
+    pipeline = Pipeline.load(
+        args.work, backend=args.backend, options=_ort_options(args), with_draft=config.speculative, draft_options=draft_options
+    )
     source, npy = (args.video, False) if args.video else (args.frames_npy, True)
     result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
     if args.json:
@@ -210,7 +219,9 @@ def _add_common(p: argparse.ArgumentParser, threads: bool = False) -> None:
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
-    g.add_argument("--mode", default="ar", help="ar (target alone) or sd (draft proposes, target verifies)")
+    g.add_argument("--mode", default="ar", help="ar (target alone), sd (draft proposes, target verifies) or parallel (both overlapped on two lanes)")
+    g.add_argument("--pre-verify", action="store_true", help="parallel: after a rejection, verify as soon as one draft token exists")
+    g.add_argument("--draft-threads", type=int, default=0, help="ONNX Runtime intra-op threads of the draft's lane (0: as --threads)")
     g.add_argument("--gamma", type=int, default=4, help="draft tokens per target verification")
     g.add_argument("--prune", default="none", help="which visual tokens the draft reads: none, uniform")
     g.add_argument("--keep", type=float, default=1.0, help="fraction of visual tokens the draft keeps, in (0, 1]")

@@ -53,9 +53,13 @@ class Lane:
 class TokenChooser:
     """Greedy or seeded sampling, the same rule for the first token, drafts and verification."""
 
-    def __init__(self, sampling: Sampling = Sampling()):
+    def __init__(self, sampling: Sampling = Sampling(), key: tuple[int, ...] = ()):
         self.sampling = sampling
-        self.rng = np.random.default_rng(sampling.seed)
+        self.rng = np.random.default_rng([sampling.seed, *key] if key else sampling.seed)
+
+    def at(self, *key: int) -> "TokenChooser":
+        """A chooser whose draws depend only on the seed and ``key``, not on the order of calls."""
+        return TokenChooser(self.sampling, key)
 
     def pick(self, logits: np.ndarray) -> tuple[int, np.ndarray | None]:
         """(token, the distribution [V] it was drawn from; None when greedy) from logits [..., V]."""

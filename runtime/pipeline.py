@@ -19,9 +19,10 @@ from .decoder import DecoderSession
 from .engine import OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
+from .parallel import ParallelOptions, generate_parallel
 from .verify import AcceptanceStats, Sampling
 
-MODES = ("ar", "sd")
+MODES = ("ar", "sd", "parallel")
 MAX_NEW_TOKENS = 4096
 MAX_GAMMA = 32
 
@@ -29,7 +30,8 @@ MAX_GAMMA = 32
 @dataclass(frozen=True)
 class GenerationConfig:
     """``mode`` ar: the target alone; sd: the draft (reading the ``prune``d ``keep`` fraction of
-    the visual tokens) proposes ``gamma`` tokens per target verification."""
+    the visual tokens) proposes ``gamma`` tokens per target verification; parallel: the same
+    with drafting and verification overlapped on two lanes (``pre_verify``: see parallel.py)."""
 
     max_new_tokens: int = 64
     mode: str = "ar"
@@ -37,6 +39,7 @@ class GenerationConfig:
     sampling: Sampling = Sampling()
     prune: str = "none"
     keep: float = 1.0
+    pre_verify: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
@@ -113,16 +116,18 @@ class Pipeline:
         options: OrtOptions = OrtOptions(),
         role: str = "target",
         with_draft: bool = False,
+        draft_options: OrtOptions | None = None,
     ) -> "Pipeline":
         """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks);
-        ``with_draft`` also loads the draft's, for speculative modes."""
+        ``with_draft`` also loads the draft's, for speculative modes (``draft_options``: its own
+        ONNX Runtime options, e.g. to split the cores between the two lanes)."""
         work = Path(work)
         manifest = Manifest.load(work)
         target = load_engines(work, manifest, role, backend, options)
         processor = load_processor(work / target.record.processor_dir)
         if not with_draft:
             return cls(manifest, target, processor)
-        draft = load_engines(work, manifest, "draft", backend, options)
+        draft = load_engines(work, manifest, "draft", backend, draft_options or options)
         own = load_processor(work / draft.record.processor_dir)
         differs = own.video_processor.to_dict() != processor.video_processor.to_dict()
         return cls(manifest, target, processor, draft, own if differs else None)
@@ -193,7 +198,11 @@ class Pipeline:
             d_session, _, index = self._prefill(self.draft, request, self._draft_pixels(request), kept, seq + config.max_new_tokens, timer, "draft_")
             draft = Lane(d_session, base_len=len(index), base_pos=seq)
             acceptance = AcceptanceStats()
-            tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance)
+            if config.mode == "parallel":
+                options = ParallelOptions(config.gamma, config.pre_verify)
+                tokens = generate_parallel(target, draft, logits, budget, chooser, options, acceptance)
+            else:
+                tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance)
             stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=int(len(kept)))
             stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3))
         else:

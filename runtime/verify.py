@@ -40,6 +40,8 @@ class Sampling:
             raise InputError(f"--top-k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.seed < 0:
+            raise InputError(f"--seed must be >= 0, got {self.seed}")
 
     @property
     def greedy(self) -> bool:
@@ -88,16 +90,18 @@ class Verdict:
 
 
 def verify_greedy(draft: list[int], target_logits: np.ndarray) -> Verdict:
-    """target_logits [k+1, V]: row i is the target's prediction after draft[:i]."""
-    chosen = np.argmax(target_logits.reshape(-1, target_logits.shape[-1]), axis=-1)  # [k+1]
+    """target_logits [k+1, V]: row i is the target's prediction after draft[:i]. With k rows
+    only (no bonus row), a fully accepted draft commits just its k tokens."""
+    chosen = np.argmax(target_logits.reshape(-1, target_logits.shape[-1]), axis=-1)  # [k+1] or [k]
     m = 0
     while m < len(draft) and draft[m] == int(chosen[m]):
         m += 1
-    return Verdict(m, tuple(draft[:m]) + (int(chosen[m]),))
+    return Verdict(m, tuple(draft[:m]) + ((int(chosen[m]),) if m < len(chosen) else ()))
 
 
 def verify_sampling(draft: list[int], q: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> Verdict:
-    """q [k, V]: the draft's distributions its tokens were drawn from; p [k+1, V]: the target's."""
+    """q [k, V]: the draft's distributions its tokens were drawn from; p [k+1, V]: the target's
+    (k rows: no bonus token after a fully accepted draft)."""
     for i, x in enumerate(draft):
         if rng.random() * q[i, x] < p[i, x]:  # accept with probability min(1, p/q)
             continue
@@ -105,7 +109,8 @@ def verify_sampling(draft: list[int], q: np.ndarray, p: np.ndarray, rng: np.rand
         if residual.sum() <= 0.0:  # p == q numerically: rejection had probability ~0
             residual = p[i]
         return Verdict(i, tuple(draft[:i]) + (sample_token(residual, rng),))
-    return Verdict(len(draft), tuple(draft) + (sample_token(p[len(draft)], rng),))
+    bonus = (sample_token(p[len(draft)], rng),) if len(p) > len(draft) else ()
+    return Verdict(len(draft), tuple(draft) + bonus)
 
 
 @dataclass

@@ -7,6 +7,8 @@ positions, and rollbacks only shorten it.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -26,10 +28,12 @@ class ToyLM:
 
 
 class FakeSession:
-    def __init__(self, lm: ToyLM, prompt: list[int], prompt_positions: list[int]):
+    def __init__(self, lm: ToyLM, prompt: list[int], prompt_positions: list[int], delay_seed: int | None = None):
+        """``delay_seed``: sleep a random 0-0.3 ms per step, so two lanes interleave differently."""
         self.lm = lm
         self.entries = list(zip(prompt, prompt_positions))  # (token, position) per cache entry
         self.steps = 0
+        self.delays = None if delay_seed is None else np.random.default_rng(delay_seed)
 
     def first_logits(self) -> np.ndarray:
         return self.lm.logits([t for t, _ in self.entries])[None]  # [1, V]
@@ -42,6 +46,8 @@ class FakeSession:
             self.entries.append((token, pos))
             out.append(self.lm.logits([t for t, _ in self.entries]))
         self.steps += 1
+        if self.delays is not None:
+            time.sleep(float(self.delays.uniform(0, 3e-4)))
         return np.stack(out)[None]  # [1, n, V]
 
     def rollback(self, length: int) -> None:

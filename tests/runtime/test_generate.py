@@ -17,12 +17,12 @@ from tests.runtime.fake_decoder import FakeSession, ToyLM
 PROMPT = [3, 1, 4, 1, 5]
 
 
-def lanes(target_lm: ToyLM, draft_lm: ToyLM, kept: list[int]) -> tuple[Lane, Lane, np.ndarray]:
+def lanes(target_lm: ToyLM, draft_lm: ToyLM, kept: list[int], delay_seed: int | None = None) -> tuple[Lane, Lane, np.ndarray]:
     """A target lane over the whole prompt and a draft lane over the ``kept`` prompt positions
     (the last prompt token is always kept, as the text after the video is in the pipeline)."""
     kept = sorted(set(kept) | {len(PROMPT) - 1})
-    target = FakeSession(target_lm, PROMPT, list(range(len(PROMPT))))
-    draft = FakeSession(draft_lm, [PROMPT[i] for i in kept], kept)
+    target = FakeSession(target_lm, PROMPT, list(range(len(PROMPT))), delay_seed)
+    draft = FakeSession(draft_lm, [PROMPT[i] for i in kept], kept, None if delay_seed is None else delay_seed + 1)
     n = len(PROMPT)
     return Lane(target, n, n), Lane(draft, len(kept), n), target.first_logits()
 

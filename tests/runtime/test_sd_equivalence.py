@@ -43,26 +43,27 @@ def self_draft_work(tiny_dirs, tmp_path_factory):
     gamma=st.integers(1, 8),
     prune=st.sampled_from(["none", "uniform"]),
     keep=st.sampled_from([1.0, 0.5, 0.25, 0.1, 0.05]),
+    mode=st.sampled_from(["sd", "parallel"]),
 )
-def test_greedy_sd_equals_transformers(work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep):
+def test_greedy_speculative_equals_transformers(work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep, mode):
     pipe = _sd_pipeline(str(work_dirs["gqa"]))
     request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)
     expected = hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, mode="sd", gamma=gamma, prune=prune, keep=keep)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep)
     result = pipe.generate(request, config)
     assert result.tokens == expected
     visual = result.stats["visual_tokens"]
     assert result.stats["draft_visual_tokens"] == (visual if prune == "none" else kept_count(visual, keep))
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**16), max_new_tokens=st.integers(2, 30), gamma=st.integers(1, 8))
-def test_a_draft_equal_to_the_target_accepts_everything(self_draft_work, tiny_dirs, seed, max_new_tokens, gamma):
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), max_new_tokens=st.integers(2, 30), gamma=st.integers(1, 8), mode=st.sampled_from(["sd", "parallel"]))
+def test_a_draft_equal_to_the_target_accepts_everything(self_draft_work, tiny_dirs, seed, max_new_tokens, gamma, mode):
     pipe = _sd_pipeline(str(self_draft_work))
     request = prepare_request(pipe.processor, random_frames(seed, 3), "what is in the video")
-    result = pipe.generate(request, GenerationConfig(max_new_tokens=max_new_tokens, mode="sd", gamma=gamma))
+    result = pipe.generate(request, GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma))
     assert result.tokens == hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
-    if not result.stats["stopped_at_eos"]:
+    if mode == "sd" and not result.stats["stopped_at_eos"]:
         rounds = -(-(max_new_tokens - 1) // (gamma + 1))  # ceil: every round commits gamma + 1
         assert result.stats["verifications"] == rounds
         assert all(rate == 1.0 for rate in result.stats["acceptance_by_position"])

@@ -1,0 +1,141 @@
+"""``parallel``: video parallel speculative decoding (PEARL-style), draft and target on two lanes.
+
+The draft never waits for a verdict and the target never waits for a full block: each runs
+on its own lane (a worker thread per model on CPU, each with its own ONNX Runtime session and
+threads; a CUDA stream per model on GPU), and the scheduler only waits on their results::
+
+    draft : [d1][d2][d3][d4][e1][e2][e3][e4][f1] ...       keeps drafting past the window
+    target:                 [verify t,d1..d4 ][verify e1,e2..f1]...
+                                              ^ verdict: d1..d4 accepted and the target's
+                                                bonus token is e1, already drafted: the next
+                                                window (e2..) starts at once
+
+* The target verifies a window of up to ``gamma`` draft tokens as soon as they exist
+  (``pre_verify``: as soon as one exists after a rejection, PEARL's pre-verify).
+* Meanwhile the draft keeps extending its path up to ``2 * gamma`` tokens ahead.
+* When the whole window is accepted and the target's own next token (its bonus token) is the
+  token the draft has already proposed next, the draft's path stays valid and the next
+  window is ready at once.
+* Otherwise (a rejection, or the bonus token is the target's own) the draft's work past the
+  committed tokens is discarded: its cache rolls back by length and it restarts from there.
+
+Every committed token is a target verification result over a committed prefix, so the output
+is the target's own (greedy: token for token; sampling: in distribution). Random draws are
+keyed by (role, output index), not by their order, and window sizes depend on verdicts only,
+so the same seed gives the same output however the two lanes happen to interleave: the
+draft's token at an index is the same whether it was drafted ahead or after a restart.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .generate import Budget, Lane, TokenChooser
+from .verify import AcceptanceStats
+
+
+@dataclass
+class _Path:
+    """The committed tokens, the draft's unverified tokens after them and their distributions."""
+
+    out: list[int]
+    spec: list[int] = field(default_factory=list)
+    dists: list = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.spec, self.dists = [], []
+
+
+@dataclass(frozen=True)
+class ParallelOptions:
+    gamma: int = 4
+    pre_verify: bool = False  # after a rejection, verify as soon as one draft token exists
+
+    @property
+    def lookahead(self) -> int:
+        return 2 * self.gamma
+
+
+class ParallelDecoder:
+    """One request's schedule over a target lane and a draft lane."""
+
+    def __init__(self, target: Lane, draft: Lane, budget: Budget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats):
+        self.target, self.draft, self.budget, self.chooser, self.options = target, draft, budget, chooser, options
+        self.stats = stats
+        self.eos = budget.eos_ids
+        self.fresh = True  # nothing drafted since the last reset (pre-verify applies)
+
+    def run(self, first_logits: np.ndarray) -> list[int]:
+        path = _Path([self.chooser.at(2, 0).pick(first_logits)[0]])
+        with ThreadPoolExecutor(1, thread_name_prefix="target-lane") as t_lane, ThreadPoolExecutor(1, thread_name_prefix="draft-lane") as d_lane:
+            verifying: tuple[Future, int] | None = None  # (job, window)
+            drafting: Future | None = None
+            while not self.budget.done(path.out):
+                if verifying is None and self._ready(path):
+                    window = min(len(path.spec), self._want(), self._remaining(path) - 1)
+                    verifying = (t_lane.submit(self.target.feed, [path.out[-1], *path.spec[:window]]), window)
+                if drafting is None and self._may_draft(path):
+                    drafting = d_lane.submit(self.draft.feed, (path.out + path.spec)[self.draft.fed :])
+                done, _ = wait([f for f in (drafting, verifying and verifying[0]) if f is not None], return_when=FIRST_COMPLETED)
+                if drafting is not None and drafting in done:
+                    self._extend(path, drafting.result())
+                    drafting = None
+                if verifying is not None and verifying[0] in done:
+                    job, window = verifying
+                    verifying = None
+                    if not self._settle(path, job.result(), window):  # the draft's path is off
+                        if drafting is not None:
+                            drafting.result()  # let its step finish before rolling its cache back
+                            drafting = None
+                        self.draft.rollback(min(self.draft.fed, len(path.out) - 1))
+                        path.reset()
+                        self.fresh = True
+            if drafting is not None:
+                drafting.result()
+        return path.out
+
+    def _remaining(self, path: _Path) -> int:
+        return self.budget.max_new_tokens - len(path.out)
+
+    def _draft_stopped(self, path: _Path) -> bool:
+        return bool(path.spec) and path.spec[-1] in self.eos
+
+    def _want(self) -> int:
+        """Draft tokens per verification: gamma, or 1 right after a rejection with pre-verify.
+        (A function of the verdicts only, not of timing, so outputs do not depend on timing.)"""
+        return 1 if (self.options.pre_verify and self.fresh) else self.options.gamma
+
+    def _ready(self, path: _Path) -> bool:
+        return len(path.spec) >= min(self._want(), self._remaining(path) - 1) or self._draft_stopped(path)
+
+    def _may_draft(self, path: _Path) -> bool:
+        return not self._draft_stopped(path) and len(path.spec) < min(self.options.lookahead, self._remaining(path) - 1)
+
+    def _extend(self, path: _Path, logits: np.ndarray) -> None:
+        token, q = self.chooser.at(0, len(path.out) + len(path.spec)).pick(logits)
+        path.spec.append(token)
+        path.dists.append(q)
+
+    def _settle(self, path: _Path, logits: np.ndarray, window: int) -> bool:
+        """Commit a verification's tokens; False when the draft's path no longer matches them."""
+        verdict = self.chooser.at(1, len(path.out)).verify(path.spec[:window], path.dists[:window], logits)
+        committed = self.budget.clip(verdict.tokens)
+        self.stats.record(window, verdict.accepted, len(committed))
+        self.target.rollback(len(path.out) + verdict.accepted)
+        # The target's own token may be the one the draft already proposed next: then its
+        # path (drafted from that very token) stays valid and the next window is ready.
+        on_path = verdict.accepted == window and len(path.spec) > window and committed[-1] == path.spec[window]
+        path.out.extend(committed)
+        if on_path:
+            path.spec, path.dists = path.spec[window + 1 :], path.dists[window + 1 :]
+            self.fresh = False
+        return on_path
+
+
+def generate_parallel(
+    target: Lane, draft: Lane, first_logits: np.ndarray, budget: Budget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
+) -> list[int]:
+    return ParallelDecoder(target, draft, budget, chooser, options, stats).run(first_logits)
