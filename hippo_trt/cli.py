@@ -210,6 +210,45 @@ def cmd_bench_kv(args) -> int:
     return 0
 
 
+def _decode_methods() -> tuple[str, ...]:
+    from hippo_trt.runtime.bench_decode import METHODS
+
+    return METHODS
+
+
+def _bench_clips(args):
+    """(work dir, clips): the given work dir and clip, or the demo pair and its shipped clips."""
+    from hippo_trt.demo import demo_work
+    from hippo_trt.runtime.bench_decode import Clip
+
+    if args.work is not None:
+        if args.video is None or args.prompt is None:
+            raise InputError("bench decode: with a work dir, give --video and --prompt")
+        return args.work, [Clip(args.video, args.prompt)]
+    pair, work = demo_work(args.out, progress=_progress(args))
+    return work, [Clip(c.path, c.prompt) for c in pair.clips()[: args.clips]]
+
+
+def cmd_bench_decode(args) -> int:
+    from hippo_trt.runtime.bench_decode import DecodeBenchConfig, bench_decode, format_decode_table
+    from hippo_trt.runtime.pipeline import GenerationConfig
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in _decode_methods()]
+    if unknown or not methods:
+        raise InputError(f"unknown --methods {', '.join(unknown) or '(none)'} (available: {', '.join(_decode_methods())})")
+    GenerationConfig(mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens)  # validates
+    config = DecodeBenchConfig(args.gamma, args.prune, args.keep, args.max_new_tokens, args.repeats, args.pre_verify)
+    work, clips = _bench_clips(args)
+    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
+    rows = bench_decode(work, clips, config, methods, _ort_options(args), draft_options, progress=_progress(args))
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+    else:
+        print(format_decode_table(rows, config))
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser, threads: bool = False) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -298,6 +337,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive, default=50)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_kv)
+
+    p = bench.add_parser("decode", help="ar, sd, parallel and transformers (generate, assisted) on the same clips")
+    p.add_argument("work", type=Path, nargs="?", help="work dir (default: the shipped demo pair, exported under --out)")
+    p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the demo pair's work dir goes")
+    p.add_argument("--video", type=Path, help="with a work dir: the clip")
+    p.add_argument("--prompt", help="with a work dir: the prompt")
+    p.add_argument("--clips", type=_positive, default=6, help="demo pair: how many shipped clips")
+    p.add_argument("--methods", default=",".join(_decode_methods()), help="comma-separated subset")
+    p.add_argument("--repeats", type=_positive, default=1, help="passes over the clips")
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    g = p.add_argument_group("speculative")
+    g.add_argument("--gamma", type=int, default=4)
+    g.add_argument("--prune", default="none")
+    g.add_argument("--keep", type=float, default=1.0)
+    g.add_argument("--pre-verify", action="store_true")
+    g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: as --threads)")
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_bench_decode)
     return parser
 
 

@@ -104,18 +104,25 @@ def _export_is_current(work: Path, pair: DemoPair) -> bool:
         return False
 
 
-def run_demo(out: Path, clip: int = 0, max_new_tokens: int = 64, progress: bool = True):
-    """Export + build (unless current) + run; returns (DemoPair, DemoClip, RunResult)."""
+def demo_work(out: Path, progress: bool = True) -> tuple[DemoPair, Path]:
+    """The demo pair exported and built under ``out``/work (reused when current)."""
     from hippo_trt.export.api import export_work_dir
     from hippo_trt.runtime.build import build_onnxruntime
-    from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
 
     pair = demo_pair(out)
-    chosen = pair.clip(clip)
     work = Path(out) / "work"
     if not _export_is_current(work, pair):
         export_work_dir(pair.target, work, draft=pair.draft, limits=DEMO_LIMITS, progress=progress)
         build_onnxruntime(work, progress=progress)
+    return pair, work
+
+
+def run_demo(out: Path, clip: int = 0, max_new_tokens: int = 64, progress: bool = True):
+    """Export + build (unless current) + run; returns (DemoPair, DemoClip, RunResult)."""
+    from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+
+    pair, work = demo_work(out, progress)
+    chosen = pair.clip(clip)
     pipeline = Pipeline.load(work)
     result = pipeline.run(chosen.path, chosen.prompt, config=GenerationConfig(max_new_tokens=max_new_tokens))
     return pair, chosen, result
