@@ -3,6 +3,7 @@ gamma, pruning and keep ratio; a draft identical to the target accepts every tok
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import pytest
@@ -105,3 +106,20 @@ def test_speculative_mode_without_a_loaded_draft_is_an_input_error(work_dirs):
 def test_bad_generation_options_are_input_errors(kwargs, needle):
     with pytest.raises(InputError, match=needle):
         GenerationConfig(**kwargs)
+
+
+def test_cli_run_modes_give_the_same_answer(capfd, work_dirs, clip):
+    from tests.hippo_trt.test_cli_errors import USER_ERROR, cli, error_line
+
+    outputs = {}
+    for mode in ("ar", "sd", "parallel"):
+        rc, out, err = cli(
+            capfd, "run", work_dirs["gqa"], "--video", clip, "--prompt", "what moves", "--max-new-tokens", 12,
+            "--mode", mode, "--prune", "uniform", "--keep", 0.25, "--threads", 1, "--draft-threads", 1, "--json", "--quiet",
+        )
+        assert rc == 0, err
+        outputs[mode] = json.loads(out)
+    assert outputs["ar"]["tokens"] == outputs["sd"]["tokens"] == outputs["parallel"]["tokens"]
+    assert outputs["parallel"]["stats"]["mat"] >= 1.0
+    rc, out, err = cli(capfd, "run", work_dirs["gqa"], "--video", clip, "--prompt", "x", "--mode", "warp", "--quiet")
+    assert "unknown --mode 'warp'" in error_line(rc, out, err, USER_ERROR)
