@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -15,8 +15,9 @@ from hippo_trt.runtime.verify import AcceptanceStats, Sampling, sample_token, ve
 
 # Distinct logits: on exact ties at the top-p boundary, torch's unstable sort picks an arbitrary
 # tied token while we keep the later index (a convention, applied identically to both models).
+# Logits on a 0.01 grid keep them apart after exp (no near-ties such as 0 vs -1e-45).
 logits_rows = hnp.arrays(
-    np.float32, st.tuples(st.integers(1, 3), st.integers(2, 20)), elements=st.floats(-8, 8, width=32), unique=True
+    np.float32, st.tuples(st.integers(1, 3), st.integers(2, 20)), elements=st.integers(-800, 800).map(lambda v: v / 100), unique=True
 )
 
 
@@ -37,6 +38,9 @@ def hf_probs(logits: np.ndarray, s: Sampling) -> np.ndarray:
 )
 def test_processed_distribution_equals_transformers_warpers(logits, temperature, top_k, top_p):
     s = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    # A cumulative mass within rounding of the cut is decided by the summation order: skip it.
+    mass = np.cumsum(np.sort(Sampling(temperature=temperature, top_k=top_k).probs(logits), axis=-1), axis=-1)
+    assume(np.all(np.abs(mass - (1.0 - top_p)) > 1e-9))
     ours, theirs = s.probs(logits), hf_probs(logits, s)
     np.testing.assert_allclose(ours, theirs, atol=1e-9)
 
