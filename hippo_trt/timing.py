@@ -8,11 +8,10 @@ from collections.abc import Iterator
 
 
 class PhaseTimer:
-    """Accumulates milliseconds per named phase; ``steps`` keeps per-step decode times."""
+    """Accumulates milliseconds per named phase."""
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
-        self.steps: list[float] = []
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -71,7 +71,7 @@ def test_greedy_sd_equals_target_alone(case, gamma):
 def test_greedy_ar_equals_target_alone(case):
     target, draft, budget, _ = case
     lane, _, first = lanes(target, draft, [0])
-    assert generate_ar(lane, first, budget, TokenChooser(), []) == reference(target, budget)
+    assert generate_ar(lane, first, budget, TokenChooser()) == reference(target, budget)
 
 
 def test_a_perfect_draft_commits_gamma_plus_one_per_verification():
@@ -138,7 +138,7 @@ def test_sampling_ar_follows_the_targets_distribution():
     counts: dict = {}
     for seed in range(2000):
         lane, _, first = lanes(target, target, [0])
-        out = generate_ar(lane, first, Budget(2, ()), TokenChooser(Sampling(1.3, 0, 0.8, seed)), [])
+        out = generate_ar(lane, first, Budget(2, ()), TokenChooser(Sampling(1.3, 0, 0.8, seed)))
         counts[tuple(out)] = counts.get(tuple(out), 0) + 1
     assert chi_square_p(counts, expected, 2000) > 1e-3
 
