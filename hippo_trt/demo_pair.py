@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hippo_trt.preprocess import chat_text
+from hippo_trt.pruning import kept_positions
 from hippo_trt.synthetic import FRAMES, QUESTIONS, Sample, make_sample
 from hippo_trt.video import decode_video, write_video
 
@@ -164,12 +165,8 @@ def answer_logits(model, b: Batch, kept: np.ndarray | None = None) -> tuple["tor
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         ).pooler_output  # [B, Nv, d]
         slots = b.input_ids[0] == cfg.video_token_id  # same prompt layout in every row
-        where = torch.nonzero(slots).squeeze(1)  # [Nv]
-        embeds[:, where] = video.to(embeds.dtype)
-        keep = torch.ones(b.input_ids.shape[1], dtype=torch.bool)
-        keep[where] = False
-        keep[where[torch.as_tensor(kept)]] = True
-        index = torch.nonzero(keep).squeeze(1)  # [S'] original positions, in order
+        embeds[:, slots] = video.to(embeds.dtype)
+        index = torch.from_numpy(kept_positions(b.input_ids[0].numpy(), cfg.video_token_id, kept))  # [S'] original positions
         logits = model(
             inputs_embeds=embeds[:, index],
             attention_mask=b.attention_mask[:, index],

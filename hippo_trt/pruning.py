@@ -39,3 +39,13 @@ def select_kept(method: str, n: int, keep: float) -> np.ndarray:
     if method not in METHODS:
         raise InputError(f"unknown pruning method '{method}' (available: {', '.join(METHODS)})")
     return METHODS[method](n, keep)
+
+
+def kept_positions(input_ids: np.ndarray, video_token_id: int, kept: np.ndarray) -> np.ndarray:
+    """Sequence positions [S'] a pruned model reads: all text, and the ``kept`` visual tokens.
+    input_ids [1, S] (or [S])."""
+    ids = np.asarray(input_ids).reshape(-1)
+    slots = np.flatnonzero(ids == video_token_id)  # [Nv]
+    keep = ids != video_token_id
+    keep[slots[np.asarray(kept)]] = True
+    return np.flatnonzero(keep)

@@ -12,7 +12,7 @@ from hippo_trt.errors import InputError, ProfileError, WorkDirError
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import load_processor
 from hippo_trt.preprocess import Request, prepare_request, video_pixels
-from hippo_trt.pruning import METHODS as PRUNE_METHODS, kept_count, select_kept
+from hippo_trt.pruning import METHODS as PRUNE_METHODS, kept_count, kept_positions, select_kept
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import load_frames
 from .decoder import DecoderSession
@@ -78,14 +78,6 @@ def merge_visual(inputs_embeds: np.ndarray, input_ids: np.ndarray, visual: np.nd
         )
     inputs_embeds[0, slots] = visual[0]
     return inputs_embeds
-
-
-def kept_positions(input_ids: np.ndarray, video_token_id: int, kept: np.ndarray) -> np.ndarray:
-    """Sequence positions [S'] the draft reads: all text, and the ``kept`` visual tokens."""
-    slots = np.flatnonzero(input_ids[0] == video_token_id)  # [Nv]
-    keep = input_ids[0] != video_token_id
-    keep[slots[kept]] = True
-    return np.flatnonzero(keep)
 
 
 class Pipeline:
