@@ -54,7 +54,7 @@ class MethodRow:
     draft_busy_ms: float = 0.0
     decode_ms: float = 0.0
     mismatches: int = 0  # requests whose tokens differ from ar's
-    accepted_tokens: int = 0
+    committed_tokens: int = 0  # tokens committed by verifications (all but the prefill's first)
 
     @property
     def tokens_per_s(self) -> float:
@@ -62,7 +62,7 @@ class MethodRow:
 
     @property
     def mat(self) -> float | None:
-        return self.accepted_tokens / self.verifications if self.verifications else None
+        return self.committed_tokens / self.verifications if self.verifications else None
 
     def to_json(self) -> dict:
         return {
@@ -82,8 +82,7 @@ class MethodRow:
 @dataclass
 class _HF:
     target: object
-    draft: object
-    gamma: int
+    draft: object  # its generation_config holds the assisted-generation settings
 
     def generate(self, request: Request, max_new_tokens: int, assisted: bool) -> list[int]:
         import torch
@@ -111,7 +110,7 @@ def _load_hf(pipeline: Pipeline, gamma: int) -> _HF:
     draft.generation_config.num_assistant_tokens = gamma
     draft.generation_config.num_assistant_tokens_schedule = "constant"
     draft.generation_config.assistant_confidence_threshold = 0.0
-    return _HF(target, draft, gamma)
+    return _HF(target, draft)
 
 
 def _timed(fn: Callable):
@@ -134,12 +133,10 @@ def bench_decode(
     rows = {m: MethodRow(m) for m in methods}
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     pipeline.generate(requests[0], GenerationConfig(max_new_tokens=2))  # warm-up
-    jobs = [(r, request) for r in range(config.repeats) for request in requests]
-    for _, request in tqdm(jobs, desc="bench decode", unit="request", disable=not progress):
+    order = sorted(methods, key=lambda m: m != "ar")  # ar first: the others are checked against it
+    for request in tqdm(requests * config.repeats, desc="bench decode", unit="request", disable=not progress):
         reference = None
-        for method in ("ar", *[m for m in methods if m != "ar"]):
-            if method not in rows:
-                continue
+        for method in order:
             tokens = _run(method, pipeline, hf, request, config, rows[method])
             reference = tokens if reference is None else reference
             rows[method].mismatches += tokens != reference
@@ -167,7 +164,7 @@ def _run(method: str, pipeline: Pipeline, hf: _HF | None, request: Request, conf
     row.draft_busy_ms += stats.get("draft_busy_ms", 0.0)
     if method != "ar":
         row.verifications += stats["verifications"]
-        row.accepted_tokens += len(result.tokens) - 1  # every token after the prefill's was committed by a verification
+        row.committed_tokens += len(result.tokens) - 1
     return result.tokens
 
 
