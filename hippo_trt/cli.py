@@ -237,8 +237,10 @@ def cmd_bench_decode(args) -> int:
     unknown = [m for m in methods if m not in _decode_methods()]
     if unknown or not methods:
         raise InputError(f"unknown --methods {', '.join(unknown) or '(none)'} (available: {', '.join(_decode_methods())})")
-    GenerationConfig(mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens)  # validates
-    config = DecodeBenchConfig(args.gamma, args.prune, args.keep, args.max_new_tokens, args.repeats, args.pre_verify)
+    generation = GenerationConfig(
+        mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens, pre_verify=args.pre_verify
+    )
+    config = DecodeBenchConfig(generation, args.repeats)
     work, clips = _bench_clips(args)
     draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
     rows = bench_decode(work, clips, config, methods, _ort_options(args), draft_options, progress=_progress(args))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,12 +36,10 @@ class Clip:
 
 @dataclass(frozen=True)
 class DecodeBenchConfig:
-    gamma: int = 4
-    prune: str = "none"
-    keep: float = 1.0
-    max_new_tokens: int = 64
+    """``generation``: greedy settings every method shares (its ``mode`` is replaced per method)."""
+
+    generation: GenerationConfig = GenerationConfig(mode="sd")
     repeats: int = 1  # passes over the clips
-    pre_verify: bool = False
 
 
 @dataclass
@@ -129,7 +127,7 @@ def bench_decode(
     progress: bool = True,
 ) -> list[MethodRow]:
     pipeline = Pipeline.load(work, options=options, with_draft=True, draft_options=draft_options)
-    hf = _load_hf(pipeline, config.gamma) if any(m.startswith("hf_") for m in methods) else None
+    hf = _load_hf(pipeline, config.generation.gamma) if any(m.startswith("hf_") for m in methods) else None
     rows = {m: MethodRow(m) for m in methods}
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     pipeline.generate(requests[0], GenerationConfig(max_new_tokens=2))  # warm-up
@@ -146,15 +144,13 @@ def bench_decode(
 def _run(method: str, pipeline: Pipeline, hf: _HF | None, request: Request, config: DecodeBenchConfig, row: MethodRow) -> list[int]:
     if method.startswith("hf_"):
         try:
-            tokens, seconds = _timed(lambda: hf.generate(request, config.max_new_tokens, method == "hf_assisted"))
+            tokens, seconds = _timed(lambda: hf.generate(request, config.generation.max_new_tokens, method == "hf_assisted"))
         except Exception as e:  # transformers may not support assisted generation for a model
             raise EngineError(f"{method}: transformers failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         row.tokens += len(tokens)
         row.seconds += seconds
         return tokens
-    gen = GenerationConfig(
-        max_new_tokens=config.max_new_tokens, mode=method, gamma=config.gamma, prune=config.prune, keep=config.keep, pre_verify=config.pre_verify
-    )
+    gen = replace(config.generation, mode=method)
     result, seconds = _timed(lambda: pipeline.generate(request, gen))
     stats = result.stats
     row.tokens += len(result.tokens)
@@ -170,9 +166,10 @@ def _run(method: str, pipeline: Pipeline, hf: _HF | None, request: Request, conf
 
 def format_decode_table(rows: list[MethodRow], config: DecodeBenchConfig) -> str:
     """Markdown: per method, tokens/s, MAT, lanes' busy/idle time and its speedup over each other method."""
+    g = config.generation
     head = "| method | tokens/s | MAT | target busy / idle ms | draft busy / idle ms | matches ar | " + " | ".join(f"vs {r.method}" for r in rows) + " |"
     lines = [
-        f"gamma {config.gamma}, prune {config.prune}, keep {config.keep}, max new tokens {config.max_new_tokens}",
+        f"gamma {g.gamma}, prune {g.prune}, keep {g.keep}, max new tokens {g.max_new_tokens}",
         "",
         head,
         "|" + "---|" * (6 + len(rows)),

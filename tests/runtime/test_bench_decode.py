@@ -7,13 +7,14 @@ import json
 import pytest
 
 from hippo_trt.runtime.bench_decode import Clip, DecodeBenchConfig, bench_decode, format_decode_table
+from hippo_trt.runtime.pipeline import GenerationConfig
 from tests.hippo_trt.test_cli_errors import USER_ERROR, cli, error_line
 
 METHODS = ("ar", "sd", "parallel", "hf_generate")  # the tiny draft has its own image size: no hf_assisted
 
 
 def test_every_method_produces_the_same_tokens_and_a_row(work_dirs, clip):
-    config = DecodeBenchConfig(gamma=3, prune="uniform", keep=0.5, max_new_tokens=10)
+    config = DecodeBenchConfig(GenerationConfig(mode="sd", gamma=3, prune="uniform", keep=0.5, max_new_tokens=10))
     rows = bench_decode(work_dirs["gqa"], [Clip(clip, "what moves")] * 2, config, METHODS, progress=False)
     assert [r.method for r in rows] == list(METHODS)
     assert all(r.to_json()["matches_ar"] for r in rows)
@@ -21,7 +22,7 @@ def test_every_method_produces_the_same_tokens_and_a_row(work_dirs, clip):
     for r in rows:
         assert r.seconds > 0 and r.tokens_per_s > 0
     for r in rows[1:3]:
-        assert 1.0 <= r.mat <= config.gamma + 1 and r.draft_busy_ms > 0
+        assert 1.0 <= r.mat <= config.generation.gamma + 1 and r.draft_busy_ms > 0
     table = format_decode_table(rows, config)
     assert "| sd |" in table and "vs hf_generate" in table and "NO" not in table
 
