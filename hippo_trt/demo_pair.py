@@ -18,6 +18,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,16 +27,19 @@ from hippo_trt.pruning import kept_positions
 from hippo_trt.synthetic import FRAMES, QUESTIONS, Sample, make_sample
 from hippo_trt.video import decode_video, write_video
 
+if TYPE_CHECKING:
+    import torch
+
 IGNORE = -100
 TRAIN_SEEDS_FROM = 1_000_000  # training clips use seeds >= this; held-out clips use 0..N-1
 
 
 @dataclass(frozen=True)
 class Batch:
-    pixel_values_videos: "torch.Tensor"  # [B, T, 3, H, W] float32  # noqa: F821
-    input_ids: "torch.Tensor"  # [B, S] int64, right-padded
-    attention_mask: "torch.Tensor"  # [B, S]
-    labels: "torch.Tensor"  # [B, S]: answer tokens and the closing <|im_end|>, else IGNORE
+    pixel_values_videos: torch.Tensor  # [B, T, 3, H, W] float32
+    input_ids: torch.Tensor  # [B, S] int64, right-padded
+    attention_mask: torch.Tensor  # [B, S]
+    labels: torch.Tensor  # [B, S]: answer tokens and the closing <|im_end|>, else IGNORE
     samples: tuple[Sample, ...]
 
 
@@ -95,7 +99,7 @@ def held_out_samples(n: int) -> list[Sample]:
     return [make_sample(i, kinds[i % len(kinds)]) for i in range(n)]
 
 
-def answer_predictions(logits: "torch.Tensor", labels: "torch.Tensor") -> list[tuple[np.ndarray, np.ndarray]]:  # noqa: F821
+def answer_predictions(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per row: (argmax at each answer position, the label there), logits [B, S, V]."""
     pred = logits[:, :-1].argmax(-1)  # position j predicts token j + 1
     target = labels[:, 1:]
@@ -143,7 +147,7 @@ def greedy_answer(model, batcher: Batcher, sample: Sample, max_new_tokens: int =
     return out[0, b.input_ids.shape[1] :].tolist()
 
 
-def answer_logits(model, b: Batch, kept: np.ndarray | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
+def answer_logits(model, b: Batch, kept: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [B, S', V], labels [B, S']) of a teacher-forced pass.
 
     ``kept``: indices of the visual tokens the model reads (the rest are removed from the

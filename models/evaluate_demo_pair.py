@@ -15,7 +15,6 @@ code path as a user's checkpoint directory:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
