@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
 from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, held_out_samples, train_samples, write_sample_clips
-from hippo_trt.synthetic import GRID, NUM_CLASSES
+from hippo_trt.synthetic import FRAMES, GRID, NUM_CLASSES
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
 VISION = dict(vision_layers=2, vision_hidden=128, vision_heads=4, vision_intermediate=256, image_size=64, patch_size=8, frames=8)
@@ -49,27 +49,40 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
+AUX_WEIGHT = 0.5  # of each position head (row, column, frame) next to the class head
+
+
+def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, class logits) of the auxiliary heads on pooled tokens feats [B*T, GRID*GRID, D]."""
+    ce = torch.nn.functional.cross_entropy
+    n = feats.shape[0]
+    targets = {
+        "row": torch.arange(GRID).repeat_interleave(GRID).repeat(n),
+        "col": torch.arange(GRID).repeat(GRID).repeat(n),
+        "frame": torch.arange(frames).repeat_interleave(GRID * GRID).repeat(n // frames),  # rows are (clip, frame)
+    }
+    logits = heads["cls"](feats)
+    loss = ce(logits.flatten(0, 1), labels.flatten())
+    for name, target in targets.items():
+        loss = loss + AUX_WEIGHT * ce(heads[name](feats).flatten(0, 1), target)
+    return loss, logits
+
+
 def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> dict:
+    """Per pooled token: its (colour, shape) class, row, column and frame (the light clock)."""
     dim = model.config.vision_config.hidden_size
-    heads = torch.nn.ModuleDict({"cls": torch.nn.Linear(dim, NUM_CLASSES), "row": torch.nn.Linear(dim, GRID), "col": torch.nn.Linear(dim, GRID)})
+    heads = torch.nn.ModuleDict(
+        {"cls": torch.nn.Linear(dim, NUM_CLASSES), "row": torch.nn.Linear(dim, GRID), "col": torch.nn.Linear(dim, GRID), "frame": torch.nn.Linear(dim, FRAMES)}
+    )
     params = list(model.model.vision_tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
-    rows = torch.arange(GRID).repeat_interleave(GRID)
-    cols = torch.arange(GRID).repeat(GRID)
     bar = tqdm(range(steps), desc="vision", unit="step")
     for step in bar:
         samples = train_samples(step, batch, seed + 1)
         b = batcher(samples)
         pixels = b.pixel_values_videos.flatten(0, 1)  # [B*T, 3, H, W]
         labels = torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)
-        feats = pooled_vision(model, pixels)  # [B*T, 16, D]
-        logits = heads["cls"](feats)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
-        n = feats.shape[0]
-        loss = loss + 0.2 * (
-            torch.nn.functional.cross_entropy(heads["row"](feats).flatten(0, 1), rows.repeat(n))
-            + torch.nn.functional.cross_entropy(heads["col"](feats).flatten(0, 1), cols.repeat(n))
-        )
+        loss, logits = vision_loss(heads, pooled_vision(model, pixels), labels, FRAMES)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, 2e-3)
         opt.zero_grad()
@@ -91,8 +104,9 @@ def _teacher_forced(model, b) -> tuple[float, float]:
     return correct / tokens, exact / len(pairs)
 
 
-def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0) -> dict:
-    """``first_step``: where a continued run picks up, so it sees fresh clips."""
+def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None) -> dict:
+    """``first_step``: where a continued run picks up, so it sees fresh clips. ``on_eval(log)``
+    runs after every held-out evaluation with the stage's log so far (checkpointing)."""
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -119,6 +133,8 @@ def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: flo
             acc, exact = _teacher_forced(model, held_out)
             history.append({"step": step + 1, "loss": round(out.loss.item(), 4), "token_acc": round(acc, 4), "exact": round(exact, 4)})
             tqdm.write(f"{name} step {step + 1}: loss {out.loss.item():.4f}, held-out token acc {acc:.4f}, exact {exact:.3f}")
+            if on_eval is not None:
+                on_eval({"steps": step + 1, "lr": lr, "batch": batch, "history": history})
     model.eval()
     return {"steps": steps, "lr": lr, "batch": batch, "history": history}
 
@@ -127,6 +143,15 @@ def save(model, processor, path: Path) -> None:
     model.to(torch.float16).save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     model.to(torch.float32)
+
+
+def save_pair(out: Path, target, draft, processor, log: dict) -> None:
+    """The whole pair directory, replaced atomically (also used for mid-training checkpoints)."""
+    with staged_dir(out) as stage:
+        save(target, processor, stage / "target")
+        save(draft, processor, stage / "draft")
+        (stage / "train_log.json").write_text(json.dumps(log, indent=1))
+        write_sample_clips(stage / "clips")
 
 
 def _load(path: Path):
@@ -147,9 +172,10 @@ def main(argv=None) -> None:
     p.add_argument("--vision-steps", type=int, default=300)
     p.add_argument("--draft-steps", type=int, default=1500)
     p.add_argument("--target-steps", type=int, default=900)
-    p.add_argument("--draft-lr", type=float, default=2e-3)
+    p.add_argument("--draft-lr", type=float, default=3e-3)
     p.add_argument("--target-lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -171,17 +197,22 @@ def main(argv=None) -> None:
         target.train()
         log["vision"] = train_vision(target, batcher, args.vision_steps, args.batch, args.seed)
         draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
-    if args.draft_steps:
-        log["draft"] = train_lm(draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"])
-    if args.target_steps:
-        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"])
-    log["minutes"] = round((time.time() - started) / 60, 1)
     log["specs"] = {"target": asdict(TARGET), "draft": asdict(DRAFT)}
-    with staged_dir(args.out) as stage:
-        save(target, processor, stage / "target")
-        save(draft, processor, stage / "draft")
-        (stage / "train_log.json").write_text(json.dumps(log, indent=1))
-        write_sample_clips(stage / "clips")
+
+    def checkpoint(role: str):
+        def on_eval(stage_log: dict) -> None:
+            log[role] = stage_log
+            log["minutes"] = round((time.time() - started) / 60, 1)
+            save_pair(args.out, target, draft, processor, log)
+
+        return on_eval if args.checkpoint else None
+
+    if args.draft_steps:
+        log["draft"] = train_lm(draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"))
+    if args.target_steps:
+        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"))
+    log["minutes"] = round((time.time() - started) / 60, 1)
+    save_pair(args.out, target, draft, processor, log)
     print(f"saved {args.out} after {log['minutes']} min")
 
 
