@@ -1,9 +1,7 @@
 """The demo task: seeded procedural clips of coloured shapes on a 4x4 grid, with exact answers.
 
-Every clip is ``FRAMES`` frames of ``SIZE`` x ``SIZE`` pixels: a lightly textured background
-whose light brightens steadily through the clip (a clock every visual token can see, since the
-vision tower reads frames one at a time and LLaVA-OneVision has no temporal embedding) and
-two small shapes, each drawn inside one 16x16 grid cell, i.e. exactly one
+Every clip is ``FRAMES`` frames of ``SIZE`` x ``SIZE`` pixels: a lightly textured static
+background and two small shapes, each drawn inside one 16x16 grid cell, i.e. exactly one
 visual token of LLaVA-OneVision at patch 8 with 2x2 pooling. A shape may move (one cell at a
 time, in a straight line), appear late, disappear early or change colour. So 14 of every 16
 visual tokens are redundant background, and the answers depend on small regions in
@@ -88,22 +86,14 @@ class Track:
         return next((name for name, d in DIRECTIONS.items() if d == (dr, dc)), None)
 
 
-BASE_LIGHT, LIGHT_STEP = 30, 10  # first frame's mean brightness; added per frame: the clip's clock
-
-
 @dataclass(frozen=True)
 class Scene:
     tracks: tuple[Track, ...]
-    background: np.ndarray  # [SIZE, SIZE, 3] uint8, the first frame's
-
-    def backgrounds(self) -> np.ndarray:
-        """uint8 [FRAMES, SIZE, SIZE, 3]: the background of every frame, brighter each frame."""
-        light = (LIGHT_STEP * np.arange(FRAMES))[:, None, None, None]
-        return np.clip(self.background[None].astype(np.int16) + light, 0, 255).astype(np.uint8)
+    background: np.ndarray  # [SIZE, SIZE, 3] uint8, static
 
     def render(self) -> np.ndarray:
         """uint8 frames [FRAMES, SIZE, SIZE, 3]."""
-        video = self.backgrounds()
+        video = np.broadcast_to(self.background, (FRAMES, SIZE, SIZE, 3)).copy()
         for track in self.tracks:
             for t in track.visible:
                 r, c = track.cells[t]
@@ -220,12 +210,11 @@ def _collide(a: Track, b: Track) -> bool:
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
-    """The first frame's background, its mean within 5 of ``BASE_LIGHT`` so the frame's mean
-    brightness tells its index (bands ``LIGHT_STEP`` apart)."""
-    coarse = np.clip(rng.normal(0, 4, (GRID, GRID)), -8, 8)  # light, smooth texture
-    texture = np.kron(coarse - coarse.mean(), np.ones((CELL, CELL)))[..., None]
-    tint = rng.integers(-3, 4, 3)
-    return np.clip(BASE_LIGHT + texture + tint, 0, 255).astype(np.uint8)
+    base = rng.integers(25, 90)
+    coarse = rng.normal(0, 6, (GRID, GRID))  # light, smooth texture
+    texture = np.kron(coarse, np.ones((CELL, CELL)))[..., None]
+    tint = rng.integers(-6, 7, 3)
+    return np.clip(base + texture + tint, 0, 255).astype(np.uint8)
 
 
 def make_scene(rng: np.random.Generator) -> Scene:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
 from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, held_out_samples, train_samples, write_sample_clips
-from hippo_trt.synthetic import FRAMES, GRID, NUM_CLASSES
+from hippo_trt.synthetic import GRID, NUM_CLASSES
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
 VISION = dict(vision_layers=2, vision_hidden=128, vision_heads=4, vision_intermediate=256, image_size=64, patch_size=8, frames=8)
@@ -49,18 +49,14 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
-AUX_WEIGHT = 0.5  # of each position head (row, column, frame) next to the class head
+AUX_WEIGHT = 0.2  # of each position head (row, column) next to the class head
 
 
-def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, class logits) of the auxiliary heads on pooled tokens feats [B*T, GRID*GRID, D]."""
     ce = torch.nn.functional.cross_entropy
     n = feats.shape[0]
-    targets = {
-        "row": torch.arange(GRID).repeat_interleave(GRID).repeat(n),
-        "col": torch.arange(GRID).repeat(GRID).repeat(n),
-        "frame": torch.arange(frames).repeat_interleave(GRID * GRID).repeat(n // frames),  # rows are (clip, frame)
-    }
+    targets = {"row": torch.arange(GRID).repeat_interleave(GRID).repeat(n), "col": torch.arange(GRID).repeat(GRID).repeat(n)}
     logits = heads["cls"](feats)
     loss = ce(logits.flatten(0, 1), labels.flatten())
     for name, target in targets.items():
@@ -69,11 +65,9 @@ def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.T
 
 
 def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> dict:
-    """Per pooled token: its (colour, shape) class, row, column and frame (the light clock)."""
+    """Per pooled token: its (colour, shape) class, row and column."""
     dim = model.config.vision_config.hidden_size
-    heads = torch.nn.ModuleDict(
-        {"cls": torch.nn.Linear(dim, NUM_CLASSES), "row": torch.nn.Linear(dim, GRID), "col": torch.nn.Linear(dim, GRID), "frame": torch.nn.Linear(dim, FRAMES)}
-    )
+    heads = torch.nn.ModuleDict({"cls": torch.nn.Linear(dim, NUM_CLASSES), "row": torch.nn.Linear(dim, GRID), "col": torch.nn.Linear(dim, GRID)})
     params = list(model.model.vision_tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
     bar = tqdm(range(steps), desc="vision", unit="step")
@@ -82,7 +76,7 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
         b = batcher(samples)
         pixels = b.pixel_values_videos.flatten(0, 1)  # [B*T, 3, H, W]
         labels = torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)
-        loss, logits = vision_loss(heads, pooled_vision(model, pixels), labels, FRAMES)
+        loss, logits = vision_loss(heads, pooled_vision(model, pixels), labels)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, 2e-3)
         opt.zero_grad()
@@ -172,7 +166,7 @@ def main(argv=None) -> None:
     p.add_argument("--vision-steps", type=int, default=300)
     p.add_argument("--draft-steps", type=int, default=1500)
     p.add_argument("--target-steps", type=int, default=900)
-    p.add_argument("--draft-lr", type=float, default=3e-3)
+    p.add_argument("--draft-lr", type=float, default=2e-3)
     p.add_argument("--target-lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
