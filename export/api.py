@@ -21,10 +21,10 @@ from .validate import validate_graph
 
 # Export traces at one set of sizes; validation runs at others, so a size baked into the
 # graph by mistake shows up as a shape error or a mismatch.
-EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3}
+EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3, "scored_tokens": 6, "queries": 3}
 VALIDATION_SIZES = (
-    {"batch": 1, "frames": 3, "seq": 37, "past": 29, "spec_len": 1},
-    {"batch": 1, "frames": 1, "seq": 5, "past": 3, "spec_len": 5},
+    {"batch": 1, "frames": 3, "seq": 37, "past": 29, "spec_len": 1, "scored_tokens": 11, "queries": 1},
+    {"batch": 1, "frames": 1, "seq": 5, "past": 3, "spec_len": 5, "scored_tokens": 1, "queries": 4},
 )
 
 
@@ -101,6 +101,13 @@ def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> Mo
     )
 
 
+def _export_pruning(stage: Path) -> dict[str, FileRecord]:
+    """The pruning subgraphs (authored with onnxscript) that pick the draft's visual tokens."""
+    from .prune_graph import GRAPHS, save_prune_graph
+
+    return {name: FileRecord.of(stage, save_prune_graph(stage / "pruning" / f"{name}.onnx", name)) for name in GRAPHS}
+
+
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -139,6 +146,7 @@ def export_work_dir(
             dims=dims.to_json(),
             limits=asdict(limits),
             models=models,
+            pruning=_export_pruning(stage) if draft else {},
         )
         manifest.save(stage)
     return manifest

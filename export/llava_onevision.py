@@ -108,7 +108,9 @@ class Qwen2Decoder(nn.Module):
         self.lm_head = model.lm_head
         self.shape = decoder_shape(model.config)
 
-    def _attention(self, layer, x, cos, sin, past, mask):
+    def _attention(self, layer, x, cos, sin, past, mask, scored=None):
+        """``scored``: (query_index [Q], visual_index [N]) to also return those rows'
+        attention to those columns, averaged over heads and rows, [B, N]."""
         attn, d = layer.self_attn, self.shape.head_dim
         b, s, _ = x.shape
         q = attn.q_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, H, S, D]
@@ -124,32 +126,52 @@ class Qwen2Decoder(nn.Module):
         scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling + mask  # [B, H, S, P+S]
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, -1)  # [B, S, H*D]
-        return attn.o_proj(out), new
+        importance = None if scored is None else self.importance(q, k, mask, attn.scaling, *scored)
+        return attn.o_proj(out), new, importance
 
-    def run(self, h, position_ids, pasts):
-        """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None."""
+    @staticmethod
+    def importance(q, k, mask, scaling, query_index, visual_index):
+        """Attention of the query rows to the visual columns, [B, N].
+
+        Only the Q query rows are scored (q [B, H, S, D] -> [B, H, Q, D]), so the cost is
+        Q x (P+S) per head, and nothing needs the full [S, P+S] map: a fused (flash/SDPA)
+        attention kernel for the main path stays possible. The rows are softmax-normalised
+        over all their keys, exactly as the main path normalises them.
+        """
+        rows = q.index_select(2, query_index)  # [B, H, Q, D]
+        scores = torch.matmul(rows, k.transpose(2, 3)) * scaling + mask.index_select(0, query_index)  # [B, H, Q, P+S]
+        probs = torch.softmax(scores.float(), dim=-1)
+        return probs.index_select(3, visual_index).mean(dim=(1, 2))  # [B, N]
+
+    def run(self, h, position_ids, pasts, scored=None):
+        """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None.
+        Returns (normed h, new KV list, importance [B, N] averaged over layers, or None)."""
         cos, sin = self.rotary_emb(h, position_ids)
         past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]
         mask = _causal_mask(h.shape[1], past_len, h.dtype)
-        news = []
+        news, importance = [], 0.0
         for layer, past in zip(self.layers, pasts):
-            a, new = self._attention(layer, layer.input_layernorm(h), cos, sin, past, mask)
+            a, new, imp = self._attention(layer, layer.input_layernorm(h), cos, sin, past, mask, scored)
             h = h + a
             h = h + layer.mlp(layer.post_attention_layernorm(h))
             news.extend(new)
-        return self.norm(h), news
+            importance = None if imp is None else importance + imp / len(self.layers)
+        return self.norm(h), news, importance
 
 
 class PrefillGraph(nn.Module):
-    """(inputs_embeds [B, S, d], position_ids [B, S]) -> last logits [B, V], new KV per layer."""
+    """(inputs_embeds [B, S, d], position_ids [B, S], visual_index [N], query_index [Q])
+    -> last logits [B, V], importance [B, N] (the target's global token importance, averaged
+    over all layers and heads as SpecVLM scores it), new KV per layer."""
 
     def __init__(self, model):
         super().__init__()
         self.decoder = Qwen2Decoder(model)
 
-    def forward(self, inputs_embeds, position_ids):
-        h, news = self.decoder.run(inputs_embeds, position_ids, [None] * len(self.decoder.layers))
-        return (self.decoder.lm_head(h[:, -1, :]), *news)
+    def forward(self, inputs_embeds, position_ids, visual_index, query_index):
+        pasts = [None] * len(self.decoder.layers)
+        h, news, importance = self.decoder.run(inputs_embeds, position_ids, pasts, (query_index, visual_index))
+        return (self.decoder.lm_head(h[:, -1, :]), importance, *news)
 
 
 class DecodeGraph(nn.Module):
@@ -162,7 +184,7 @@ class DecodeGraph(nn.Module):
 
     def forward(self, input_ids, position_ids, past):
         pasts = [(past[2 * i], past[2 * i + 1]) for i in range(len(self.decoder.layers))]
-        h, news = self.decoder.run(self.embed_tokens(input_ids), position_ids, pasts)
+        h, news, _ = self.decoder.run(self.embed_tokens(input_ids), position_ids, pasts)
         return (self.decoder.lm_head(h), *news)
 
 

@@ -22,10 +22,12 @@ class Kind(Enum):
     PIXELS = "pixels"
     TOKEN_IDS = "token_ids"
     POSITIONS = "positions"
+    SEQ_INDEX = "seq_index"  # indices into the graph's seq axis
+
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.int64 if self in (Kind.TOKEN_IDS, Kind.POSITIONS) else np.float32)
+        return np.dtype(np.float32 if self in (Kind.FLOAT, Kind.PIXELS) else np.int64)
 
 
 Axis = str | int  # a symbol of the dims table, or a fixed size
@@ -76,6 +78,8 @@ class GraphSpec:
                 feeds[t.name] = np.broadcast_to(
                     np.arange(start, start + shape[-1], dtype=np.int64), shape
                 ).copy()
+            elif t.kind is Kind.SEQ_INDEX:
+                feeds[t.name] = rng.integers(0, sizes["seq"], shape, dtype=np.int64)
             elif t.kind is Kind.PIXELS:
                 feeds[t.name] = rng.uniform(-1, 1, shape).astype(np.float32)
             else:
@@ -121,13 +125,19 @@ def embed_spec(hidden: int) -> GraphSpec:
 
 
 def prefill_spec(shape: DecoderShape) -> GraphSpec:
+    """Also reports each visual token's attention importance: the attention that the rows
+    ``query_index`` (the text after the video) pay to the columns ``visual_index``, averaged
+    over layers, heads and query rows (see ``Qwen2Decoder.importance``)."""
     return GraphSpec(
         "prefill",
         (
             TensorSpec("inputs_embeds", ("batch", "seq", shape.hidden)),
             TensorSpec("position_ids", ("batch", "seq"), Kind.POSITIONS),
+            TensorSpec("visual_index", ("scored_tokens",), Kind.SEQ_INDEX),
+            TensorSpec("query_index", ("queries",), Kind.SEQ_INDEX),
         ),
-        (TensorSpec("logits", ("batch", shape.vocab)),) + _kv("new", shape.layers, "seq", shape),
+        (TensorSpec("logits", ("batch", shape.vocab)), TensorSpec("importance", ("batch", "scored_tokens")))
+        + _kv("new", shape.layers, "seq", shape),
     )
 
 

@@ -323,7 +323,7 @@ def check_work_dir(work: Path, manifest: Manifest) -> list[CompatReport]:
         check_graph(work / record.path, f"{role}/{name}")
         for role, model in manifest.models.items()
         for name, record in model.graphs.items()
-    ]
+    ] + [check_graph(work / record.path, f"pruning/{name}") for name, record in manifest.pruning.items()]
 
 
 def format_reports(reports: list[CompatReport]) -> str:

@@ -290,8 +290,15 @@ def _embed(b: Budget) -> dict[str, DimRange]:
     return {"batch": b.batch, "seq": DimRange(1, prompt.opt, prompt.max)}
 
 
+def _queries(b: Budget) -> DimRange:
+    """The prompt text after the video, which scores the visual tokens (importance rows)."""
+    return _clamped(1, b.text_opt, b.text_max)
+
+
 def _target_prefill(b: Budget) -> dict[str, DimRange]:
-    return {"batch": b.batch, "seq": b.target_prompt()}
+    f = b.frames
+    scored = DimRange(b.vis(f.min), b.vis(f.opt), b.vis(f.max))
+    return {"batch": b.batch, "seq": b.target_prompt(), "scored_tokens": scored, "queries": _queries(b)}
 
 
 def _target_decode(b: Budget) -> dict[str, DimRange]:
@@ -304,7 +311,9 @@ def _target_decode(b: Budget) -> dict[str, DimRange]:
 
 
 def _draft_prefill(b: Budget) -> dict[str, DimRange]:
-    return {"batch": b.batch, "seq": b.draft_prompt()}
+    f, lim = b.frames, b.limits
+    scored = _clamped(b.kept(lim.keep_min, f.min), b.kept(b.keep_opt, f.opt), b.kept(lim.keep_max, f.max))
+    return {"batch": b.batch, "seq": b.draft_prompt(), "scored_tokens": scored, "queries": _queries(b)}
 
 
 def _draft_decode(b: Budget) -> dict[str, DimRange]:

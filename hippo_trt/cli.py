@@ -135,7 +135,45 @@ def _generation_config(args):
         prune=args.prune,
         keep=args.keep,
         pre_verify=args.pre_verify,
+        prune_options=_prune_options(args),
     )
+
+
+def _prune_options(args):
+    from hippo_trt.pruning import PruneOptions
+
+    w_global, w_temporal, w_spatial = args.prune_weights
+    return PruneOptions(w_global=w_global, w_temporal=w_temporal, w_spatial=w_spatial, specvlm_fraction=args.specvlm_fraction)
+
+
+def _weights(text: str) -> tuple[float, float, float]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers GLOBAL,TEMPORAL,SPATIAL, got '{text}'")
+    return values
+
+
+def _add_pruning(g) -> None:
+    from hippo_trt.pruning import METHODS
+
+    g.add_argument("--prune", default="none", help=f"which visual tokens the draft reads: {', '.join(METHODS)}")
+    g.add_argument("--keep", type=float, default=1.0, help="fraction of visual tokens the draft keeps, in (0, 1]")
+    _add_prune_options(g)
+
+
+def _add_prune_options(g) -> None:
+    from hippo_trt.pruning import PruneOptions
+
+    d = PruneOptions()
+    g.add_argument(
+        "--prune-weights", type=_weights, default=(d.w_global, d.w_temporal, d.w_spatial), metavar="G,T,S",
+        help="hippo: weights of the target's attention, temporal and spatial distinctiveness",
+    )
+    g.add_argument("--specvlm-fraction", type=float, default=d.specvlm_fraction, help="specvlm: stage I's share of the attention")
 
 
 def cmd_run(args) -> int:
@@ -223,7 +261,7 @@ def _bench_clips(args):
 
     if args.work is not None:
         if args.video is None or args.prompt is None:
-            raise InputError("bench decode: with a work dir, give --video and --prompt")
+            raise InputError(f"bench {args.bench}: with a work dir, give --video and --prompt")
         return args.work, [Clip(args.video, args.prompt)]
     pair, work = demo_work(args.out, progress=_progress(args))
     return work, [Clip(c.path, c.prompt) for c in pair.clips()[: args.clips]]
@@ -238,7 +276,8 @@ def cmd_bench_decode(args) -> int:
     if unknown or not methods:
         raise InputError(f"unknown --methods {', '.join(unknown) or '(none)'} (available: {', '.join(_decode_methods())})")
     generation = GenerationConfig(
-        mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens, pre_verify=args.pre_verify
+        mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens, pre_verify=args.pre_verify,
+        prune_options=_prune_options(args),
     )
     config = DecodeBenchConfig(generation, args.repeats)
     work, clips = _bench_clips(args)
@@ -264,8 +303,7 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pre-verify", action="store_true", help="parallel: after a rejection, verify as soon as one draft token exists")
     g.add_argument("--draft-threads", type=int, default=0, help="ONNX Runtime intra-op threads of the draft's lane (0: as --threads)")
     g.add_argument("--gamma", type=int, default=4, help="draft tokens per target verification")
-    g.add_argument("--prune", default="none", help="which visual tokens the draft reads: none, uniform")
-    g.add_argument("--keep", type=float, default=1.0, help="fraction of visual tokens the draft keeps, in (0, 1]")
+    _add_pruning(g)
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     g.add_argument("--top-k", type=int, default=0, help="0: off")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -341,23 +379,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_kv)
 
     p = bench.add_parser("decode", help="ar, sd, parallel and transformers (generate, assisted) on the same clips")
-    p.add_argument("work", type=Path, nargs="?", help="work dir (default: the shipped demo pair, exported under --out)")
-    p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the demo pair's work dir goes")
-    p.add_argument("--video", type=Path, help="with a work dir: the clip")
-    p.add_argument("--prompt", help="with a work dir: the prompt")
-    p.add_argument("--clips", type=_positive, default=6, help="demo pair: how many shipped clips")
+    _add_bench_source(p)
     p.add_argument("--methods", default=",".join(_decode_methods()), help="comma-separated subset")
     p.add_argument("--repeats", type=_positive, default=1, help="passes over the clips")
     p.add_argument("--max-new-tokens", type=_positive, default=64)
     g = p.add_argument_group("speculative")
     g.add_argument("--gamma", type=int, default=4)
-    g.add_argument("--prune", default="none")
-    g.add_argument("--keep", type=float, default=1.0)
+    _add_pruning(g)
     g.add_argument("--pre-verify", action="store_true")
     g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: as --threads)")
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_decode)
+
+    p = bench.add_parser("pruning", help="draft MAT and prefill time per pruning method and keep ratio")
+    _add_bench_source(p)
+    p.add_argument("--methods", default=",".join(_prune_bench_defaults()[0]), help="comma-separated pruning methods")
+    p.add_argument("--keeps", type=_keeps, default=_prune_bench_defaults()[1], help="comma-separated keep ratios in (0, 1]")
+    p.add_argument("--no-repack", action="store_true", help="skip the contiguous-position variants at keep 0.1")
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--gamma", type=int, default=4)
+    _add_prune_options(p)
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_bench_pruning)
     return parser
+
+
+def _add_bench_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("work", type=Path, nargs="?", help="work dir (default: the shipped demo pair, exported under --out)")
+    p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the demo pair's work dir goes")
+    p.add_argument("--video", type=Path, help="with a work dir: the clip")
+    p.add_argument("--prompt", help="with a work dir: the prompt")
+    p.add_argument("--clips", type=_positive, default=6, help="demo pair: how many shipped clips")
+
+
+def _prune_bench_defaults():
+    from hippo_trt.runtime.bench_pruning import DEFAULT_METHODS, KEEPS
+
+    return DEFAULT_METHODS, KEEPS
+
+
+def _keeps(text: str) -> tuple[float, ...]:
+    try:
+        keeps = tuple(float(k) for k in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated keep ratios, got '{text}'") from None
+    if not keeps or not all(0.0 < k <= 1.0 for k in keeps):
+        raise argparse.ArgumentTypeError(f"keep ratios must be in (0, 1], got '{text}'")
+    return keeps
+
+
+def cmd_bench_pruning(args) -> int:
+    from hippo_trt.runtime.bench_pruning import PruneBenchConfig, bench_pruning, format_pruning_table
+    from hippo_trt.runtime.pipeline import GenerationConfig
+
+    generation = GenerationConfig(mode="sd", gamma=args.gamma, max_new_tokens=args.max_new_tokens, prune_options=_prune_options(args))
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    config = PruneBenchConfig(generation, keeps=args.keeps, methods=methods, repack=not args.no_repack)
+    work, clips = _bench_clips(args)
+    rows = bench_pruning(work, clips, config, _ort_options(args), progress=_progress(args))
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+    else:
+        print(format_pruning_table(rows, config))
+    return 0
 
 
 def _quiet_libraries() -> None:

@@ -22,6 +22,8 @@ SYMBOLS: Mapping[str, str] = MappingProxyType(
         "vis_tokens": "visual tokens of one video after pooling (plus newline)",
         "kept_tokens": "visual tokens the draft keeps after pruning",
         "seq": "tokens fed to a prefill (text + visual)",
+        "scored_tokens": "visual tokens whose attention importance a prefill reports",
+        "queries": "prompt tokens after the video whose attention scores the visual tokens",
         "past": "tokens already in the KV cache",
         "spec_len": "tokens fed to one decode/verify step (1..gamma+1)",
     }
@@ -110,6 +112,8 @@ class ExportLimits:
                 "frames": DimRange(1, min(8, self.max_frames), self.max_frames),
                 "vis_tokens": DimRange(vis_tokens_per_frame + 1, max_vis, max_vis),
                 "seq": DimRange(1, min(1024, self.max_seq), self.max_seq),
+                "scored_tokens": DimRange(1, max_vis, max_vis),
+                "queries": DimRange(1, min(16, self.max_seq), self.max_seq),
                 "past": DimRange(1, min(1024, self.max_seq), self.max_seq),
                 "spec_len": DimRange(1, 1, self.max_spec_len),
             }

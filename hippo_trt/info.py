@@ -31,6 +31,8 @@ def info_text(work: Path) -> str:
         for name, g in m.graphs.items():
             worst = max(m.validation.get(name, {}).values(), default=0.0)
             lines.append(f"  {name:<9} {g.path:<24} {_mb(g.bytes):>12}  validated max|diff| {worst:.2g}")
+    for name, g in manifest.pruning.items():
+        lines.append(f"pruning    {name:<9} {g.path:<24} {_mb(g.bytes):>12}  (onnxscript)")
     if not manifest.engines:
         lines.append("engines    none built (run: hippo-trt build WORK --backend onnxruntime)")
     for backend, rec in manifest.engines.items():

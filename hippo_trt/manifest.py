@@ -12,7 +12,7 @@ from hippo_trt.dims import DimsTable
 from hippo_trt.errors import WorkDirError
 from hippo_trt.model_dir import sha256_file
 
-FORMAT = 1
+FORMAT = 2  # 2: prefill reports importance; the pruning graphs
 MANIFEST = "manifest.json"
 
 
@@ -63,6 +63,7 @@ class Manifest:
     limits: Mapping[str, int]
     models: Mapping[str, ModelRecord]
     engines: Mapping[str, Any] = field(default_factory=dict)
+    pruning: Mapping[str, FileRecord] = field(default_factory=dict)  # name -> graph; with a draft
     format: int = FORMAT
 
     @property
@@ -92,7 +93,8 @@ class Manifest:
             )
             for role, m in obj["models"].items()
         }
-        return cls(**{**obj, "models": models})
+        pruning = {n: FileRecord(**g) for n, g in obj.get("pruning", {}).items()}
+        return cls(**{**obj, "models": models, "pruning": pruning})
 
     def save(self, work: Path) -> None:
         write_json(Path(work) / MANIFEST, self.to_json())

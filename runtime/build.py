@@ -20,12 +20,15 @@ ORT_DIR = "engines/onnxruntime"
 def export_id(manifest: Manifest) -> str:
     """Fingerprint of what was exported: engines built from another export are refused."""
     graphs = {role: {n: g.sha256 for n, g in m.graphs.items()} for role, m in manifest.models.items()}
+    graphs["pruning"] = {n: g.sha256 for n, g in manifest.pruning.items()}
     return hashlib.sha256(json.dumps(graphs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def verify_export(work: Path, manifest: Manifest) -> None:
     """Every graph intact (sha256) and every still-present source dir holding the same weights."""
     fix = f"re-run hippo-trt export into '{work}'"
+    for graph in manifest.pruning.values():
+        graph.verify(work, deep=True, fix=fix)
     for role, record in manifest.models.items():
         for graph in record.graphs.values():
             graph.verify(work, deep=True, fix=fix)
@@ -45,7 +48,8 @@ def build_onnxruntime(work: Path, options: OrtOptions = OrtOptions(), progress: 
     manifest = Manifest.load(work)
     verify_export(work, manifest)
     jobs = [(role, name, g) for role, m in manifest.models.items() for name, g in m.graphs.items()]
-    files: dict[str, dict[str, dict]] = {role: {} for role in manifest.models}
+    jobs += [("pruning", name, g) for name, g in manifest.pruning.items()]
+    files: dict[str, dict[str, dict]] = {group: {} for group, _, _ in jobs}
     final = work / ORT_DIR
     with staged_dir(final) as stage:
         for role, name, graph in tqdm(jobs, disable=not progress, unit="graph", desc="onnxruntime"):

@@ -50,6 +50,8 @@ class CheckSizes:
     seq: int = 20
     past: int = 12
     spec_len: int = 3
+    scored_tokens: int = 5
+    queries: int = 3
 
     def resolve(self, dims: DimsTable) -> dict[str, int]:
         sizes = {name: min(max(value, dims[name].min), dims[name].max) for name, value in vars(self).items()}

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hippo_trt.dims import DimsTable
 from .kv_cache import KVCache
 from .loader import ModelEngines
+
+
+@dataclass(frozen=True)
+class PrefillOut:
+    logits: np.ndarray  # [1, V] of the last prompt token
+    importance: np.ndarray  # [1, N] attention of the text after the video to each visual token
+
+
+def scoring_rows(fed_ids: np.ndarray, video_token_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(visual_index [N], query_index [Q]) into a prefill's sequence fed_ids [S]: the visual
+    tokens, and the tokens after the last of them (the question), which score them. Without
+    visual tokens, or with nothing after them, the last token stands in."""
+    last = np.array([len(fed_ids) - 1], dtype=np.int64)
+    visual = np.flatnonzero(fed_ids == video_token_id).astype(np.int64)
+    if visual.size == 0:
+        return last, last
+    after = np.arange(visual[-1] + 1, len(fed_ids), dtype=np.int64)
+    return visual, (after if after.size else last)
 
 
 class DecoderSession:
@@ -15,16 +35,16 @@ class DecoderSession:
         self.engines, self.dims = engines, dims
         self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len)
 
-    def prefill(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        """inputs_embeds [1, S, d], position_ids [1, S] -> last-token logits [1, V]."""
+    def prefill(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, scored: tuple[np.ndarray, np.ndarray]) -> PrefillOut:
+        """inputs_embeds [1, S, d], position_ids [1, S], scored = (visual_index [N], query_index [Q])."""
         seq = inputs_embeds.shape[1]
         self.dims.check("seq", seq, what="prefill")
+        visual_index, query_index = scored
         self.cache.truncate(0)
-        out = self.engines.prefill.run(
-            {"inputs_embeds": inputs_embeds, "position_ids": position_ids}, into=self.cache.slots(seq)
-        )
+        feeds = {"inputs_embeds": inputs_embeds, "position_ids": position_ids, "visual_index": visual_index, "query_index": query_index}
+        out = self.engines.prefill.run(feeds, into=self.cache.slots(seq))
         self.cache.advance(seq)
-        return out["logits"]
+        return PrefillOut(out["logits"], out["importance"])
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """input_ids, position_ids [1, n] -> logits [1, n, V]; the n new entries join the cache."""

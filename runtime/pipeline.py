@@ -12,14 +12,15 @@ from hippo_trt.errors import InputError, ProfileError, WorkDirError
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import load_processor
 from hippo_trt.preprocess import Request, prepare_request, video_pixels
-from hippo_trt.pruning import METHODS as PRUNE_METHODS, kept_count, kept_positions, select_kept
+from hippo_trt.pruning import METHODS as PRUNE_METHODS, PruneOptions, kept_count, kept_positions
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import load_frames
-from .decoder import DecoderSession
+from .decoder import DecoderSession, scoring_rows
 from .engine import OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
 from .parallel import ParallelOptions, generate_parallel
+from .pruner import Pruner, PruneInputs, ReferencePruner, load_pruner, token_grid
 from .verify import AcceptanceStats, Sampling
 
 MODES = ("ar", "sd", "parallel")
@@ -30,8 +31,10 @@ MAX_GAMMA = 32
 @dataclass(frozen=True)
 class GenerationConfig:
     """``mode`` ar: the target alone; sd: the draft (reading the ``prune``d ``keep`` fraction of
-    the visual tokens) proposes ``gamma`` tokens per target verification; parallel: the same
-    with drafting and verification overlapped on two lanes (``pre_verify``: see parallel.py)."""
+    the visual tokens, scored as ``prune_options`` say) proposes ``gamma`` tokens per target
+    verification; parallel: the same with drafting and verification overlapped on two lanes
+    (``pre_verify``: see parallel.py). The pruned draft reads its tokens at their original
+    position ids, or, with ``repack``, at contiguous ones as SpecVLM does."""
 
     max_new_tokens: int = 64
     mode: str = "ar"
@@ -40,6 +43,8 @@ class GenerationConfig:
     prune: str = "none"
     keep: float = 1.0
     pre_verify: bool = False
+    prune_options: PruneOptions = PruneOptions()
+    repack: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
@@ -83,11 +88,15 @@ def merge_visual(inputs_embeds: np.ndarray, input_ids: np.ndarray, visual: np.nd
 class Pipeline:
     """Generation over a work dir's engines: the target, and the draft for speculative modes."""
 
-    def __init__(self, manifest: Manifest, target: ModelEngines, processor, draft: ModelEngines | None = None, draft_processor=None):
+    def __init__(
+        self, manifest: Manifest, target: ModelEngines, processor, draft: ModelEngines | None = None, draft_processor=None, pruner: Pruner | None = None
+    ):
         """``draft_processor``: the draft's own processor when its video preprocessing differs
-        from the target's (None: the draft reads the target's pixels)."""
+        from the target's (None: the draft reads the target's pixels). ``pruner``: picks the
+        draft's visual tokens (None: the numpy reference)."""
         self.manifest, self.target, self.processor = manifest, target, processor
         self.draft, self.draft_processor = draft, draft_processor
+        self.pruner = pruner or ReferencePruner()
         self.dims = manifest.dims_table
         if draft is not None and draft.shape.vocab != target.shape.vocab:
             raise WorkDirError(f"the draft's vocabulary ({draft.shape.vocab}) differs from the target's ({target.shape.vocab})")
@@ -122,7 +131,7 @@ class Pipeline:
         draft = load_engines(work, manifest, "draft", backend, draft_options or options)
         own = load_processor(work / draft.record.processor_dir)
         differs = own.video_processor.to_dict() != processor.video_processor.to_dict()
-        return cls(manifest, target, processor, draft, own if differs else None)
+        return cls(manifest, target, processor, draft, own if differs else None, load_pruner(work, manifest, backend))
 
     def prepare(
         self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None, npy: bool | None = None
@@ -159,20 +168,29 @@ class Pipeline:
                     f"{spec}; lower --gamma or re-export with --max-spec-len {config.gamma + 1}"
                 )
 
-    def _prefill(self, engines: ModelEngines, request: Request, pixels: np.ndarray, kept: np.ndarray | None, max_len: int, timer: PhaseTimer, phase: str = ""):
-        """(session, last logits [1, V], positions [S'] it read): vision, embed, merge, prefill.
-        Timer phases are named ``{phase}vision`` etc."""
+    def _encode(self, engines: ModelEngines, request: Request, pixels: np.ndarray, timer: PhaseTimer, phase: str = ""):
+        """(inputs_embeds [1, S, d] with the visual tokens merged in, visual tokens [1, Nv, d]).
+        Timer phases are named ``{phase}vision`` and ``{phase}embed``."""
         ids = request.input_ids  # [1, S]
         with timer.phase(f"{phase}vision"):
             visual = engines.vision.run({"pixel_values_videos": pixels})["visual_tokens"]
         with timer.phase(f"{phase}embed"):
-            embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]  # [1, S, d]
-        embeds = merge_visual(embeds, ids, visual, engines.record.video_token_id)
-        index = np.arange(ids.shape[1]) if kept is None else kept_positions(ids, engines.record.video_token_id, kept)
-        session = DecoderSession(engines, self.dims, max_len=max_len)
+            embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
+        return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
+
+    def _prefill(
+        self, engines: ModelEngines, request: Request, embeds: np.ndarray, index: np.ndarray, max_new_tokens: int, timer: PhaseTimer, phase: str = "", repack: bool = False
+    ):
+        """(session, PrefillOut): the prompt positions ``index`` [S'] prefilled (all of them for
+        the target, the kept visual tokens and the text for a pruned draft) at their original
+        position ids, or at 0..S'-1 with ``repack``."""
+        ids = request.input_ids
+        session = DecoderSession(engines, self.dims, max_len=ids.shape[1] + max_new_tokens)
+        scored = scoring_rows(ids[0, index], engines.record.video_token_id)
+        positions = np.arange(len(index)) if repack else index
         with timer.phase(f"{phase}prefill"):
-            logits = session.prefill(np.ascontiguousarray(embeds[:, index]), index.astype(np.int64)[None])
-        return session, logits, index
+            out = session.prefill(np.ascontiguousarray(embeds[:, index]), positions.astype(np.int64)[None], scored)
+        return session, out
 
     def generate(self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None) -> RunResult:
         timer = timer or PhaseTimer()
@@ -180,15 +198,21 @@ class Pipeline:
         ids, record = request.input_ids, self.target.record
         seq = ids.shape[1]
         n_visual = int((ids[0] == record.video_token_id).sum())
-        session, logits, _ = self._prefill(self.target, request, request.pixel_values_videos, None, seq + config.max_new_tokens, timer)
+        embeds, _ = self._encode(self.target, request, request.pixel_values_videos, timer)
+        session, prefilled = self._prefill(self.target, request, embeds, np.arange(seq), config.max_new_tokens, timer)
+        logits = prefilled.logits
         target = Lane(session, base_len=seq, base_pos=seq)
         budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids), TokenChooser(config.sampling)
         stats: dict[str, object] = {"mode": config.mode}
         start = time.perf_counter()
         if config.speculative:
-            kept = select_kept(config.prune, n_visual, config.keep)
-            d_session, _, index = self._prefill(self.draft, request, self._draft_pixels(request), kept, seq + config.max_new_tokens, timer, "draft_")
-            draft = Lane(d_session, base_len=len(index), base_pos=seq)
+            d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
+            with timer.phase("pruning"):
+                scores = PruneInputs(token_grid(n_visual, request.frames), prefilled.importance[0], d_visual[0])
+                kept = self.pruner.select(config.prune, config.keep, scores, config.prune_options)
+                index = kept_positions(ids, record.video_token_id, kept)
+            d_session, _ = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
+            draft = Lane(d_session, base_len=len(index), base_pos=len(index) if config.repack else seq)
             acceptance = AcceptanceStats()
             if config.mode == "parallel":
                 options = ParallelOptions(config.gamma, config.pre_verify)

@@ -12,7 +12,7 @@ import torch
 from hippo_trt.errors import ExportValidationError, ModelError
 from hippo_trt.export import llava_onevision as arch
 from hippo_trt.export.validate import Tolerance, check_onnx, validate_graph
-from hippo_trt.manifest import Manifest
+from hippo_trt.manifest import FORMAT, Manifest
 from hippo_trt.model_dir import ModelDir, sha256_file
 from tests.conftest import TEST_LIMITS
 
@@ -38,7 +38,10 @@ def test_manifest_records_every_graph_with_hashes(work_dirs):
         for name, graph in record.graphs.items():
             assert sha256_file(work / graph.path) == graph.sha256
             assert max(record.validation[name].values()) <= 1e-3
-    assert json.loads((work / "manifest.json").read_text())["format"] == 1
+    assert json.loads((work / "manifest.json").read_text())["format"] == FORMAT == 2
+    assert set(manifest.pruning) == {"fused", "specvlm"}  # the pruning subgraphs come with a draft
+    for graph in manifest.pruning.values():
+        assert sha256_file(work / graph.path) == graph.sha256
 
 
 @pytest.mark.parametrize("graph", sorted(SYMBOLIC))

@@ -45,7 +45,8 @@ def test_every_exported_graph_is_trt10_compatible(work_dirs, config):
     reports = check_work_dir(work, Manifest.load(work))
     roles = {"gqa": {"target", "draft"}, "mha_odd_grid": {"target"}}[config]
     graphs = ("vision", "embed", "prefill", "decode")
-    assert {r.graph for r in reports} == {f"{role}/{g}" for role in roles for g in graphs}
+    pruning = {"pruning/fused", "pruning/specvlm"} if "draft" in roles else set()
+    assert {r.graph for r in reports} == {f"{role}/{g}" for role in roles for g in graphs} | pruning
     for r in reports:
         assert r.ops and r.opset == 18
         assert r.unsupported == () and r.problems == (), format_reports([r])

@@ -82,8 +82,9 @@ def check_invariants(plan: BuildPlan, manifest: Manifest) -> None:
                 assert lo <= opt <= hi, (e.role, e.graph, t.name, axis)
                 expected = (e.symbols[a].min, e.symbols[a].opt, e.symbols[a].max) if isinstance(a, str) else (a, a, a)
                 assert (lo, opt, hi) == expected
-            assert e.profile[t.name].min[t.axes.index("batch")] == 1
-            assert e.profile[t.name].max[t.axes.index("batch")] == plan.limits.max_batch
+            if "batch" in t.axes:  # the importance rows/columns are shared by the batch
+                assert e.profile[t.name].min[t.axes.index("batch")] == 1
+                assert e.profile[t.name].max[t.axes.index("batch")] == plan.limits.max_batch
 
 
 # --- profiles ------------------------------------------------------------------------------
@@ -116,7 +117,8 @@ def test_gqa_ranges_equal_the_formulas_with_a_pruning_draft(gqa):
     prompt = (vis(1) + 1, vis(6) + 64, vis(6) + t)  # opt: 6 frames (min(8, F)) + 64 text tokens
     assert ranges(plan, "target", "vision") == {"batch": (1, 1, 1), "frames": (1, 6, 6), "vis_tokens": (5, 25, 25)}
     assert ranges(plan, "target", "embed") == {"batch": (1, 1, 1), "seq": (1, prompt[1], prompt[2])}
-    assert ranges(plan, "target", "prefill") == {"batch": (1, 1, 1), "seq": prompt}
+    queries = (1, 64, t)  # the text after the video scores the visual tokens
+    assert ranges(plan, "target", "prefill") == {"batch": (1, 1, 1), "seq": prompt, "scored_tokens": (5, 25, 25), "queries": queries}
     assert ranges(plan, "target", "decode") == {
         "batch": (1, 1, 1),
         "past": (prompt[0], prompt[1] + 16, vis(6) + t + 32 - 1),  # opt: halfway through generation
@@ -125,7 +127,12 @@ def test_gqa_ranges_equal_the_formulas_with_a_pruning_draft(gqa):
     # draft: kept visual tokens at keep_min (1 frame), mid keep 0.3 (opt frames), keep_max (F frames)
     draft_prompt = (kept(0.1, 5) + 1, kept(0.3, 25) + 64, kept(0.5, 25) + t)
     assert draft_prompt == (2, 72, 156)
-    assert ranges(plan, "draft", "prefill") == {"batch": (1, 1, 1), "seq": draft_prompt}
+    assert ranges(plan, "draft", "prefill") == {
+        "batch": (1, 1, 1),
+        "seq": draft_prompt,
+        "scored_tokens": (kept(0.1, 5), kept(0.3, 25), kept(0.5, 25)),
+        "queries": queries,
+    }
     assert ranges(plan, "draft", "decode") == {
         "batch": (1, 1, 1),
         "past": (2, 72 + 16, 156 + 32 + 4),
@@ -286,7 +293,7 @@ def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
 
     lines = plan.to_table().splitlines()
     assert len(lines) == 2 + len(plan.engines) + 1
-    assert lines[0].startswith("| role | graph | precision | batch | frames | vis_tokens | seq | past | spec_len |")
+    assert lines[0].startswith("| role | graph | precision | batch | frames | vis_tokens | seq | scored_tokens | queries | past | spec_len |")
     assert "MiB" in lines[0]
     for e, line in zip(plan.engines, lines[2:]):
         assert line.startswith(f"| {e.role} | {e.graph} | fp16 |")

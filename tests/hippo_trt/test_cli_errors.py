@@ -395,7 +395,7 @@ def test_missing_work_dir(capfd, tmp_path, clip, command):
 
 @pytest.mark.parametrize(
     "content,needle",
-    [("{oops", "is corrupt (JSONDecodeError"), ("[]", "is corrupt"), ('{"format": 1}', "is corrupt (KeyError"), ('{"format": 99}', "has format 99")],
+    [("{oops", "is corrupt (JSONDecodeError"), ("[]", "is corrupt"), ('{"format": 2}', "is corrupt (KeyError"), ('{"format": 99}', "has format 99")],
 )
 def test_corrupt_manifest(capfd, scratch_work, content, needle):
     (scratch_work / MANIFEST).write_text(content)
@@ -434,7 +434,7 @@ def test_run_detects_truncated_engine_and_build_repairs_it(capfd, scratch_work, 
     assert f"hippo-trt build {scratch_work} --backend onnxruntime" in msg
 
     rc, out, err = cli(capfd, "build", scratch_work, "--quiet")
-    assert rc == 0 and err == "" and out.startswith("built 8 onnxruntime")  # target + draft, 4 graphs each
+    assert rc == 0 and err == "" and out.startswith("built 10 onnxruntime")  # target + draft, 4 graphs each, 2 pruning graphs
     rc, out, err = cli(capfd, *run_args(scratch_work, clip))
     assert rc == 0 and err == "" and out.endswith("\n")
 

@@ -73,7 +73,7 @@ def test_a_shifted_output_fails_and_the_others_pass(work_dirs):
     feeds = sample_feeds(ort.prefill.spec, sizes, manifest.model("draft").decoder["vocab"])
     rows = compare_engines("draft", Shifted(ort.prefill, "new_value_0", 0.5), torch.prefill, feeds)
     by_output = {r.output: r for r in rows}
-    assert set(by_output) == {"logits", "new_key_0", "new_value_0"}
+    assert set(by_output) == {"logits", "importance", "new_key_0", "new_value_0"}
     assert not by_output["new_value_0"].passed and by_output["new_value_0"].max_abs == pytest.approx(0.5, abs=1e-3)
     assert by_output["logits"].passed and by_output["new_key_0"].passed
 

@@ -53,7 +53,7 @@ def _prefilled(engines, seq=12, extra=8, seed=0):
     session = DecoderSession(eng, manifest.dims_table, max_len=seq + extra)
     rng = np.random.default_rng(seed)
     embeds = rng.standard_normal((1, seq, eng.shape.hidden), dtype=np.float32)
-    session.prefill(embeds, np.arange(seq)[None])
+    session.prefill(embeds, np.arange(seq)[None], (np.arange(2), np.array([seq - 1])))
     return session
 
 

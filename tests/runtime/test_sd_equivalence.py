@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.pruning import kept_count
+from hippo_trt.pruning import METHODS, kept_count
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import _hf_model, hf_greedy, prompts
@@ -42,7 +42,7 @@ def self_draft_work(tiny_dirs, tmp_path_factory):
     prompt=prompts,
     max_new_tokens=st.integers(1, 24),
     gamma=st.integers(1, 8),
-    prune=st.sampled_from(["none", "uniform"]),
+    prune=st.sampled_from(sorted(METHODS)),
     keep=st.sampled_from([1.0, 0.5, 0.25, 0.1, 0.05]),
     mode=st.sampled_from(["sd", "parallel"]),
 )
@@ -70,9 +70,10 @@ def test_a_draft_equal_to_the_target_accepts_everything(self_draft_work, tiny_di
         assert all(rate == 1.0 for rate in result.stats["acceptance_by_position"])
 
 
-def test_torch_backend_sd_equals_onnxruntime(work_dirs):
+@pytest.mark.parametrize("prune", ["uniform", "hippo", "specvlm"])
+def test_torch_backend_sd_equals_onnxruntime(work_dirs, prune):
     request = prepare_request(_sd_pipeline(str(work_dirs["gqa"])).processor, random_frames(3, 4), "what moves")
-    config = GenerationConfig(max_new_tokens=16, mode="sd", gamma=3, prune="uniform", keep=0.25)
+    config = GenerationConfig(max_new_tokens=16, mode="sd", gamma=3, prune=prune, keep=0.25)
     ort = _sd_pipeline(str(work_dirs["gqa"])).generate(request, config)
     ref = _sd_pipeline(str(work_dirs["gqa"]), "torch").generate(request, config)
     assert ort.tokens == ref.tokens
