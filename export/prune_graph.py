@@ -178,30 +178,45 @@ def _specvlm_graph(
     position_ids: INT64[N],
 ):
     """SpecVLM's two stages over the G grid tokens (``pruning.specvlm_grid_indices``), then the
-    extra tokens. importance: the attention mass >= 0 (``pruning.specvlm_mass``)."""
+    extra tokens. importance: the attention mass >= 0 (``pruning.specvlm_mass``).
+
+    Every intermediate has a shape fixed by the inputs' shapes or keep_count (no NonZero): each
+    grid token gets a [G] flag (stage I or stage II), and the budget flagged tokens are taken with
+    one TopK over a [G] key."""
     zero = op.Constant(value_ints=[0])
     one = op.Constant(value_ints=[1])
     n = op.Shape(importance)  # [1]
     g = op.ReduceProd(grid, keepdims=1)  # [1]
     mass = op.Slice(importance, zero, g, zero)  # [G]
     budget = op.Sub(op.Reshape(keep_count, one), op.Sub(n, g))  # [1]
+    index = op.Range(op.Constant(value_int=0), op.Squeeze(g, zero), op.Constant(value_int=1))  # [G]
     # stage I: the fewest top tokens whose cumulative mass reaches fraction * total, capped at budget
     sorted_mass, order = op.TopK(mass, g, axis=0, largest=1, sorted=1)  # [G]
     csum = op.CumSum(sorted_mass, op.Constant(value_int=0))  # [G]
     target = op.Mul(fraction, op.Gather(csum, op.Constant(value_int=-1)))
     below = op.ReduceSum(op.Cast(op.Less(csum, target), to=onnx.TensorProto.INT64), keepdims=1)  # [1] int64
     c1 = op.Min(op.Add(below, one), budget)  # [1]
-    stage1 = op.Slice(order, zero, c1, zero)  # [c1]
-    # stage II: the rest of the budget at floor(j * (m - 1) / (u - 1)) among the m remaining tokens
-    flags = op.ScatterElements(op.Expand(one, g), stage1, op.Expand(zero, op.Shape(stage1)), axis=0)  # [G]
-    rest = op.Reshape(op.NonZero(flags), op.Constant(value_ints=[-1]))  # [m]
-    m = op.Shape(rest)
+    rank = op.ScatterElements(op.Expand(zero, g), order, index, axis=0)  # [G]: place in the stable -mass order
+    stage1 = op.Less(rank, c1)  # [G] bool: the c1 top-mass tokens
+    # stage II: the rest of the budget at floor(j * (m - 1) / max(u - 1, 1)), j in [0, u), among the
+    # m remaining tokens in flattened order. A remaining token of rank r among them is one of those
+    # iff the smallest j reaching r, ceil(r * (u - 1) / (m - 1)), lands on r (int64 arithmetic)
+    available = op.Cast(op.Not(stage1), to=onnx.TensorProto.INT64)  # [G]
+    r = op.Sub(op.CumSum(available, op.Constant(value_int=0)), one)  # [G]: rank among the remaining
+    r = op.Max(r, zero)  # stage I tokens before the first remaining one would be at -1 (masked below)
+    m1 = op.Sub(op.Sub(g, c1), one)  # [1]: m - 1
     u = op.Sub(budget, c1)  # [1]
-    j = op.Range(op.Constant(value_int=0), op.Squeeze(u, zero), op.Constant(value_int=1))  # [u]
-    pos = op.Div(op.Mul(j, op.Sub(m, one)), op.Max(op.Sub(u, one), one))  # [u]
-    stage2 = op.Gather(rest, pos, axis=0)  # [u]
+    u1 = op.Max(op.Sub(u, one), zero)  # [1]: max(u - 1, 0)
+    m1_div = op.Max(m1, one)
+    u1_div = op.Max(u1, one)
+    j = op.Div(op.Add(op.Mul(r, u1), op.Sub(m1_div, one)), m1_div)  # [G]: ceil(r * (u - 1) / max(m - 1, 1))
+    lands = op.Equal(op.Div(op.Mul(j, m1), u1_div), r)  # [G]: floor(j * (m - 1) / max(u - 1, 1)) == r
+    stage2 = op.And(op.And(op.Not(stage1), lands), op.Less(j, u))  # [G] bool
+    # the budget flagged tokens ascending: the smallest budget keys, flagged tokens keyed by index, others by G + index
+    flagged = op.Or(stage1, stage2)  # [G], exactly budget of them
+    key = op.Where(flagged, index, op.Add(index, g))  # [G]
+    kept_grid, _kept_order = op.TopK(key, budget, axis=0, largest=0, sorted=1)  # [budget]
     extra = op.Range(op.Squeeze(g, zero), op.Squeeze(n, zero), op.Constant(value_int=1))  # [n - G]
-    kept_grid = sort_ascending(op.Concat(stage1, stage2, axis=0), budget)  # [budget]
     kept_index = op.Concat(kept_grid, extra, axis=0)  # [k]
     kept_features = op.Gather(features, kept_index, axis=0)  # [k, D]
     kept_position_ids = op.Gather(position_ids, kept_index, axis=0)  # [k]

@@ -12,6 +12,7 @@ from hippo_trt import pruning as P
 from hippo_trt.errors import InputError
 from hippo_trt.export import prune_graph as G
 from hippo_trt.export.onnx_export import OPSET
+from hippo_trt.export.trt_compat import check_graph, check_model, format_reports, load_rules
 from hippo_trt.pruning import PruneOptions, TokenGrid
 
 GRAPH_METHODS = tuple(G.GRAPH_OF_METHOD)
@@ -151,3 +152,44 @@ def test_unknown_graph_and_graphless_methods_are_input_errors(tmp_path):
         G.prune_feeds("hippo", grid, 0.5, features=features)
     with pytest.raises(InputError, match=r"features must be \[5, D\]"):
         G.prune_feeds("local", grid, 0.5, features=features[:3])
+
+
+def test_specvlm_graph_matches_the_reference_for_every_budget(sessions):
+    """Every grid budget 0..G on small grids, with tied and zero masses and every stage I size."""
+    rng = np.random.default_rng(3)
+    for grid in (TokenGrid(1, 1, 1, 0), TokenGrid(1, 1, 2), TokenGrid(2, 2, 3), TokenGrid(3, 3, 3, 2)):
+        g = grid.grid_count
+        masses = [
+            rng.random(g).astype(np.float32) ** 3,
+            np.full(g, 0.25, np.float32),
+            np.zeros(g, np.float32),
+            rng.choice(np.array([0.0, 0.2, 0.5], np.float32), g),
+        ]
+        features = rng.standard_normal((grid.n, 3)).astype(np.float32)
+        position_ids = np.arange(grid.n, dtype=np.int64) + 7
+        for mass in masses:
+            for fraction in (0.05, 0.4, 1.0):
+                for budget in range(g + 1):
+                    feeds = {
+                        "importance": np.concatenate([mass, np.zeros(grid.extra, np.float32)]),
+                        "features": features,
+                        "grid": np.array(grid.shape, np.int64),
+                        "keep_count": np.array(budget + grid.extra, np.int64),
+                        "fraction": np.array(fraction, np.float32),
+                        "position_ids": position_ids,
+                    }
+                    out = G.run_prune_graph(sessions["specvlm"], feeds)
+                    ref = P.with_extra(P.specvlm_grid_indices(mass, budget, fraction), grid)
+                    np.testing.assert_array_equal(out["kept_index"], ref, err_msg=f"{grid} {budget} {fraction} {mass}")
+                    np.testing.assert_array_equal(out["kept_features"], features[ref])
+                    np.testing.assert_array_equal(out["kept_position_ids"], position_ids[ref])
+
+
+@pytest.mark.parametrize("graph", G.GRAPHS)
+def test_pruning_graph_has_no_data_dependent_shapes_and_passes_the_trt_check(tmp_path, graph):
+    model = G.build_prune_model(graph)
+    ops = {node.op_type for node in model.graph.node}
+    assert "NonZero" not in ops
+    assert not ops & set(load_rules().data_dependent)
+    for report in (check_model(model, graph), check_graph(G.save_prune_graph(tmp_path / f"{graph}.onnx", graph))):
+        assert report.unsupported == () and report.problems == (), format_reports([report])
