@@ -161,22 +161,33 @@ def answer_logits(model, b: Batch, kept: np.ndarray | None = None) -> tuple[torc
                 input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos
             ).logits
             return logits, b.labels
-        cfg = model.config
-        embeds = model.get_input_embeddings()(b.input_ids)  # [B, S, d]
-        video = model.model.get_video_features(
-            pixel_values_videos=b.pixel_values_videos,
-            vision_feature_layer=cfg.vision_feature_layer,
-            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-        ).pooler_output  # [B, Nv, d]
-        slots = b.input_ids[0] == cfg.video_token_id  # same prompt layout in every row
-        embeds[:, slots] = video.to(embeds.dtype)
-        index = torch.from_numpy(kept_positions(b.input_ids[0].numpy(), cfg.video_token_id, kept))  # [S'] original positions
-        logits = model(
-            inputs_embeds=embeds[:, index],
-            attention_mask=b.attention_mask[:, index],
-            position_ids=index[None].expand(len(b.samples), -1),
-        ).logits
-        return logits, b.labels[:, index]
+        out, labels = pruned_forward(model, b, kept)
+        return out.logits, labels
+
+
+def pruned_forward(model, b: Batch, kept: np.ndarray):
+    """(model output, labels [B, S']) reading only the ``kept`` visual tokens at their original
+    position ids (the loss is in the output: training uses it with gradients)."""
+    import torch
+
+    cfg = model.config
+    embeds = model.get_input_embeddings()(b.input_ids)  # [B, S, d]
+    video = model.model.get_video_features(
+        pixel_values_videos=b.pixel_values_videos,
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+    ).pooler_output  # [B, Nv, d]
+    slots = b.input_ids[0] == cfg.video_token_id  # same prompt layout in every row
+    embeds = embeds.masked_scatter(slots[None, :, None].expand_as(embeds), video.to(embeds.dtype))
+    index = torch.from_numpy(kept_positions(b.input_ids[0].numpy(), cfg.video_token_id, kept))  # [S'] original positions
+    labels = b.labels[:, index]
+    out = model(
+        inputs_embeds=embeds[:, index],
+        attention_mask=b.attention_mask[:, index],
+        position_ids=index[None].expand(len(b.samples), -1),
+        labels=labels,
+    )
+    return out, labels
 
 
 def write_sample_clips(clips_dir: Path, count: int = 6) -> None:

@@ -21,11 +21,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, held_out_samples, train_samples, write_sample_clips
+from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
 from hippo_trt.synthetic import GRID, NUM_CLASSES
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
@@ -98,9 +99,26 @@ def _teacher_forced(model, b) -> tuple[float, float]:
     return correct / tokens, exact / len(pairs)
 
 
-def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None) -> dict:
+PRUNED_KEEPS = (0.5, 0.25, 0.1, 0.05)
+
+
+def _forward(model, b, rng, pruned_share: float):
+    """The training forward: with probability ``pruned_share`` the model reads a random subset
+    of the visual tokens (a random keep ratio, uniformly random tokens), so a draft learns to
+    answer from whatever tokens a pruning method keeps without favouring any method."""
+    if rng.random() >= pruned_share:
+        return model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels)
+    n = int((b.input_ids[0] == model.config.video_token_id).sum())
+    keep = PRUNED_KEEPS[int(rng.integers(len(PRUNED_KEEPS)))]
+    kept = np.sort(rng.choice(n, size=max(1, math.ceil(keep * n)), replace=False))
+    return pruned_forward(model, b, kept)[0]
+
+
+def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None, pruned_share: float = 0.0) -> dict:
     """``first_step``: where a continued run picks up, so it sees fresh clips. ``on_eval(log)``
-    runs after every held-out evaluation with the stage's log so far (checkpointing)."""
+    runs after every held-out evaluation with the stage's log so far (checkpointing).
+    ``pruned_share``: the share of steps on randomly pruned visual tokens (see ``_forward``)."""
+    rng = np.random.default_rng(seed + first_step)
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -109,12 +127,7 @@ def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: flo
     for step in bar:
         model.train()
         b = batcher(train_samples(first_step + step, batch, seed))
-        out = model(
-            input_ids=b.input_ids,
-            attention_mask=b.attention_mask,
-            pixel_values_videos=b.pixel_values_videos,
-            labels=b.labels,
-        )
+        out = _forward(model, b, rng, pruned_share)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr)
         opt.zero_grad()
@@ -128,9 +141,9 @@ def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: flo
             history.append({"step": step + 1, "loss": round(out.loss.item(), 4), "token_acc": round(acc, 4), "exact": round(exact, 4)})
             tqdm.write(f"{name} step {step + 1}: loss {out.loss.item():.4f}, held-out token acc {acc:.4f}, exact {exact:.3f}")
             if on_eval is not None:
-                on_eval({"steps": step + 1, "lr": lr, "batch": batch, "history": history})
+                on_eval({"steps": step + 1, "lr": lr, "batch": batch, "pruned_share": pruned_share, "history": history})
     model.eval()
-    return {"steps": steps, "lr": lr, "batch": batch, "history": history}
+    return {"steps": steps, "lr": lr, "batch": batch, "pruned_share": pruned_share, "history": history}
 
 
 def save(model, processor, path: Path) -> None:
@@ -169,6 +182,7 @@ def main(argv=None) -> None:
     p.add_argument("--draft-lr", type=float, default=2e-3)
     p.add_argument("--target-lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--draft-pruned-share", type=float, default=0.5, help="share of draft steps on randomly pruned visual tokens")
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
@@ -202,7 +216,9 @@ def main(argv=None) -> None:
         return on_eval if args.checkpoint else None
 
     if args.draft_steps:
-        log["draft"] = train_lm(draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"))
+        log["draft"] = train_lm(
+            draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"), args.draft_pruned_share
+        )
     if args.target_steps:
         log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"))
     log["minutes"] = round((time.time() - started) / 60, 1)
