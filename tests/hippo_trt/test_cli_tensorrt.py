@@ -66,7 +66,8 @@ def test_check_reports_compat_and_comparison(capfd, work_dirs):
     report = json.loads(out)
     assert report["passed"] is True
     graphs = {r["graph"] for r in report["tensorrt_compat"]}
-    assert graphs == {f"{r}/{g}" for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    models = {f"{r}/{g}" for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    assert graphs == models | {"pruning/fused", "pruning/specvlm"}
     assert all(r["passed"] for r in report["comparison"])
     assert {r["output"] for r in report["comparison"]} >= {"visual_tokens", "inputs_embeds", "logits", "new_key_0"}
 
