@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hippo_trt.pruning import METHODS as PRUNE_METHODS
 from .bench_decode import Clip
 from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline
@@ -32,6 +31,12 @@ class PruneBenchConfig:
     keeps: tuple[float, ...] = KEEPS
     methods: tuple[str, ...] = DEFAULT_METHODS
     repack: bool = True  # also run every method at keep REPACK_KEEP with contiguous positions
+
+    def __post_init__(self) -> None:
+        """Every (method, keep) checked as a run would check it, before anything loads."""
+        for method in self.methods:
+            for keep in self.keeps:
+                replace(self.generation, prune=method, keep=keep)
 
 
 @dataclass
@@ -70,11 +75,6 @@ def _settings(config: PruneBenchConfig) -> list[tuple[str, float, bool]]:
 
 
 def bench_pruning(work: Path, clips: list[Clip], config: PruneBenchConfig = PruneBenchConfig(), options: OrtOptions = OrtOptions(), progress: bool = True) -> list[PruneRow]:
-    for method in config.methods:
-        if method not in PRUNE_METHODS:
-            from hippo_trt.errors import InputError
-
-            raise InputError(f"unknown pruning method '{method}' (available: {', '.join(PRUNE_METHODS)})")
     pipeline = Pipeline.load(work, options=options, with_draft=True)
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     settings = _settings(config)
