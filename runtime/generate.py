@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hippo_trt.trace import NULL_TRACER
+
 from .decoder import DecoderSession
 from .verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_token, verify_greedy, verify_sampling
 
@@ -26,22 +28,29 @@ from .verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_tok
 @dataclass
 class Lane:
     """A decoder session over one request's output: output token i sits at cache entry
-    ``base_len + i`` with position id ``base_pos + i``; ``fed`` tokens are cached so far."""
+    ``base_len + i`` with position id ``base_pos + i``; ``fed`` tokens are cached so far.
+    Each step is a span ``phase`` on ``track`` with args ``first`` (= fed before it) and ``n``."""
 
     session: DecoderSession
     base_len: int  # cache entries after prefill
     base_pos: int  # position id of output token 0
     fed: int = 0
     busy_ms: float = 0.0
+    track: str = "target"
+    phase: str = "step"
+    tracer: object = NULL_TRACER
+    last_ns: tuple[int, int] = (0, 0)  # (start, end) of the latest step on the monotonic clock
 
     def feed(self, tokens: list[int]) -> np.ndarray:
         """Append ``tokens`` (the output's tokens ``fed..fed+n``) -> logits [n, V]."""
-        start = time.perf_counter()
-        ids = np.array([tokens], dtype=np.int64)  # [1, n]
-        pos = (self.base_pos + self.fed + np.arange(len(tokens), dtype=np.int64))[None]  # [1, n]
-        logits = self.session.step(ids, pos)[0]  # [n, V]
+        start = time.perf_counter_ns()
+        with self.tracer.span(self.track, self.phase, first=self.fed, n=len(tokens)):
+            ids = np.array([tokens], dtype=np.int64)  # [1, n]
+            pos = (self.base_pos + self.fed + np.arange(len(tokens), dtype=np.int64))[None]  # [1, n]
+            logits = self.session.step(ids, pos)[0]  # [n, V]
         self.fed += len(tokens)
-        self.busy_ms += (time.perf_counter() - start) * 1e3
+        self.last_ns = (start, time.perf_counter_ns())
+        self.busy_ms += (self.last_ns[1] - start) / 1e6
         return logits
 
     def rollback(self, fed: int) -> None:
@@ -51,29 +60,32 @@ class Lane:
 
 
 class TokenChooser:
-    """Greedy or seeded sampling, the same rule for the first token, drafts and verification."""
+    """Greedy or seeded sampling, the same rule for the first token, drafts and verification.
+    Each choice is a ``sampling`` span on the host track."""
 
-    def __init__(self, sampling: Sampling = Sampling(), key: tuple[int, ...] = ()):
-        self.sampling = sampling
+    def __init__(self, sampling: Sampling = Sampling(), key: tuple[int, ...] = (), tracer=NULL_TRACER):
+        self.sampling, self.tracer = sampling, tracer
         self.rng = np.random.default_rng([sampling.seed, *key] if key else sampling.seed)
 
     def at(self, *key: int) -> "TokenChooser":
         """A chooser whose draws depend only on the seed and ``key``, not on the order of calls."""
-        return TokenChooser(self.sampling, key)
+        return TokenChooser(self.sampling, key, self.tracer)
 
     def pick(self, logits: np.ndarray) -> tuple[int, np.ndarray | None]:
         """(token, the distribution [V] it was drawn from; None when greedy) from logits [..., V]."""
-        if self.sampling.greedy:
-            return argmax_token(logits), None
-        p = self.sampling.probs(logits.reshape(-1, logits.shape[-1])[-1:])[0]
-        return sample_token(p, self.rng), p
+        with self.tracer.span("host", "sampling"):
+            if self.sampling.greedy:
+                return argmax_token(logits), None
+            p = self.sampling.probs(logits.reshape(-1, logits.shape[-1])[-1:])[0]
+            return sample_token(p, self.rng), p
 
     def verify(self, drafted: list[int], q: list[np.ndarray], target_logits: np.ndarray) -> Verdict:
         """target_logits [k+1, V] for drafts [k] drawn from q."""
-        if self.sampling.greedy:
-            return verify_greedy(drafted, target_logits)
-        v = target_logits.shape[-1]
-        return verify_sampling(drafted, np.stack(q) if q else np.empty((0, v)), self.sampling.probs(target_logits), self.rng)
+        with self.tracer.span("host", "sampling"):
+            if self.sampling.greedy:
+                return verify_greedy(drafted, target_logits)
+            v = target_logits.shape[-1]
+            return verify_sampling(drafted, np.stack(q) if q else np.empty((0, v)), self.sampling.probs(target_logits), self.rng)
 
 
 @dataclass(frozen=True)

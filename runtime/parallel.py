@@ -28,11 +28,13 @@ draft's token at an index is the same whether it was drafted ahead or after a re
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from hippo_trt.trace import Span
 from .generate import Budget, Lane, TokenChooser
 from .verify import AcceptanceStats
 
@@ -67,6 +69,7 @@ class ParallelDecoder:
         self.stats = stats
         self.eos = budget.eos_ids
         self.fresh = True  # nothing drafted since the last reset (pre-verify applies)
+        self._submitted: dict[Future, tuple[Lane, int]] = {}  # job -> (its lane, when it was submitted)
 
     def run(self, first_logits: np.ndarray) -> list[int]:
         path = _Path([self.chooser.at(2, 0).pick(first_logits)[0]])
@@ -76,26 +79,44 @@ class ParallelDecoder:
             while not self.budget.done(path.out):
                 if verifying is None and self._ready(path):
                     window = min(len(path.spec), self._want(), self._remaining(path) - 1)
-                    verifying = (t_lane.submit(self.target.feed, [path.out[-1], *path.spec[:window]]), window)
+                    verifying = (self._submit(t_lane, self.target, [path.out[-1], *path.spec[:window]]), window)
                 if drafting is None and self._may_draft(path):
-                    drafting = d_lane.submit(self.draft.feed, (path.out + path.spec)[self.draft.fed :])
+                    drafting = self._submit(d_lane, self.draft, (path.out + path.spec)[self.draft.fed :])
                 done, _ = wait([f for f in (drafting, verifying and verifying[0]) if f is not None], return_when=FIRST_COMPLETED)
                 if drafting is not None and drafting in done:
-                    self._extend(path, drafting.result())
+                    self._extend(path, self._collect(drafting))
                     drafting = None
                 if verifying is not None and verifying[0] in done:
                     job, window = verifying
                     verifying = None
-                    if not self._settle(path, job.result(), window):  # the draft's path is off
+                    if not self._settle(path, self._collect(job), window):  # the draft's path is off
                         if drafting is not None:
-                            drafting.result()  # let its step finish before rolling its cache back
+                            self._collect(drafting)  # let its step finish before rolling its cache back
                             drafting = None
                         self.draft.rollback(min(self.draft.fed, len(path.out) - 1))
                         path.reset()
                         self.fresh = True
             if drafting is not None:
-                drafting.result()
+                self._collect(drafting)
         return path.out
+
+    def _submit(self, pool: ThreadPoolExecutor, lane: Lane, tokens: list[int]) -> Future:
+        submitted = time.perf_counter_ns()
+        job = pool.submit(lane.feed, tokens)
+        self._submitted[job] = (lane, submitted)
+        return job
+
+    def _collect(self, job: Future) -> np.ndarray:
+        """The job's logits. When profiling, the two hand-offs around its step are host spans
+        (``handoff``): from its submission to its start on the lane, and from its end to the
+        moment the scheduler has its result."""
+        logits = job.result()
+        lane, submitted = self._submitted.pop(job)
+        if lane.tracer.enabled:
+            start, end = lane.last_ns
+            lane.tracer.add(Span("host", "handoff", submitted, start))
+            lane.tracer.add(Span("host", "handoff", end, time.perf_counter_ns()))
+        return logits
 
     def _remaining(self, path: _Path) -> int:
         return self.budget.max_new_tokens - len(path.out)
@@ -128,6 +149,7 @@ class ParallelDecoder:
         # The target's own token may be the one the draft already proposed next: then its
         # path (drafted from that very token) stays valid and the next window is ready.
         on_path = verdict.accepted == window and len(path.spec) > window and committed[-1] == path.spec[window]
+        self.stats.path_kept.append(on_path)
         path.out.extend(committed)
         if on_path:
             path.spec, path.dists = path.spec[window + 1 :], path.dists[window + 1 :]

@@ -14,6 +14,7 @@ from hippo_trt.model_dir import load_processor
 from hippo_trt.preprocess import Request, prepare_request, video_pixels
 from hippo_trt.pruning import METHODS as PRUNE_METHODS, PruneOptions, kept_count, kept_positions
 from hippo_trt.timing import PhaseTimer
+from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from .decoder import DecoderSession, scoring_rows
 from .engine import OrtOptions
@@ -168,13 +169,16 @@ class Pipeline:
                     f"{spec}; lower --gamma or re-export with --max-spec-len {config.gamma + 1}"
                 )
 
+    def _track(self, engines: ModelEngines) -> str:
+        return "draft" if engines is self.draft else "target"
+
     def _encode(self, engines: ModelEngines, request: Request, pixels: np.ndarray, timer: PhaseTimer, phase: str = ""):
         """(inputs_embeds [1, S, d] with the visual tokens merged in, visual tokens [1, Nv, d]).
-        Timer phases are named ``{phase}vision`` and ``{phase}embed``."""
-        ids = request.input_ids  # [1, S]
-        with timer.phase(f"{phase}vision"):
+        Timer phases are named ``{phase}vision`` and ``{phase}embed``, on the engines' role's track."""
+        ids, track = request.input_ids, self._track(engines)  # [1, S]
+        with timer.phase(f"{phase}vision", track):
             visual = engines.vision.run({"pixel_values_videos": pixels})["visual_tokens"]
-        with timer.phase(f"{phase}embed"):
+        with timer.phase(f"{phase}embed", track):
             embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
         return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
 
@@ -188,7 +192,7 @@ class Pipeline:
         session = DecoderSession(engines, self.dims, max_len=ids.shape[1] + max_new_tokens)
         scored = scoring_rows(ids[0, index], engines.record.video_token_id)
         positions = np.arange(len(index)) if repack else index
-        with timer.phase(f"{phase}prefill"):
+        with timer.phase(f"{phase}prefill", self._track(engines)):
             out = session.prefill(np.ascontiguousarray(embeds[:, index]), positions.astype(np.int64)[None], scored)
         return session, out
 
@@ -201,18 +205,21 @@ class Pipeline:
         embeds, _ = self._encode(self.target, request, request.pixel_values_videos, timer)
         session, prefilled = self._prefill(self.target, request, embeds, np.arange(seq), config.max_new_tokens, timer)
         logits = prefilled.logits
-        target = Lane(session, base_len=seq, base_pos=seq)
-        budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids), TokenChooser(config.sampling)
-        stats: dict[str, object] = {"mode": config.mode}
+        tracer = timer.tracer
+        stats: dict[str, object] = {"mode": config.mode, "ttft_ms": round(timer.since_start_ms(), 3)}
+        step_phase = "verify" if config.speculative else "decode_step"
+        target = Lane(session, base_len=seq, base_pos=seq, track="target", phase=step_phase, tracer=tracer)
+        budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids), TokenChooser(config.sampling, tracer=tracer)
         start = time.perf_counter()
         if config.speculative:
             d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
-            with timer.phase("pruning"):
+            with timer.phase("pruning", "draft"):
                 scores = PruneInputs(token_grid(n_visual, request.frames), prefilled.importance[0], d_visual[0])
                 kept = self.pruner.select(config.prune, config.keep, scores, config.prune_options)
                 index = kept_positions(ids, record.video_token_id, kept)
             d_session, _ = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
-            draft = Lane(d_session, base_len=len(index), base_pos=len(index) if config.repack else seq)
+            d_pos = len(index) if config.repack else seq
+            draft = Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
             acceptance = AcceptanceStats()
             if config.mode == "parallel":
                 options = ParallelOptions(config.gamma, config.pre_verify)
@@ -235,8 +242,10 @@ class Pipeline:
             kv_cache_bytes=session.cache.nbytes,
             target_busy_ms=round(target.busy_ms, 3),
         )
+        with timer.phase("detokenize"):
+            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return RunResult(
-            text=self.processor.tokenizer.decode(tokens, skip_special_tokens=True),
+            text=text,
             input_ids=ids[0].tolist(),
             tokens=tokens,
             timings_ms=timer.rounded(),
@@ -250,7 +259,9 @@ class Pipeline:
         frames: int | None = None,
         config: GenerationConfig = GenerationConfig(),
         npy: bool | None = None,
+        tracer=NULL_TRACER,
     ) -> RunResult:
-        timer = PhaseTimer()
+        """One request from the video file; ``tracer`` (hippo_trt.trace) records its spans."""
+        timer = PhaseTimer(tracer)
         request = self.prepare(video, prompt, frames, timer, npy=npy)
         return self.generate(request, config, timer)

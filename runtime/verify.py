@@ -121,6 +121,9 @@ class AcceptanceStats:
     proposed: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     committed: list[int] = field(default_factory=list)
+    # parallel only: the target's own token after a fully accepted window was the draft's
+    # next token, so the draft's path (drafted ahead from it) went on
+    path_kept: list[bool] = field(default_factory=list)
 
     def record(self, proposed: int, accepted: int, committed: int) -> None:
         self.proposed.append(proposed)
@@ -150,4 +153,6 @@ class AcceptanceStats:
             "verifications": self.verifications,
             "mat": None if self.mat is None else round(self.mat, 4),
             "acceptance_by_position": self.acceptance_by_position(),
+            "accepted_per_verification": list(self.accepted),
+            **({"path_kept_per_verification": list(self.path_kept)} if self.path_kept else {}),
         }
