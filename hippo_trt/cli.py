@@ -237,6 +237,42 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _profile_source(args):
+    """(work dir, video, prompt): the given ones, or the demo pair and its --clip."""
+    from hippo_trt.demo import demo_work
+
+    if args.work is not None:
+        if args.video is None or args.prompt is None:
+            raise InputError("profile: with a work dir, give --video and --prompt")
+        return args.work, args.video, args.prompt
+    if args.video is not None or args.prompt is not None:
+        raise InputError("profile: --video and --prompt need a work dir (without one, the demo pair runs its --clip)")
+    pair, work = demo_work(args.demo_dir, progress=_progress(args))
+    clip = pair.clip(args.clip)
+    return work, clip.path, clip.prompt
+
+
+def cmd_profile(args) -> int:
+    from hippo_trt.runtime.pipeline import Pipeline
+    from hippo_trt.runtime.profile import format_profile, profile_request
+    from hippo_trt.runtime.profile_outputs import write_profile
+
+    config = _generation_config(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out '{args.out}' is a file: give a directory for trace.json, timeline.png and profile.json")
+    work, video, prompt = _profile_source(args)
+    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
+    pipeline = Pipeline.load(work, options=_ort_options(args), with_draft=config.speculative, draft_options=draft_options)
+    report = profile_request(pipeline, video, prompt, config, frames=args.frames, repeats=args.repeats)
+    files = write_profile(report, args.out)
+    if args.json:
+        _print_json({**report.to_json(), "files": {k: str(v) for k, v in files.items()}})
+    else:
+        print(format_profile(report))
+        print("\nwrote " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
 def cmd_bench_kv(args) -> int:
     from hippo_trt.runtime.bench import bench_decode_steps, format_table
 
@@ -370,6 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("profile", help="one request instrumented: time per phase and lane, critical path, Chrome trace, PNG timeline")
+    p.add_argument("work", type=Path, nargs="?", help="work dir (default: the shipped demo pair on its --clip)")
+    p.add_argument("--video", type=Path, help="with a work dir: the video")
+    p.add_argument("--prompt", help="with a work dir: the prompt")
+    p.add_argument("--frames", type=_positive, help="frames sampled uniformly (default: the processor's)")
+    p.add_argument("--clip", type=int, default=0, help="demo pair: which shipped clip")
+    p.add_argument("--demo-dir", type=Path, default=Path("hippo-demo"), help="demo pair: where its work dir goes")
+    p.add_argument("--out", type=Path, default=Path("hippo-profile"), help="directory for trace.json, timeline.png, profile.json")
+    p.add_argument("--repeats", type=_positive, default=5, help="runs with and without profiling, for the overhead")
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    _add_decoding(p)
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_profile)
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, parser_class=_Parser)
     p = bench.add_parser("kv", help="decode-step cost against context length (KV written in place vs copied)")
     p.add_argument("work", type=Path)
@@ -401,6 +451,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_options(p)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_pruning)
+
+    p = bench.add_parser("scaling", help="decode speedup and time to first token against frames, keep ratio and gamma")
+    _add_bench_source(p)
+    defaults = _scaling_defaults()
+    p.add_argument("--mode", choices=["sd", "parallel"], default="sd", help="the speculative mode compared with ar")
+    p.add_argument("--frames", type=_positives, default=defaults.frames, help="frames axis, comma-separated (a shorter clip's frames repeat)")
+    p.add_argument("--keeps", type=_keeps, default=defaults.keeps, help="keep-ratio axis, comma-separated in (0, 1]")
+    p.add_argument("--gammas", type=_positives, default=defaults.gammas, help="gamma axis, comma-separated")
+    p.add_argument("--base-frames", type=_positive, help="frames of the keep and gamma axes (default: the work dir's)")
+    p.add_argument("--repeats", type=_positive, default=1, help="passes over the clips")
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--png", type=Path, default=Path("scaling.png"), help="where the plot goes")
+    g = p.add_argument_group("base point (the axes not swept)")
+    g.add_argument("--gamma", type=int, default=defaults.generation.gamma)
+    _add_pruning(g)
+    g.add_argument("--pre-verify", action="store_true", help="parallel: after a rejection, verify as soon as one draft token exists")
+    g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: as --threads)")
+    p.set_defaults(prune=defaults.generation.prune, keep=defaults.generation.keep)
+    _add_common(p, threads=True)
+    p.set_defaults(func=cmd_bench_scaling)
     return parser
 
 
@@ -441,6 +511,39 @@ def cmd_bench_pruning(args) -> int:
         _print_json([r.to_json() for r in rows])
     else:
         print(format_pruning_table(rows, config))
+    return 0
+
+
+def _scaling_defaults():
+    from hippo_trt.runtime.bench_scaling import ScalingConfig
+
+    return ScalingConfig()
+
+
+def _positives(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, like ``4,8,16``."""
+    return tuple(_positive(x.strip()) for x in text.split(","))
+
+
+def cmd_bench_scaling(args) -> int:
+    from hippo_trt.runtime.bench_scaling import ScalingConfig, bench_scaling, format_scaling_table, plot_scaling
+    from hippo_trt.runtime.pipeline import GenerationConfig
+
+    generation = GenerationConfig(
+        mode=args.mode, gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens,
+        pre_verify=args.pre_verify, prune_options=_prune_options(args),
+    )
+    config = ScalingConfig(generation, args.frames, args.keeps, args.gammas, args.base_frames, args.repeats)
+    if args.png.is_dir():
+        raise InputError(f"--png '{args.png}' is a directory: give a file path like {args.png / 'scaling.png'}")
+    work, clips = _bench_clips(args)
+    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
+    rows = bench_scaling(work, clips, config, _ort_options(args), draft_options, progress=_progress(args))
+    plot_scaling(rows, args.png, config)
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+    else:
+        print(format_scaling_table(rows, config) + f"\n\nplot: {args.png}")
     return 0
 
 

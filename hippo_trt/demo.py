@@ -13,7 +13,7 @@ so: every stage is real, the answer text is not.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +21,9 @@ from hippo_trt.dims import ExportLimits
 from hippo_trt.errors import InputError, ModelError
 from hippo_trt.model_dir import ModelDir
 
-DEMO_LIMITS = ExportLimits(max_frames=8, max_seq=256)
+# 32 frames (``bench scaling``) x 16 visual tokens + a newline = 513, + the prompt (~13 tokens)
+# + up to ~240 new tokens. The shipped clips have 8 frames; more are sampled by repeating them.
+DEMO_LIMITS = ExportLimits(max_frames=32, max_seq=768)
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,13 @@ def demo_pair(out: Path) -> DemoPair:
 
 
 def _export_is_current(work: Path, pair: DemoPair) -> bool:
+    """Built for onnxruntime from this pair's exact weights, with today's DEMO_LIMITS."""
     from hippo_trt.manifest import Manifest
 
     try:
         manifest = Manifest.load(work)
-        return "onnxruntime" in manifest.engines and all(
+        same_limits = dict(manifest.limits) == asdict(DEMO_LIMITS)
+        return same_limits and "onnxruntime" in manifest.engines and all(
             manifest.model(role).weight_hash == ModelDir.open(path).weight_hash()
             for role, path in (("target", pair.target), ("draft", pair.draft))
         )

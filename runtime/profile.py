@@ -223,7 +223,7 @@ def _timed_run(pipeline: Pipeline, video: Path, prompt: str, frames: int | None,
 
 
 def profile_request(
-    pipeline: Pipeline, video: Path, prompt: str, config: GenerationConfig, frames: int | None = None, repeats: int = 3, nvtx: bool = True
+    pipeline: Pipeline, video: Path, prompt: str, config: GenerationConfig, frames: int | None = None, repeats: int = 5, nvtx: bool = True
 ) -> ProfileReport:
     """Run the request once to warm up, then ``repeats`` times each without and with spans
     (alternating); the report is the last profiled run's, with the overhead of all of them."""
@@ -253,7 +253,7 @@ def format_profile(report: ProfileReport) -> str:
     c, wall = report.config, report.wall_ms
     what = f"mode {c.mode}" + (f", gamma {c.gamma}, prune {c.prune}, keep {c.keep}" if c.speculative else "")
     lines = [
-        f"{what}: {len(report.result.tokens)} tokens, wall {wall:.1f} ms",
+        f"{what}: {len(report.result.tokens)} tokens, wall {wall:.1f} ms, first token after {report.result.stats['ttft_ms']:.1f} ms",
         "",
         "| phase | lane | calls | busy ms | critical path ms | % of wall |",
         "|---|---|---|---|---|---|",
