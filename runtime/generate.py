@@ -14,11 +14,14 @@ token, or two after a fully accepted block). Rolling back is a length change (se
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from hippo_trt.errors import EngineError, HippoError
 from hippo_trt.trace import NULL_TRACER
 
 from .decoder import DecoderSession
@@ -44,7 +47,7 @@ class Lane:
     def feed(self, tokens: list[int]) -> np.ndarray:
         """Append ``tokens`` (the output's tokens ``fed..fed+n``) -> logits [n, V]."""
         start = time.perf_counter_ns()
-        with self.tracer.span(self.track, self.phase, first=self.fed, n=len(tokens)):
+        with self.tracer.span(self.track, self.phase, first=self.fed, n=len(tokens)), self._faults():
             ids = np.array([tokens], dtype=np.int64)  # [1, n]
             pos = (self.base_pos + self.fed + np.arange(len(tokens), dtype=np.int64))[None]  # [1, n]
             logits = self.session.step(ids, pos)[0]  # [n, V]
@@ -52,6 +55,18 @@ class Lane:
         self.last_ns = (start, time.perf_counter_ns())
         self.busy_ms += (self.last_ns[1] - start) / 1e6
         return logits
+
+    @contextlib.contextmanager
+    def _faults(self) -> Iterator[None]:
+        """An engine failure (an ONNX Runtime error, out of memory) ends the request as one
+        EngineError naming the lane; the request's caches go with it, the engines stay usable."""
+        try:
+            yield
+        except HippoError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any engine failure
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise EngineError(f"the {self.track} lane failed at output token {self.fed}: {type(e).__name__}: {first}") from e
 
     def rollback(self, fed: int) -> None:
         """Keep only the first ``fed`` output tokens' cache entries."""

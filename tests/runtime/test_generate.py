@@ -24,7 +24,7 @@ def lanes(target_lm: ToyLM, draft_lm: ToyLM, kept: list[int], delay_seed: int | 
     target = FakeSession(target_lm, PROMPT, list(range(len(PROMPT))), delay_seed)
     draft = FakeSession(draft_lm, [PROMPT[i] for i in kept], kept, None if delay_seed is None else delay_seed + 1)
     n = len(PROMPT)
-    return Lane(target, n, n), Lane(draft, len(kept), n), target.first_logits()
+    return Lane(target, n, n), Lane(draft, len(kept), n, track="draft", phase="draft_step"), target.first_logits()
 
 
 def reference(lm: ToyLM, budget: Budget) -> list[int]:

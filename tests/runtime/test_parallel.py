@@ -1,11 +1,16 @@
-"""`parallel` on a toy model with random lane timings: lossless against the target alone."""
+"""`parallel` on a toy model with random lane timings: lossless against the target alone; a
+failing lane ends the request cleanly."""
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hippo_trt.runtime.generate import Budget, TokenChooser
+from hippo_trt.errors import EngineError
+from hippo_trt.runtime.generate import Budget, TokenChooser, generate_sd
 from hippo_trt.runtime.parallel import ParallelOptions, generate_parallel
 from hippo_trt.runtime.verify import AcceptanceStats, Sampling
 from tests.runtime.fake_decoder import ToyLM
@@ -56,3 +61,39 @@ def test_the_same_seed_gives_the_same_output_whatever_the_lane_timing(case, gamm
     sampling = Sampling(temperature=0.9, top_p=0.9, seed=seed)
     runs = [run_parallel(target, draft, budget, ParallelOptions(gamma), sampling, kept, d)[0] for d in delays]
     assert runs[0] == runs[1]
+
+
+class _Failing:
+    """A session whose ``fail_at``-th step raises what an engine would (ORT error, out of memory)."""
+
+    def __init__(self, session, fail_at: int, error: Exception):
+        self.session, self.fail_at, self.error = session, fail_at, error
+
+    def step(self, input_ids, position_ids):
+        if self.session.steps + 1 == self.fail_at:
+            raise self.error
+        return self.session.step(input_ids, position_ids)
+
+    def rollback(self, length):
+        self.session.rollback(length)
+
+
+@pytest.mark.parametrize("role", ["target", "draft"])
+@pytest.mark.parametrize("mode", ["sd", "parallel"])
+@pytest.mark.parametrize("error", [RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : boom\nmore"), MemoryError("out of memory")])
+def test_a_failing_lane_ends_the_request_with_one_error_and_the_next_request_works(role, mode, error):
+    target_lm = ToyLM(23, seed=1)
+    draft_lm = ToyLM(23, seed=2, like=target_lm, mix=0.9)
+    budget = Budget(24, ())
+    target, draft, first = lanes(target_lm, draft_lm, [0, 1, 2], delay_seed=3)
+    lane = target if role == "target" else draft
+    lane.session = _Failing(lane.session, fail_at=3, error=error)
+    with pytest.raises(EngineError, match=f"the {role} lane failed at output token .*: {type(error).__name__}: ") as caught:
+        if mode == "sd":
+            generate_sd(target, draft, first, budget, 3, TokenChooser(), AcceptanceStats())
+        else:
+            generate_parallel(target, draft, first, budget, TokenChooser(), ParallelOptions(3), AcceptanceStats())
+    assert "\n" not in str(caught.value)
+    assert not [t for t in threading.enumerate() if t.name.startswith(("target-lane", "draft-lane"))]  # both lanes freed
+    out, _ = run_parallel(target_lm, draft_lm, budget, ParallelOptions(3), kept=(0, 1, 2), delay_seed=4)
+    assert out == reference(target_lm, budget)
