@@ -136,6 +136,7 @@ def _generation_config(args):
         keep=args.keep,
         pre_verify=args.pre_verify,
         prune_options=_prune_options(args),
+        adaptive_gamma=args.adaptive_gamma,
     )
 
 
@@ -313,7 +314,7 @@ def cmd_bench_decode(args) -> int:
         raise InputError(f"unknown --methods {', '.join(unknown) or '(none)'} (available: {', '.join(_decode_methods())})")
     generation = GenerationConfig(
         mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens, pre_verify=args.pre_verify,
-        prune_options=_prune_options(args),
+        prune_options=_prune_options(args), adaptive_gamma=args.adaptive_gamma,
     )
     config = DecodeBenchConfig(generation, args.repeats)
     work, clips = _bench_clips(args)
@@ -339,6 +340,7 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pre-verify", action="store_true", help="parallel: after a rejection, verify as soon as one draft token exists")
     g.add_argument("--draft-threads", type=int, default=0, help="ONNX Runtime intra-op threads of the draft's lane (0: as --threads)")
     g.add_argument("--gamma", type=int, default=4, help="draft tokens per target verification")
+    g.add_argument("--adaptive-gamma", action="store_true", help="draft length follows the verdicts (+2 after full acceptance, -1 after a rejection), at most --gamma")
     _add_pruning(g)
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     g.add_argument("--top-k", type=int, default=0, help="0: off")
@@ -437,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=int, default=4)
     _add_pruning(g)
     g.add_argument("--pre-verify", action="store_true")
+    g.add_argument("--adaptive-gamma", action="store_true", help="draft length follows the verdicts, at most --gamma")
     g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: as --threads)")
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_decode)

@@ -119,6 +119,25 @@ class Budget:
         return tokens
 
 
+@dataclass
+class DraftLength:
+    """Draft tokens per verification: ``gamma`` always, or with ``adaptive`` a length that
+    follows the verdicts (transformers' heuristic schedule: +2 after a fully accepted window,
+    -1 after a rejection), within [1, gamma]. It depends on verdicts only, never on timing, so
+    outputs stay reproducible; any length is lossless."""
+
+    gamma: int
+    adaptive: bool = False
+    k: int = 0
+
+    def __post_init__(self) -> None:
+        self.k = self.gamma
+
+    def update(self, proposed: int, accepted: int) -> None:
+        if self.adaptive and proposed:
+            self.k = min(self.gamma, self.k + 2) if accepted == proposed else max(1, self.k - 1)
+
+
 def generate_ar(target: Lane, first_logits: np.ndarray, budget: Budget, chooser: TokenChooser) -> list[int]:
     """Tokens after a prefill whose last logits are ``first_logits`` [1, V] (step time: ``target.busy_ms``)."""
     out = [chooser.pick(first_logits)[0]]
@@ -144,17 +163,21 @@ def propose(draft: Lane, out: list[int], k: int, chooser: TokenChooser, eos_ids:
 
 
 def generate_sd(
-    target: Lane, draft: Lane, first_logits: np.ndarray, budget: Budget, gamma: int, chooser: TokenChooser, stats: AcceptanceStats
+    target: Lane, draft: Lane, first_logits: np.ndarray, budget: Budget, gamma: int, chooser: TokenChooser, stats: AcceptanceStats,
+    adaptive: bool = False,
 ) -> list[int]:
-    """Speculative decoding with draft length ``gamma``; ``stats`` records every verification."""
+    """Speculative decoding with draft length ``gamma`` (``adaptive``: at most gamma, see
+    DraftLength); ``stats`` records every verification."""
+    length = DraftLength(gamma, adaptive)
     out = [chooser.pick(first_logits)[0]]
     while not budget.done(out):
-        k = min(gamma, budget.max_new_tokens - len(out) - 1)  # a verification commits <= k + 1
+        k = min(length.k, budget.max_new_tokens - len(out) - 1)  # a verification commits <= k + 1
         drafted, dists = propose(draft, out, k, chooser, budget.eos_ids)
         logits = target.feed([out[-1], *drafted])  # [k+1, V]
         verdict = chooser.verify(drafted, dists, logits)
         committed = budget.clip(verdict.tokens)
         stats.record(len(drafted), verdict.accepted, len(committed))
+        length.update(len(drafted), verdict.accepted)
         target.rollback(len(out) + verdict.accepted)
         draft.rollback(min(draft.fed, len(out) + verdict.accepted))
         out.extend(committed)

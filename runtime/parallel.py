@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hippo_trt.trace import Span
-from .generate import Budget, Lane, TokenChooser
+from .generate import Budget, DraftLength, Lane, TokenChooser
 from .verify import AcceptanceStats
 
 
@@ -55,6 +55,7 @@ class _Path:
 class ParallelOptions:
     gamma: int = 4
     pre_verify: bool = False  # after a rejection, verify as soon as one draft token exists
+    adaptive: bool = False  # windows of DraftLength's adaptive size, at most gamma
 
     @property
     def lookahead(self) -> int:
@@ -69,6 +70,7 @@ class ParallelDecoder:
         self.stats = stats
         self.eos = budget.eos_ids
         self.fresh = True  # nothing drafted since the last reset (pre-verify applies)
+        self.length = DraftLength(options.gamma, options.adaptive)
         self._submitted: dict[Future, tuple[Lane, int]] = {}  # job -> (its lane, when it was submitted)
 
     def run(self, first_logits: np.ndarray) -> list[int]:
@@ -127,7 +129,7 @@ class ParallelDecoder:
     def _want(self) -> int:
         """Draft tokens per verification: gamma, or 1 right after a rejection with pre-verify.
         (A function of the verdicts only, not of timing, so outputs do not depend on timing.)"""
-        return 1 if (self.options.pre_verify and self.fresh) else self.options.gamma
+        return 1 if (self.options.pre_verify and self.fresh) else self.length.k
 
     def _ready(self, path: _Path) -> bool:
         return len(path.spec) >= min(self._want(), self._remaining(path) - 1) or self._draft_stopped(path)
@@ -145,6 +147,7 @@ class ParallelDecoder:
         verdict = self.chooser.at(1, len(path.out)).verify(path.spec[:window], path.dists[:window], logits)
         committed = self.budget.clip(verdict.tokens)
         self.stats.record(window, verdict.accepted, len(committed))
+        self.length.update(window, verdict.accepted)
         self.target.rollback(len(path.out) + verdict.accepted)
         # The target's own token may be the one the draft already proposed next: then its
         # path (drafted from that very token) stays valid and the next window is ready.

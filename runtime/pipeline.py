@@ -35,7 +35,8 @@ class GenerationConfig:
     the visual tokens, scored as ``prune_options`` say) proposes ``gamma`` tokens per target
     verification; parallel: the same with drafting and verification overlapped on two lanes
     (``pre_verify``: see parallel.py). The pruned draft reads its tokens at their original
-    position ids, or, with ``repack``, at contiguous ones as SpecVLM does."""
+    position ids, or, with ``repack``, at contiguous ones as SpecVLM does. ``adaptive_gamma``:
+    the draft length follows the verdicts, at most ``gamma`` (see generate.DraftLength)."""
 
     max_new_tokens: int = 64
     mode: str = "ar"
@@ -46,6 +47,7 @@ class GenerationConfig:
     pre_verify: bool = False
     prune_options: PruneOptions = PruneOptions()
     repack: bool = False
+    adaptive_gamma: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
@@ -222,10 +224,10 @@ class Pipeline:
             draft = Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
             acceptance = AcceptanceStats()
             if config.mode == "parallel":
-                options = ParallelOptions(config.gamma, config.pre_verify)
+                options = ParallelOptions(config.gamma, config.pre_verify, config.adaptive_gamma)
                 tokens = generate_parallel(target, draft, logits, budget, chooser, options, acceptance)
             else:
-                tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance)
+                tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma)
             stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=int(len(kept)))
             stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3))
         else:

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hippo_trt.runtime.generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.generate import Budget, DraftLength, Lane, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.verify import AcceptanceStats, Sampling
 from tests.runtime.fake_decoder import FakeSession, ToyLM
 
@@ -35,11 +35,11 @@ def reference(lm: ToyLM, budget: Budget) -> list[int]:
     return out
 
 
-def run_sd(target_lm, draft_lm, budget, gamma, sampling=Sampling(), kept=None):
+def run_sd(target_lm, draft_lm, budget, gamma, sampling=Sampling(), kept=None, adaptive=False):
     kept = kept if kept is not None else list(range(len(PROMPT)))
     target, draft, first = lanes(target_lm, draft_lm, kept)
     stats = AcceptanceStats()
-    out = generate_sd(target, draft, first, budget, gamma, TokenChooser(sampling), stats)
+    out = generate_sd(target, draft, first, budget, gamma, TokenChooser(sampling), stats, adaptive)
     return out, stats
 
 
@@ -56,14 +56,30 @@ def cases(draw):
 
 
 @settings(max_examples=400, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 8))
-def test_greedy_sd_equals_target_alone(case, gamma):
+@given(case=cases(), gamma=st.integers(1, 8), adaptive=st.booleans())
+def test_greedy_sd_equals_target_alone(case, gamma, adaptive):
     target, draft, budget, kept = case
     expected = reference(target, budget)
-    out, stats = run_sd(target, draft, budget, gamma, kept=kept)
+    out, stats = run_sd(target, draft, budget, gamma, kept=kept, adaptive=adaptive)
     assert out == expected
     assert sum(stats.committed) == len(out) - 1  # the first token comes from the prefill
     assert all(c <= gamma + 1 for c in stats.committed)
+    assert all(p <= gamma for p in stats.proposed)
+    if adaptive and 0 in stats.accepted[:-1] and gamma > 1:  # after a rejection the next window is shorter
+        i = stats.accepted.index(0)
+        assert stats.proposed[i + 1] < gamma
+
+
+@given(gamma=st.integers(1, 8), verdicts=st.lists(st.tuples(st.integers(1, 8), st.booleans()), max_size=30))
+def test_adaptive_draft_length_stays_within_one_and_gamma(gamma, verdicts):
+    length, fixed = DraftLength(gamma, adaptive=True), DraftLength(gamma)
+    for proposed, all_accepted in verdicts:
+        before = length.k
+        accepted = proposed if all_accepted else proposed - 1
+        length.update(proposed, accepted)
+        fixed.update(proposed, accepted)
+        assert 1 <= length.k <= gamma and fixed.k == gamma
+        assert length.k == (min(gamma, before + 2) if all_accepted else max(1, before - 1))
 
 
 @settings(max_examples=100, deadline=None)

@@ -25,10 +25,11 @@ def run_parallel(target_lm, draft_lm, budget, options, sampling=Sampling(), kept
 
 
 @settings(max_examples=250, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 8), pre_verify=st.booleans(), delay_seed=st.none() | st.integers(0, 1000))
-def test_greedy_parallel_equals_target_alone(case, gamma, pre_verify, delay_seed):
+@given(case=cases(), gamma=st.integers(1, 8), pre_verify=st.booleans(), adaptive=st.booleans(), delay_seed=st.none() | st.integers(0, 1000))
+def test_greedy_parallel_equals_target_alone(case, gamma, pre_verify, adaptive, delay_seed):
     target, draft, budget, kept = case
-    out, stats = run_parallel(target, draft, budget, ParallelOptions(gamma, pre_verify), kept=kept, delay_seed=delay_seed)
+    options = ParallelOptions(gamma, pre_verify, adaptive)
+    out, stats = run_parallel(target, draft, budget, options, kept=kept, delay_seed=delay_seed)
     assert out == reference(target, budget)
     assert sum(stats.committed) == len(out) - 1
 
@@ -55,11 +56,11 @@ def test_sampling_parallel_follows_the_targets_distribution():
 
 
 @settings(max_examples=25, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 8), seed=st.integers(0, 2**31), delays=st.tuples(st.integers(0, 99), st.integers(0, 99)))
-def test_the_same_seed_gives_the_same_output_whatever_the_lane_timing(case, gamma, seed, delays):
+@given(case=cases(), gamma=st.integers(1, 8), adaptive=st.booleans(), seed=st.integers(0, 2**31), delays=st.tuples(st.integers(0, 99), st.integers(0, 99)))
+def test_the_same_seed_gives_the_same_output_whatever_the_lane_timing(case, gamma, adaptive, seed, delays):
     target, draft, budget, kept = case
     sampling = Sampling(temperature=0.9, top_p=0.9, seed=seed)
-    runs = [run_parallel(target, draft, budget, ParallelOptions(gamma), sampling, kept, d)[0] for d in delays]
+    runs = [run_parallel(target, draft, budget, ParallelOptions(gamma, adaptive=adaptive), sampling, kept, d)[0] for d in delays]
     assert runs[0] == runs[1]
 
 

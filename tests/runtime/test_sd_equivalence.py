@@ -45,12 +45,13 @@ def self_draft_work(tiny_dirs, tmp_path_factory):
     prune=st.sampled_from(sorted(METHODS)),
     keep=st.sampled_from([1.0, 0.5, 0.25, 0.1, 0.05]),
     mode=st.sampled_from(["sd", "parallel"]),
+    adaptive=st.booleans(),
 )
-def test_greedy_speculative_equals_transformers(work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep, mode):
+def test_greedy_speculative_equals_transformers(work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep, mode, adaptive):
     pipe = _sd_pipeline(str(work_dirs["gqa"]))
     request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)
     expected = hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep, adaptive_gamma=adaptive)
     result = pipe.generate(request, config)
     assert result.tokens == expected
     visual = result.stats["visual_tokens"]
