@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hippo_trt.errors import InputError
@@ -82,7 +82,7 @@ class ProfileReport:
     end_ns: int
     path: tuple[Span, ...]  # the critical path, first span first
     overhead: Overhead
-    marks: tuple[str | None, ...] = field(default=())  # per span: draft steps' fate (see draft_marks)
+    marks: tuple[str | None, ...]  # per span: draft steps' fate (see draft_marks)
 
     @property
     def wall_ms(self) -> float:

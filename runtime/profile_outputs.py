@@ -28,7 +28,7 @@ def chrome_trace(report: ProfileReport) -> dict:
     for track, tid in tids.items():
         events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": LANE_NAMES[track]}})
         events.append({"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid, "args": {"sort_index": tid}})
-    for span, fate in zip(report.spans, report.marks or [None] * len(report.spans)):
+    for span, fate in zip(report.spans, report.marks, strict=True):
         args = dict(span.args) | ({"fate": fate} if fate else {})
         events.append({
             "name": span.phase, "cat": span.track, "ph": "X", "pid": 1, "tid": tids[span.track],
@@ -53,7 +53,7 @@ def _colours(phases: list[str]) -> dict[str, str]:
 def _draw_lanes(ax, report: ProfileReport, colours: dict[str, tuple], window: tuple[float, float]) -> None:
     """Bars of every span (ms from the request's start) on one axis, limited to ``window``."""
     to_ms = lambda ns: (ns - report.start_ns) / 1e6  # noqa: E731
-    for span, fate in zip(report.spans, report.marks or [None] * len(report.spans)):
+    for span, fate in zip(report.spans, report.marks, strict=True):
         y = LANE_ROWS.index(span.track)
         colour = FATE_COLOURS[fate] if fate else colours[span.phase]
         hatch = "//" if fate == "discarded" else None
