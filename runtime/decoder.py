@@ -52,9 +52,10 @@ class DecoderSession:
         self.dims.check("spec_len", n, what="decode")
         self.dims.check("past", self.cache.length, what="decode")
         feeds = {"input_ids": input_ids, "position_ids": position_ids, **self.cache.past()}
-        out = self.engines.decode.run(feeds, into=self.cache.slots(n))
+        logits = np.empty((input_ids.shape[0], n, self.engines.shape.vocab), dtype=np.float32)  # [1, n, V]
+        self.engines.decode.run(feeds, into={**self.cache.slots(n), "logits": logits})
         self.cache.advance(n)
-        return out["logits"]
+        return logits
 
     def rollback(self, length: int) -> None:
         self.cache.truncate(length)

@@ -51,7 +51,7 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
         raise WorkDirError(f"engines in '{work}' were built from another export; {build_cmd}")
     files = {n: FileRecord(**f) for n, f in record["files"][role].items()}
     specs = specs_from_record(manifest.model(role))
-    return {n: OrtEngine(files[n].verify(work, deep=True, fix=build_cmd), specs[n], options) for n in specs}
+    return {n: OrtEngine(files[n].verify(work, deep=True, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
 
 
 def _torch_engines(manifest: Manifest, role: str) -> dict[str, Engine]:
