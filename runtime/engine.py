@@ -80,14 +80,15 @@ class OrtEngine:
 
     def run(self, feeds, into=None):
         into = into or {}
+        import onnxruntime as ort
+
         io = self.session.io_binding()
-        for name, arr in feeds.items():
-            arr = np.ascontiguousarray(arr)
-            io.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+        for name, arr in feeds.items():  # the binding keeps each array (or its contiguous copy) alive
+            io.bind_cpu_input(name, np.ascontiguousarray(arr))
         returned = [n for n in self._outputs if n not in into]
         for name, buf in into.items():  # written in place: buf must be a contiguous view
             assert buf.flags.c_contiguous, name
-            io.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+            io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
         for name in returned:
             io.bind_output(name, "cpu")
         self.session.run_with_iobinding(io)
