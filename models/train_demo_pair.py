@@ -103,21 +103,40 @@ PRUNED_KEEPS = (0.5, 0.25, 0.1, 0.05)
 
 
 def _forward(model, b, rng, pruned_share: float):
-    """The training forward: with probability ``pruned_share`` the model reads a random subset
-    of the visual tokens (a random keep ratio, uniformly random tokens), so a draft learns to
+    """(model output, its labels) of the training forward: with probability ``pruned_share``
+    the model reads a random subset of the visual tokens (a random keep ratio, uniformly random tokens), so a draft learns to
     answer from whatever tokens a pruning method keeps without favouring any method."""
     if rng.random() >= pruned_share:
-        return model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels)
+        return model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels), b.labels
     n = int((b.input_ids[0] == model.config.video_token_id).sum())
     keep = PRUNED_KEEPS[int(rng.integers(len(PRUNED_KEEPS)))]
     kept = np.sort(rng.choice(n, size=max(1, math.ceil(keep * n)), replace=False))
-    return pruned_forward(model, b, kept)[0]
+    return pruned_forward(model, b, kept)
 
 
-def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None, pruned_share: float = 0.0) -> dict:
+CE_WEIGHT = 0.2  # of the reference answers' cross-entropy next to the distillation loss
+
+
+def distill_loss(student_logits: torch.Tensor, student_labels: torch.Tensor, teacher_logits: torch.Tensor, teacher_labels: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the next-token distributions at the answer positions.
+
+    The student may read fewer visual tokens (a pruned draft): its rows are shorter, but the
+    answer positions are the same tokens in the same order, so the masks line up."""
+    f = torch.nn.functional
+    s = student_logits[:, :-1][student_labels[:, 1:] != -100]  # [M, V]
+    t = teacher_logits[:, :-1][teacher_labels[:, 1:] != -100]  # [M, V]
+    return f.kl_div(f.log_softmax(s, -1), f.log_softmax(t, -1), log_target=True, reduction="batchmean")
+
+
+def train_lm(
+    model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None, pruned_share: float = 0.0,
+    teacher=None,
+) -> dict:
     """``first_step``: where a continued run picks up, so it sees fresh clips. ``on_eval(log)``
     runs after every held-out evaluation with the stage's log so far (checkpointing).
-    ``pruned_share``: the share of steps on randomly pruned visual tokens (see ``_forward``)."""
+    ``pruned_share``: the share of steps on randomly pruned visual tokens (see ``_forward``).
+    ``teacher``: distil from this model (the target), so the draft agrees with the target's
+    own answers, mistakes included, which is what speculative decoding accepts."""
     rng = np.random.default_rng(seed + first_step)
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -127,14 +146,19 @@ def train_lm(model, batcher: Batcher, name: str, steps: int, batch: int, lr: flo
     for step in bar:
         model.train()
         b = batcher(train_samples(first_step + step, batch, seed))
-        out = _forward(model, b, rng, pruned_share)
+        out, labels = _forward(model, b, rng, pruned_share)
+        loss = out.loss
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos).logits
+            loss = distill_loss(out.logits, labels, t_logits, b.labels) + CE_WEIGHT * out.loss
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr)
         opt.zero_grad()
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        bar.set_postfix(loss=f"{out.loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 100 == 0 or step + 1 == steps:
             model.eval()
             acc, exact = _teacher_forced(model, held_out)
@@ -183,6 +207,7 @@ def main(argv=None) -> None:
     p.add_argument("--target-lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--draft-pruned-share", type=float, default=0.5, help="share of draft steps on randomly pruned visual tokens")
+    p.add_argument("--distill", action="store_true", help="the draft learns the target's next-token distributions (KL) instead of only the references")
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
@@ -217,7 +242,8 @@ def main(argv=None) -> None:
 
     if args.draft_steps:
         log["draft"] = train_lm(
-            draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"), args.draft_pruned_share
+            draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"), args.draft_pruned_share,
+            teacher=target if args.distill else None,
         )
     if args.target_steps:
         log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"))

@@ -1,0 +1,32 @@
+"""The training script's losses (the training itself is a script, run by hand)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings, strategies as st
+
+from hippo_trt.models.train_demo_pair import distill_loss
+
+IGNORE = -100
+
+
+def _rows(answer: int, prompt: int, batch: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, S, V] and labels [B, S] with the answer in the last ``answer`` positions."""
+    g = torch.Generator().manual_seed(seed)
+    seq = prompt + answer
+    labels = torch.full((batch, seq), IGNORE)
+    labels[:, prompt:] = torch.randint(0, vocab, (batch, answer), generator=g)
+    return torch.randn(batch, seq, vocab, generator=g), labels
+
+
+@given(st.integers(1, 6), st.integers(2, 9), st.integers(1, 3), st.integers(0, 10**6))
+@settings(max_examples=30, deadline=None)
+def test_distill_loss_aligns_a_shorter_pruned_student(answer, prompt, batch, seed):
+    """A student that read fewer visual tokens has shorter rows; the loss compares the same
+    answer positions: zero when the student's distributions there equal the teacher's."""
+    teacher, labels = _rows(answer, prompt + 3, batch, 7, seed)
+    student = teacher[:, 3:].clone()  # three prompt positions pruned away
+    student[:, : prompt - 1] = -teacher[:, 3 : prompt + 2]  # what it says before the answer is free
+    assert distill_loss(student, labels[:, 3:], teacher, labels).item() < 1e-5
+    student[:, -2, 0] += 3.0  # a different distribution at the last answer position
+    assert distill_loss(student, labels[:, 3:], teacher, labels).item() > 1e-4
