@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
+from hippo_trt.demo_pair import IGNORE, Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
 from hippo_trt.synthetic import GRID, NUM_CLASSES
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
@@ -104,8 +104,9 @@ PRUNED_KEEPS = (0.5, 0.25, 0.1, 0.05)
 
 def _forward(model, b, rng, pruned_share: float):
     """(model output, its labels) of the training forward: with probability ``pruned_share``
-    the model reads a random subset of the visual tokens (a random keep ratio, uniformly random tokens), so a draft learns to
-    answer from whatever tokens a pruning method keeps without favouring any method."""
+    the model reads a random subset of the visual tokens (a random keep ratio, uniformly
+    random tokens), so a draft learns to answer from whatever tokens a pruning method keeps
+    without favouring any method."""
     if rng.random() >= pruned_share:
         return model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels), b.labels
     n = int((b.input_ids[0] == model.config.video_token_id).sum())
@@ -123,8 +124,8 @@ def distill_loss(student_logits: torch.Tensor, student_labels: torch.Tensor, tea
     The student may read fewer visual tokens (a pruned draft): its rows are shorter, but the
     answer positions are the same tokens in the same order, so the masks line up."""
     f = torch.nn.functional
-    s = student_logits[:, :-1][student_labels[:, 1:] != -100]  # [M, V]
-    t = teacher_logits[:, :-1][teacher_labels[:, 1:] != -100]  # [M, V]
+    s = student_logits[:, :-1][student_labels[:, 1:] != IGNORE]  # [M, V]
+    t = teacher_logits[:, :-1][teacher_labels[:, 1:] != IGNORE]  # [M, V]
     return f.kl_div(f.log_softmax(s, -1), f.log_softmax(t, -1), log_target=True, reduction="batchmean")
 
 

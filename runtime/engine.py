@@ -79,9 +79,9 @@ class OrtEngine:
         self._outputs = [t.name for t in spec.outputs]
 
     def run(self, feeds, into=None):
-        into = into or {}
         import onnxruntime as ort
 
+        into = into or {}
         io = self.session.io_binding()
         for name, arr in feeds.items():  # the binding keeps each array (or its contiguous copy) alive
             io.bind_cpu_input(name, np.ascontiguousarray(arr))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings, strategies as st
 
+from hippo_trt.demo_pair import IGNORE
 from hippo_trt.models.train_demo_pair import distill_loss
-
-IGNORE = -100
 
 
 def _rows(answer: int, prompt: int, batch: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
