@@ -15,16 +15,16 @@ from hippo_trt.errors import ModelError
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import default_frame_count
-from . import llava_onevision as arch
+from .architectures import family
 from .onnx_export import OPSET, export_graph
 from .validate import validate_graph
 
 # Export traces at one set of sizes; validation runs at others, so a size baked into the
 # graph by mistake shows up as a shape error or a mismatch.
-EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3, "scored_tokens": 6, "queries": 3}
+EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3, "scored_tokens": 6, "queries": 3, "grid_t": 2, "grid_tokens": 6}
 VALIDATION_SIZES = (
-    {"batch": 1, "frames": 3, "seq": 37, "past": 29, "spec_len": 1, "scored_tokens": 11, "queries": 1},
-    {"batch": 1, "frames": 1, "seq": 5, "past": 3, "spec_len": 5, "scored_tokens": 1, "queries": 4},
+    {"batch": 1, "frames": 3, "seq": 37, "past": 29, "spec_len": 1, "scored_tokens": 11, "queries": 1, "grid_t": 3, "grid_tokens": 12},
+    {"batch": 1, "frames": 1, "seq": 5, "past": 3, "spec_len": 5, "scored_tokens": 1, "queries": 4, "grid_t": 1, "grid_tokens": 4},
 )
 
 
@@ -35,24 +35,37 @@ class LoadedModel:
     model: object
     processor: object
 
+    @property
+    def family(self):
+        return family(self.model_dir.architecture)
 
-def _sizes(base: Mapping[str, int], dims: DimsTable, vis_per_frame: int) -> dict[str, int]:
-    sizes = {k: min(v, dims[k].max) for k, v in base.items()}
-    sizes["vis_tokens"] = sizes["frames"] * vis_per_frame + 1
+    @property
+    def vision_input(self) -> dict:
+        return self.family.vision_input(self.model.config, self.processor)
+
+
+def _sizes(base: Mapping[str, int], dims: DimsTable) -> dict[str, int]:
+    sizes = {k: min(v, dims[k].max) for k, v in base.items() if k in dims.ranges}
+    if "grid_t" not in dims.ranges:  # pooled frames + a newline (LLaVA-OneVision)
+        sizes["vis_tokens"] = sizes["frames"] * (dims["vis_tokens"].min - 1) + 1
     return sizes
 
 
 def _load(role: str, path: Path) -> LoadedModel:
     model_dir = ModelDir.open(path)
     model = model_dir.load_model()
-    arch.check_supported(model.config)
+    family(model_dir.architecture).check_supported(model.config)
     return LoadedModel(role, model_dir, model, model_dir.load_processor())
 
 
 def _check_pair(target: LoadedModel, draft: LoadedModel) -> None:
+    if target.model_dir.architecture != draft.model_dir.architecture:
+        raise ModelError(
+            f"draft and target must be of one family (draft: {draft.model_dir.architecture}, target: {target.model_dir.architecture})"
+        )
     if target.processor.tokenizer.get_vocab() != draft.processor.tokenizer.get_vocab():
         raise ModelError("draft and target must share one tokenizer (their vocabularies differ)")
-    if arch.vis_tokens_per_frame(target.model.config) != arch.vis_tokens_per_frame(draft.model.config):
+    if target.family.grid_key(target.vision_input) != draft.family.grid_key(draft.vision_input):
         raise ModelError("draft and target must give the same visual token grid per frame (image/patch sizes differ)")
     if target.model.config.video_token_id != draft.model.config.video_token_id:
         raise ModelError("draft and target must use the same video token id")
@@ -68,19 +81,23 @@ def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> Mo
     out = stage / m.role
     out.mkdir(parents=True)
     m.processor.save_pretrained(out / "processor")
-    config = m.model.config
-    vpf = arch.vis_tokens_per_frame(config)
+    config, arch, vision = m.model.config, m.family, m.vision_input
     vocab = config.text_config.vocab_size
     modules = arch.graph_modules(m.model)
     graphs, validation = {}, {}
-    for spec in arch.graph_specs(config):
+
+    def sample(spec, sizes, seed):
+        sizes = _sizes(sizes, dims)
+        custom = arch.vision_sample(vision, sizes, seed) if spec.name == "vision" else None
+        return custom if custom is not None else spec.sample_inputs(sizes, vocab, seed)
+
+    for spec in arch.specs(arch.decoder_shape(config), vision):
         bar.set_description(f"{m.role}/{spec.name}")
         path = out / spec.filename
-        feeds = spec.sample_inputs(_sizes(EXPORT_SIZES, dims, vpf), vocab, seed=0)
-        export_graph(modules[spec.name], spec, dims, feeds, path)
+        export_graph(modules[spec.name], spec, dims, sample(spec, EXPORT_SIZES, 0), path)
         diffs: dict[str, float] = {}
         for i, sizes in enumerate(VALIDATION_SIZES):
-            fresh = spec.sample_inputs(_sizes(sizes, dims, vpf), vocab, seed=1 + i)
+            fresh = sample(spec, sizes, 1 + i)
             for name, d in validate_graph(path, spec, modules[spec.name], fresh).items():
                 diffs[name] = max(d, diffs.get(name, 0.0))
         graphs[spec.name] = FileRecord.of(stage, path)
@@ -95,7 +112,7 @@ def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> Mo
         eos_token_ids=_eos_ids(m.model),
         default_frames=default_frame_count(m.processor),
         decoder=asdict(arch.decoder_shape(config)),
-        vision_input={"channels": config.vision_config.num_channels, "image_size": config.vision_config.image_size},
+        vision_input=vision,
         graphs=graphs,
         validation=validation,
     )
@@ -136,8 +153,9 @@ def export_work_dir(
     loaded = [_load("target", target)] + ([_load("draft", draft)] if draft else [])
     if draft:
         _check_pair(*loaded)
-    dims = limits.dims(arch.vis_tokens_per_frame(loaded[0].model.config))
-    total = sum(len(arch.graph_specs(m.model.config)) for m in loaded)
+    target_model = loaded[0]
+    dims = target_model.family.dims(limits, target_model.vision_input)
+    total = sum(len(m.family.specs(m.family.decoder_shape(m.model.config), m.vision_input)) for m in loaded)
     with staged_dir(out) as stage, tqdm(total=total, disable=not progress, unit="graph") as bar:
         models = {m.role: _export_model(m, stage, dims, bar) for m in loaded}
         manifest = Manifest(

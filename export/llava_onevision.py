@@ -1,28 +1,24 @@
 """LLaVA-OneVision as four exportable torch modules: vision, embed, prefill, decode.
 
-The decoder is written out layer by layer over the HF modules' own weights and sub-modules
-(norms, projections, rotary embedding, MLP), so that the KV cache can be explicit graph
-inputs/outputs in the sequence-major layout the runtime preallocates:
-
-    past_key_i  [P, B, Hkv, D]   the cached prefix (a contiguous view of the cache)
-    new_key_i   [S, B, Hkv, D]   only this step's entries, written in place by the runtime
-
-Position ids are inputs, never derived from the cache length, so a pruned draft can keep the
-original positions of the visual tokens it reads.
+The vision graph is the HF tower as it is (SigLIP, projector, 2x pooling, newline token); the
+decoder is the Qwen2 stack of ``qwen2_decoder`` with 1-D positions.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
-import torch
 from torch import nn
-from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
-from .specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
+from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import ModelError
+from hippo_trt.video_layout import LLAVA_ONEVISION
+from .qwen2_decoder import DecodeGraph, EmbedGraph, PrefillGraph, decoder_shape  # noqa: F401 (decoder_shape: family interface)
+from .specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
 
-ARCHITECTURE = "LlavaOnevisionForConditionalGeneration"
+ARCHITECTURE = LLAVA_ONEVISION
+MODEL_CLASS = "LlavaOnevisionForConditionalGeneration"
 STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
 
 
@@ -40,32 +36,38 @@ def check_supported(config) -> None:
         raise ModelError(f"unsupported setting text_config.rope_parameters.rope_type='{rope_type}'")
 
 
-def decoder_shape(config) -> DecoderShape:
-    text = config.text_config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    return DecoderShape(
-        layers=text.num_hidden_layers,
-        kv_heads=text.num_key_value_heads,
-        head_dim=head_dim,
-        hidden=text.hidden_size,
-        vocab=text.vocab_size,
-    )
-
-
 def vis_tokens_per_frame(config) -> int:
     side = config.vision_config.image_size // config.vision_config.patch_size
     return math.ceil(side / 2) ** 2  # bilinear 2x pooling with ceil, as apply_pooling does
 
 
-def graph_specs(config) -> tuple[GraphSpec, ...]:
-    shape = decoder_shape(config)
+def vision_input(config, processor) -> dict[str, int]:
+    """What the vision graph's spec needs, saved in the manifest."""
     vision = config.vision_config
+    return {"channels": vision.num_channels, "image_size": vision.image_size, "tokens_per_frame": vis_tokens_per_frame(config)}
+
+
+def grid_key(vision: Mapping[str, int]) -> tuple:
+    """Draft and target must give the same visual token grid per frame."""
+    return (vision["tokens_per_frame"],)
+
+
+def dims(limits: ExportLimits, vision: Mapping[str, int]) -> DimsTable:
+    return limits.dims(vision["tokens_per_frame"])
+
+
+def specs(shape: DecoderShape, vision: Mapping[str, int]) -> tuple[GraphSpec, ...]:
     return (
-        vision_spec(vision.num_channels, vision.image_size, shape.hidden),
+        vision_spec(vision["channels"], vision["image_size"], shape.hidden),
         embed_spec(shape.hidden),
         prefill_spec(shape),
         decode_spec(shape),
     )
+
+
+def vision_sample(vision: Mapping[str, int], sizes: Mapping[str, int], seed: int) -> None:
+    """None: random pixels of the spec's shape are valid vision feeds."""
+    return None
 
 
 class VisionGraph(nn.Module):
@@ -77,115 +79,6 @@ class VisionGraph(nn.Module):
 
     def forward(self, pixel_values_videos):
         return self.inner.get_video_features(pixel_values_videos, return_dict=True).pooler_output
-
-
-class EmbedGraph(nn.Module):
-    """input_ids [B, S] -> inputs_embeds [B, S, d]."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.embed_tokens = model.model.language_model.embed_tokens
-
-    def forward(self, input_ids):
-        return self.embed_tokens(input_ids)
-
-
-def _causal_mask(q_len, past_len, dtype) -> torch.Tensor:
-    """Additive mask [S, P+S]: query i (at cache index P+i) sees keys j <= P+i."""
-    keys = torch.arange(past_len + q_len)  # [P+S]
-    queries = torch.arange(q_len) + past_len  # [S]
-    allowed = keys[None, :] <= queries[:, None]
-    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)
-
-
-class Qwen2Decoder(nn.Module):
-    """The Qwen2 stack over explicit per-layer KV tensors (sequence-major)."""
-
-    def __init__(self, model):
-        super().__init__()
-        lm = model.model.language_model
-        self.layers, self.norm, self.rotary_emb = lm.layers, lm.norm, lm.rotary_emb
-        self.lm_head = model.lm_head
-        self.shape = decoder_shape(model.config)
-
-    def _attention(self, layer, x, cos, sin, past, mask, scored=None):
-        """``scored``: (query_index [Q], visual_index [N]) to also return those rows'
-        attention to those columns, averaged over heads and rows, [B, N]."""
-        attn, d = layer.self_attn, self.shape.head_dim
-        b, s, _ = x.shape
-        q = attn.q_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, H, S, D]
-        k = attn.k_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, Hkv, S, D]
-        v = attn.v_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, Hkv, S, D]
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        new = (k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3))  # 2 x [S, B, Hkv, D]
-        if past is not None:
-            k = torch.cat([past[0].permute(1, 2, 0, 3), k], dim=2)  # [B, Hkv, P+S, D]
-            v = torch.cat([past[1].permute(1, 2, 0, 3), v], dim=2)
-        groups = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, P+S, D]
-        scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling + mask  # [B, H, S, P+S]
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, -1)  # [B, S, H*D]
-        importance = None if scored is None else self.importance(q, k, mask, attn.scaling, *scored)
-        return attn.o_proj(out), new, importance
-
-    @staticmethod
-    def importance(q, k, mask, scaling, query_index, visual_index):
-        """Attention of the query rows to the visual columns, [B, N].
-
-        Only the Q query rows are scored (q [B, H, S, D] -> [B, H, Q, D]), so the cost is
-        Q x (P+S) per head, and nothing needs the full [S, P+S] map: a fused (flash/SDPA)
-        attention kernel for the main path stays possible. The rows are softmax-normalised
-        over all their keys, exactly as the main path normalises them.
-        """
-        rows = q.index_select(2, query_index)  # [B, H, Q, D]
-        scores = torch.matmul(rows, k.transpose(2, 3)) * scaling + mask.index_select(0, query_index)  # [B, H, Q, P+S]
-        probs = torch.softmax(scores.float(), dim=-1)
-        return probs.index_select(3, visual_index).mean(dim=(1, 2))  # [B, N]
-
-    def run(self, h, position_ids, pasts, scored=None):
-        """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None.
-        Returns (normed h, new KV list, importance [B, N] averaged over layers, or None)."""
-        cos, sin = self.rotary_emb(h, position_ids)
-        past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]
-        mask = _causal_mask(h.shape[1], past_len, h.dtype)
-        news, importance = [], 0.0
-        for layer, past in zip(self.layers, pasts):
-            a, new, imp = self._attention(layer, layer.input_layernorm(h), cos, sin, past, mask, scored)
-            h = h + a
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-            news.extend(new)
-            importance = None if imp is None else importance + imp / len(self.layers)
-        return self.norm(h), news, importance
-
-
-class PrefillGraph(nn.Module):
-    """(inputs_embeds [B, S, d], position_ids [B, S], visual_index [N], query_index [Q])
-    -> last logits [B, V], importance [B, N] (the target's global token importance, averaged
-    over all layers and heads as SpecVLM scores it), new KV per layer."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.decoder = Qwen2Decoder(model)
-
-    def forward(self, inputs_embeds, position_ids, visual_index, query_index):
-        pasts = [None] * len(self.decoder.layers)
-        h, news, importance = self.decoder.run(inputs_embeds, position_ids, pasts, (query_index, visual_index))
-        return (self.decoder.lm_head(h[:, -1, :]), importance, *news)
-
-
-class DecodeGraph(nn.Module):
-    """(input_ids [B, S], position_ids [B, S], past KV) -> logits [B, S, V], new KV per layer."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.decoder = Qwen2Decoder(model)
-        self.embed_tokens = model.model.language_model.embed_tokens
-
-    def forward(self, input_ids, position_ids, past):
-        pasts = [(past[2 * i], past[2 * i + 1]) for i in range(len(self.decoder.layers))]
-        h, news, _ = self.decoder.run(self.embed_tokens(input_ids), position_ids, pasts)
-        return (self.decoder.lm_head(h), *news)
 
 
 def graph_modules(model) -> dict[str, nn.Module]:

@@ -109,6 +109,7 @@ def _kv(prefix: str, layers: int, seq_axis: str, shape: DecoderShape) -> tuple[T
 
 
 def vision_spec(channels: int, image_size: int, hidden: int) -> GraphSpec:
+    """LLaVA-OneVision's vision graph: whole frames in, pooled tokens + a newline out."""
     return GraphSpec(
         "vision",
         (TensorSpec("pixel_values_videos", ("batch", "frames", channels, image_size, image_size), Kind.PIXELS),),
@@ -124,15 +125,17 @@ def embed_spec(hidden: int) -> GraphSpec:
     )
 
 
-def prefill_spec(shape: DecoderShape) -> GraphSpec:
-    """Also reports each visual token's attention importance: the attention that the rows
+def prefill_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
+    """``mrope``: position ids are [3, B, S] (Qwen2.5-VL's multimodal RoPE), else [B, S].
+
+    Also reports each visual token's attention importance: the attention that the rows
     ``query_index`` (the text after the video) pay to the columns ``visual_index``, averaged
     over layers, heads and query rows (see ``Qwen2Decoder.importance``)."""
     return GraphSpec(
         "prefill",
         (
             TensorSpec("inputs_embeds", ("batch", "seq", shape.hidden)),
-            TensorSpec("position_ids", ("batch", "seq"), Kind.POSITIONS),
+            TensorSpec("position_ids", ((3,) if mrope else ()) + ("batch", "seq"), Kind.POSITIONS),
             TensorSpec("visual_index", ("scored_tokens",), Kind.SEQ_INDEX),
             TensorSpec("query_index", ("queries",), Kind.SEQ_INDEX),
         ),

@@ -8,6 +8,7 @@ A symbol without a range is an error, never a silent default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -20,6 +21,8 @@ SYMBOLS: Mapping[str, str] = MappingProxyType(
         "batch": "requests per engine call",
         "frames": "video frames fed to the vision graph",
         "vis_tokens": "visual tokens of one video after pooling (plus newline)",
+        "grid_t": "temporal slices of a video fed to a Qwen2.5-VL vision graph (frames / temporal_patch_size)",
+        "grid_tokens": "merged visual tokens per temporal slice (Qwen2.5-VL)",
         "kept_tokens": "visual tokens the draft keeps after pruning",
         "seq": "tokens fed to a prefill (text + visual)",
         "scored_tokens": "visual tokens whose attention importance a prefill reports",
@@ -98,9 +101,11 @@ class ExportLimits:
             if getattr(self, name) < 2:
                 raise ProfileError(f"--{name.replace('_', '-')} must be at least 2")
 
-    def dims(self, vis_tokens_per_frame: int) -> DimsTable:
-        """Dims table for a model whose video yields ``vis_tokens_per_frame`` per frame."""
-        max_vis = self.max_frames * vis_tokens_per_frame + 1
+    def dims(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> DimsTable:
+        """Dims table for a model whose video yields ``vis_tokens_per_frame`` per slice of
+        ``frames_per_slice`` frames (Qwen2.5-VL: 2 frames make one temporal patch), plus
+        ``newline`` tokens per video."""
+        max_vis = math.ceil(self.max_frames / frames_per_slice) * vis_tokens_per_frame + newline
         if max_vis >= self.max_seq:
             raise ProfileError(
                 f"--max-frames {self.max_frames} gives {max_vis} visual tokens, "
@@ -110,7 +115,7 @@ class ExportLimits:
             {
                 "batch": DimRange(1, 1, 1),
                 "frames": DimRange(1, min(8, self.max_frames), self.max_frames),
-                "vis_tokens": DimRange(vis_tokens_per_frame + 1, max_vis, max_vis),
+                "vis_tokens": DimRange(vis_tokens_per_frame + newline, max_vis, max_vis),
                 "seq": DimRange(1, min(1024, self.max_seq), self.max_seq),
                 "scored_tokens": DimRange(1, max_vis, max_vis),
                 "queries": DimRange(1, min(16, self.max_seq), self.max_seq),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from hippo_trt.errors import ModelError
 
-SUPPORTED = ("LlavaOnevisionForConditionalGeneration",)
+# config.json architectures this toolkit exports; each is also the transformers class name
+SUPPORTED = ("LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 HASHED_SUFFIXES = (".safetensors", ".json")
 
 
@@ -66,13 +67,13 @@ class ModelDir:
     def load_model(self):
         """The transformers model in fp32 eval mode; a corrupt checkpoint is a ModelError."""
         import torch
-        from transformers import LlavaOnevisionForConditionalGeneration
+        import transformers
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         try:
-            model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+            model = getattr(transformers, self.architecture).from_pretrained(
                 self.path, dtype=torch.float32, attn_implementation="eager", local_files_only=True
             )
         except Exception as e:  # safetensors/transformers raise many types for bad files

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -14,12 +15,43 @@ class Request:
     """What the engines are fed for one request."""
 
     input_ids: np.ndarray  # [1, S] int64, video placeholders expanded
-    pixel_values_videos: np.ndarray  # [1, T, C, H, W] float32
+    # LLaVA-OneVision: [1, T, C, H, W]; Qwen2.5-VL: [patches, C * temporal_patch * patch * patch]
+    pixel_values_videos: np.ndarray
     video: np.ndarray | None = None  # [T, H, W, 3] uint8 as decoded (a draft with its own processor needs it)
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)  # the processor's other outputs
 
     @property
     def frames(self) -> int:
+        """Video frames fed (Qwen2.5-VL's pixels are patches, so its frames are the decoded ones)."""
+        if self.video_grid_thw is not None and self.video is not None:
+            return int(self.video.shape[0])
         return self.pixel_values_videos.shape[1]
+
+    @property
+    def video_grid_thw(self) -> np.ndarray | None:
+        """[3]: temporal slices, patch rows, patch columns (Qwen2.5-VL)."""
+        grid = self.extras.get("video_grid_thw")
+        return None if grid is None else np.asarray(grid).reshape(-1)[:3]
+
+    @property
+    def second_per_grid_t(self) -> float | None:
+        seconds = self.extras.get("second_per_grid_ts")
+        return None if seconds is None else float(np.asarray(seconds).reshape(-1)[0])
+
+    def hf_inputs(self) -> dict:
+        """The processor's outputs as torch tensors, for transformers ``generate`` (a reference)."""
+        import torch
+
+        ids = torch.from_numpy(self.input_ids)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values_videos": torch.from_numpy(self.pixel_values_videos)}
+        for name, value in self.extras.items():
+            value = np.asarray(value)
+            inputs[name] = torch.from_numpy(value.astype(np.float32) if value.dtype == np.float64 else value)
+        return inputs
+
+
+# Processor outputs besides ids and pixels that the model needs (Qwen2.5-VL's grid and timing).
+EXTRAS = ("video_grid_thw", "second_per_grid_ts", "mm_token_type_ids")
 
 
 def default_frame_count(processor, fallback: int = 8) -> int:
@@ -43,6 +75,7 @@ def prepare_request(processor, frames: np.ndarray, prompt: str) -> Request:
         input_ids=np.ascontiguousarray(out["input_ids"], dtype=np.int64),
         pixel_values_videos=np.ascontiguousarray(out["pixel_values_videos"], dtype=np.float32),
         video=frames,
+        extras={k: np.asarray(out[k]) for k in EXTRAS if k in out},
     )
 
 

@@ -1,4 +1,4 @@
-"""Tiny random LLaVA-OneVision model directories, complete with tokenizer and processor.
+"""Tiny random LLaVA-OneVision and Qwen2.5-VL model directories, with tokenizer and processor.
 
 Tests build these in fixtures, and ``hippo-trt demo`` uses them until the trained demo pair
 ships in ``models/``. They are real ``LlavaOnevisionForConditionalGeneration`` checkpoints
@@ -47,12 +47,19 @@ class TinySpec:
     vision_intermediate: int = 0  # 0: twice vision_hidden
 
 
-def build_tokenizer():
-    """A word-level fast tokenizer with the special tokens and chat template LLaVA-OV needs."""
+QWEN_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"]
+QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<video> ", "<|vision_start|><|video_pad|><|vision_end|> ").replace(
+    "<image> ", "<|vision_start|><|image_pad|><|vision_end|> "
+)
+
+
+def build_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str = CHAT_TEMPLATE):
+    """A word-level fast tokenizer with the special tokens and chat template LLaVA-OV needs
+    (``extra_special``: more special tokens after the vocabulary, e.g. Qwen2.5-VL's)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + list(dict.fromkeys(WORDS)))}
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + list(dict.fromkeys(WORDS)) + list(extra_special))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces, keeps " ."
@@ -63,9 +70,9 @@ def build_tokenizer():
         eos_token="<|im_end|>",
         bos_token=None,
         clean_up_tokenization_spaces=False,  # answers keep " ." exactly as written
-        additional_special_tokens=["<|im_start|>", "<video>", "<image>", "<|endoftext|>"],
+        additional_special_tokens=["<|im_start|>", "<video>", "<image>", "<|endoftext|>", *extra_special],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
 
 
@@ -145,4 +152,102 @@ def make_tiny_model_dir(out: Path, spec: TinySpec = TinySpec()) -> Path:
     model = build_model(spec, tokenizer)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    return out
+
+
+@dataclass(frozen=True)
+class TinyQwenSpec:
+    """Sizes of one tiny Qwen2.5-VL model. The defaults differ from the published ones where
+    the export must not assume them: M-RoPE sections, window size, full-attention blocks,
+    tokens per second."""
+
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    mrope_section: tuple[int, int, int] = (2, 3, 3)  # sums to head_dim / 2
+    vision_depth: int = 2
+    vision_hidden: int = 32
+    vision_heads: int = 2
+    fullatt_blocks: tuple[int, ...] = (1,)
+    patch_size: int = 4
+    window_size: int = 16  # 2 x 2 merged tokens per window with patch 4, merge 2
+    tokens_per_second: int = 3
+    max_pixels: int = 32 * 32
+    min_pixels: int = 8 * 8
+    extra_vocab: int = 8
+    init_range: float = 0.2
+    seed: int = 0
+
+
+def build_qwen_processor(spec: TinyQwenSpec, tokenizer):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = {"patch_size": spec.patch_size, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels}
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**sizes, do_sample_frames=False, cap_pixels_per_frame=False),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+
+
+def build_qwen_model(spec: TinyQwenSpec, tokenizer):
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
+        ("video_token_id", "<|video_pad|>"), ("image_token_id", "<|image_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
+    )}
+    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer) + spec.extra_vocab,
+            "hidden_size": spec.hidden,
+            "intermediate_size": spec.intermediate,
+            "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads,
+            "num_key_value_heads": spec.kv_heads,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(spec.mrope_section)},
+            "max_position_embeddings": 4096,
+            "initializer_range": spec.init_range,
+            "tie_word_embeddings": False,
+            **special,
+        },
+        vision_config={
+            "depth": spec.vision_depth,
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_hidden * 2,
+            "num_heads": spec.vision_heads,
+            "patch_size": spec.patch_size,
+            "temporal_patch_size": 2,
+            "spatial_merge_size": 2,
+            "window_size": spec.window_size,
+            "fullatt_block_indexes": list(spec.fullatt_blocks),
+            "out_hidden_size": spec.hidden,
+            "tokens_per_second": spec.tokens_per_second,
+            "initializer_range": spec.init_range,
+        },
+        **ids,
+        **special,
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+def make_tiny_qwen_dir(out: Path, spec: TinyQwenSpec = TinyQwenSpec()) -> Path:
+    """Write a complete tiny random Qwen2.5-VL model directory to ``out``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    tokenizer = build_tokenizer(tuple(QWEN_SPECIAL), QWEN_CHAT_TEMPLATE)
+    build_qwen_model(spec, tokenizer).save_pretrained(out, safe_serialization=True)
+    build_qwen_processor(spec, tokenizer).save_pretrained(out)
     return out

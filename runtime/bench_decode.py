@@ -85,19 +85,12 @@ class _HF:
     def generate(self, request: Request, max_new_tokens: int, assisted: bool) -> list[int]:
         import torch
 
-        ids = torch.from_numpy(request.input_ids)
-        kwargs = dict(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            pixel_values_videos=torch.from_numpy(request.pixel_values_videos),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-        )
+        kwargs = dict(request.hf_inputs(), max_new_tokens=max_new_tokens, do_sample=False)
         if assisted:
             kwargs["assistant_model"] = self.draft
         with torch.inference_mode():
             out = self.target.generate(**kwargs)
-        return out[0, ids.shape[1] :].tolist()
+        return out[0, request.input_ids.shape[1] :].tolist()
 
 
 def _load_hf(pipeline: Pipeline, gamma: int) -> _HF:

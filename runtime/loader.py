@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hippo_trt.errors import InputError, WorkDirError
-from hippo_trt.export import llava_onevision as arch
-from hippo_trt.export.specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
+from hippo_trt.export.architectures import family
+from hippo_trt.export.specs import DecoderShape, GraphSpec
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
 from .build import export_id
@@ -27,13 +27,8 @@ class ModelEngines:
 
 
 def specs_from_record(record: ModelRecord) -> dict[str, GraphSpec]:
-    shape = DecoderShape(**record.decoder)
-    return {
-        "vision": vision_spec(record.vision_input["channels"], record.vision_input["image_size"], shape.hidden),
-        "embed": embed_spec(shape.hidden),
-        "prefill": prefill_spec(shape),
-        "decode": decode_spec(shape),
-    }
+    specs = family(record.architecture).specs(DecoderShape(**record.decoder), record.vision_input)
+    return {spec.name: spec for spec in specs}
 
 
 def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> dict[str, Engine]:
@@ -59,9 +54,8 @@ def _torch_engines(manifest: Manifest, role: str) -> dict[str, Engine]:
     model_dir = ModelDir.open(record.source)
     if model_dir.weight_hash() != record.weight_hash:
         raise WorkDirError(f"'{record.source}' now holds other weights than were exported (hash mismatch)")
-    model = model_dir.load_model()
-    modules = arch.graph_modules(model)
-    return {spec.name: TorchEngine(modules[spec.name], spec) for spec in arch.graph_specs(model.config)}
+    modules = family(record.architecture).graph_modules(model_dir.load_model())
+    return {name: TorchEngine(modules[name], spec) for name, spec in specs_from_record(record).items()}
 
 
 def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> dict[str, Engine]:

@@ -16,12 +16,13 @@ from hippo_trt.pruning import METHODS as PRUNE_METHODS, PruneOptions, kept_count
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
+from hippo_trt.video_layout import VideoLayout, layout_for, next_position
 from .decoder import DecoderSession, scoring_rows
 from .engine import OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
 from .parallel import ParallelOptions, generate_parallel
-from .pruner import Pruner, PruneInputs, ReferencePruner, load_pruner, token_grid
+from .pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
 from .verify import AcceptanceStats, Sampling
 
 MODES = ("ar", "sd", "parallel")
@@ -174,12 +175,17 @@ class Pipeline:
     def _track(self, engines: ModelEngines) -> str:
         return "draft" if engines is self.draft else "target"
 
+    @staticmethod
+    def layout(engines: ModelEngines) -> VideoLayout:
+        record = engines.record
+        return layout_for(record.architecture, record.vision_input, record.video_token_id)
+
     def _encode(self, engines: ModelEngines, request: Request, pixels: np.ndarray, timer: PhaseTimer, phase: str = ""):
         """(inputs_embeds [1, S, d] with the visual tokens merged in, visual tokens [1, Nv, d]).
         Timer phases are named ``{phase}vision`` and ``{phase}embed``, on the engines' role's track."""
         ids, track = request.input_ids, self._track(engines)  # [1, S]
         with timer.phase(f"{phase}vision", track):
-            visual = engines.vision.run({"pixel_values_videos": pixels})["visual_tokens"]
+            visual = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))["visual_tokens"]
         with timer.phase(f"{phase}embed", track):
             embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
         return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
@@ -187,16 +193,22 @@ class Pipeline:
     def _prefill(
         self, engines: ModelEngines, request: Request, embeds: np.ndarray, index: np.ndarray, max_new_tokens: int, timer: PhaseTimer, phase: str = "", repack: bool = False
     ):
-        """(session, PrefillOut): the prompt positions ``index`` [S'] prefilled (all of them for
-        the target, the kept visual tokens and the text for a pruned draft) at their original
-        position ids, or at 0..S'-1 with ``repack``."""
+        """(session, PrefillOut, position id of output token 0): the prompt positions ``index``
+        [S'] prefilled (all of them for the target, the kept visual tokens and the text for a
+        pruned draft) at their original position ids (1-D, or 3-D M-RoPE), and decoding goes on
+        from the full prompt's next position; with ``repack`` at 0..S'-1 and on from S'."""
         ids = request.input_ids
         session = DecoderSession(engines, self.dims, max_len=ids.shape[1] + max_new_tokens)
         scored = scoring_rows(ids[0, index], engines.record.video_token_id)
-        positions = np.arange(len(index)) if repack else index
+        full = self.layout(engines).positions(request)  # [1, S] or [3, 1, S]
+        if repack:
+            positions = np.broadcast_to(np.arange(len(index), dtype=np.int64), full.shape[:-1] + (len(index),))
+            next_pos = len(index)
+        else:
+            positions, next_pos = full[..., index], next_position(full)
         with timer.phase(f"{phase}prefill", self._track(engines)):
-            out = session.prefill(np.ascontiguousarray(embeds[:, index]), positions.astype(np.int64)[None], scored)
-        return session, out
+            out = session.prefill(np.ascontiguousarray(embeds[:, index]), np.ascontiguousarray(positions), scored)
+        return session, out, next_pos
 
     def generate(self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None) -> RunResult:
         timer = timer or PhaseTimer()
@@ -205,22 +217,22 @@ class Pipeline:
         seq = ids.shape[1]
         n_visual = int((ids[0] == record.video_token_id).sum())
         embeds, _ = self._encode(self.target, request, request.pixel_values_videos, timer)
-        session, prefilled = self._prefill(self.target, request, embeds, np.arange(seq), config.max_new_tokens, timer)
+        session, prefilled, next_pos = self._prefill(self.target, request, embeds, np.arange(seq), config.max_new_tokens, timer)
         logits = prefilled.logits
         tracer = timer.tracer
         stats: dict[str, object] = {"mode": config.mode, "ttft_ms": round(timer.since_start_ms(), 3)}
         step_phase = "verify" if config.speculative else "decode_step"
-        target = Lane(session, base_len=seq, base_pos=seq, track="target", phase=step_phase, tracer=tracer)
+        target = Lane(session, base_len=seq, base_pos=next_pos, track="target", phase=step_phase, tracer=tracer)
         budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids), TokenChooser(config.sampling, tracer=tracer)
         start = time.perf_counter()
         if config.speculative:
             d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
             with timer.phase("pruning", "draft"):
-                scores = PruneInputs(token_grid(n_visual, request.frames), prefilled.importance[0], d_visual[0])
+                grid = self.layout(self.draft).token_grid(request, n_visual)
+                scores = PruneInputs(grid, prefilled.importance[0], d_visual[0])
                 kept = self.pruner.select(config.prune, config.keep, scores, config.prune_options)
                 index = kept_positions(ids, record.video_token_id, kept)
-            d_session, _ = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
-            d_pos = len(index) if config.repack else seq
+            d_session, _, d_pos = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
             draft = Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
             acceptance = AcceptanceStats()
             if config.mode == "parallel":

@@ -8,7 +8,6 @@ reference (``hippo_trt.pruning``). Both pick exactly the same tokens (tested). `
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Protocol
@@ -28,15 +27,6 @@ class PruneInputs:
     grid: TokenGrid
     importance: np.ndarray  # [n] the target's attention to each visual token (prefill output)
     features: np.ndarray  # [n, D] the draft's visual tokens
-
-
-def token_grid(n_visual: int, frames: int) -> TokenGrid:
-    """LLaVA-OneVision's video layout: frames x (side x side) pooled tokens, then one newline."""
-    per_frame = (n_visual - 1) // frames
-    side = math.isqrt(per_frame)
-    if frames * side * side + 1 != n_visual:
-        raise WorkDirError(f"{n_visual} visual tokens do not form {frames} square frames + a newline")
-    return TokenGrid(frames, side, side, extra=1)
 
 
 class Pruner(Protocol):
