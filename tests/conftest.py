@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hippo_trt.dims import ExportLimits
-from hippo_trt.tiny import TinySpec, make_tiny_model_dir
+from hippo_trt.tiny import TinyQwenSpec, TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
 from hippo_trt.video import write_video
 
 # Different layer counts, head layouts (GQA, MHA, MQA), hidden sizes and image grids
@@ -24,6 +24,48 @@ TINY_SPECS = {
 }
 TEST_LIMITS = ExportLimits(max_frames=6, max_seq=200, max_spec_len=9)
 DRAFT_OF = {"gqa": "mqa"}  # same tokenizer and 4 visual tokens per frame
+
+
+# Qwen2.5-VL: M-RoPE sections, windows (in merged tokens: 2x2, 3x3), full-attention blocks,
+# tokens per second and pixel budgets that differ from the published defaults and each other.
+# Each target has its own draft (same grid, another window size and depth).
+QWEN_SPECS = {
+    "qwen_gqa": TinyQwenSpec(seed=21),
+    "qwen_mqa": TinyQwenSpec(
+        layers=3, hidden=48, heads=3, kv_heads=1, intermediate=96, mrope_section=(2, 2, 4), vision_depth=3,
+        vision_heads=4, fullatt_blocks=(0, 2), window_size=24, tokens_per_second=7, max_pixels=40 * 40, seed=22,
+    ),
+}
+QWEN_DRAFTS = {
+    "qwen_gqa": TinyQwenSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vision_depth=1, fullatt_blocks=(), window_size=24, seed=23),
+    "qwen_mqa": TinyQwenSpec(
+        layers=1, hidden=32, heads=2, kv_heads=2, intermediate=64, vision_depth=2, window_size=16, max_pixels=40 * 40, seed=24,
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def qwen_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random Qwen2.5-VL targets (by name) and their drafts (``<name>_draft``)."""
+    root = tmp_path_factory.mktemp("qwen-models")
+    dirs = {name: make_tiny_qwen_dir(root / name, spec) for name, spec in QWEN_SPECS.items()}
+    dirs.update({f"{name}_draft": make_tiny_qwen_dir(root / f"{name}_draft", spec) for name, spec in QWEN_DRAFTS.items()})
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def qwen_work_dirs(qwen_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Each tiny Qwen2.5-VL target exported with its draft and built for onnxruntime."""
+    from hippo_trt.export.api import export_work_dir
+    from hippo_trt.runtime.build import build_onnxruntime
+
+    root = tmp_path_factory.mktemp("qwen-work")
+    works = {}
+    for name in QWEN_SPECS:
+        export_work_dir(qwen_dirs[name], root / name, draft=qwen_dirs[f"{name}_draft"], limits=TEST_LIMITS, progress=False)
+        build_onnxruntime(root / name, progress=False)
+        works[name] = root / name
+    return works
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def test_dynamic_axes_come_from_the_dims_table(work_dirs, graph):
 
 def test_validation_rejects_a_graph_that_disagrees_with_torch(work_dirs, tiny_dirs):
     model = ModelDir.open(tiny_dirs["gqa"]).load_model()
-    specs = {s.name: s for s in arch.graph_specs(model.config)}
+    specs = {s.name: s for s in arch.specs(arch.decoder_shape(model.config), arch.vision_input(model.config, None))}
     embed = arch.graph_modules(model)["embed"]
 
     class Shifted(torch.nn.Module):

@@ -147,7 +147,7 @@ def test_limits_below_two_rejected_with_flag_name(field, flag, value):
 
 def test_limits_dims_table_contents():
     t = ExportLimits(max_frames=6, max_seq=200, max_spec_len=6).dims(4)
-    assert set(t.ranges) == set(SYMBOLS) - {"kept_tokens"}
+    assert set(t.ranges) == set(SYMBOLS) - {"kept_tokens", "grid_t", "grid_tokens"}  # grid: Qwen2.5-VL only
     assert t["batch"] == DimRange(1, 1, 1)
     assert t["frames"] == DimRange(1, 6, 6)
     assert t["vis_tokens"] == DimRange(5, 25, 25)  # 6 frames * 4 + newline

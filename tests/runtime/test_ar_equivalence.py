@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,15 +28,8 @@ def _pipelines(work: str) -> dict[str, Pipeline]:
 
 
 def hf_greedy(model, request, max_new_tokens: int) -> list[int]:
-    ids = torch.from_numpy(request.input_ids)
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        pixel_values_videos=torch.from_numpy(request.pixel_values_videos),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-    )
-    return out[0, ids.shape[1] :].tolist()
+    out = model.generate(**request.hf_inputs(), max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, request.input_ids.shape[1] :].tolist()
 
 
 prompts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join)

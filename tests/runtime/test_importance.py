@@ -46,7 +46,7 @@ def test_prefill_importance_equals_transformers_attention(work_dirs, tiny_dirs, 
     timer = PhaseTimer()
     embeds, visual = pipe._encode(pipe.target, request, request.pixel_values_videos, timer)
     seq = request.input_ids.shape[1]
-    _, out = pipe._prefill(pipe.target, request, embeds, np.arange(seq), 4, timer)
+    _, out, _ = pipe._prefill(pipe.target, request, embeds, np.arange(seq), 4, timer)
     assert out.importance.shape == (1, visual.shape[1])
     np.testing.assert_allclose(out.importance[0], hf_importance(model, request), rtol=1e-4, atol=1e-6)
     assert np.all(out.importance > 0)

@@ -1,0 +1,152 @@
+"""Qwen2.5-VL: greedy ``ar``, ``sd`` and ``parallel`` over real engines equal transformers
+``generate`` of the target alone, for several tiny configs, frame counts and frame sizes, with
+every pruning method; pruned draft tokens keep their original 3-D positions."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hippo_trt.model_dir import ModelDir
+from hippo_trt.preprocess import prepare_request
+from hippo_trt.pruning import METHODS, kept_count
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.timing import PhaseTimer
+from tests.conftest import QWEN_SPECS, TEST_LIMITS, random_frames
+from tests.runtime.test_ar_equivalence import hf_greedy, prompts
+
+
+@lru_cache(maxsize=None)
+def _hf_model(path: str):
+    return ModelDir.open(path).load_model()
+
+
+@lru_cache(maxsize=None)
+def _pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
+    return Pipeline.load(work, backend=backend, with_draft=True)
+
+
+frame_sizes = st.tuples(st.integers(8, 48), st.integers(8, 48))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    config=st.sampled_from(sorted(QWEN_SPECS)),
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    size=frame_sizes,
+    prompt=prompts,
+    max_new_tokens=st.integers(1, 20),
+    mode=st.sampled_from(["ar", "sd", "parallel"]),
+    gamma=st.integers(1, 8),
+    prune=st.sampled_from(sorted(METHODS)),
+    keep=st.sampled_from([1.0, 0.5, 0.25, 0.1]),
+    repack=st.booleans(),
+)
+def test_greedy_tokens_equal_transformers(qwen_work_dirs, qwen_dirs, config, seed, frames, size, prompt, max_new_tokens, mode, gamma, prune, keep, repack):
+    pipe = _pipeline(str(qwen_work_dirs[config]))
+    request = prepare_request(pipe.processor, random_frames(seed, frames, *size), prompt)
+    expected = hf_greedy(_hf_model(str(qwen_dirs[config])), request, max_new_tokens)
+    generation = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep, repack=repack)
+    result = pipe.generate(request, generation)
+    assert result.tokens == expected
+    if mode != "ar":
+        visual = result.stats["visual_tokens"]
+        assert result.stats["draft_visual_tokens"] == (visual if prune == "none" else kept_count(visual, keep))
+
+
+@pytest.mark.parametrize("prune", ["uniform", "hippo", "specvlm"])
+def test_torch_backend_equals_onnxruntime(qwen_work_dirs, prune):
+    work = str(qwen_work_dirs["qwen_mqa"])
+    request = prepare_request(_pipeline(work).processor, random_frames(4, 5, 40, 30), "what moves")
+    config = GenerationConfig(max_new_tokens=12, mode="sd", gamma=3, prune=prune, keep=0.25)
+    ort = _pipeline(work).generate(request, config)
+    ref = _pipeline(work, "torch").generate(request, config)
+    assert ort.tokens == ref.tokens
+    assert ort.stats["verifications"] == ref.stats["verifications"]
+
+
+class Recording:
+    """Wraps an engine and keeps a copy of the feeds of every call."""
+
+    def __init__(self, engine):
+        self.engine, self.feeds = engine, []
+
+    def run(self, feeds, into=None):
+        self.feeds.append({k: np.array(v) for k, v in feeds.items()})
+        return self.engine.run(feeds, into)
+
+
+def _hf_rope_index(model, request) -> tuple[np.ndarray, int]:
+    inputs = request.hf_inputs()
+    positions, deltas = model.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"]
+    )
+    return positions.numpy(), int(deltas[0, 0])
+
+
+def _rows_in(fed: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """Index in ``full`` [S, d] of each row of ``fed`` [S', d], matched in order (rows are kept
+    in their original order; visual rows are distinct, so the match is unique)."""
+    index, j = [], 0
+    for row in fed:
+        while not np.array_equal(full[j], row):
+            j += 1
+        index.append(j)
+        j += 1
+    return np.array(index)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    config=st.sampled_from(sorted(QWEN_SPECS)),
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    size=frame_sizes,
+    prune=st.sampled_from(["hippo", "uniform", "specvlm"]),
+    keep=st.sampled_from([0.5, 0.25, 0.1]),
+)
+def test_kept_tokens_carry_the_positions_they_have_in_the_full_sequence(qwen_work_dirs, qwen_dirs, config, seed, frames, size, prune, keep):
+    """Which rows the draft's prefill is fed is read from the rows themselves; each carries the
+    3-D position transformers gives that token in the full prompt, and the draft decodes on
+    from the target's next position (prompt length + rope_deltas)."""
+    pipe = Pipeline.load(qwen_work_dirs[config], with_draft=True)
+    request = prepare_request(pipe.processor, random_frames(seed, frames, *size), "where is the red circle")
+    prefill, decode = Recording(pipe.draft.prefill), Recording(pipe.draft.decode)
+    object.__setattr__(pipe.draft, "prefill", prefill)
+    object.__setattr__(pipe.draft, "decode", decode)
+    result = pipe.generate(request, GenerationConfig(max_new_tokens=4, mode="sd", gamma=2, prune=prune, keep=keep))
+
+    full_embeds, _ = pipe._encode(pipe.draft, request, request.pixel_values_videos, PhaseTimer())
+    (fed,) = prefill.feeds
+    index = _rows_in(fed["inputs_embeds"][0], full_embeds[0])
+    hf_positions, deltas = _hf_rope_index(_hf_model(str(qwen_dirs[f"{config}_draft"])), request)
+    n_visual = result.stats["visual_tokens"]
+    assert len(index) == request.input_ids.shape[1] - n_visual + kept_count(n_visual, keep)
+    assert np.array_equal(fed["position_ids"], hf_positions[..., index])
+    first_step = decode.feeds[0]["position_ids"]  # [1, n]: output tokens 0.. of the draft
+    assert first_step[0, 0] == request.input_ids.shape[1] + deltas
+
+
+def test_cli_run_on_a_qwen_work_dir_equals_transformers(capfd, qwen_work_dirs, qwen_dirs, tmp_path):
+    from hippo_trt.video import write_video
+    from tests.hippo_trt.test_cli_errors import cli
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, random_frames(9, 6, 40, 48))
+    work = qwen_work_dirs["qwen_gqa"]
+    tokens = {}
+    for mode in ("ar", "sd", "parallel"):
+        rc, out, err = cli(
+            capfd, "run", work, "--video", clip, "--prompt", "what moves", "--max-new-tokens", 10,
+            "--mode", mode, "--prune", "hippo", "--keep", 0.25, "--json", "--quiet",
+        )
+        assert rc == 0, err
+        tokens[mode] = json.loads(out)["tokens"]
+    request = _pipeline(str(work)).prepare(clip, "what moves")
+    assert tokens["ar"] == tokens["sd"] == tokens["parallel"] == hf_greedy(_hf_model(str(qwen_dirs["qwen_gqa"])), request, 10)
