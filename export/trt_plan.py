@@ -1,29 +1,45 @@
 """The TensorRT build plan: which engines, with which optimization profiles, and roughly how big.
 
 Pure Python over the manifest (no TensorRT import), so it is tested everywhere and printed by
-``--dry-run``. Every range derives from the exported dims table and the user's ``BuildLimits``:
+``--dry-run``. Every range derives from the exported dims table and the user's ``BuildLimits``.
 
-    per_frame  = vis_tokens.min - 1                 visual tokens of one frame (min is 1 frame + newline)
-    vis(f)     = f * per_frame + 1                  visual tokens of an f-frame video (+ newline)
-    kept(k, f) = max(1, ceil(k * vis(f)))           visual tokens the draft keeps at keep ratio k
-    F          = limits.max_frames or frames.max    the longest video the engines take
+A video's visual tokens come in temporal slices; how many, and how big, depends on the family
+(the dims table has ``grid_t`` only for Qwen2.5-VL):
+
+    video layout      LLaVA-OneVision                     Qwen2.5-VL
+    frames_per_slice  1                                   vision_input temporal_patch_size (2)
+    per_slice         vis_tokens.min - 1 (pooled frame)   grid_tokens.max (vision_input max_grid_tokens)
+    least             per_slice (a fixed pooled grid)     grid_tokens.min = 1 (small frames give fewer)
+    newline           1                                   0
+    vision graph      frames                              grid_t, grid_tokens (and M-RoPE prefill)
+
+    slices(f)  = ceil(f / frames_per_slice)           temporal slices of an f-frame video
+    vis(f)     = slices(f) * per_slice + newline      most visual tokens of an f-frame video
+    vis_lo(f)  = slices(f) * least + newline          fewest (LLaVA: vis_lo = vis)
+    kept(k, n) = max(1, ceil(k * n))                  visual tokens the draft keeps of n at keep ratio k
+    F          = limits.max_frames or frames.max      the longest video the engines take
     text_max   = the longest text every engine can serve (see ``_text_max``), at least 1
 
-    engine            symbol    min                      max
-    vision            frames    1                        F
-    embed             seq       1                        vis(F) + text_max
-    target prefill    seq       vis(1) + 1               vis(F) + text_max
-    target decode     spec_len  1                        gamma + 1
-                      past      vis(1) + 1               vis(F) + text_max + max_new_tokens - 1
-    draft prefill     seq       kept(keep_min, 1) + 1    kept(keep_max, F) + text_max
-    draft decode      spec_len  1                        2 (its last proposal plus a correction)
-                      past      kept(keep_min, 1) + 1    kept(keep_max, F) + text_max + max_new_tokens + gamma
+    engine            symbol       min                            max
+    vision            frames       1                              F                       (LLaVA)
+                      grid_t       slices(1) = 1                  slices(F)               (Qwen2.5-VL)
+                      grid_tokens  least                          per_slice               (Qwen2.5-VL)
+                      vis_tokens   vis_lo(1)                      vis(F)
+    embed             seq          1                              vis(F) + text_max
+    target prefill    seq          vis_lo(1) + 1                  vis(F) + text_max
+    target decode     spec_len     1                              gamma + 1
+                      past         vis_lo(1) + 1                  vis(F) + text_max + max_new_tokens - 1
+    draft prefill     seq          kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
+    draft decode      spec_len     1                              2 (its last proposal plus a correction)
+                      past         kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
+                                                                  + max_new_tokens + gamma
 
 Opt values (what TensorRT tunes kernels for), always clamped into [min, max]:
-frames min(8, F); text min(64, text_max); seq the prompt at opt frames and opt text (the draft
-at the middle keep ratio (keep_min + keep_max) / 2); past that prompt + max_new_tokens // 2
-(halfway through generation); spec_len 1 (one decode step; verification is the rarer call);
-batch 1.
+frames min(8, F); grid_t slices(opt frames); grid_tokens per_slice; text min(64, text_max);
+seq the prompt at opt frames (full-size slices) and opt text (the draft at the middle keep
+ratio (keep_min + keep_max) / 2); past that prompt + max_new_tokens // 2 (halfway through
+generation); spec_len 1 (one decode step; verification is the rarer call); batch 1. Static
+axes stay as exported, e.g. the 3 of Qwen2.5-VL's prefill position_ids [3, batch, seq].
 
 The memory columns are estimates for sizing a GPU, not measurements (see ``_memory``).
 """
@@ -187,19 +203,61 @@ def _clamped(lo: int, opt: int, hi: int) -> DimRange:
 
 
 @dataclass(frozen=True)
+class VideoTokens:
+    """How a family's video becomes visual tokens (the module docstring's layout table)."""
+
+    frames_per_slice: int  # 1 (LLaVA) | temporal_patch_size (Qwen2.5-VL)
+    per_slice: int  # tokens of a full-size slice
+    least: int  # tokens of the smallest slice: per_slice (LLaVA) | 1 (Qwen2.5-VL)
+    newline: int  # 1 (LLaVA) | 0 (Qwen2.5-VL)
+
+    def slices(self, frames: int) -> int:
+        return math.ceil(frames / self.frames_per_slice)
+
+    def most(self, frames: int) -> int:
+        return self.slices(frames) * self.per_slice + self.newline
+
+    def fewest(self, frames: int) -> int:
+        return self.slices(frames) * self.least + self.newline
+
+
+def video_tokens(manifest: Manifest) -> VideoTokens:
+    """The layout from the dims table: grid symbols (Qwen2.5-VL) or pooled frames + newline (LLaVA)."""
+    dims = manifest.dims_table
+    if "grid_t" not in dims.ranges:
+        per_frame = dims["vis_tokens"].min - 1  # the range starts at one frame's tokens + newline
+        return VideoTokens(1, per_frame, per_frame, 1)
+    grid = dims["grid_tokens"]  # [1, max_grid_tokens]
+    fps = int(manifest.models["target"].vision_input["temporal_patch_size"])
+    return VideoTokens(fps, grid.max, grid.min, 0)
+
+
+@dataclass(frozen=True)
 class Budget:
     """Token counts every engine's symbol ranges derive from (module docstring has the table)."""
 
     limits: BuildLimits
-    per_frame: int
+    video: VideoTokens
     frames: DimRange
     text_max: int
 
     def vis(self, frames: int) -> int:
-        return frames * self.per_frame + 1
+        return self.video.most(frames)
 
-    def kept(self, keep: float, frames: int) -> int:
-        return kept_visual_tokens(keep, self.vis(frames))
+    def vis_lo(self, frames: int) -> int:
+        return self.video.fewest(frames)
+
+    def visual(self) -> DimRange:
+        """Visual tokens of the videos the engines take: fewest at min frames, most at opt/max."""
+        f = self.frames
+        return DimRange(self.vis_lo(f.min), self.vis(f.opt), self.vis(f.max))
+
+    def kept(self) -> tuple[int, int, int]:
+        """Visual tokens the draft keeps: keep_min of the fewest at min frames, the middle keep
+        ratio at opt frames, keep_max at max frames."""
+        f, lim = self.frames, self.limits
+        lo = kept_visual_tokens(lim.keep_min, self.vis_lo(f.min))
+        return lo, kept_visual_tokens(self.keep_opt, self.vis(f.opt)), kept_visual_tokens(lim.keep_max, self.vis(f.max))
 
     @property
     def text_opt(self) -> int:
@@ -216,16 +274,12 @@ class Budget:
     def target_prompt(self) -> DimRange:
         """Prompt tokens (visual + text) the target prefills."""
         f = self.frames
-        return _clamped(self.vis(f.min) + 1, self.vis(f.opt) + self.text_opt, self.vis(f.max) + self.text_max)
+        return _clamped(self.vis_lo(f.min) + 1, self.vis(f.opt) + self.text_opt, self.vis(f.max) + self.text_max)
 
     def draft_prompt(self) -> DimRange:
         """Prompt tokens the draft prefills: the kept visual tokens + text."""
-        f, lim = self.frames, self.limits
-        return _clamped(
-            self.kept(lim.keep_min, f.min) + 1,
-            self.kept(self.keep_opt, f.opt) + self.text_opt,
-            self.kept(lim.keep_max, f.max) + self.text_max,
-        )
+        lo, opt, hi = self.kept()
+        return _clamped(lo + 1, opt + self.text_opt, hi + self.text_max)
 
     def cache(self, prompt: DimRange, extra: int) -> DimRange:
         """Past tokens of a decoder cache: from the shortest prompt to the longest + ``extra``."""
@@ -271,18 +325,20 @@ def budget(manifest: Manifest, limits: BuildLimits) -> Budget:
     _exported_max(dims, "frames", frames, "--max-frames", frames)
     _exported_max(dims, "batch", limits.max_batch, "--max-batch", limits.max_batch)
     _exported_max(dims, "spec_len", limits.gamma + 1, "--gamma", limits.gamma)  # verify feeds gamma + 1
-    per_frame = dims["vis_tokens"].min - 1
-    vis_max = frames * per_frame + 1
-    text_max = _text_max(dims, limits, frames, vis_max, draft="draft" in manifest.models)
-    return Budget(limits, per_frame, DimRange(1, min(OPT_FRAMES, frames), frames), text_max)
+    video = video_tokens(manifest)
+    text_max = _text_max(dims, limits, frames, video.most(frames), draft="draft" in manifest.models)
+    return Budget(limits, video, DimRange(1, min(OPT_FRAMES, frames), frames), text_max)
 
 
 # --- symbol ranges per engine ----------------------------------------------------------------
 
 
 def _vision(b: Budget) -> dict[str, DimRange]:
-    f = b.frames
-    return {"batch": b.batch, "frames": f, "vis_tokens": DimRange(b.vis(f.min), b.vis(f.opt), b.vis(f.max))}
+    """LLaVA's graph takes ``frames``; Qwen2.5-VL's ``grid_t`` slices of ``grid_tokens`` each."""
+    f, v = b.frames, b.video
+    grid_t = DimRange(v.slices(f.min), v.slices(f.opt), v.slices(f.max))
+    grid_tokens = DimRange(v.least, v.per_slice, v.per_slice)
+    return {"batch": b.batch, "frames": f, "grid_t": grid_t, "grid_tokens": grid_tokens, "vis_tokens": b.visual()}
 
 
 def _embed(b: Budget) -> dict[str, DimRange]:
@@ -296,9 +352,7 @@ def _queries(b: Budget) -> DimRange:
 
 
 def _target_prefill(b: Budget) -> dict[str, DimRange]:
-    f = b.frames
-    scored = DimRange(b.vis(f.min), b.vis(f.opt), b.vis(f.max))
-    return {"batch": b.batch, "seq": b.target_prompt(), "scored_tokens": scored, "queries": _queries(b)}
+    return {"batch": b.batch, "seq": b.target_prompt(), "scored_tokens": b.visual(), "queries": _queries(b)}
 
 
 def _target_decode(b: Budget) -> dict[str, DimRange]:
@@ -311,9 +365,7 @@ def _target_decode(b: Budget) -> dict[str, DimRange]:
 
 
 def _draft_prefill(b: Budget) -> dict[str, DimRange]:
-    f, lim = b.frames, b.limits
-    scored = _clamped(b.kept(lim.keep_min, f.min), b.kept(b.keep_opt, f.opt), b.kept(lim.keep_max, f.max))
-    return {"batch": b.batch, "seq": b.draft_prompt(), "scored_tokens": scored, "queries": _queries(b)}
+    return {"batch": b.batch, "seq": b.draft_prompt(), "scored_tokens": _clamped(*b.kept()), "queries": _queries(b)}
 
 
 def _draft_decode(b: Budget) -> dict[str, DimRange]:

@@ -335,3 +335,119 @@ def test_max_frames_below_the_export_narrows_every_range(gqa):
     assert ranges(plan, "draft", "vision")["frames"] == (1, 2, 2)
     assert ranges(plan, "draft", "vision")["vis_tokens"] == (5, 9, 9)
     assert isinstance(engine(plan, "target", "vision").symbols["frames"], DimRange)
+
+
+# --- Qwen2.5-VL: temporal slices of merged tokens, no newline, M-RoPE prefill ---------------
+
+# qwen_gqa: 32x32 pixels at most, 4px patches merged 2x2 -> 16 tokens per slice of 2 frames;
+# qwen_mqa: 40x40 -> 25. Frames can be smaller, down to 1 token per slice. No newline token.
+QWEN_PER_SLICE = {"qwen_gqa": 16, "qwen_mqa": 25}
+QWEN_PATCH = (4, 3 * 2 * 4 * 4)  # pixel_values_videos [grid_t, grid_tokens, merge^2, C x tp x p x p]
+
+
+@pytest.fixture(scope="module")
+def qwen_manifests(qwen_work_dirs) -> dict[str, Manifest]:
+    return {name: Manifest.load(work) for name, work in qwen_work_dirs.items()}
+
+
+def slices(frames: int) -> int:
+    return -(-frames // 2)
+
+
+@pytest.mark.parametrize("name", sorted(QWEN_PER_SLICE))
+@pytest.mark.parametrize(
+    "limits",
+    [SMALL, BuildLimits(max_frames=1, max_new_tokens=8, gamma=1), BuildLimits(max_frames=3, max_new_tokens=60, keep_min=0.5, precision="bf16")],
+)
+def test_a_qwen_plan_has_every_graph_of_target_and_draft_inside_the_export(qwen_manifests, name, limits):
+    manifest = qwen_manifests[name]
+    plan = plan_build(manifest, limits)
+    assert [(e.role, e.graph) for e in plan.engines] == [(r, g) for r in ("target", "draft") for g in GRAPHS]
+    check_invariants(plan, manifest)  # min <= opt <= max per symbol and axis, within the exported dims
+    per_slice, frames = QWEN_PER_SLICE[name], limits.max_frames or TEST_LIMITS.max_frames
+    opt_t, max_t = slices(min(8, frames)), slices(frames)
+    for role in ("target", "draft"):
+        assert ranges(plan, role, "vision") == {
+            "batch": (1, 1, 1),
+            "grid_t": (1, opt_t, max_t),
+            "grid_tokens": (1, per_slice, per_slice),
+            "vis_tokens": (1, opt_t * per_slice, max_t * per_slice),  # no newline; a tiny frame gives 1 token
+        }
+        assert ranges(plan, role, "prefill")["scored_tokens"][0] == 1
+        assert ranges(plan, role, "prefill")["seq"][0] == 2  # 1 visual token + 1 text token
+
+
+@pytest.mark.parametrize("max_frames", [1, 2, 3, 4, 5, 6])
+def test_the_qwen_vision_profile_takes_the_slices_of_max_frames(qwen_manifests, max_frames):
+    manifest = qwen_manifests["qwen_gqa"]
+    dims = manifest.dims_table
+    assert (dims["grid_t"].max, dims["grid_tokens"].max) == (3, 16)
+    plan = plan_build(manifest, replace(SMALL, max_frames=max_frames))
+    vision = engine(plan, "target", "vision")
+    t = slices(max_frames)  # 2 frames per temporal slice: 5 frames -> 3 slices
+    assert "frames" not in vision.symbols
+    assert vision.symbols["grid_t"] == DimRange(1, t, t)  # opt frames min(8, F) = F here
+    assert vision.symbols["grid_t"].max <= dims["grid_t"].max
+    assert vision.symbols["grid_tokens"] == DimRange(1, 16, 16) == dims["grid_tokens"]
+    assert vision.profile["pixel_values_videos"] == ShapeRange((1, 1, *QWEN_PATCH), (t, 16, *QWEN_PATCH), (t, 16, *QWEN_PATCH))
+    assert vision.profile["patch_pos"] == ShapeRange((1, 4, 2), (16, 4, 2), (16, 4, 2))
+    assert vision.profile["window_index"] == ShapeRange((1,), (16,), (16,))
+    assert vision.activation_bytes == t * 16 * 4 * manifest.models["target"].decoder["hidden"] * 2  # fp16
+    prefill = ranges(plan, "target", "prefill")
+    assert prefill["scored_tokens"] == (1, 16 * t, 16 * t)
+    assert prefill["seq"][2] == 16 * t + text_max_qwen(16 * t, SMALL)
+
+
+def text_max_qwen(vis_max: int, limits: BuildLimits) -> int:
+    mnt = limits.max_new_tokens
+    return min(SEQ_MAX - vis_max - mnt, PAST_MAX - (vis_max + mnt - 1), PAST_MAX - (kept(limits.keep_max, vis_max) + mnt + limits.gamma))
+
+
+def test_qwen_ranges_equal_the_formulas_and_prefill_positions_are_3d(qwen_manifests):
+    limits = BuildLimits(max_new_tokens=32, gamma=4, keep_min=0.1, keep_max=0.5)
+    plan = plan_build(qwen_manifests["qwen_gqa"], limits)
+    t = text_max_qwen(48, limits)
+    assert t == 120 == SEQ_MAX - 48 - 32  # 3 slices x 16 tokens, no newline
+    prompt = (2, 48 + 64, 48 + t)
+    assert ranges(plan, "target", "embed") == {"batch": (1, 1, 1), "seq": (1, 112, 168)}
+    assert ranges(plan, "target", "prefill") == {"batch": (1, 1, 1), "seq": prompt, "scored_tokens": (1, 48, 48), "queries": (1, 64, t)}
+    assert ranges(plan, "target", "decode") == {"batch": (1, 1, 1), "past": (2, 112 + 16, 168 + 31), "spec_len": (1, 1, 5)}
+    draft_prompt = (kept(0.1, 1) + 1, kept(0.3, 48) + 64, kept(0.5, 48) + t)
+    assert draft_prompt == (2, 79, 144)
+    assert ranges(plan, "draft", "prefill") == {"batch": (1, 1, 1), "seq": draft_prompt, "scored_tokens": (1, 15, 24), "queries": (1, 64, t)}
+    assert ranges(plan, "draft", "decode") == {"batch": (1, 1, 1), "past": (2, 79 + 16, 144 + 32 + 4), "spec_len": (1, 1, 2)}
+    # prefill position ids [3, batch, seq] (temporal, height, width): the leading 3 stays static
+    assert engine(plan, "target", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 112), (3, 1, 168))
+    assert engine(plan, "draft", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 79), (3, 1, 144))
+    assert engine(plan, "target", "decode").profile["position_ids"] == ShapeRange((1, 1), (1, 1), (1, 5))  # text positions
+
+
+def test_qwen_limits_the_export_cannot_serve_are_named(qwen_manifests):
+    with pytest.raises(ProfileError, match="^frames = 7 .*exported maximum 6"):
+        plan_build(qwen_manifests["qwen_gqa"], replace(SMALL, max_frames=7))
+    edge = SEQ_MAX - 75 - 4  # qwen_mqa: 3 slices x 25 tokens; the full-keep draft cache needs gamma 4 more
+    plan = plan_build(qwen_manifests["qwen_mqa"], BuildLimits(max_new_tokens=edge - 1))
+    assert ranges(plan, "target", "prefill")["seq"] == (2, 76, 76)  # one text token
+    with pytest.raises(ProfileError, match="^seq: .*75 visual tokens"):
+        plan_build(qwen_manifests["qwen_mqa"], BuildLimits(max_new_tokens=edge))
+
+
+def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
+    from hippo_trt.cli import main
+
+    work = qwen_work_dirs["qwen_mqa"]
+    rc = main(["build", str(work), "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", "32", "--max-frames", "3"])
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    plan = json.loads(out)
+    assert [(e["role"], e["graph"]) for e in plan["engines"]] == [(r, g) for r in ("target", "draft") for g in GRAPHS]
+    vision = plan["engines"][0]
+    assert vision["symbols"]["grid_t"] == {"min": 1, "opt": 2, "max": 2}  # 3 frames -> 2 slices
+    assert vision["symbols"]["grid_tokens"] == {"min": 1, "opt": 25, "max": 25}
+    assert vision["profile"]["pixel_values_videos"]["max"] == [2, 25, *QWEN_PATCH]
+    assert plan["engines"][2]["profile"]["position_ids"]["min"] == [3, 1, 2]
+    rc = main(["build", str(work), "--backend", "tensorrt", "--dry-run", "--max-new-tokens", "32"])
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    assert "| batch | vis_tokens | grid_t | grid_tokens | seq |" in out and "| frames |" not in out
+    assert "| target | vision | fp16 | 1/1/1 | 1/75/75 | 1/3/3 | 1/25/25 |" in out  # all 6 frames
