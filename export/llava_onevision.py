@@ -14,7 +14,7 @@ from torch import nn
 from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import ModelError
 from hippo_trt.video_layout import LLAVA_ONEVISION
-from .qwen2_decoder import DecodeGraph, EmbedGraph, PrefillGraph, decoder_shape  # noqa: F401 (decoder_shape: family interface)
+from .qwen2_decoder import decoder_modules, decoder_shape  # noqa: F401 (decoder_shape: family interface)
 from .specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
 
 ARCHITECTURE = LLAVA_ONEVISION
@@ -82,10 +82,5 @@ class VisionGraph(nn.Module):
 
 
 def graph_modules(model) -> dict[str, nn.Module]:
-    """The torch module behind each graph name of ``graph_specs``."""
-    return {
-        "vision": VisionGraph(model).eval(),
-        "embed": EmbedGraph(model).eval(),
-        "prefill": PrefillGraph(model).eval(),
-        "decode": DecodeGraph(model).eval(),
-    }
+    """The torch module behind each graph name of ``specs``."""
+    return {"vision": VisionGraph(model).eval(), **decoder_modules(model)}

@@ -32,7 +32,7 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_
 from hippo_trt.errors import ModelError
 from hippo_trt.dims import DimRange, DimsTable, ExportLimits
 from hippo_trt.video_layout import QWEN2_5_VL, Qwen25VLLayout
-from .qwen2_decoder import DecodeGraph, EmbedGraph, PrefillGraph, decoder_shape  # noqa: F401 (decoder_shape: family interface)
+from .qwen2_decoder import decoder_modules, decoder_shape  # noqa: F401 (decoder_shape: family interface)
 from .specs import DecoderShape, GraphSpec, Kind, TensorSpec, decode_spec, embed_spec, prefill_spec
 
 ARCHITECTURE = QWEN2_5_VL
@@ -171,9 +171,4 @@ class VisionGraph(nn.Module):
 
 def graph_modules(model) -> dict[str, nn.Module]:
     """The torch module behind each graph name of ``specs``."""
-    return {
-        "vision": VisionGraph(model).eval(),
-        "embed": EmbedGraph(model).eval(),
-        "prefill": PrefillGraph(model).eval(),
-        "decode": DecodeGraph(model).eval(),
-    }
+    return {"vision": VisionGraph(model).eval(), **decoder_modules(model)}

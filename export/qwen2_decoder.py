@@ -141,3 +141,8 @@ class DecodeGraph(nn.Module):
         pasts = [(past[2 * i], past[2 * i + 1]) for i in range(len(self.decoder.layers))]
         h, news, _ = self.decoder.run(self.embed_tokens(input_ids), position_ids, pasts)
         return (self.decoder.lm_head(h), *news)
+
+
+def decoder_modules(model) -> dict[str, nn.Module]:
+    """The embed, prefill and decode graphs' torch modules (every family has them)."""
+    return {"embed": EmbedGraph(model).eval(), "prefill": PrefillGraph(model).eval(), "decode": DecodeGraph(model).eval()}
