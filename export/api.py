@@ -15,7 +15,7 @@ from hippo_trt.errors import ModelError
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import default_frame_count
-from .architectures import family
+from .architectures import family, graph_feeds
 from .onnx_export import OPSET, export_graph
 from .validate import validate_graph
 
@@ -87,9 +87,7 @@ def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> Mo
     graphs, validation = {}, {}
 
     def sample(spec, sizes, seed):
-        sizes = _sizes(sizes, dims)
-        custom = arch.vision_sample(vision, sizes, seed) if spec.name == "vision" else None
-        return custom if custom is not None else spec.sample_inputs(sizes, vocab, seed)
+        return graph_feeds(m.model_dir.architecture, vision, spec, _sizes(sizes, dims), vocab, seed)
 
     for spec in arch.specs(arch.decoder_shape(config), vision):
         bar.set_description(f"{m.role}/{spec.name}")

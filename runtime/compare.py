@@ -26,6 +26,7 @@ from hippo_trt.export.specs import GraphSpec
 from hippo_trt.export.validate import Tolerance
 from hippo_trt.manifest import Manifest
 from .engine import Engine, OrtOptions
+from hippo_trt.export.architectures import graph_feeds
 from .loader import LOADERS, ModelEngines, load_engines, specs_from_record
 
 try:
@@ -52,11 +53,15 @@ class CheckSizes:
     spec_len: int = 3
     scored_tokens: int = 5
     queries: int = 3
+    grid_t: int = 2  # Qwen2.5-VL only
+    grid_tokens: int = 4  # Qwen2.5-VL only
 
     def resolve(self, dims: DimsTable) -> dict[str, int]:
-        sizes = {name: min(max(value, dims[name].min), dims[name].max) for name, value in vars(self).items()}
-        vis_per_frame = dims["vis_tokens"].min - 1  # the range starts at one frame's tokens + newline
-        sizes["vis_tokens"] = sizes["frames"] * vis_per_frame + 1
+        sizes = {name: min(max(value, dims[name].min), dims[name].max) for name, value in vars(self).items() if name in dims.ranges}
+        if "grid_t" in sizes:  # Qwen2.5-VL: temporal slices x merged tokens per slice
+            sizes["vis_tokens"] = sizes["grid_t"] * sizes["grid_tokens"]
+        else:  # LLaVA-OneVision: the range starts at one frame's tokens + newline
+            sizes["vis_tokens"] = sizes["frames"] * (dims["vis_tokens"].min - 1) + 1
         return sizes
 
 
@@ -182,7 +187,8 @@ def compare_role(
     rows = []
     for graph, engine in tested.items():
         engine.spec.check_sizes(manifest.dims_table, sizes)
-        feeds = sample_feeds(engine.spec, sizes, vocab)
+        record = manifest.model(role)
+        feeds = [graph_feeds(record.architecture, record.vision_input, engine.spec, sizes, vocab, seed=0)]
         rows += compare_engines(role, engine, reference[graph], feeds, tolerance, name=backend)
     return rows
 

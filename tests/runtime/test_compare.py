@@ -41,6 +41,16 @@ def test_onnxruntime_matches_torch_on_every_output_of_both_roles(work_dirs):
         assert 0.0 <= r.max_abs < 1e-4 and r.max_abs <= r.allowed_abs
 
 
+def test_a_qwen_work_dir_checks_with_real_window_layouts(qwen_work_dirs):
+    """The vision graph is fed its family's valid layout (random window indices would be out of range)."""
+    rows = compare_backend(qwen_work_dirs["qwen_mqa"], "onnxruntime")
+    assert {(r.role, r.graph) for r in rows} == {(role, g) for role in ("target", "draft") for g in GRAPHS}
+    vision = [r for r in rows if r.graph == "vision"]
+    assert [r.output for r in vision] == ["visual_tokens", "visual_tokens"]
+    for r in rows:
+        assert r.passed, format_rows([r])
+
+
 def test_format_rows_is_a_markdown_table(work_dirs):
     rows = _rows(str(work_dirs["gqa"]))
     lines = format_rows(rows).splitlines()
