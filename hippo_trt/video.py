@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -39,53 +40,79 @@ def load_npy_frames(path: Path, frames: int | None = None) -> np.ndarray:
     return arr if frames is None else arr[uniform_indices(arr.shape[0], frames)]
 
 
-def _decode_pass(path: Path, wanted: set[int] | None) -> tuple[list[np.ndarray], int]:
+class _Source:
+    """A video to open with PyAV: a file, or encoded bytes (an upload), named in messages."""
+
+    def __init__(self, path: Path | None = None, data: bytes | None = None):
+        self.path, self.data = path, data
+        self.name = f"'{path}'" if path is not None else "the uploaded video"
+
+    def open(self):
+        import av
+
+        return av.open(str(self.path)) if self.path is not None else av.open(io.BytesIO(self.data), mode="r")
+
+
+def _decode_pass(source: _Source, wanted: set[int] | None) -> tuple[list[np.ndarray], int]:
     """Decode every frame; convert to RGB only the ``wanted`` ones (all when None)."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with source.open() as container:
             if not container.streams.video:
-                raise VideoError(f"'{path}' has no video stream")
+                raise VideoError(f"{source.name} has no video stream")
             kept, count = [], 0
             for count, frame in enumerate(container.decode(video=0), start=1):
                 if wanted is None or count - 1 in wanted:
                     kept.append(frame.to_ndarray(format="rgb24"))
             return kept, count
     except av.FFmpegError as e:
-        raise VideoError(f"cannot decode video '{path}': {e}") from None
+        raise VideoError(f"cannot decode video {source.name}: {e}") from None
 
 
-def _header_frame_count(path: Path) -> int:
+def _header_frame_count(source: _Source) -> int:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with source.open() as container:
             return container.streams.video[0].frames if container.streams.video else 0
     except av.FFmpegError as e:
-        raise VideoError(f"cannot decode video '{path}': {e}") from None
+        raise VideoError(f"cannot decode video {source.name}: {e}") from None
 
 
-def decode_video(path: Path, frames: int) -> np.ndarray:
-    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 with PyAV.
+def _decode_sampled(source: _Source, frames: int) -> np.ndarray:
+    """``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8.
 
     One pass when the container's frame count is right; when it is missing or wrong (cut
     or odd files), a second pass samples from the frames that really decode.
     """
+    claimed = _header_frame_count(source)
+    wanted = set(uniform_indices(claimed, frames).tolist()) if claimed > 0 else None
+    kept, count = _decode_pass(source, wanted)
+    if count == 0:
+        raise VideoError(f"video {source.name} has zero decodable frames")
+    if wanted is None:
+        return np.stack([kept[i] for i in uniform_indices(count, frames)])
+    if count != claimed:  # the header lied: sample from what really decodes
+        kept, _ = _decode_pass(source, set(uniform_indices(count, frames).tolist()))
+    return np.stack(kept)
+
+
+def decode_video(path: Path, frames: int) -> np.ndarray:
+    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 from a file with PyAV."""
     check_frame_count(frames)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video file '{path}' does not exist")
-    claimed = _header_frame_count(path)
-    wanted = set(uniform_indices(claimed, frames).tolist()) if claimed > 0 else None
-    kept, count = _decode_pass(path, wanted)
-    if count == 0:
-        raise VideoError(f"video '{path}' has zero decodable frames")
-    if wanted is None:
-        return np.stack([kept[i] for i in uniform_indices(count, frames)])
-    if count != claimed:  # the header lied: sample from what really decodes
-        kept, _ = _decode_pass(path, set(uniform_indices(count, frames).tolist()))
-    return np.stack(kept)
+    return _decode_sampled(_Source(path=path), frames)
+
+
+def decode_video_bytes(data: bytes, frames: int) -> np.ndarray:
+    """The same from an encoded video held in memory (a container such as .mp4 or .webm)."""
+    check_frame_count(frames)
+    if not data:
+        raise VideoError("the uploaded video is empty")
+    return _decode_sampled(_Source(data=bytes(data)), frames)
 
 
 def load_frames(path: Path, frames: int | None, default_frames: int, npy: bool | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,8 +105,19 @@ class TokenChooser:
 
 @dataclass(frozen=True)
 class Budget:
+    """How many tokens a request may produce and which end it. ``on_commit`` (streaming) sees
+    every token as it is committed, in order, exactly once; it may raise to stop the request
+    (a disconnected client, a deadline): the exception leaves the decoding loop."""
+
     max_new_tokens: int
     eos_ids: tuple[int, ...]
+    on_commit: Callable[[Sequence[int]], None] | None = None
+
+    def commit(self, out: list[int], tokens: Sequence[int]) -> None:
+        """Append committed ``tokens`` to ``out`` and tell the listener."""
+        out.extend(tokens)
+        if self.on_commit is not None and tokens:
+            self.on_commit(tokens)
 
     def done(self, out: list[int]) -> bool:
         return len(out) >= self.max_new_tokens or out[-1] in self.eos_ids
@@ -140,9 +151,10 @@ class DraftLength:
 
 def generate_ar(target: Lane, first_logits: np.ndarray, budget: Budget, chooser: TokenChooser) -> list[int]:
     """Tokens after a prefill whose last logits are ``first_logits`` [1, V] (step time: ``target.busy_ms``)."""
-    out = [chooser.pick(first_logits)[0]]
+    out: list[int] = []
+    budget.commit(out, [chooser.pick(first_logits)[0]])
     while not budget.done(out):
-        out.append(chooser.pick(target.feed([out[-1]]))[0])
+        budget.commit(out, [chooser.pick(target.feed([out[-1]]))[0]])
     return out
 
 
@@ -169,7 +181,8 @@ def generate_sd(
     """Speculative decoding with draft length ``gamma`` (``adaptive``: at most gamma, see
     DraftLength); ``stats`` records every verification."""
     length = DraftLength(gamma, adaptive)
-    out = [chooser.pick(first_logits)[0]]
+    out: list[int] = []
+    budget.commit(out, [chooser.pick(first_logits)[0]])
     while not budget.done(out):
         k = min(length.k, budget.max_new_tokens - len(out) - 1)  # a verification commits <= k + 1
         drafted, dists = propose(draft, out, k, chooser, budget.eos_ids)
@@ -180,5 +193,5 @@ def generate_sd(
         length.update(len(drafted), verdict.accepted)
         target.rollback(len(out) + verdict.accepted)
         draft.rollback(min(draft.fed, len(out) + verdict.accepted))
-        out.extend(committed)
+        budget.commit(out, committed)
     return out

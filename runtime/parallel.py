@@ -78,7 +78,8 @@ class ParallelDecoder:
         self._submitted: dict[Future, tuple[Lane, int]] = {}  # job -> (its lane, when it was submitted)
 
     def run(self, first_logits: np.ndarray) -> list[int]:
-        path = _Path([self.chooser.at(2, 0).pick(first_logits)[0]])
+        path = _Path([])
+        self.budget.commit(path.out, [self.chooser.at(2, 0).pick(first_logits)[0]])
         with ThreadPoolExecutor(1, thread_name_prefix="target-lane") as t_lane:
             verifying: tuple[Future, int] | None = None  # (job, window)
             while not self.budget.done(path.out):
@@ -149,7 +150,7 @@ class ParallelDecoder:
         # path (drafted from that very token) stays valid and the next window is ready.
         on_path = verdict.accepted == window and len(path.spec) > window and committed[-1] == path.spec[window]
         self.stats.path_kept.append(on_path)
-        path.out.extend(committed)
+        self.budget.commit(path.out, committed)
         if on_path:
             path.spec, path.dists = path.spec[window + 1 :], path.dists[window + 1 :]
             self.fresh = False

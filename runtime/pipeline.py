@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -144,9 +145,13 @@ class Pipeline:
         timer = timer or PhaseTimer()
         with timer.phase("video_decode"):
             pixels = load_frames(Path(video), frames, self.target.record.default_frames, npy=npy)
-        self.dims.check("frames", pixels.shape[0], what="video")
-        with timer.phase("preprocess"):
-            return prepare_request(self.processor, pixels, prompt)
+        return self.prepare_frames(pixels, prompt, timer)
+
+    def prepare_frames(self, frames: np.ndarray, prompt: str, timer: PhaseTimer | None = None) -> Request:
+        """Decoded uint8 frames [T, H, W, 3] -> engine inputs."""
+        self.dims.check("frames", frames.shape[0], what="video")
+        with (timer or PhaseTimer()).phase("preprocess"):
+            return prepare_request(self.processor, frames, prompt)
 
     def _check(self, request: Request, config: GenerationConfig) -> None:
         """Everything that would fail mid-decode is refused before any engine runs."""
@@ -210,7 +215,11 @@ class Pipeline:
             out = session.prefill(np.ascontiguousarray(embeds[:, index]), np.ascontiguousarray(positions), scored)
         return session, out, next_pos
 
-    def generate(self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None) -> RunResult:
+    def generate(
+        self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None, on_commit: Callable[[Sequence[int]], None] | None = None
+    ) -> RunResult:
+        """``on_commit`` (streaming) sees the tokens as they are committed; it may raise to
+        end the request early (see generate.Budget)."""
         timer = timer or PhaseTimer()
         self._check(request, config)
         ids, record = request.input_ids, self.target.record
@@ -223,7 +232,7 @@ class Pipeline:
         stats: dict[str, object] = {"mode": config.mode, "ttft_ms": round(timer.since_start_ms(), 3)}
         step_phase = "verify" if config.speculative else "decode_step"
         target = Lane(session, base_len=seq, base_pos=next_pos, track="target", phase=step_phase, tracer=tracer)
-        budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids), TokenChooser(config.sampling, tracer=tracer)
+        budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids, on_commit), TokenChooser(config.sampling, tracer=tracer)
         start = time.perf_counter()
         if config.speculative:
             d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")

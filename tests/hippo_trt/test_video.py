@@ -16,6 +16,7 @@ from hippo_trt.video import (
     MAX_FRAMES,
     check_frame_count,
     decode_video,
+    decode_video_bytes,
     load_frames,
     load_npy_frames,
     uniform_indices,
@@ -339,3 +340,20 @@ def test_errors_are_hippo_errors_with_user_exit_code():
     assert issubclass(VideoError, InputError) and issubclass(InputError, HippoError)
     assert VideoError("x").exit_code == 2
     assert str(VideoError("a\n  b\tc")) == "a b c"
+
+
+@pytest.mark.parametrize("count", [1, 3, 7])
+def test_uploaded_bytes_decode_to_the_same_frames_as_the_file(colour_clip, count):
+    from_bytes = decode_video_bytes(colour_clip.read_bytes(), count)
+    np.testing.assert_array_equal(from_bytes, decode_video(colour_clip, count))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [(b"", "empty"), (b"\x00\x01garbage" * 50, "cannot decode video the uploaded video"), (None, "cannot decode|zero decodable|no video")],
+)
+def test_bad_uploads_give_one_line_video_errors(colour_clip, data, message):
+    data = colour_clip.read_bytes()[:300] if data is None else data  # None: a cut upload
+    with pytest.raises(VideoError, match=message) as err:
+        decode_video_bytes(data, 4)
+    assert "\n" not in str(err.value)

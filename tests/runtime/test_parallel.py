@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import EngineError
-from hippo_trt.runtime.generate import Budget, TokenChooser, generate_sd
+from hippo_trt.runtime.generate import Budget, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.parallel import ParallelOptions, generate_parallel
 from hippo_trt.runtime.verify import AcceptanceStats, Sampling
 from tests.runtime.fake_decoder import ToyLM
@@ -98,3 +98,47 @@ def test_a_failing_lane_ends_the_request_with_one_error_and_the_next_request_wor
     assert not [t for t in threading.enumerate() if t.name.startswith(("target-lane", "draft-lane"))]  # both lanes freed
     out, _ = run_parallel(target_lm, draft_lm, budget, ParallelOptions(3), kept=(0, 1, 2), delay_seed=4)
     assert out == reference(target_lm, budget)
+
+
+class Stop(Exception):
+    pass
+
+
+def streamed(run, budget: Budget, stop_after: int | None = None) -> tuple[list[int], list[list[int]]]:
+    """(output, the pieces ``on_commit`` saw); with ``stop_after`` the listener raises once it
+    has seen that many tokens, as a disconnected client's would."""
+    pieces: list[list[int]] = []
+
+    def listen(tokens):
+        pieces.append(list(tokens))
+        if stop_after is not None and sum(map(len, pieces)) >= stop_after:
+            raise Stop
+
+    try:
+        out = run(Budget(budget.max_new_tokens, budget.eos_ids, listen))
+    except Stop:
+        out = None
+    return out, pieces
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=cases(), gamma=st.integers(1, 6), mode=st.sampled_from(["ar", "sd", "parallel"]), stop=st.none() | st.integers(1, 10))
+def test_every_committed_token_is_streamed_once_in_order_and_a_raising_listener_stops_decoding(case, gamma, mode, stop):
+    target_lm, draft_lm, budget, kept = case
+    expected = reference(target_lm, budget)
+
+    def run(b: Budget) -> list[int]:
+        target, draft, first = lanes(target_lm, draft_lm, kept)
+        if mode == "ar":
+            return generate_ar(target, first, b, TokenChooser())
+        if mode == "sd":
+            return generate_sd(target, draft, first, b, gamma, TokenChooser(), AcceptanceStats())
+        return generate_parallel(target, draft, first, b, TokenChooser(), ParallelOptions(gamma), AcceptanceStats())
+
+    out, pieces = streamed(run, budget, stop)
+    flat = [t for piece in pieces for t in piece]
+    assert all(pieces)  # no empty notifications
+    if stop is None or stop > len(expected):
+        assert out == expected and flat == expected
+    else:  # stopped at the first commit that reached ``stop`` tokens: nothing after it ran
+        assert out is None and flat == expected[: len(flat)] and stop <= len(flat) < stop + gamma + 1
