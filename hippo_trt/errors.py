@@ -57,3 +57,9 @@ class EngineError(HippoError):
     """An engine cannot be loaded or run."""
 
     exit_code = 5
+
+
+class ServingError(HippoError):
+    """A server cannot start or stay up, or a served request failed (the server's one-line reason)."""
+
+    exit_code = 6
