@@ -474,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(prune=defaults.generation.prune, keep=defaults.generation.keep)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_scaling)
+    from hippo_trt.cli_serve import add_commands
+
+    add_commands(sub, bench)
     return parser
 
 

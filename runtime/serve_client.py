@@ -148,7 +148,11 @@ class HippoClient:
         self._client.start_stream(callback=lambda result, error: inbox.put((result, error, time.perf_counter())))
         finished = False
         try:
-            self._client.async_stream_infer(STREAM_MODEL, inputs, enable_empty_final_response=True)
+            try:
+                self._client.async_stream_infer(STREAM_MODEL, inputs, enable_empty_final_response=True)
+            except self._exception as e:  # the stream broke before the request went out
+                _, error, _ = inbox.get(timeout=1.0) if not inbox.empty() else (None, e, None)
+                raise ServingError(server_reason(error.message() if hasattr(error, "message") else str(error))) from None
             while True:
                 try:
                     result, error, at = inbox.get(timeout=self.timeout_s)

@@ -19,7 +19,6 @@ import numpy as np
 
 from hippo_trt.errors import HippoError, InputError
 from .pipeline import MODES, GenerationConfig
-from .verify import Sampling
 
 UNARY_MODEL = "hippo"
 STREAM_MODEL = "hippo_stream"

@@ -11,21 +11,26 @@ which must be the interpreter's own (``_server_environment``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import sysconfig
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hippo_trt.errors import InputError, ServingError
+from hippo_trt.errors import HippoError, InputError, ServingError
 from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline
 from .serve_handler import HandlerPool, RequestHandler, ServeLimits
 from .serve_protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, TensorSpec
 
+LOG = logging.getLogger("hippo_trt.serve")
 SERVE_EXTRA = "hippo-trt serve needs PyTriton: pip install 'hippo-trt[serve]'"
 
 
@@ -44,6 +49,7 @@ class ServeOptions:
     threads: int = 0
     drain_timeout_s: int = 30
     limits: ServeLimits = ServeLimits()
+    log_file: Path | None = None  # tritonserver's own log (None: printed on stdout)
 
     def __post_init__(self) -> None:
         if not 1 <= self.instances <= 64:
@@ -99,6 +105,35 @@ def _server_environment() -> None:
     os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
+async def _off_loop(pieces: Iterator):
+    """Iterate a blocking iterator on a dedicated thread, yielding to the event loop."""
+    loop, done = asyncio.get_running_loop(), object()
+    with ThreadPoolExecutor(1, thread_name_prefix="hippo-stream") as thread:
+        try:
+            while (piece := await loop.run_in_executor(thread, next, pieces, done)) is not done:
+                yield piece
+        finally:
+            await loop.run_in_executor(thread, pieces.close)
+
+
+@contextlib.contextmanager
+def _logged_refusals():
+    """A refused request is one warning line in the server's log (PyTriton would log its
+    traceback); the client gets the reason. Anything else is a bug, logged whole."""
+    try:
+        yield
+    except HippoError as e:
+        LOG.warning("request refused: %s", e)
+        raise
+    except Exception:
+        LOG.exception("request failed")
+        raise
+
+
+def _quiet_pytriton() -> None:
+    logging.getLogger("pytriton.proxy.inference").setLevel(logging.ERROR)
+
+
 def _pytriton():
     try:
         from pytriton import model_config, triton
@@ -142,12 +177,17 @@ class HippoServer:
         return cls(load_handlers(work, defaults, options, progress), options)
 
     def _unary(self, requests):
-        return [self.pool.run(dict(request)) for request in requests]
+        with _logged_refusals():
+            return [self.pool.run(dict(request)) for request in requests]
 
-    def _streaming(self, requests):
-        for request in requests:  # one per call: the model has no batching
-            for piece in self.pool.stream(dict(request)):
-                yield [piece]
+    async def _streaming(self, requests):
+        """An async generator: PyTriton runs a decoupled instance's requests as tasks on one
+        event loop, so the blocking parts (waiting for a free instance, for the next commit)
+        run on a thread of the request's own; a shared pool could fill with waiters."""
+        with _logged_refusals():
+            for request in requests:  # one per call: the model has no batching
+                async for piece in _off_loop(self.pool.stream(dict(request))):
+                    yield [piece]
 
     def start(self) -> "HippoServer":
         triton, model_config = _pytriton()
@@ -155,9 +195,11 @@ class HippoServer:
         for port, flag in ((o.http_port, "--http-port"), (o.grpc_port, "--grpc-port"), (o.metrics_port, "--metrics-port")):
             _check_port_free(o.host, port, flag)
         _server_environment()
+        _quiet_pytriton()
         config = triton.TritonConfig(
             http_address=o.host, http_port=o.http_port, grpc_address=o.host, grpc_port=o.grpc_port,
             metrics_address=o.host, metrics_port=o.metrics_port, exit_timeout_secs=o.drain_timeout_s,
+            log_file=o.log_file,
         )  # fmt: skip
         self._triton = triton.Triton(config=config)
         self._triton.__enter__()

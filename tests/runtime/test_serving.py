@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +28,13 @@ DEFAULTS = GenerationConfig(max_new_tokens=12, mode="parallel", prune="hippo", k
 
 
 def serve_options(instances: int, **kw) -> ServeOptions:
+    import tempfile
+
     http, grpc, metrics = free_ports(3)
-    return ServeOptions(http_port=http, grpc_port=grpc, metrics_port=metrics, instances=instances, threads=1, drain_timeout_s=20, **kw)
+    log = Path(tempfile.mkdtemp(prefix="hippo-serve-test-")) / "triton.log"
+    return ServeOptions(
+        http_port=http, grpc_port=grpc, metrics_port=metrics, instances=instances, threads=1, drain_timeout_s=20, log_file=log, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +161,13 @@ def test_a_client_that_leaves_a_stream_frees_its_instance(server, offline, clip)
     assert reply.tokens == expected(offline, "Describe it.", clip, {}).tokens
 
 
-def test_stopping_drains_an_in_flight_request(work_dirs, clip):
+def test_one_instance_serves_concurrent_streams_in_turn_then_stopping_drains_an_in_flight_request(work_dirs, offline, clip):
     srv = HippoServer.load(work_dirs["gqa"], DEFAULTS, serve_options(1)).start()
+    # Streams beyond the instances wait their turn (a decoupled model's requests share one
+    # event loop: a waiting stream must not block the one being served).
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda _: ask(srv, "stream", "Describe it.", clip, {"mode": "ar"}), range(3)))
+    assert all(r.tokens == expected(offline, "Describe it.", clip, {"mode": "ar"}).tokens for r in replies)
     handler = srv.pool.handlers[0]
     release, entered = threading.Event(), threading.Event()
     generate = handler.pipeline.generate
