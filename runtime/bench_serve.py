@@ -10,8 +10,10 @@ time limit; a request that fails is counted, not retried.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -132,7 +134,8 @@ def bench_serve(
 ) -> list[LoadPoint]:
     """A loopback server per instance count, the load points against each."""
     points = []
-    with tempfile.TemporaryDirectory(prefix="hippo-bench-serve-") as logs:
+    # tritonserver's few stdout lines (PyTriton echoes them) go to stderr: stdout is the table
+    with tempfile.TemporaryDirectory(prefix="hippo-bench-serve-") as logs, contextlib.redirect_stdout(sys.stderr):
         for count in instances:
             http, grpc, metrics = free_ports(3)
             log = Path(logs) / f"triton-{count}.log"
