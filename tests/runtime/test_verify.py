@@ -17,7 +17,7 @@ from hippo_trt.runtime.verify import AcceptanceStats, Sampling, sample_token, ve
 # tied token while we keep the later index (a convention, applied identically to both models).
 # Logits on a 0.01 grid keep them apart after exp (no near-ties such as 0 vs -1e-45).
 logits_rows = hnp.arrays(
-    np.float32, st.tuples(st.integers(1, 3), st.integers(2, 20)), elements=st.integers(-800, 800).map(lambda v: v / 100), unique=True
+    np.float32, st.tuples(st.integers(1, 3), st.integers(2, 20)), elements=st.integers(-800, 800).map(lambda v: np.float32(v / 100)), unique=True
 )
 
 
