@@ -39,7 +39,7 @@ from hippo_trt.atomic import staged_dir, write_bytes
 from hippo_trt.errors import HippoError, InputError, WorkDirError
 from hippo_trt.manifest import MANIFEST, FileRecord, Manifest
 from hippo_trt.runtime.pipeline import GenerationConfig
-from hippo_trt.runtime.serve_handler import ServeLimits
+from hippo_trt.runtime.serve_handler import ServeLimits, served_with_draft
 from hippo_trt.runtime.serve_protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL
 from hippo_trt.runtime.triton_backend import ENGINE_MODES, WORK_DIR, BackendParameters, graph_model, pruning_model
 
@@ -413,8 +413,7 @@ def export_triton_repo(work: Path, out: Path, options: TritonRepoOptions = Trito
     work, out = Path(work), Path(out)
     proto = _protobuf()
     manifest = Manifest.load(work)
-    if options.defaults.speculative and "draft" not in manifest.models:
-        raise InputError(f"--mode {options.defaults.mode} needs a draft: export the work dir with --draft, or use --mode ar")
+    served_with_draft(manifest, options.defaults)
     _check_out(work, out, options.overwrite)
     graphs = graph_models(work, manifest, options.backend) if options.engines == "bls" else []
     files = work_files(work, manifest, options.engines)

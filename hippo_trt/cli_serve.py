@@ -114,7 +114,7 @@ def cmd_export_triton(args) -> int:
         defaults=_generation_config(args),
     )
     repo = export_triton_repo(args.work, args.out, options)
-    print(repo.summary() if hasattr(repo, "summary") else f"wrote {args.out}")
+    print(repo.summary())
     return 0
 
 

@@ -37,7 +37,12 @@ def load_npy_frames(path: Path, frames: int | None = None) -> np.ndarray:
         raise VideoError(f"'{path}' must hold uint8 frames [T, H, W, 3], got {arr.dtype} {list(arr.shape)}")
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise VideoError(f"'{path}' holds no frames (shape {list(arr.shape)})")
-    return arr if frames is None else arr[uniform_indices(arr.shape[0], frames)]
+    return subsample_frames(arr, frames)
+
+
+def subsample_frames(frames: np.ndarray, count: int | None) -> np.ndarray:
+    """``count`` of the decoded ``frames`` [T, H, W, 3], uniformly spread (all when None)."""
+    return frames if count is None else frames[uniform_indices(frames.shape[0], count)]
 
 
 class _Source:

@@ -182,9 +182,7 @@ def run_request(pipeline: Pipeline, clip: Clip, frames: int, generation: Generat
     timer = PhaseTimer()
     with timer.phase("video_decode"):
         pixels = sample_frames(clip.video, frames)  # [frames, H, W, 3]
-    with timer.phase("preprocess"):
-        request = prepare_request(pipeline.processor, pixels, clip.prompt)
-    return pipeline.generate(request, generation, timer)
+    return pipeline.generate(pipeline.prepare_frames(pixels, clip.prompt, timer), generation, timer)
 
 
 def base_frames_of(work: Path, config: ScalingConfig) -> int:

@@ -130,13 +130,23 @@ class Pipeline:
         work = Path(work)
         manifest = Manifest.load(work)
         target = load_engines(work, manifest, role, backend, options)
-        processor = load_processor(work / target.record.processor_dir)
         if not with_draft:
-            return cls(manifest, target, processor)
+            return cls.from_engines(work, manifest, target)
         draft = load_engines(work, manifest, "draft", backend, draft_options or options)
-        own = load_processor(work / draft.record.processor_dir)
+        return cls.from_engines(work, manifest, target, draft, load_pruner(work, manifest, backend))
+
+    @classmethod
+    def from_engines(
+        cls, work: Path, manifest: Manifest, target: ModelEngines, draft: ModelEngines | None = None, pruner: Pruner | None = None
+    ) -> "Pipeline":
+        """Generation over engines of any kind, with the processors of ``work``: the draft's own
+        only when its video preprocessing differs from the target's."""
+        processor = load_processor(Path(work) / target.record.processor_dir)
+        if draft is None:
+            return cls(manifest, target, processor)
+        own = load_processor(Path(work) / draft.record.processor_dir)
         differs = own.video_processor.to_dict() != processor.video_processor.to_dict()
-        return cls(manifest, target, processor, draft, own if differs else None, load_pruner(work, manifest, backend))
+        return cls(manifest, target, processor, draft, own if differs else None, pruner)
 
     def prepare(
         self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None, npy: bool | None = None

@@ -60,6 +60,11 @@ def server_reason(message: str) -> str:
     return lines[-1] if lines else "the server gave no reason"
 
 
+def _reason(error) -> str:
+    """``server_reason`` of a tritonclient error (or of any exception's text)."""
+    return server_reason(error.message() if hasattr(error, "message") else str(error))
+
+
 def video_input(video: Path | bytes | np.ndarray) -> tuple[str, np.ndarray]:
     """(input name, array): a path or bytes go as the encoded file, an array as frames."""
     if isinstance(video, np.ndarray):
@@ -130,7 +135,7 @@ class HippoClient:
             else:
                 result = self._client.infer(UNARY_MODEL, inputs)
         except self._exception as e:
-            raise ServingError(server_reason(e.message())) from None
+            raise ServingError(_reason(e)) from None
         except OSError as e:
             raise ServingError(f"cannot reach the server at {self.url} ({e})") from None
         latency = (time.perf_counter() - start) * 1e3
@@ -150,16 +155,15 @@ class HippoClient:
         try:
             try:
                 self._client.async_stream_infer(STREAM_MODEL, inputs, enable_empty_final_response=True)
-            except self._exception as e:  # the stream broke before the request went out
-                _, error, _ = inbox.get(timeout=1.0) if not inbox.empty() else (None, e, None)
-                raise ServingError(server_reason(error.message() if hasattr(error, "message") else str(error))) from None
+            except self._exception as e:  # the stream broke before the request went out (the callback has why)
+                raise ServingError(_reason(inbox.get_nowait()[1] if not inbox.empty() else e)) from None
             while True:
                 try:
                     result, error, at = inbox.get(timeout=self.timeout_s)
                 except queue.Empty:
                     raise ServingError(f"no response from {self.url} in {self.timeout_s:g} s") from None
                 if error is not None:
-                    raise ServingError(server_reason(error.message() if hasattr(error, "message") else str(error)))
+                    raise ServingError(_reason(error))
                 final = result.get_response().parameters.get("triton_final_response")
                 if result.as_numpy("text") is not None:
                     text, tokens, stats = _decode(result)
@@ -172,12 +176,10 @@ class HippoClient:
 
     def stream_reply(self, prompt: str, video, options: RequestOptions | dict | None = None) -> Reply:
         """A streamed request gathered into one ``Reply`` (with the client-seen ``ttft_ms``)."""
-        pieces = list(self.stream(prompt, video, options))
-        ttft = next((p.elapsed_ms for p in pieces if p.tokens), pieces[-1].elapsed_ms if pieces else 0.0)
-        stats = pieces[-1].stats if pieces else {}
-        return Reply(
-            "".join(p.text for p in pieces), [t for p in pieces for t in p.tokens], stats, pieces[-1].elapsed_ms if pieces else 0.0, ttft
-        )
+        pieces = list(self.stream(prompt, video, options))  # at least the last one
+        last = pieces[-1]
+        ttft = next((p.elapsed_ms for p in pieces if p.tokens), last.elapsed_ms)
+        return Reply("".join(p.text for p in pieces), [t for p in pieces for t in p.tokens], last.stats, last.elapsed_ms, ttft)
 
     @property
     def _exception(self):

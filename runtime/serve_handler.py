@@ -8,6 +8,7 @@ while a request runs, that request's KV caches; nothing is shared between instan
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from hippo_trt.errors import HippoError, InputError
+from hippo_trt.manifest import Manifest
 from hippo_trt.timing import PhaseTimer
-from hippo_trt.video import check_frame_count, decode_video_bytes, uniform_indices
+from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
+from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline, RunResult
 from .serve_protocol import ServedRequest, TextStream, response
 
@@ -49,6 +52,21 @@ class ServeLimits:
             raise InputError(f"--max-video-bytes must be >= 1, got {self.max_video_bytes}")
 
 
+def instance_ort_options(threads: int, instances: int) -> OrtOptions:
+    """ONNX Runtime options of each of ``instances`` instances: ``threads`` for every graph
+    (0: the cores divided among the instances)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // instances)
+    return OrtOptions(intra_op_threads=threads, setup_threads=threads)
+
+
+def served_with_draft(manifest: Manifest, defaults: GenerationConfig) -> bool:
+    """Whether instances load the work dir's draft (whenever it has one, so a request may pick
+    any mode); refused when the default mode needs a draft the work dir lacks."""
+    if defaults.speculative and "draft" not in manifest.models:
+        raise InputError(f"--mode {defaults.mode} needs a draft: export the work dir with --draft, or use --mode ar")
+    return "draft" in manifest.models
+
+
 class RequestHandler:
     """One model instance: a pipeline, the server's default generation config and limits."""
 
@@ -62,8 +80,7 @@ class RequestHandler:
         check_frame_count(count)
         if served.video is not None:
             return decode_video_bytes(served.video, count or self.pipeline.target.record.default_frames)
-        frames = served.frames
-        return frames if count is None else frames[uniform_indices(frames.shape[0], count)]
+        return subsample_frames(served.frames, count)
 
     def _prepare(self, tensors: dict[str, np.ndarray]):
         """(engine request, generation config, timer); Pipeline.generate then refuses what

@@ -68,9 +68,10 @@ class RequestOptions:
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> "RequestOptions":
-        if text is None or not str(text if isinstance(text, str) else text.decode("utf-8", "replace")).strip():
-            return cls()
         try:
+            text = text.decode("utf-8") if isinstance(text, bytes) else text
+            if text is None or not text.strip():
+                return cls()
             raw = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"'options' is not valid JSON ({e})") from None

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hippo_trt.errors import HippoError, InputError, ServingError
+from hippo_trt.manifest import Manifest
 from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline
-from .serve_handler import HandlerPool, RequestHandler, ServeLimits
+from .serve_handler import HandlerPool, RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from .serve_protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, TensorSpec
 
 LOG = logging.getLogger("hippo_trt.serve")
@@ -64,8 +65,7 @@ class ServeOptions:
             raise InputError("--threads and --drain-timeout must be >= 0")
 
     def ort_options(self) -> OrtOptions:
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.instances)
-        return OrtOptions(intra_op_threads=threads, setup_threads=threads)
+        return instance_ort_options(self.threads, self.instances)
 
     @property
     def http_url(self) -> str:
@@ -149,12 +149,9 @@ def _tensors(model_config, specs: tuple[TensorSpec, ...]) -> list:
 def load_handlers(work: Path, defaults: GenerationConfig, options: ServeOptions, progress: bool = False) -> list[RequestHandler]:
     """One pipeline per instance, each with its own engines (the draft's too when the work dir
     has one, so a request may pick any mode)."""
-    from hippo_trt.manifest import Manifest
-
-    with_draft = "draft" in Manifest.load(Path(work)).models
-    if defaults.speculative and not with_draft:
-        raise InputError(f"--mode {defaults.mode} needs a draft: export the work dir with --draft")
     from tqdm import tqdm
+
+    with_draft = served_with_draft(Manifest.load(Path(work)), defaults)
 
     handlers = []
     for i in tqdm(range(options.instances), desc="loading instances", disable=not progress):

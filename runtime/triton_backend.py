@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,7 +34,7 @@ from hippo_trt.manifest import Manifest
 from hippo_trt.pruning import Debias, PruneOptions
 from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline
-from .serve_handler import RequestHandler, ServeLimits
+from .serve_handler import RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from .serve_protocol import INPUTS, RequestOptions
 
 ENGINE_MODES = ("bls", "local")
@@ -218,24 +217,17 @@ def _bls_engines(manifest: Manifest, role: str):
 def bls_pipeline(work: Path, manifest: Manifest) -> Pipeline:
     """A pipeline whose graphs are the repository's Triton models (the draft's too when the
     work dir has one; the pruning graphs' when it has them, else the numpy reference)."""
-    from hippo_trt.model_dir import load_processor
-
     from .pruner import GraphPruner
 
     target = _bls_engines(manifest, "target")
-    processor = load_processor(work / target.record.processor_dir)
     if "draft" not in manifest.models:
-        return Pipeline(manifest, target, processor)
-    draft = _bls_engines(manifest, "draft")
-    own = load_processor(work / draft.record.processor_dir)
-    differs = own.video_processor.to_dict() != processor.video_processor.to_dict()
+        return Pipeline.from_engines(work, manifest, target)
     pruner = GraphPruner({name: BlsSession(pruning_model(name)) for name in manifest.pruning}) if manifest.pruning else None
-    return Pipeline(manifest, target, processor, draft, own if differs else None, pruner)
+    return Pipeline.from_engines(work, manifest, target, _bls_engines(manifest, "draft"), pruner)
 
 
-def local_pipeline(work: Path, manifest: Manifest, threads: int) -> Pipeline:
+def local_pipeline(work: Path, manifest: Manifest, options: OrtOptions) -> Pipeline:
     """A pipeline over the work dir's own ONNX Runtime engines, in this process."""
-    options = OrtOptions(intra_op_threads=threads, setup_threads=threads)
     return Pipeline.load(work, backend="onnxruntime", options=options, with_draft="draft" in manifest.models)
 
 
@@ -245,12 +237,10 @@ def _instance_count(model_config: Mapping) -> int:
 
 def load_pipeline(work: Path, params: BackendParameters, instances: int = 1) -> Pipeline:
     manifest = Manifest.load(work)
-    if params.defaults.speculative and "draft" not in manifest.models:
-        raise InputError(f"default mode {params.defaults.mode} needs a draft: export the work dir with --draft")
+    served_with_draft(manifest, params.defaults)
     if params.engine_mode == "bls":
         return bls_pipeline(work, manifest)
-    threads = params.ort_threads or max(1, (os.cpu_count() or 1) // instances)
-    return local_pipeline(work, manifest, threads)
+    return local_pipeline(work, manifest, instance_ort_options(params.ort_threads, instances))
 
 
 def work_path(model_dir: Path, work_dir: str) -> Path:
