@@ -44,13 +44,22 @@ def test_manifest_records_every_graph_with_hashes(work_dirs):
         assert sha256_file(work / graph.path) == graph.sha256
 
 
+def graph_input_dims(path) -> dict:
+    """input name -> its shape's dims in the ONNX file at ``path``."""
+    return {i.name: i.type.tensor_type.shape.dim for i in onnx.load(str(path)).graph.input}
+
+
+def assert_symbolic_axes(path, symbolic: dict[str, dict[int, str]]) -> None:
+    """Each named input axis of the graph at ``path`` is the dims table's symbol."""
+    inputs = graph_input_dims(path)
+    for name, axes in symbolic.items():
+        for axis, symbol in axes.items():
+            assert inputs[name][axis].dim_param == symbol, (path.name, name, axis)
+
+
 @pytest.mark.parametrize("graph", sorted(SYMBOLIC))
 def test_dynamic_axes_come_from_the_dims_table(work_dirs, graph):
-    model = onnx.load(str(work_dirs["gqa"] / "target" / f"{graph}.onnx"))
-    inputs = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
-    for name, axes in SYMBOLIC[graph].items():
-        for axis, symbol in axes.items():
-            assert inputs[name][axis].dim_param == symbol, (graph, name, axis)
+    assert_symbolic_axes(work_dirs["gqa"] / "target" / f"{graph}.onnx", SYMBOLIC[graph])
 
 
 def test_validation_rejects_a_graph_that_disagrees_with_torch(work_dirs, tiny_dirs):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import onnx
 import pytest
 
 from hippo_trt.errors import ModelError
@@ -11,6 +10,7 @@ from hippo_trt.export.api import export_work_dir
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
 from tests.conftest import QWEN_SPECS, TEST_LIMITS
+from tests.export.test_export import assert_symbolic_axes, graph_input_dims
 
 SYMBOLIC = {
     "vision": {"pixel_values_videos": {0: "grid_t", 1: "grid_tokens"}, "window_index": {0: "grid_tokens"}},
@@ -36,13 +36,10 @@ def test_manifest_records_the_family_and_its_grid(qwen_work_dirs, name):
 
 @pytest.mark.parametrize("graph", sorted(SYMBOLIC))
 def test_dynamic_axes_come_from_the_dims_table(qwen_work_dirs, graph):
-    model = onnx.load(str(qwen_work_dirs["qwen_gqa"] / "target" / f"{graph}.onnx"))
-    inputs = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
-    for name, axes in SYMBOLIC[graph].items():
-        for axis, symbol in axes.items():
-            assert inputs[name][axis].dim_param == symbol, (graph, name, axis)
+    path = qwen_work_dirs["qwen_gqa"] / "target" / f"{graph}.onnx"
+    assert_symbolic_axes(path, SYMBOLIC[graph])
     if graph == "prefill":
-        assert inputs["position_ids"][0].dim_value == 3  # (temporal, height, width)
+        assert graph_input_dims(path)["position_ids"][0].dim_value == 3  # (temporal, height, width)
 
 
 def _config(qwen_dirs):
