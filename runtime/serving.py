@@ -93,6 +93,11 @@ def _check_port_free(host: str, port: int, flag: str) -> None:
             raise InputError(f"cannot listen on {host}:{port} ({e.strerror}); pick another {flag}") from None
 
 
+def _check_ports(o: ServeOptions) -> None:
+    for port, flag in ((o.http_port, "--http-port"), (o.grpc_port, "--grpc-port"), (o.metrics_port, "--metrics-port")):
+        _check_port_free(o.host, port, flag)
+
+
 def _server_environment() -> None:
     """The Python-backend stub must load this interpreter's libpython, not another patch
     release found first on the system (a mismatch fails with "'_thread.RLock' object has no
@@ -152,7 +157,6 @@ def load_handlers(work: Path, defaults: GenerationConfig, options: ServeOptions,
     from tqdm import tqdm
 
     with_draft = served_with_draft(Manifest.load(Path(work)), defaults)
-
     handlers = []
     for i in tqdm(range(options.instances), desc="loading instances", disable=not progress):
         pipeline = Pipeline.load(work, backend=options.backend, options=options.ort_options(), with_draft=with_draft)
@@ -171,6 +175,10 @@ class HippoServer:
 
     @classmethod
     def load(cls, work: Path, defaults: GenerationConfig, options: ServeOptions, progress: bool = False) -> "HippoServer":
+        """Refuses a missing serve extra or a taken port before the engines load (minutes for
+        large models); ``start`` checks the ports again."""
+        _pytriton()
+        _check_ports(options)
         return cls(load_handlers(work, defaults, options, progress), options)
 
     def _unary(self, requests):
@@ -189,8 +197,7 @@ class HippoServer:
     def start(self) -> "HippoServer":
         triton, model_config = _pytriton()
         o = self.options
-        for port, flag in ((o.http_port, "--http-port"), (o.grpc_port, "--grpc-port"), (o.metrics_port, "--metrics-port")):
-            _check_port_free(o.host, port, flag)
+        _check_ports(o)
         _server_environment()
         _quiet_pytriton()
         config = triton.TritonConfig(
