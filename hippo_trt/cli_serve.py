@@ -10,13 +10,13 @@ from hippo_trt.cli import _add_bench_source, _add_common, _add_decoding, _bench_
 from hippo_trt.errors import InputError
 
 
-def _serve_options(args, instances: int | None = None):
+def _serve_options(args):
     from hippo_trt.runtime.serve_handler import ServeLimits
     from hippo_trt.runtime.serving import ServeOptions
 
     return ServeOptions(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-        instances=instances or args.instances, backend=args.backend, threads=args.threads, drain_timeout_s=args.drain_timeout,
+        instances=args.instances, backend=args.backend, threads=args.threads, drain_timeout_s=args.drain_timeout,
         limits=ServeLimits(request_timeout_s=args.request_timeout, max_video_bytes=args.max_video_bytes),
     )  # fmt: skip
 
@@ -80,30 +80,25 @@ def _print_stream(client, args, video) -> int:
 
 def cmd_bench_serve(args) -> int:
     from hippo_trt.runtime.bench_serve import Job, LoadConfig, bench_serve, format_serve_table, load_points
+    from hippo_trt.runtime.serve_client import read_video
 
     streaming = {"both": (False, True), "off": (False,), "only": (True,)}[args.streaming]
     config = LoadConfig(tuple(args.concurrency), args.requests, streaming, args.time_limit)
     defaults = _generation_config(args)
     if args.url:
-        jobs = [Job(args.prompt or "Describe the video.", _read(args.video))] if args.video else None
+        jobs = [Job(args.prompt or "Describe the video.", read_video(args.video))] if args.video else None
         if jobs is None:
             raise InputError("bench serve --url: give --video and --prompt (the server's work dir is not known here)")
         points = load_points(args.url, jobs, config, instances=0, progress=_progress(args))
     else:
         work, clips = _bench_clips(args)
-        jobs = [Job(c.prompt, _read(c.video)) for c in clips]
+        jobs = [Job(c.prompt, read_video(c.video)) for c in clips]
         points = bench_serve(work, jobs, tuple(args.instances), defaults, config, progress=_progress(args))
     if args.json:
         _print_json([p.to_json() for p in points])
     else:
-        print(format_serve_table(points, defaults))
+        print(format_serve_table(points, None if args.url else defaults))
     return 0
-
-
-def _read(path: Path) -> bytes:
-    if not Path(path).is_file():
-        raise InputError(f"video file '{path}' does not exist")
-    return Path(path).read_bytes()
 
 
 def cmd_export_triton(args) -> int:

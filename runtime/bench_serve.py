@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hippo_trt.errors import HippoError, InputError
+from hippo_trt.errors import HippoError, InputError, ServingError
 from .pipeline import GenerationConfig
 from .serve_client import HippoClient, Reply
 from .serving import HippoServer, ServeOptions, free_ports
@@ -94,7 +94,7 @@ def _percentiles(values: list[float]) -> tuple[float, float, float]:
 def run_load(url: str, jobs: list[Job], concurrency: int, config: LoadConfig, streaming: bool, instances: int) -> LoadPoint:
     """R requests from ``concurrency`` threads, each with its own gRPC client."""
     check_loopback(url)
-    lock, replies, failures = threading.Lock(), [], [0]
+    lock, replies, failures, reasons = threading.Lock(), [], [0], []
     counter = iter(range(config.requests))
     end = time.monotonic() + config.time_limit_s
 
@@ -109,9 +109,10 @@ def run_load(url: str, jobs: list[Job], concurrency: int, config: LoadConfig, st
                 ask: Callable[..., Reply] = client.stream_reply if streaming else client.generate
                 try:
                     reply = ask(job.prompt, job.video)
-                except HippoError:
+                except HippoError as e:
                     with lock:
                         failures[0] += 1
+                        reasons.append(str(e))
                     continue
                 with lock:
                     replies.append(reply)
@@ -121,6 +122,8 @@ def run_load(url: str, jobs: list[Job], concurrency: int, config: LoadConfig, st
         for future in [pool.submit(worker) for _ in range(concurrency)]:
             future.result()
     seconds = time.perf_counter() - start
+    if not replies and reasons:
+        raise ServingError(f"every request to {url} failed, the last with: {reasons[-1]}")
     tokens = sum(len(r.tokens) for r in replies)
     return LoadPoint(
         instances, concurrency, streaming, len(replies) + failures[0], failures[0], round(seconds, 3),
@@ -162,11 +165,14 @@ def _warm_up(url: str, job: Job) -> None:
         client.generate(job.prompt, job.video)
 
 
-def format_serve_table(points: list[LoadPoint], defaults: GenerationConfig) -> str:
-    head = (
-        f"bench serve: mode {defaults.mode}, prune {defaults.prune} keep {defaults.keep:g}, gamma {defaults.gamma}, "
-        f"max {defaults.max_new_tokens} new tokens; latency and TTFT in ms (p50 / p90 / p99)"
+def format_serve_table(points: list[LoadPoint], defaults: GenerationConfig | None) -> str:
+    """``defaults``: the server's generation defaults (None: a server started elsewhere)."""
+    config = (
+        f"mode {defaults.mode}, prune {defaults.prune} keep {defaults.keep:g}, gamma {defaults.gamma}, max {defaults.max_new_tokens} new tokens"
+        if defaults is not None
+        else "the server's own defaults"
     )
+    head = f"bench serve: {config}; latency and TTFT in ms (p50 / p90 / p99)"
     rows = [
         "| instances | concurrency | streaming | requests (failed) | req/s | tokens/s | latency p50 / p90 / p99 | TTFT p50 / p90 / p99 |",
         "|---|---|---|---|---|---|---|---|",

@@ -70,11 +70,16 @@ def video_input(video: Path | bytes | np.ndarray) -> tuple[str, np.ndarray]:
     if isinstance(video, np.ndarray):
         return "frames", np.ascontiguousarray(video, dtype=np.uint8)
     if isinstance(video, (str, Path)):
-        path = Path(video)
-        if not path.is_file():
-            raise InputError(f"video file '{path}' does not exist")
-        video = path.read_bytes()
+        video = read_video(video)
     return "video", np.array([bytes(video)], dtype=np.object_)
+
+
+def read_video(path: Path | str) -> bytes:
+    """An encoded video file's bytes, as they are sent."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video file '{path}' does not exist")
+    return path.read_bytes()
 
 
 class HippoClient:

@@ -45,3 +45,18 @@ def test_a_load_run_against_a_real_server(work_dirs, clip):
     assert all(p.ttft_ms[0] < p.latency_ms[0] for p in streamed)  # the first piece comes before the end
     table = format_serve_table(points, defaults)
     assert table.count("\n| 1 |") == 4 and "mode sd, prune hippo keep 0.5" in table
+
+
+def test_a_load_run_with_no_server_is_an_error_not_a_table(clip):
+    pytest.importorskip("tritonclient", reason="the serve extra (tritonclient) is not installed")
+    from hippo_trt.errors import ServingError
+    from hippo_trt.runtime.bench_serve import run_load
+    from hippo_trt.runtime.serving import free_ports
+
+    (port,) = free_ports(1)
+    with pytest.raises(ServingError, match=f"every request to 127.0.0.1:{port} failed"):
+        run_load(f"127.0.0.1:{port}", [Job("x", clip.read_bytes())], 1, LoadConfig(requests=2), streaming=False, instances=0)
+
+
+def test_the_table_of_a_server_started_elsewhere_does_not_claim_its_config():
+    assert "the server's own defaults" in format_serve_table([], None)
