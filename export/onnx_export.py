@@ -7,7 +7,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -19,10 +19,11 @@ OPSET = 18
 PAST_PREFIX = "past_"
 
 
-def torch_args(spec: GraphSpec, feeds: Mapping[str, np.ndarray]) -> tuple:
-    """Positional args for the graph's module: plain inputs, then the past KV as one list."""
-    plain = [torch.from_numpy(feeds[t.name]) for t in spec.inputs if not t.name.startswith(PAST_PREFIX)]
-    past = [torch.from_numpy(feeds[t.name]) for t in spec.inputs if t.name.startswith(PAST_PREFIX)]
+def torch_args(spec: GraphSpec, feeds: Mapping[str, np.ndarray], to_tensor: Callable = torch.from_numpy) -> tuple:
+    """Positional args for the graph's module: plain inputs, then the past KV as one list
+    (each feed made a tensor by ``to_tensor``)."""
+    plain = [to_tensor(feeds[t.name]) for t in spec.inputs if not t.name.startswith(PAST_PREFIX)]
+    past = [to_tensor(feeds[t.name]) for t in spec.inputs if t.name.startswith(PAST_PREFIX)]
     return (*plain, past) if past else tuple(plain)
 
 

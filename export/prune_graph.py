@@ -284,6 +284,13 @@ class PruneFeeds:
     feeds: dict
 
 
+def _float32(features):
+    """features [n, D] as contiguous float32: a numpy array, or a torch tensor where it is."""
+    if type(features).__module__.split(".")[0] == "torch":
+        return features.float().contiguous()
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
 def prune_feeds(
     method: str,
     grid: pruning.TokenGrid,
@@ -296,20 +303,21 @@ def prune_feeds(
     options: pruning.PruneOptions | None = None,
 ) -> PruneFeeds:
     """The feeds that make the graph select exactly what ``pruning.select_kept`` selects.
-    features [n, D]; importance [n] raw attention; position_ids [n] (default 0..n-1)."""
+    features [n, D] (numpy, or a torch tensor left on its device); importance [n] raw attention;
+    position_ids [n] (default 0..n-1)."""
     options = options or pruning.PruneOptions()
     if method not in GRAPH_OF_METHOD:
         raise InputError(f"pruning method '{method}' has no graph (graph-backed: {', '.join(GRAPH_OF_METHOD)})")
     if importance is None and method != "local":
         raise InputError(f"pruning method '{method}' needs importance (the target's attention to each visual token)")
     n = grid.n
-    features = np.asarray(features)
+    features = _float32(features)
     if features.ndim != 2 or features.shape[0] != n:
         raise InputError(f"features must be [{n}, D] (one row per visual token), got {list(features.shape)}")
     if position_ids is not None and np.shape(position_ids) != (n,):
         raise InputError(f"position_ids must be [{n}] (one per visual token), got {list(np.shape(position_ids))}")
     common = {
-        "features": np.ascontiguousarray(features, dtype=np.float32),
+        "features": features,
         "grid": np.array(grid.shape, dtype=np.int64),
         "keep_count": np.array(pruning.kept_count(n, keep), dtype=np.int64),
         "position_ids": np.arange(n, dtype=np.int64) if position_ids is None else np.asarray(position_ids, np.int64),

@@ -17,6 +17,7 @@ from hippo_trt import __version__
 from hippo_trt.errors import HippoError, InputError
 
 INTERNAL_ERROR = 70
+RUN_BACKENDS = ("onnxruntime", "torch", "torch-cuda", "tensorrt")  # runtime.loader.BACKENDS, without importing it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -385,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--frames", type=_positive, help="frames sampled uniformly (default: the processor's for a video, all for .npy)")
     p.add_argument("--max-new-tokens", type=_positive, default=64)
-    p.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    p.add_argument(
+        "--backend", choices=RUN_BACKENDS, default="onnxruntime",
+        help="onnxruntime (CPU), torch (eager reference), torch-cuda (eager on the GPU), tensorrt (built engines on the GPU)",
+    )
     _add_decoding(p)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_run)

@@ -27,6 +27,7 @@ from hippo_trt.export.validate import Tolerance
 from hippo_trt.manifest import Manifest
 from .engine import Engine, OrtOptions
 from hippo_trt.export.architectures import graph_feeds
+from .arrays import to_host
 from .loader import LOADERS, ModelEngines, load_engines, specs_from_record
 
 try:
@@ -98,7 +99,7 @@ class EngineRunner(BaseRunner):
         start = time.perf_counter()
         outputs = self.engine.run(feed_dict)
         self.inference_time = time.perf_counter() - start
-        return OrderedDict((t.name, outputs[t.name]) for t in self.engine.spec.outputs)
+        return OrderedDict((t.name, to_host(outputs[t.name])) for t in self.engine.spec.outputs)
 
     def deactivate_impl(self):
         del self.engine

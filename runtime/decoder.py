@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hippo_trt.dims import DimsTable
+from .arrays import to_host
 from .kv_cache import KVCache
 from .loader import ModelEngines
 
@@ -32,19 +33,23 @@ def scoring_rows(fed_ids: np.ndarray, video_token_id: int) -> tuple[np.ndarray, 
 class DecoderSession:
     def __init__(self, engines: ModelEngines, dims: DimsTable, max_len: int):
         shape = engines.shape
-        self.engines, self.dims = engines, dims
-        self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len)
+        self.engines, self.dims, self.placement = engines, dims, engines.placement
+        with self.placement.lane():  # device buffers belong to the lane's stream
+            self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len, empty=self.placement.empty)
 
     def prefill(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, scored: tuple[np.ndarray, np.ndarray]) -> PrefillOut:
-        """inputs_embeds [1, S, d], position_ids [1, S], scored = (visual_index [N], query_index [Q])."""
+        """inputs_embeds [1, S, d] (where the engines keep it), position_ids [1, S], scored =
+        (visual_index [N], query_index [Q]); the outputs come back to the host."""
         seq = inputs_embeds.shape[1]
         self.dims.check("seq", seq, what="prefill")
         visual_index, query_index = scored
         self.cache.truncate(0)
         feeds = {"inputs_embeds": inputs_embeds, "position_ids": position_ids, "visual_index": visual_index, "query_index": query_index}
-        out = self.engines.prefill.run(feeds, into=self.cache.slots(seq))
+        with self.placement.lane():
+            out = self.engines.prefill.run(feeds, into=self.cache.slots(seq))
+            result = PrefillOut(to_host(out["logits"]), to_host(out["importance"]))
         self.cache.advance(seq)
-        return PrefillOut(out["logits"], out["importance"])
+        return result
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """input_ids, position_ids [1, n] -> logits [1, n, V]; the n new entries join the cache."""
@@ -52,8 +57,10 @@ class DecoderSession:
         self.dims.check("spec_len", n, what="decode")
         self.dims.check("past", self.cache.length, what="decode")
         feeds = {"input_ids": input_ids, "position_ids": position_ids, **self.cache.past()}
-        logits = np.empty((input_ids.shape[0], n, self.engines.shape.vocab), dtype=np.float32)  # [1, n, V]
-        self.engines.decode.run(feeds, into={**self.cache.slots(n), "logits": logits})
+        with self.placement.lane():
+            logits = self.placement.empty((input_ids.shape[0], n, self.engines.shape.vocab))  # [1, n, V]
+            self.engines.decode.run(feeds, into={**self.cache.slots(n), "logits": logits})
+            logits = to_host(logits)  # waits for this lane's step only
         self.cache.advance(n)
         return logits
 

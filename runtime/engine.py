@@ -1,8 +1,13 @@
-"""Engines: one exported graph behind ``run(feeds, into)``, on ONNX Runtime or torch.
+"""Engines: one exported graph behind ``run(feeds, into)``, on ONNX Runtime, torch or TensorRT.
 
 ``into`` maps output names to preallocated arrays the engine writes in place (the KV slots);
 every other output is returned. ONNX Runtime binds both inputs and ``into`` outputs by pointer
 (IOBinding), so feeding the cached prefix and storing the new entries copy nothing.
+
+Host engines (ONNX Runtime, ``TorchEngine``) take and return numpy arrays. Device engines
+(``DeviceTorchEngine`` here, ``trt_engine.TrtEngine``) take numpy or torch feeds, return torch
+tensors on their device, write ``into`` tensors there, and do not synchronize: the caller reads
+results back with ``arrays.to_host`` on the model's lane (see ``arrays.Placement``).
 """
 
 from __future__ import annotations
@@ -121,3 +126,31 @@ class TorchEngine:
                 result[t.name] = value.numpy()
         return result
 
+
+
+class DeviceTorchEngine:
+    """The same graph module on a torch device (CUDA, or the CPU in tests): feeds are moved
+    there, outputs stay there, ``into`` tensors are written in place. The eager torch path of
+    the device pipeline, and the stand-in that tests it where there is no GPU."""
+
+    def __init__(self, module, spec: GraphSpec, device: str):
+        from .arrays import Placement
+
+        self.module, self.spec, self.placement = module, spec, Placement(device)
+
+    def run(self, feeds, into=None):
+        import torch
+
+        from hippo_trt.export.onnx_export import torch_args
+
+        into = into or {}
+        with torch.no_grad():  # not inference_mode: the pipeline writes into the outputs (merge_visual)
+            outs = self.module(*torch_args(self.spec, feeds, self.placement.put))
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        result = {}
+        for t, value in zip(self.spec.outputs, outs, strict=True):
+            if t.name in into:
+                into[t.name].copy_(value)
+            else:
+                result[t.name] = value
+        return result

@@ -1,25 +1,35 @@
-"""Load one model's four engines from a work dir, for a backend, refusing stale builds."""
+"""Load one model's four engines from a work dir, for a backend, refusing stale builds.
+
+Backends: ``onnxruntime`` (the built graphs, host arrays), ``torch`` (the eager reference, host
+arrays), ``torch-cuda`` (the same modules on the GPU, device tensors) and ``tensorrt`` (the
+built engines, device tensors; see trt_engine.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from hippo_trt.errors import InputError, WorkDirError
+from hippo_trt.errors import EngineError, InputError, WorkDirError
 from hippo_trt.export.architectures import family
 from hippo_trt.export.specs import DecoderShape, GraphSpec
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
+from .arrays import HOST_PLACEMENT, Placement
 from .build import export_id
-from .engine import Engine, OrtEngine, OrtOptions, TorchEngine
+from .engine import DeviceTorchEngine, Engine, OrtEngine, OrtOptions, TorchEngine
+
 
 @dataclass(frozen=True)
 class ModelEngines:
+    """``placement``: where the engines' tensors live, and the model's lane (arrays.py)."""
+
     record: ModelRecord
     vision: Engine
     embed: Engine
     prefill: Engine
     decode: Engine
+    placement: Placement = HOST_PLACEMENT
 
     @property
     def shape(self) -> DecoderShape:
@@ -49,25 +59,55 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
     return {n: OrtEngine(files[n].verify(work, deep=True, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
 
 
-def _torch_engines(manifest: Manifest, role: str) -> dict[str, Engine]:
+def _graph_modules(manifest: Manifest, role: str) -> dict:
     record = manifest.model(role)
     model_dir = ModelDir.open(record.source)
     if model_dir.weight_hash() != record.weight_hash:
         raise WorkDirError(f"'{record.source}' now holds other weights than were exported (hash mismatch)")
-    modules = family(record.architecture).graph_modules(model_dir.load_model())
-    return {name: TorchEngine(modules[name], spec) for name, spec in specs_from_record(record).items()}
+    return family(record.architecture).graph_modules(model_dir.load_model())
 
 
-def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> dict[str, Engine]:
-    return _torch_engines(manifest, role)
+def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
+    modules = _graph_modules(manifest, role)
+    engines = {name: TorchEngine(modules[name], spec) for name, spec in specs_from_record(manifest.model(role)).items()}
+    return ModelEngines(record=manifest.model(role), **engines)
 
 
-LOADERS = {"onnxruntime": _ort_engines, "torch": _torch_loader}
+def torch_device_engines(manifest: Manifest, role: str, device: str) -> ModelEngines:
+    """The eager torch modules on ``device`` ("cuda", or "cpu" to test the device path)."""
+    modules = {name: m.to(device) for name, m in _graph_modules(manifest, role).items()}
+    specs = specs_from_record(manifest.model(role))
+    engines = {name: DeviceTorchEngine(modules[name], spec, device) for name, spec in specs.items()}
+    return ModelEngines(record=manifest.model(role), **engines, placement=Placement(device))
+
+
+def require_cuda(backend: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EngineError(f"--backend {backend} needs a CUDA GPU and none is visible (driver, CUDA_VISIBLE_DEVICES); use --backend onnxruntime")
+
+
+def _torch_cuda_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
+    require_cuda("torch-cuda")
+    return torch_device_engines(manifest, role, "cuda")
+
+
+def _ort_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
+    return ModelEngines(record=manifest.model(role), **_ort_engines(work, manifest, role, options))
+
+
+def _trt_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
+    from .trt_engine import load_trt_engines
+
+    return load_trt_engines(work, manifest, role)
+
+
+LOADERS = {"onnxruntime": _ort_loader, "torch": _torch_loader, "torch-cuda": _torch_cuda_loader, "tensorrt": _trt_loader}
 BACKENDS = tuple(LOADERS)
 
 
 def load_engines(work: Path, manifest: Manifest, role: str, backend: str, options: OrtOptions) -> ModelEngines:
     if backend not in LOADERS:
         raise InputError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
-    engines = LOADERS[backend](Path(work), manifest, role, options)
-    return ModelEngines(record=manifest.model(role), **engines)
+    return LOADERS[backend](Path(work), manifest, role, options)

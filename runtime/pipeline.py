@@ -18,6 +18,7 @@ from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
+from .arrays import index_for, take_rows
 from .decoder import DecoderSession, scoring_rows
 from .engine import OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
@@ -79,14 +80,13 @@ class RunResult:
         return asdict(self)
 
 
-def merge_visual(inputs_embeds: np.ndarray, input_ids: np.ndarray, visual: np.ndarray, video_token_id: int) -> np.ndarray:
-    """Put the visual tokens [1, Nv, d] at the video placeholders of inputs_embeds [1, S, d]."""
-    slots = input_ids[0] == video_token_id  # [S]
-    if int(slots.sum()) != visual.shape[1]:
-        raise InputError(
-            f"the prompt has {int(slots.sum())} video placeholders but the video gives {visual.shape[1]} visual tokens"
-        )
-    inputs_embeds[0, slots] = visual[0]
+def merge_visual(inputs_embeds, input_ids: np.ndarray, visual, video_token_id: int):
+    """Put the visual tokens [1, Nv, d] at the video placeholders of inputs_embeds [1, S, d], in
+    place, where the engines keep them (numpy or a device tensor; input_ids [1, S] on the host)."""
+    slots = np.flatnonzero(input_ids[0] == video_token_id)  # [Nv]
+    if len(slots) != visual.shape[1]:
+        raise InputError(f"the prompt has {len(slots)} video placeholders but the video gives {visual.shape[1]} visual tokens")
+    inputs_embeds[0, index_for(inputs_embeds, slots)] = visual[0]
     return inputs_embeds
 
 
@@ -199,11 +199,12 @@ class Pipeline:
         """(inputs_embeds [1, S, d] with the visual tokens merged in, visual tokens [1, Nv, d]).
         Timer phases are named ``{phase}vision`` and ``{phase}embed``, on the engines' role's track."""
         ids, track = request.input_ids, self._track(engines)  # [1, S]
-        with timer.phase(f"{phase}vision", track):
-            visual = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))["visual_tokens"]
-        with timer.phase(f"{phase}embed", track):
-            embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
-        return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
+        with engines.placement.lane():
+            with timer.phase(f"{phase}vision", track):
+                visual = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))["visual_tokens"]
+            with timer.phase(f"{phase}embed", track):
+                embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
+            return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
 
     def _prefill(
         self, engines: ModelEngines, request: Request, embeds: np.ndarray, index: np.ndarray, max_new_tokens: int, timer: PhaseTimer, phase: str = "", repack: bool = False
@@ -222,7 +223,9 @@ class Pipeline:
         else:
             positions, next_pos = full[..., index], next_position(full)
         with timer.phase(f"{phase}prefill", self._track(engines)):
-            out = session.prefill(np.ascontiguousarray(embeds[:, index]), np.ascontiguousarray(positions), scored)
+            with engines.placement.lane():
+                kept_embeds = take_rows(embeds, index)  # [1, S', d]
+            out = session.prefill(kept_embeds, np.ascontiguousarray(positions), scored)
         return session, out, next_pos
 
     def generate(

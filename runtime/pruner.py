@@ -1,9 +1,10 @@
 """Between the target prefill and the draft prefill: which visual tokens the draft reads.
 
 The ONNX Runtime backend runs the work dir's pruning subgraphs (``export/prune_graph.py``,
-built by ``hippo-trt build`` with the other graphs); the torch backend runs the numpy
-reference (``hippo_trt.pruning``). Both pick exactly the same tokens (tested). ``none``,
-``uniform`` and ``random`` need no scores and run on the host in both.
+built by ``hippo-trt build`` with the other graphs), the TensorRT backend their engines (the
+draft's features stay on the device); the torch backends run the numpy reference
+(``hippo_trt.pruning``). All pick exactly the same tokens (tested). ``none``, ``uniform`` and
+``random`` need no scores and run on the host everywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from hippo_trt.errors import WorkDirError
 from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.pruning import PruneOptions, TokenGrid, select_kept
+from .arrays import Placement, to_host
 from .engine import OrtOptions, ort_session
 
 
@@ -26,7 +28,7 @@ class PruneInputs:
 
     grid: TokenGrid
     importance: np.ndarray  # [n] the target's attention to each visual token (prefill output)
-    features: np.ndarray  # [n, D] the draft's visual tokens
+    features: object  # [n, D] the draft's visual tokens, where its engines keep them (arrays.py)
 
 
 class Pruner(Protocol):
@@ -39,28 +41,58 @@ class ReferencePruner:
     """The numpy reference (torch backend)."""
 
     def select(self, method, keep, inputs, options):
-        return select_kept(
-            method, inputs.grid.n, keep, grid=inputs.grid, importance=inputs.importance, features=inputs.features, options=options
-        )
+        features = to_host(inputs.features)
+        return select_kept(method, inputs.grid.n, keep, grid=inputs.grid, importance=inputs.importance, features=features, options=options)
 
 
 class GraphPruner:
-    """The pruning subgraphs on ONNX Runtime for the score-based methods."""
+    """The pruning subgraphs (ONNX Runtime sessions, or anything with their ``run``) for the
+    score-based methods."""
 
     def __init__(self, sessions: Mapping[str, object]):
         self.sessions = dict(sessions)
 
+    def _features(self, inputs: PruneInputs):
+        return to_host(inputs.features)
+
+    def _kept_index(self, graph: str, feeds: dict) -> np.ndarray:
+        from hippo_trt.export.prune_graph import run_prune_graph
+
+        return run_prune_graph(self.sessions[graph], feeds)["kept_index"]
+
     def select(self, method, keep, inputs, options):
-        from hippo_trt.export.prune_graph import GRAPH_OF_METHOD, prune_feeds, run_prune_graph
+        from hippo_trt.export.prune_graph import GRAPH_OF_METHOD, prune_feeds
 
         if method not in GRAPH_OF_METHOD:
             return ReferencePruner().select(method, keep, inputs, options)
-        plan = prune_feeds(method, inputs.grid, keep, features=inputs.features, importance=inputs.importance, options=options)
-        return run_prune_graph(self.sessions[plan.graph], plan.feeds)["kept_index"]
+        features = self._features(inputs)
+        plan = prune_feeds(method, inputs.grid, keep, features=features, importance=inputs.importance, options=options)
+        return self._kept_index(plan.graph, plan.feeds)
+
+
+class EnginePruner(GraphPruner):
+    """The pruning graphs as engines (``run(feeds) -> outputs``, e.g. TensorRT) on the draft's
+    placement: its features are read where they are, only the kept indices come back."""
+
+    def __init__(self, engines: Mapping[str, object], placement: Placement):
+        super().__init__(engines)
+        self.placement = placement
+
+    def _features(self, inputs: PruneInputs):
+        return self.placement.put(inputs.features)
+
+    def _kept_index(self, graph: str, feeds: dict) -> np.ndarray:
+        with self.placement.lane():
+            return to_host(self.sessions[graph].run(feeds)["kept_index"])
 
 
 def load_pruner(work: Path, manifest: Manifest, backend: str) -> Pruner:
-    """The pruner of ``backend``: the built graphs for onnxruntime, the reference for torch."""
+    """The pruner of ``backend``: the built graphs for onnxruntime and tensorrt, the reference
+    for the torch backends."""
+    if backend == "tensorrt":
+        from .trt_engine import load_trt_pruner
+
+        return load_trt_pruner(work, manifest)
     if backend != "onnxruntime":
         return ReferencePruner()
     fix = f"run: hippo-trt build {work} --backend onnxruntime"

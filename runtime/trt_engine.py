@@ -1,37 +1,74 @@
-"""TensorRT engine with the engine contract: ``run(feeds, into)`` enqueues and returns.
+"""TensorRT engines with the engine contract: ``run(feeds, into)`` enqueues and returns.
 
-Inputs, ``into`` outputs (the KV slots) and returned outputs are CUDA torch tensors whose
-addresses are bound with ``set_tensor_address``; ``execute_async_v3`` enqueues on the lane's
-stream and nothing here synchronizes: the caller waits on the lane's event. Shapes are
-checked against the engine's built profile before anything is enqueued.
+Inputs, ``into`` outputs (the KV slots) and returned outputs are torch tensors on the engine's
+device, bound by address (``set_tensor_address``): the KV cache is fed and written in place.
+``execute_async_v3`` enqueues on the current stream, which the pipeline sets to the model's
+lane (``arrays.Placement.lane``); nothing here synchronizes, the caller reads results back on
+that lane. Numpy feeds (token ids, positions, pixels) are copied to the device on the same
+stream. Shape-tensor inputs (the pruning graphs' ``grid`` and ``keep_count``, which decide
+output shapes) live in host memory, as TensorRT requires; every other input on the device.
 
-Everything that decides whether an engine may be used (``check_profile``,
-``check_engine_record``) is pure and tested without TensorRT.
+Each engine is built with one optimization profile (``export/trt_plan.py``), so it has one
+execution context. Shapes and shape-tensor values outside the built profile are refused before
+anything is enqueued, naming the input, the dim, the value and the range.
+
+Everything that decides whether an engine may be used (``check_profile``, ``check_values``,
+``check_engine_record``) is pure and tested without TensorRT; the binding code is tested on
+the CPU against a stand-in ``tensorrt`` module that runs the same ONNX graphs
+(tests/runtime/fake_tensorrt.py), and for real where ``import tensorrt`` works.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from hippo_trt.errors import EngineError, ProfileError, WorkDirError
-from hippo_trt.export.specs import GraphSpec
+from hippo_trt.manifest import FileRecord, Manifest
+from .arrays import Placement, is_torch, to_host
+
+DEFAULT_DEVICE = "cuda"
+Ranges = Mapping[str, Mapping[str, Sequence]]  # input -> {"min", "opt", "max"}
 
 
-def check_profile(name: str, spec: GraphSpec, profile: Mapping[str, Mapping[str, list[int]]], shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Refuse a shape outside the built profile, naming the input, the dim, the value and the range."""
-    for t in spec.inputs:
-        shape = shapes[t.name]
-        if t.name not in profile:
+def _rebuild(what: str) -> str:
+    return f"rebuild with hippo-trt build WORK --backend tensorrt and {what}"
+
+
+def check_profile(name: str, profile: Ranges, shapes: Mapping[str, tuple[int, ...]], axes: Mapping[str, Sequence] | None = None) -> None:
+    """Refuse a shape outside the built profile, naming the input, the dim, the value and the range.
+    ``axes``: per input, the symbolic names of its axes (for the message)."""
+    for input_name, shape in shapes.items():
+        if input_name not in profile:
             continue
-        lo, hi = profile[t.name]["min"], profile[t.name]["max"]
+        lo, hi = profile[input_name]["min"], profile[input_name]["max"]
+        names = (axes or {}).get(input_name, ())
         for axis, value in enumerate(shape):
             if not lo[axis] <= value <= hi[axis]:
-                symbol = t.axes[axis] if isinstance(t.axes[axis], str) else f"axis {axis}"
+                symbol = names[axis] if axis < len(names) and isinstance(names[axis], str) else f"axis {axis}"
                 raise ProfileError(
-                    f"engine '{name}' input '{t.name}': {symbol} = {value} is outside the built profile "
-                    f"[{lo[axis]}, {hi[axis]}]; rebuild with hippo-trt build WORK --backend tensorrt and larger limits"
+                    f"engine '{name}' input '{input_name}': {symbol} = {value} is outside the built profile "
+                    f"[{lo[axis]}, {hi[axis]}]; {_rebuild('larger limits')}"
                 )
+
+
+def check_values(name: str, values: Ranges, feeds: Mapping[str, Any]) -> None:
+    """Refuse a shape-tensor input whose values are outside the built value range (e.g. a keep
+    ratio whose kept-token count the pruning engine was not built for)."""
+    for input_name, allowed in values.items():
+        if input_name not in feeds:
+            continue
+        got = np.atleast_1d(to_host(feeds[input_name]))
+        lo, hi = np.atleast_1d(allowed["min"]), np.atleast_1d(allowed["max"])
+        bad = np.flatnonzero((got < lo) | (got > hi))
+        if bad.size:
+            i = int(bad[0])
+            raise ProfileError(
+                f"engine '{name}' input '{input_name}': value {int(got[i])} (element {i}) is outside the built range "
+                f"[{int(lo[i])}, {int(hi[i])}]; {_rebuild('a wider --keep range or larger limits')}"
+            )
 
 
 def check_engine_record(record: Mapping, work: Path, export_id: str, trt_version: str, identity: Mapping[str, str]) -> None:
@@ -59,35 +96,131 @@ def _torch_dtype(trt, dtype):
     return table[dtype]
 
 
-class TrtEngine:
-    def __init__(self, path: Path, spec: GraphSpec, profile: Mapping[str, Mapping[str, list[int]]], name: str):
-        from hippo_trt.export.trt_build import require_tensorrt
+def _stream_handle(device) -> int:
+    """The current CUDA stream of ``device`` (the lane's), or 0 off CUDA (the CPU stand-in)."""
+    import torch
 
-        self.trt = require_tensorrt()
-        self.spec, self.profile, self.name = spec, profile, name
+    return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+
+
+class TrtEngine:
+    """One built engine; ``plan``: its entry of the build plan (``profile`` and ``values``)."""
+
+    def __init__(self, path: Path, plan: Mapping, name: str, spec=None, device: str = DEFAULT_DEVICE):
+        import torch
+
+        from hippo_trt.export import trt_build
+
+        self.trt = trt_build.require_tensorrt()
+        self.name, self.spec, self.device = name, spec, torch.device(device)
+        self.profile, self.values = plan.get("profile", {}), plan.get("values", {})
+        self._axes = {t.name: t.axes for t in spec.inputs} if spec is not None else {}
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.ERROR))
         self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise EngineError(f"TensorRT cannot deserialize '{path}'; rebuild with hippo-trt build WORK --backend tensorrt")
         self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.OUTPUT]
+        self._host_inputs = {n for n in names if n not in self.outputs and self.engine.is_shape_inference_io(n)}
 
-    def run(self, feeds, into=None, stream=None):
+    def _dtype(self, name: str):
+        return _torch_dtype(self.trt, self.engine.get_tensor_dtype(name))
+
+    def _tensor(self, name: str, value):
+        """``value`` as a tensor of the engine's dtype: in host memory for a shape tensor, else on the device."""
+        import torch
+
+        where = torch.device("cpu") if name in self._host_inputs else self.device
+        tensor = value if is_torch(value) else torch.from_numpy(np.ascontiguousarray(value))
+        return tensor.to(device=where, dtype=self._dtype(name)).contiguous()
+
+    def _bind_output(self, name: str, buf) -> None:
+        """Bind a caller's buffer (a KV slot, the logits): TensorRT writes it blindly, so its
+        dtype, device, layout and shape are checked first."""
+        shape = tuple(self.context.get_tensor_shape(name))
+        if buf.dtype != self._dtype(name) or buf.device != self.device or not buf.is_contiguous() or tuple(buf.shape) != shape:
+            raise EngineError(
+                f"engine '{self.name}' output '{name}': the buffer is {tuple(buf.shape)} {buf.dtype} on {buf.device}, "
+                f"the engine writes contiguous {shape} {self._dtype(name)} on {self.device}"
+            )
+        self.context.set_tensor_address(name, buf.data_ptr())
+
+    def run(self, feeds, into=None):
         import torch
 
         into = into or {}
-        check_profile(self.name, self.spec, self.profile, {k: tuple(v.shape) for k, v in feeds.items()})
-        for name, tensor in feeds.items():
-            self.context.set_input_shape(name, tuple(tensor.shape))
+        check_profile(self.name, self.profile, {k: tuple(v.shape) for k, v in feeds.items()}, self._axes)
+        check_values(self.name, self.values, feeds)
+        bound = {name: self._tensor(name, value) for name, value in feeds.items()}  # alive until enqueued
+        for name, tensor in bound.items():
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                raise EngineError(f"engine '{self.name}' refused input '{name}' of shape {tuple(tensor.shape)}")
             self.context.set_tensor_address(name, tensor.data_ptr())
         result = {}
-        for t in self.spec.outputs:
-            buf = into.get(t.name)
-            if buf is None:
-                shape = tuple(self.context.get_tensor_shape(t.name))
-                dtype = _torch_dtype(self.trt, self.engine.get_tensor_dtype(t.name))
-                buf = result[t.name] = torch.empty(shape, dtype=dtype, device="cuda")
-            self.context.set_tensor_address(t.name, buf.data_ptr())
-        stream = stream or torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        for name in self.outputs:
+            buf = into.get(name)
+            if buf is None:  # shapes follow from the input shapes and shape-tensor values
+                buf = result[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device=self.device)
+                self.context.set_tensor_address(name, buf.data_ptr())
+            else:
+                self._bind_output(name, buf)
+        if not self.context.execute_async_v3(_stream_handle(self.device)):
             raise EngineError(f"TensorRT failed to enqueue engine '{self.name}'")
         return result
+
+
+# --- loading a work dir's engines -------------------------------------------------------------
+
+
+def trt_record(work: Path, manifest: Manifest) -> dict:
+    """The manifest's TensorRT record, refused when built by another TensorRT, GPU or export."""
+    from hippo_trt.export import trt_build
+
+    from .build import export_id
+
+    trt = trt_build.require_tensorrt()
+    record = manifest.engines.get("tensorrt")
+    if record is None:
+        raise WorkDirError(f"'{work}' has no TensorRT engines; run: hippo-trt build {work} --backend tensorrt")
+    check_engine_record(record, work, export_id(manifest), trt.__version__, trt_build.gpu_identity())
+    return record
+
+
+def _plan_entry(record: Mapping, role: str, graph: str) -> Mapping:
+    for entry in record["plan"]["engines"]:
+        if entry["role"] == role and entry["graph"] == graph:
+            return entry
+    raise WorkDirError(f"the TensorRT build record has no plan for engine '{role}/{graph}'; rebuild with hippo-trt build WORK --backend tensorrt")
+
+
+def _engine(work: Path, record: Mapping, role: str, graph: str, spec, device: str) -> TrtEngine:
+    fix = f"rebuild with: hippo-trt build {work} --backend tensorrt"
+    files = record["files"].get(role, {})
+    if graph not in files:
+        raise WorkDirError(f"'{work}' has no TensorRT engine for '{role}/{graph}'; {fix}")
+    path = FileRecord(**files[graph]).verify(work, deep=True, fix=fix)
+    return TrtEngine(path, _plan_entry(record, role, graph), f"{role}/{graph}", spec, device)
+
+
+def load_trt_engines(work: Path, manifest: Manifest, role: str, device: str | None = None):
+    """The ``role`` model's four engines (``ModelEngines``) on ``device`` (default CUDA)."""
+    from .loader import ModelEngines, specs_from_record
+
+    work, device = Path(work), device or DEFAULT_DEVICE
+    record = trt_record(work, manifest)
+    specs = specs_from_record(manifest.model(role))
+    engines = {name: _engine(work, record, role, name, spec, device) for name, spec in specs.items()}
+    return ModelEngines(record=manifest.model(role), **engines, placement=Placement(device))
+
+
+def load_trt_pruner(work: Path, manifest: Manifest, device: str | None = None):
+    """The pruning graphs' engines behind the pruner interface (runtime/pruner.py)."""
+    from .pruner import EnginePruner
+
+    work, device = Path(work), device or DEFAULT_DEVICE
+    record = trt_record(work, manifest)
+    if not record["files"].get("pruning"):
+        raise WorkDirError(f"'{work}' has no TensorRT pruning engines; rebuild with: hippo-trt build {work} --backend tensorrt")
+    engines = {name: _engine(work, record, "pruning", name, None, device) for name in record["files"]["pruning"]}
+    return EnginePruner(engines, Placement(device))

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 
 from hippo_trt.errors import ProfileError, WorkDirError
 from hippo_trt.export.specs import DecoderShape, decode_spec
-from hippo_trt.runtime.trt_engine import check_engine_record, check_profile
+from hippo_trt.runtime.trt_engine import check_engine_record, check_profile, check_values
 
 SHAPE = DecoderShape(layers=1, kv_heads=2, head_dim=4, hidden=8, vocab=11)
 SPEC = decode_spec(SHAPE)
+AXES = {t.name: t.axes for t in SPEC.inputs}
 PROFILE = {
     "input_ids": {"min": [1, 1], "opt": [1, 1], "max": [1, 5]},
     "position_ids": {"min": [1, 1], "opt": [1, 1], "max": [1, 5]},
@@ -31,8 +33,8 @@ def shapes(spec_len: int, past: int) -> dict[str, tuple[int, ...]]:
 
 
 def test_shapes_inside_the_profile_pass():
-    check_profile("target/decode", SPEC, PROFILE, shapes(5, 300))
-    check_profile("target/decode", SPEC, PROFILE, shapes(1, 3))
+    check_profile("target/decode", PROFILE, shapes(5, 300), AXES)
+    check_profile("target/decode", PROFILE, shapes(1, 3), AXES)
 
 
 @pytest.mark.parametrize(
@@ -42,8 +44,30 @@ def test_shapes_inside_the_profile_pass():
 )
 def test_shapes_outside_the_profile_are_refused_with_dim_value_and_range(spec_len, past, needle):
     with pytest.raises(ProfileError, match=needle.replace("[", r"\[").replace("]", r"\]")) as err:
-        check_profile("target/decode", SPEC, PROFILE, shapes(spec_len, past))
+        check_profile("target/decode", PROFILE, shapes(spec_len, past), AXES)
     assert "target/decode" in str(err.value) and "hippo-trt build" in str(err.value)
+
+
+VALUES = {"keep_count": {"min": 2, "opt": 5, "max": 9}, "grid": {"min": [1, 3, 3], "opt": [4, 3, 3], "max": [8, 3, 3]}}
+
+
+def test_shape_tensor_values_inside_the_built_range_pass():
+    check_values("pruning/fused", VALUES, {"keep_count": np.array(9), "grid": np.array([1, 3, 3]), "weights": np.ones(3)})
+
+
+@pytest.mark.parametrize(
+    "feeds,needle",
+    [
+        ({"keep_count": np.array(10)}, "'keep_count': value 10 (element 0) is outside the built range [2, 9]"),
+        ({"keep_count": np.array(1)}, "value 1 (element 0) is outside the built range [2, 9]"),
+        ({"grid": np.array([9, 3, 3])}, "'grid': value 9 (element 0) is outside the built range [1, 8]"),
+        ({"grid": np.array([2, 3, 4])}, "'grid': value 4 (element 2) is outside the built range [3, 3]"),
+    ],
+)
+def test_shape_tensor_values_outside_the_built_range_are_refused(feeds, needle):
+    with pytest.raises(ProfileError, match=needle.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")) as err:
+        check_values("pruning/fused", VALUES, feeds)
+    assert "--keep" in str(err.value)
 
 
 RECORD = {"version": "10.9.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "export_id": "abc"}
@@ -76,7 +100,6 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pragma: no cover - needs TensorRT + GPU
     import shutil
 
-    import numpy as np
     import torch
 
     from hippo_trt.export.trt_build import TRT_DIR, build_tensorrt
@@ -91,7 +114,7 @@ def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pra
     record = manifest.engines["tensorrt"]
     spec = specs_from_record(manifest.model("target"))["embed"]
     plan = next(e for e in record["plan"]["engines"] if e["role"] == "target" and e["graph"] == "embed")
-    engine = TrtEngine(FileRecord(**record["files"]["target"]["embed"]).verify(work, True, ""), spec, plan["profile"], "target/embed")
+    engine = TrtEngine(FileRecord(**record["files"]["target"]["embed"]).verify(work, True, ""), plan, "target/embed", spec)
     ids = np.arange(7, dtype=np.int64)[None]
     got = engine.run({"input_ids": torch.from_numpy(ids).cuda()})["inputs_embeds"]
     torch.cuda.synchronize()

@@ -1,0 +1,110 @@
+"""Where a model's tensors live, and the few operations the pipeline does on them in place.
+
+ONNX Runtime and the torch reference work on host numpy arrays. TensorRT (and torch engines on
+a GPU) work on torch tensors on a device: the KV cache, the logits buffer, the visual tokens and
+the embeddings stay there, and only what the host decides on comes back (a step's logits, the
+prefill's importance, the kept indices). A ``Placement`` says which, allocates a request's
+buffers there, and gives the model its own lane: on CUDA a stream of its own, so the draft's
+and the target's kernels are ordered only within their lane.
+
+Engines take numpy feeds on either placement (small host inputs: token ids, positions, pixels)
+and copy them over themselves; ``to_host`` reads a result back, synchronizing only the lane it
+was enqueued on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+
+HOST = "host"
+
+
+def is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A numpy array of ``x`` (a torch tensor is copied back, after its lane's queued work)."""
+    if is_torch(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def index_for(x: Any, index: np.ndarray) -> Any:
+    """``index`` [k] as an index into ``x``: itself for numpy, a tensor on ``x``'s device for torch."""
+    if is_torch(x):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(index)).to(x.device)
+    return index
+
+
+def take_rows(x: Any, index: np.ndarray) -> Any:
+    """``x[:, index]`` as a contiguous array of ``x``'s kind. x [B, S, ...] -> [B, k, ...]"""
+    rows = x[:, index_for(x, index)]
+    return rows.contiguous() if is_torch(rows) else np.ascontiguousarray(rows)
+
+
+_TORCH_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32"}
+
+
+def torch_dtype(dtype: Any):
+    """The torch dtype of a numpy dtype (float32, float16, int64, int32)."""
+    import torch
+
+    return getattr(torch, _TORCH_DTYPES[np.dtype(dtype)])
+
+
+class Placement:
+    """Host numpy (``"host"``) or a torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"`` in tests).
+
+    One per model: its ``lane()`` is the context its engines enqueue in (a CUDA stream of its
+    own, created on first use; nothing on the host or on a CPU device)."""
+
+    def __init__(self, device: str = HOST):
+        self.device = device
+        self._stream = None
+
+    @property
+    def on_host(self) -> bool:
+        return self.device == HOST
+
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> Any:
+        """An uninitialized buffer here: numpy on the host, a torch tensor on a device."""
+        if self.on_host:
+            return np.empty(shape, dtype=dtype)
+        import torch
+
+        return torch.empty(shape, dtype=torch_dtype(dtype), device=self.device)
+
+    def put(self, x: Any) -> Any:
+        """``x`` here (numpy on the host; on a device, copied on the current stream)."""
+        if self.on_host:
+            return to_host(x)
+        import torch
+
+        if is_torch(x):
+            return x.to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
+    @contextlib.contextmanager
+    def lane(self) -> Iterator[None]:
+        """Make this model's stream current (CUDA); elsewhere a no-op."""
+        if self.on_host or not self.device.startswith("cuda"):
+            yield
+            return
+        import torch
+
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device=self.device)
+        with torch.cuda.stream(self._stream):
+            yield
+
+    def __repr__(self) -> str:
+        return f"Placement({self.device!r})"
+
+
+HOST_PLACEMENT = Placement(HOST)

@@ -1,0 +1,93 @@
+"""The device path of the pipeline (torch tensors where the engines are: KV cache, logits buffer,
+embeddings, visual tokens), run here with the eager torch modules on the CPU device: the same
+greedy tokens as the host path on ONNX Runtime, which the equivalence tests tie to transformers."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hippo_trt.manifest import Manifest
+from hippo_trt.preprocess import prepare_request
+from hippo_trt.runtime.arrays import Placement, take_rows, to_host
+from hippo_trt.runtime.loader import torch_device_engines
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from tests.conftest import TEST_LIMITS, random_frames
+from tests.runtime.test_ar_equivalence import prompts
+
+
+@lru_cache(maxsize=None)
+def _pipelines(work: str) -> tuple[Pipeline, Pipeline]:
+    manifest = Manifest.load(work)
+    host = Pipeline.load(work, with_draft=True)
+    target, draft = (torch_device_engines(manifest, role, "cpu") for role in ("target", "draft"))
+    return host, Pipeline.from_engines(work, manifest, target, draft)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    prompt=prompts,
+    mode=st.sampled_from(["ar", "sd", "parallel"]),
+    prune=st.sampled_from(["none", "hippo", "specvlm", "uniform"]),
+    keep=st.sampled_from([1.0, 0.5, 0.1]),
+    gamma=st.integers(1, 6),
+)
+def test_device_tensors_give_the_host_path_tokens(work_dirs, seed, frames, prompt, mode, prune, keep, gamma):
+    host, device = _pipelines(str(work_dirs["gqa"]))
+    request = prepare_request(host.processor, random_frames(seed, frames), prompt)
+    config = GenerationConfig(max_new_tokens=12, mode=mode, gamma=gamma, prune=prune, keep=keep)
+    assert device.generate(request, config).tokens == host.generate(request, config).tokens
+
+
+def test_the_kv_cache_and_logits_live_on_the_device_and_are_written_in_place(work_dirs, clip):
+    """Each decode step reads the cached prefix and writes its new entries as views of one
+    preallocated tensor per layer: nothing is copied to feed the past or to store the step."""
+    _, device = _pipelines(str(work_dirs["gqa"]))
+    engine, seen = device.target.decode, []
+    real = engine.run
+
+    def spy(feeds, into=None):
+        seen.append((feeds["past_key_0"], into["new_key_0"], into["logits"]))
+        return real(feeds, into)
+
+    engine.run = spy
+    try:
+        device.generate(device.prepare(clip, "what moves"), GenerationConfig(max_new_tokens=6))
+    finally:
+        del engine.run
+    assert len(seen) == 5
+    storages = {past.untyped_storage().data_ptr() for past, _, _ in seen} | {new.untyped_storage().data_ptr() for _, new, _ in seen}
+    assert len(storages) == 1  # one buffer for layer 0's keys, the whole request
+    assert all(torch.is_tensor(logits) for _, _, logits in seen)
+    lengths = [past.shape[0] for past, _, _ in seen]
+    assert lengths == list(range(lengths[0], lengths[0] + 5))
+
+
+def test_placement_helpers_agree_between_host_and_device():
+    x = np.arange(24, dtype=np.float32).reshape(1, 6, 4)
+    index = np.array([0, 2, 5])
+    host, device = Placement(), Placement("cpu")
+    assert host.on_host and not device.on_host
+    on_device = device.put(x)
+    assert torch.is_tensor(on_device)
+    np.testing.assert_array_equal(to_host(take_rows(on_device, index)), take_rows(x, index))
+    assert device.empty((2, 3)).shape == (2, 3) and host.empty((2, 3)).dtype == np.float32
+    with device.lane(), host.lane():  # no streams off CUDA
+        pass
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here; the torch-cuda backend runs where one is")
+def test_torch_cuda_backend_gives_the_host_tokens(work_dirs, clip):  # pragma: no cover - needs a GPU
+    host, _ = _pipelines(str(work_dirs["gqa"]))
+    gpu = Pipeline.load(work_dirs["gqa"], backend="torch-cuda", with_draft=True)
+    request = host.prepare(clip, "what moves")
+    for mode in ("ar", "sd", "parallel"):
+        config = GenerationConfig(max_new_tokens=12, mode=mode, gamma=3, prune="hippo", keep=0.5)
+        assert gpu.generate(request, config).tokens == host.generate(request, config).tokens
