@@ -6,6 +6,11 @@ this module only turns each ``EnginePlan`` into Polygraphy loaders:
     NetworkFromOnnxPath(onnx) -> CreateConfig(profiles=[Profile], fp16/bf16, timing cache)
         -> EngineFromNetwork(..., save_timing_cache) -> SaveEngine
 
+The one Profile holds both kinds of range: the shapes of the dynamic inputs (``plan.profile``)
+and the values of the shape-tensor inputs (``plan.values``: the pruning graphs' keep_count and
+grid); Polygraphy sets the latter with ``set_shape_input`` because TensorRT marks those inputs
+``is_shape_tensor``. Engines land in ``ROLE/GRAPH.plan``: target/, draft/ and pruning/.
+
 Engines are written into a staging dir and renamed into ``WORK/engines/tensorrt`` in one
 step; the timing cache lives beside them in the work dir and survives rebuilds.
 """
@@ -52,8 +57,8 @@ def _build_engine(plan: EnginePlan, work: Path, out: Path, timing_cache: Path) -
     from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
 
     profile = Profile()
-    for name, shape in plan.profile.items():
-        profile.add(name, min=shape.min, opt=shape.opt, max=shape.max)
+    for name, r in (*plan.profile.items(), *plan.values.items()):  # shapes, then shape-tensor values
+        profile.add(name, min=r.min, opt=r.opt, max=r.max)
     config = CreateConfig(
         fp16=plan.precision == "fp16",
         bf16=plan.precision == "bf16",

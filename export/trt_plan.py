@@ -12,6 +12,8 @@ A video's visual tokens come in temporal slices; how many, and how big, depends 
     least             per_slice (a fixed pooled grid)     grid_tokens.min = 1 (small frames give fewer)
     newline           1                                   0
     vision graph      frames                              grid_t, grid_tokens (and M-RoPE prefill)
+    slice grid h, w   side, side (side^2 = per_slice)     each in [1, per_slice] (h x w <= per_slice,
+                                                          set by the frame size: a loose bound)
 
     slices(f)  = ceil(f / frames_per_slice)           temporal slices of an f-frame video
     vis(f)     = slices(f) * per_slice + newline      most visual tokens of an f-frame video
@@ -33,13 +35,29 @@ A video's visual tokens come in temporal slices; how many, and how big, depends 
     draft decode      spec_len     1                              2 (its last proposal plus a correction)
                       past         kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
                                                                   + max_new_tokens + gamma
+    pruning fused,    n            vis_lo(1)                      vis(F)                  (= vis_tokens)
+    pruning specvlm   D            the draft's hidden             the draft's hidden      (its visual tokens)
+      value of        keep_count   kept(keep_min, vis_lo(1))      kept(keep_max, vis(F))
+      value of        grid         (slices(1), h.min, w.min)      (slices(F), h.max, w.max)
+
+The pruning graphs (``export/prune_graph.py``, one video each: no batch axis) take the draft's
+visual tokens: ``n`` counts them, extra tokens (LLaVA's newline) included, and ``D`` is their
+feature size. Their ``keep_count`` (TopK's K is keep_count - extra tokens) and ``grid`` (a
+Reshape to [slices, h, w, D]) decide output shapes, so TensorRT takes them as shape tensors:
+their profile (``EnginePlan.values``) ranges over their VALUES, not their (static) shapes. The
+pruning engines are always fp32: they select tokens by comparing float32 scores, and the
+selection matches the numpy reference only in the graphs' own float32 arithmetic.
 
 Opt values (what TensorRT tunes kernels for), always clamped into [min, max]:
 frames min(8, F); grid_t slices(opt frames); grid_tokens per_slice; text min(64, text_max);
 seq the prompt at opt frames (full-size slices) and opt text (the draft at the middle keep
 ratio (keep_min + keep_max) / 2); past that prompt + max_new_tokens // 2 (halfway through
-generation); spec_len 1 (one decode step; verification is the rarer call); batch 1. Static
-axes stay as exported, e.g. the 3 of Qwen2.5-VL's prefill position_ids [3, batch, seq].
+generation); spec_len 1 (one decode step; verification is the rarer call); batch 1; n
+vis(opt frames); keep_count kept(middle keep ratio, n opt) (``Budget.kept``); grid
+(slices(opt frames), side, side), or (.., per_slice, 1) when a variable grid's per_slice is no
+square. Static axes stay as exported, e.g. the 3 of Qwen2.5-VL's prefill position_ids
+[3, batch, seq]; static inputs without a value range (the pruning weights [3], fraction [])
+get no profile entry.
 
 The memory columns are estimates for sizing a GPU, not measurements (see ``_memory``).
 """
@@ -53,13 +71,21 @@ from typing import Callable, Mapping
 
 from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
 from hippo_trt.errors import InputError, ProfileError
-from hippo_trt.export.specs import DecoderShape, GraphSpec
-from hippo_trt.manifest import Manifest, ModelRecord
+from hippo_trt.export.specs import DecoderShape, GraphSpec, TensorSpec
+from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BYTES_PER_ELEMENT: Mapping[str, int] = MappingProxyType({"fp32": 4, "fp16": 2, "bf16": 2})
 ROLES = ("target", "draft")
 GRAPHS = ("vision", "embed", "prefill", "decode")
+PRUNING = "pruning"  # the role of the pruning subgraphs' engines (manifest.pruning)
+PRUNE_GRAPHS = ("fused", "specvlm")  # export/prune_graph.py GRAPHS (not imported: it pulls onnxscript)
+PRUNE_PRECISION = "fp32"  # the selection matches the reference only in float32 (module docstring)
+# The pruning graphs' symbolic dims; not in the dims table (they come from the Budget).
+PRUNE_SYMBOLS: Mapping[str, str] = MappingProxyType(
+    {"n": "visual tokens of one video, extra tokens included", "D": "visual feature size (the draft's hidden)"}
+)
+SHAPE_INPUTS = ("keep_count", "grid")  # the pruning graphs' shape-tensor inputs (profiled by value)
 OPT_FRAMES = 8  # frames TensorRT tunes for (or all of them, when fewer)
 OPT_TEXT = 64  # text tokens of a typical prompt
 DRAFT_SPEC_LEN = 2  # the draft feeds its last proposal plus, after a rejection, the correction
@@ -117,11 +143,12 @@ class ShapeRange:
 class EnginePlan:
     """One engine to build: its ONNX graph, symbol ranges, input profiles and size estimates."""
 
-    role: str  # "target" | "draft"
-    graph: str  # "vision" | "embed" | "prefill" | "decode"
+    role: str  # "target" | "draft" | "pruning"
+    graph: str  # "vision" | "embed" | "prefill" | "decode" | (pruning) "fused" | "specvlm"
     onnx: str  # path relative to the work dir (from the manifest FileRecord)
     symbols: Mapping[str, DimRange]  # the symbol ranges this engine is built for
-    profile: Mapping[str, ShapeRange]  # per dynamic input name
+    profile: Mapping[str, ShapeRange]  # per dynamic input name: its shapes
+    values: Mapping[str, ShapeRange]  # per shape-tensor input name: its values (keep_count, grid)
     precision: str
     weight_bytes: int  # estimate: ONNX bytes (fp32 weights) x bytes_per_element / 4
     activation_bytes: int  # estimate: see _memory
@@ -139,6 +166,7 @@ class EnginePlan:
             "precision": self.precision,
             "symbols": {s: r.as_dict() for s, r in self.symbols.items()},
             "profile": {name: r.to_json() for name, r in self.profile.items()},
+            "values": {name: r.to_json() for name, r in self.values.items()},
             "weight_bytes": self.weight_bytes,
             "activation_bytes": self.activation_bytes,
             "kv_bytes": self.kv_bytes,
@@ -166,13 +194,16 @@ class BuildPlan:
         }
 
     def to_table(self) -> str:
-        """Markdown: one row per engine (symbols as min/opt/max, estimates in MiB), then totals."""
-        symbols = [s for s in SYMBOLS if any(s in e.symbols for e in self.engines)]
-        header = ["role", "graph", "precision", *symbols, *(f"{c} MiB" for c, _ in MEMORY_COLUMNS), "total MiB"]
-        rows = [_table_row(e, symbols) for e in self.engines]
+        """Markdown: one row per engine (symbols and shape-tensor values as min/opt/max, a value
+        vector as AxBxC; estimates in MiB), then totals."""
+        symbols = [s for s in (*SYMBOLS, *PRUNE_SYMBOLS) if any(s in e.symbols for e in self.engines)]
+        values = [v for v in SHAPE_INPUTS if any(v in e.values for e in self.engines)]
+        header = ["role", "graph", "precision", *symbols, *(f"{v} value" for v in values),
+                  *(f"{c} MiB" for c, _ in MEMORY_COLUMNS), "total MiB"]
+        rows = [_table_row(e, symbols, values) for e in self.engines]
         totals = self.totals()
         rows.append(
-            ["**total**", "", "", *([""] * len(symbols)), *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
+            ["**total**", "", "", *([""] * (len(symbols) + len(values))), *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
              _mib(totals["total_bytes"])]
         )
         lines = [header, ["---"] * len(header), *rows]
@@ -183,10 +214,15 @@ def _mib(n: int) -> str:
     return f"{n / MIB:,.2f}"
 
 
-def _table_row(e: EnginePlan, symbols: list[str]) -> list[str]:
+def _value_cell(r: ShapeRange | None) -> str:
+    return "/".join("x".join(map(str, v)) for v in (r.min, r.opt, r.max)) if r else ""
+
+
+def _table_row(e: EnginePlan, symbols: list[str], values: list[str]) -> list[str]:
     cells = [f"{r.min}/{r.opt}/{r.max}" if (r := e.symbols.get(s)) else "" for s in symbols]
+    value_cells = [_value_cell(e.values.get(v)) for v in values]
     sizes = [_mib(getattr(e, a)) for _, a in MEMORY_COLUMNS]
-    return [e.role, e.graph, e.precision, *cells, *sizes, _mib(e.total_bytes)]
+    return [e.role, e.graph, e.precision, *cells, *value_cells, *sizes, _mib(e.total_bytes)]
 
 
 # --- token budget --------------------------------------------------------------------------
@@ -219,6 +255,20 @@ class VideoTokens:
 
     def fewest(self, frames: int) -> int:
         return self.slices(frames) * self.least + self.newline
+
+    def sides(self) -> tuple[DimRange, DimRange]:
+        """Height and width of a slice's token grid. A fixed grid (least = per_slice: LLaVA's
+        pooled frame) is a square of side isqrt(per_slice). A variable one (Qwen2.5-VL: h x w
+        <= per_slice, set by the frame size) has each side in [1, per_slice], a loose bound;
+        opt is the full square, or per_slice x 1 when per_slice is no square."""
+        side = math.isqrt(self.per_slice)
+        square = side * side == self.per_slice
+        if self.least == self.per_slice:
+            if not square:
+                raise ProfileError(f"a pooled frame of {self.per_slice} visual tokens is not a square grid")
+            return DimRange(side, side, side), DimRange(side, side, side)
+        h, w = (side, side) if square else (self.per_slice, 1)
+        return DimRange(1, h, self.per_slice), DimRange(1, w, self.per_slice)
 
 
 def video_tokens(manifest: Manifest) -> VideoTokens:
@@ -409,6 +459,41 @@ def _engine_symbols(role: str, graph: GraphSpec, b: Budget, dims: DimsTable) -> 
     return symbols
 
 
+def prune_spec(name: str) -> GraphSpec:
+    """A pruning graph's inputs as in ``export/prune_graph.py``, axes only (the plan needs no
+    dtypes; the outputs are sized by keep_count's value and need no profile)."""
+    mix = TensorSpec("weights", (3,)) if name == "fused" else TensorSpec("fraction", ())  # float [3] | []
+    inputs = (
+        TensorSpec("importance", ("n",)),  # float [n]
+        TensorSpec("features", ("n", "D")),  # float [n, D]: the draft's visual tokens
+        TensorSpec("grid", (3,)),  # int64 [3] (slices, h, w): a shape tensor
+        TensorSpec("keep_count", ()),  # int64 []: a shape tensor
+        mix,
+        TensorSpec("position_ids", ("n",)),  # int64 [n]
+    )
+    return GraphSpec(name, inputs, ())
+
+
+PRUNE_SPECS: Mapping[str, GraphSpec] = MappingProxyType({name: prune_spec(name) for name in PRUNE_GRAPHS})
+
+
+def _prune_symbols(b: Budget, draft: DecoderShape) -> dict[str, DimRange]:
+    """n: the visual tokens the vision engines produce; D: fixed, the draft's hidden size."""
+    return {"n": b.visual(), "D": DimRange(draft.hidden, draft.hidden, draft.hidden)}
+
+
+def _values(*ranges: DimRange) -> ShapeRange:
+    """The min/opt/max value vectors of a shape tensor, one DimRange per element."""
+    return ShapeRange(*(tuple(getattr(r, pick) for r in ranges) for pick in ("min", "opt", "max")))
+
+
+def _shape_values(b: Budget) -> dict[str, ShapeRange]:
+    """Value ranges of the shape-tensor inputs (module docstring): keep_count [] and grid [3]."""
+    f, v = b.frames, b.video
+    slices = DimRange(v.slices(f.min), v.slices(f.opt), v.slices(f.max))
+    return {"keep_count": _values(_clamped(*b.kept())), "grid": _values(slices, *v.sides())}
+
+
 def _profile(graph: GraphSpec, symbols: Mapping[str, DimRange]) -> dict[str, ShapeRange]:
     """min/opt/max shapes of each input with a symbolic axis; int axes stay fixed."""
 
@@ -443,8 +528,13 @@ def _decode_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
     return q * (4 * d.hidden + _heads(d) * keys)  # [B, Q, 4d] MLP + [B, H, Q, P+Q] scores
 
 
+def _prune_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    return s["n"].max * s["D"].max  # [n, D]: the features, unit rows and their products
+
+
 ACTIVATIONS: Mapping[str, Callable[[Mapping[str, DimRange], DecoderShape], int]] = MappingProxyType(
-    {"vision": _vision_act, "embed": _embed_act, "prefill": _prefill_act, "decode": _decode_act}
+    {"vision": _vision_act, "embed": _embed_act, "prefill": _prefill_act, "decode": _decode_act,
+     "fused": _prune_act, "specvlm": _prune_act}
 )
 
 
@@ -459,21 +549,25 @@ def _kv_elements(name: str, s: Mapping[str, DimRange], d: DecoderShape) -> int:
 
 
 def _memory(
-    name: str, onnx_bytes: int, s: Mapping[str, DimRange], d: DecoderShape, limits: BuildLimits
+    name: str, onnx_bytes: int, s: Mapping[str, DimRange], d: DecoderShape, precision: str, batch: int
 ) -> dict[str, int]:
     """Size estimates in bytes, for sizing a GPU (not measurements).
 
     weights      ONNX file bytes (fp32 weights, single file) x bytes_per_element / 4
-    activations  max_batch x bytes_per_element x the largest live tensors at the max profile:
+                 (the pruning graphs have no weights: their file is a few KiB)
+    activations  batch x bytes_per_element x the largest live tensors at the max profile:
                  vision  vis_tokens_max x 4 x hidden
                  embed   seq_max x hidden
                  prefill seq_max x (4 x hidden + heads x seq_max)       heads = hidden // head_dim;
                  decode  Q x (4 x hidden + heads x (past_max + Q))      eager attention scores
                          with Q = spec_len_max
+                 fused   n_max x D: one [n, D] float tensor (the features, their unit rows);
+                 specvlm the same. Pruning engines are fp32 and batch 1 (one video a call):
+                         n_max x D x 4 bytes
     kv           decode only: 2 x layers x kv_heads x head_dim x (past_max + spec_len_max)
-                 x max_batch x bytes_per_element
+                 x batch x bytes_per_element
     """
-    bpe, batch = limits.bytes_per_element, limits.max_batch
+    bpe = BYTES_PER_ELEMENT[precision]
     return {
         "weight_bytes": onnx_bytes * bpe // 4,
         "activation_bytes": batch * bpe * ACTIVATIONS[name](s, d),
@@ -484,22 +578,56 @@ def _memory(
 # --- the plan --------------------------------------------------------------------------------
 
 
-def _engine(
+@dataclass(frozen=True)
+class _Ranges:
+    """What an engine is built for: symbol ranges, shape-tensor values, precision, batch."""
+
+    symbols: Mapping[str, DimRange]
+    values: Mapping[str, ShapeRange]
+    precision: str
+    batch: int
+
+
+def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: DecoderShape) -> EnginePlan:
+    return EnginePlan(
+        role=role,
+        graph=spec.name,
+        onnx=file.path,
+        symbols=MappingProxyType(r.symbols),
+        profile=MappingProxyType(_profile(spec, r.symbols)),
+        values=MappingProxyType(r.values),
+        precision=r.precision,
+        **_memory(spec.name, file.bytes, r.symbols, d, r.precision, r.batch),
+    )
+
+
+def _unknown(role: str, name: str) -> ProfileError:
+    return ProfileError(f"graph '{role}/{name}' in the manifest is unknown to the TensorRT build plan")
+
+
+def _model_engine(
     role: str, name: str, record: ModelRecord, specs: Mapping[str, GraphSpec], b: Budget, dims: DimsTable
 ) -> EnginePlan:
     if (role, name) not in SYMBOL_RANGES or name not in specs:
-        raise ProfileError(f"graph '{role}/{name}' in the manifest is unknown to the TensorRT build plan")
-    symbols = _engine_symbols(role, specs[name], b, dims)
-    file = record.graphs[name]
-    return EnginePlan(
-        role=role,
-        graph=name,
-        onnx=file.path,
-        symbols=MappingProxyType(symbols),
-        profile=MappingProxyType(_profile(specs[name], symbols)),
-        precision=b.limits.precision,
-        **_memory(name, file.bytes, symbols, DecoderShape(**record.decoder), b.limits),
-    )
+        raise _unknown(role, name)
+    ranges = _Ranges(_engine_symbols(role, specs[name], b, dims), {}, b.limits.precision, b.limits.max_batch)
+    return _engine(role, specs[name], record.graphs[name], ranges, DecoderShape(**record.decoder))
+
+
+def _prune_order(name: str) -> int:
+    if name not in PRUNE_GRAPHS:
+        raise _unknown(PRUNING, name)
+    return PRUNE_GRAPHS.index(name)
+
+
+def _pruning_engines(manifest: Manifest, b: Budget) -> list[EnginePlan]:
+    """The pruning subgraphs (fused, then specvlm), exported with a draft: its visual tokens are their features."""
+    names = sorted(manifest.pruning, key=_prune_order)
+    if not names:
+        return []
+    draft = DecoderShape(**manifest.model("draft").decoder)
+    ranges = _Ranges(_prune_symbols(b, draft), _shape_values(b), PRUNE_PRECISION, 1)
+    return [_engine(PRUNING, PRUNE_SPECS[name], manifest.pruning[name], ranges, draft) for name in names]
 
 
 def _role_order(role: str) -> int:
@@ -513,7 +641,8 @@ def _graph_order(name: str) -> int:
 
 
 def plan_build(manifest: Manifest, limits: BuildLimits) -> BuildPlan:
-    """Every engine of every exported model (target, then draft), with profiles and estimates."""
+    """Every engine of every exported model (target, then draft), then of the pruning graphs,
+    with profiles and estimates."""
     # imported here: the runtime loader may itself import the TensorRT build (and so this module)
     from hippo_trt.runtime.loader import specs_from_record
 
@@ -523,5 +652,5 @@ def plan_build(manifest: Manifest, limits: BuildLimits) -> BuildPlan:
         record = manifest.models[role]
         specs = specs_from_record(record)
         for name in sorted(record.graphs, key=_graph_order):
-            engines.append(_engine(role, name, record, specs, b, dims))
-    return BuildPlan(limits, tuple(engines))
+            engines.append(_model_engine(role, name, record, specs, b, dims))
+    return BuildPlan(limits, (*engines, *_pruning_engines(manifest, b)))

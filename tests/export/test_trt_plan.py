@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,12 +13,23 @@ from hypothesis import strategies as st
 
 from hippo_trt.dims import DimRange
 from hippo_trt.errors import InputError, ProfileError
-from hippo_trt.export.trt_plan import PRECISIONS, BuildLimits, BuildPlan, ShapeRange, kept_visual_tokens, plan_build
+from hippo_trt.export.trt_plan import (
+    PRECISIONS,
+    PRUNE_SPECS,
+    PRUNING,
+    BuildLimits,
+    BuildPlan,
+    ShapeRange,
+    VideoTokens,
+    kept_visual_tokens,
+    plan_build,
+)
 from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.runtime.loader import specs_from_record
 from tests.conftest import TEST_LIMITS
 
 GRAPHS = ("vision", "embed", "prefill", "decode")
+PRUNE = [(PRUNING, "fused"), (PRUNING, "specvlm")]  # planned after the models, with a draft
 # the gqa work dir: 32px images, 8px patches -> 4x4 grid pooled to 2x2 = 4 tokens per frame
 PER_FRAME, SEQ_MAX, PAST_MAX = 4, TEST_LIMITS.max_seq, TEST_LIMITS.max_seq
 SMALL = BuildLimits(max_new_tokens=32)  # the default 256 new tokens do not fit max_seq 200
@@ -34,7 +46,8 @@ def gqa(manifests) -> Manifest:
 
 
 def without_draft(manifest: Manifest) -> Manifest:
-    return replace(manifest, models={"target": manifest.models["target"]})
+    """As exported without --draft: no draft model, no pruning graphs."""
+    return replace(manifest, models={"target": manifest.models["target"]}, pruning={})
 
 
 def engine(plan: BuildPlan, role: str, graph: str):
@@ -64,15 +77,26 @@ def text_max(limits: BuildLimits, draft: bool, frames: int = 6) -> int:
     return min(room)
 
 
+def spec_and_file(manifest: Manifest, role: str, graph: str):
+    if role == PRUNING:
+        return PRUNE_SPECS[graph], manifest.pruning[graph]
+    return specs_from_record(manifest.models[role])[graph], manifest.models[role].graphs[graph]
+
+
 def check_invariants(plan: BuildPlan, manifest: Manifest) -> None:
     """Every profile ordered per axis, inside the export, and shaped like its graph's inputs."""
     dims = manifest.dims_table
     for e in plan.engines:
-        spec = specs_from_record(manifest.models[e.role])[e.graph]
-        assert e.onnx == manifest.models[e.role].graphs[e.graph].path
+        spec, file = spec_and_file(manifest, e.role, e.graph)
+        assert e.onnx == file.path
         assert set(e.profile) == {t.name for t in spec.inputs if t.symbols()}
+        if e.role == PRUNING:
+            check_pruning(plan, manifest, e)
+        else:
+            assert e.values == {}
         for s, r in e.symbols.items():
-            assert dims[s].min <= r.min <= r.opt <= r.max <= dims[s].max, (e.role, e.graph, s)
+            exported = dims[s] if e.role != PRUNING else r  # n, D: not in the dims table
+            assert exported.min <= r.min <= r.opt <= r.max <= exported.max, (e.role, e.graph, s)
         for t in spec.inputs:
             if t.name not in e.profile:
                 continue
@@ -85,6 +109,19 @@ def check_invariants(plan: BuildPlan, manifest: Manifest) -> None:
             if "batch" in t.axes:  # the importance rows/columns are shared by the batch
                 assert e.profile[t.name].min[t.axes.index("batch")] == 1
                 assert e.profile[t.name].max[t.axes.index("batch")] == plan.limits.max_batch
+
+
+def check_pruning(plan: BuildPlan, manifest: Manifest, e) -> None:
+    """n is the draft vision's visual tokens, D its hidden; keep_count in [1, n max]; the
+    shape-tensor values are ordered per element; fp32 whatever the limits say."""
+    assert e.symbols["n"] == engine(plan, "draft", "vision").symbols["vis_tokens"]
+    hidden = manifest.models["draft"].decoder["hidden"]
+    assert (e.symbols["D"].min, e.symbols["D"].max) == (hidden, hidden)
+    assert set(e.values) == {"keep_count", "grid"} and e.precision == "fp32"
+    keep = e.values["keep_count"]
+    assert 1 <= keep.min[0] <= keep.opt[0] <= keep.max[0] <= e.symbols["n"].max
+    for r in e.values.values():
+        assert all(1 <= lo <= opt <= hi for lo, opt, hi in zip(r.min, r.opt, r.max))
 
 
 # --- profiles ------------------------------------------------------------------------------
@@ -103,7 +140,8 @@ def test_every_profile_is_ordered_inside_the_export_and_follows_the_specs(manife
     manifest = manifests[name]
     plan = plan_build(manifest, limits)
     roles = {"gqa": ("target", "draft"), "mha_odd_grid": ("target",)}[name]
-    assert [(e.role, e.graph) for e in plan.engines] == [(r, g) for r in roles for g in GRAPHS]
+    pruning = PRUNE if name == "gqa" else []
+    assert [(e.role, e.graph) for e in plan.engines] == [(r, g) for r in roles for g in GRAPHS] + pruning
     check_invariants(plan, manifest)
     frames = limits.max_frames or TEST_LIMITS.max_frames
     assert ranges(plan, "target", "vision")["frames"] == (1, min(8, frames), frames)
@@ -269,13 +307,18 @@ def test_a_graph_the_plan_does_not_know_is_named(gqa):
         plan_build(manifest, SMALL)
     with pytest.raises(ProfileError, match="role 'critic'"):
         plan_build(replace(gqa, models={**gqa.models, "critic": target}), SMALL)
+    magic = FileRecord("pruning/magic.onnx", "0" * 64, 10)
+    with pytest.raises(ProfileError, match="^graph 'pruning/magic' in the manifest is unknown"):
+        plan_build(replace(gqa, pruning={**gqa.pruning, "magic": magic}), SMALL)
 
 
 def test_a_work_dir_without_a_draft_plans_only_target_engines(manifests):
+    assert manifests["mha_odd_grid"].pruning == {}  # exported without a draft: no pruning graphs
     for manifest in (manifests["mha_odd_grid"], without_draft(manifests["gqa"])):
         plan = plan_build(manifest, SMALL)
         assert {e.role for e in plan.engines} == {"target"}
         assert len(plan.engines) == 4
+        assert "keep_count value" not in plan.to_table() and "| n |" not in plan.to_table()
 
 
 # --- output and memory estimates -----------------------------------------------------------
@@ -296,15 +339,39 @@ def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
     assert lines[0].startswith("| role | graph | precision | batch | frames | vis_tokens | seq | scored_tokens | queries | past | spec_len |")
     assert "MiB" in lines[0]
     for e, line in zip(plan.engines, lines[2:]):
-        assert line.startswith(f"| {e.role} | {e.graph} | fp16 |")
+        assert line.startswith(f"| {e.role} | {e.graph} | {'fp32' if e.role == PRUNING else 'fp16'} |")
     assert "| 2/94/200 |" in lines[2 + 7]  # draft decode past (keep 0.05..1, text_max 139)
     assert lines[-1].startswith("| **total** |")
+    # the pruning rows: n, D, then keep_count's and grid's values (a grid as slices x h x w)
+    assert "| past | spec_len | n | D | keep_count value | grid value | weights MiB |" in lines[0]
+    header = cells(lines[0])
+    for line, graph in zip(lines[2 + 8:], ("fused", "specvlm")):
+        row = dict(zip(header, cells(line)))
+        assert row == {
+            **{h: "" for h in header[3:11]},  # batch .. spec_len: not the pruning graphs' symbols
+            **{h: v for h, v in row.items() if "MiB" in h},
+            "role": "pruning", "graph": graph, "precision": "fp32", "n": "5/25/25", "D": "32/32/32",
+            "keep_count value": "1/14/25",  # keep 0.05..1: opt kept(0.525, 25) = 14
+            "grid value": "1x2x2/6x2x2/6x2x2",
+        }
+    assert cells(lines[2 + 7])[header.index("keep_count value")] == ""  # draft decode has no values
+    fused = obj["engines"][8]
+    assert fused["values"]["keep_count"] == {"min": [1], "opt": [14], "max": [25]}
+    assert decode["values"] == {}
+
+
+def cells(line: str) -> list[str]:
+    """The cells of a markdown table row."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
 @pytest.mark.parametrize("name", ["gqa", "mha_odd_grid"])
 def test_precision_scales_weights_kv_and_activations(manifests, name):
     plans = {p: plan_build(manifests[name], replace(SMALL, precision=p)) for p in PRECISIONS}
     for fp32, fp16, bf16 in zip(*(plans[p].engines for p in PRECISIONS)):
+        if fp32.role == PRUNING:  # always fp32: the same engine whatever the limits say
+            assert fp32 == fp16 == bf16 and fp16.precision == "fp32"
+            continue
         assert fp32.weight_bytes == manifests[name].models[fp32.role].graphs[fp32.graph].bytes
         assert fp16.weight_bytes == bf16.weight_bytes == fp32.weight_bytes // 2
         assert fp32.kv_bytes == 2 * fp16.kv_bytes == 2 * bf16.kv_bytes
@@ -362,7 +429,7 @@ def slices(frames: int) -> int:
 def test_a_qwen_plan_has_every_graph_of_target_and_draft_inside_the_export(qwen_manifests, name, limits):
     manifest = qwen_manifests[name]
     plan = plan_build(manifest, limits)
-    assert [(e.role, e.graph) for e in plan.engines] == [(r, g) for r in ("target", "draft") for g in GRAPHS]
+    assert [(e.role, e.graph) for e in plan.engines] == [(r, g) for r in ("target", "draft") for g in GRAPHS] + PRUNE
     check_invariants(plan, manifest)  # min <= opt <= max per symbol and axis, within the exported dims
     per_slice, frames = QWEN_PER_SLICE[name], limits.max_frames or TEST_LIMITS.max_frames
     opt_t, max_t = slices(min(8, frames)), slices(frames)
@@ -440,7 +507,8 @@ def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
     out, err = capfd.readouterr()
     assert rc == 0, err
     plan = json.loads(out)
-    assert [(e["role"], e["graph"]) for e in plan["engines"]] == [(r, g) for r in ("target", "draft") for g in GRAPHS]
+    assert [(e["role"], e["graph"]) for e in plan["engines"]] == [(r, g) for r in ("target", "draft") for g in GRAPHS] + PRUNE
+    assert plan["engines"][-1]["values"]["grid"] == {"min": [1, 1, 1], "opt": [2, 5, 5], "max": [2, 25, 25]}
     vision = plan["engines"][0]
     assert vision["symbols"]["grid_t"] == {"min": 1, "opt": 2, "max": 2}  # 3 frames -> 2 slices
     assert vision["symbols"]["grid_tokens"] == {"min": 1, "opt": 25, "max": 25}
@@ -451,3 +519,206 @@ def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
     assert rc == 0, err
     assert "| batch | vis_tokens | grid_t | grid_tokens | seq |" in out and "| frames |" not in out
     assert "| target | vision | fp16 | 1/1/1 | 1/75/75 | 1/3/3 | 1/25/25 |" in out  # all 6 frames
+
+
+# --- the pruning subgraphs: n, D shapes and keep_count, grid values ---------------------------
+
+
+def pruning_ranges(plan: BuildPlan, graph: str) -> dict:
+    """The symbol ranges and the value ranges of a pruning engine, as tuples."""
+    e = engine(plan, PRUNING, graph)
+    values = {name: (r.min, r.opt, r.max) for name, r in e.values.items()}
+    return {**ranges(plan, PRUNING, graph), **values}
+
+
+KEEPS = (BuildLimits(max_new_tokens=32, keep_min=0.1, keep_max=0.5), BuildLimits(max_new_tokens=32, max_frames=3))
+
+
+@pytest.mark.parametrize(
+    "name,limits,expected",
+    [
+        # LLaVA gqa: 2x2 pooled tokens per frame + a newline, 6 frames at most; keep_count:
+        # kept(keep_min, 5 tokens of 1 frame), kept(middle keep, n opt), kept(keep_max, n max)
+        ("gqa", KEEPS[0], {"n": (5, 25, 25), "keep_count": ((1,), (8,), (13,)),  # 0.1x5, 0.3x25, 0.5x25
+                           "grid": ((1, 2, 2), (6, 2, 2), (6, 2, 2))}),
+        ("gqa", KEEPS[1], {"n": (5, 13, 13), "keep_count": ((1,), (7,), (13,)),  # 0.05x5, 0.525x13, 1x13
+                           "grid": ((1, 2, 2), (3, 2, 2), (3, 2, 2))}),
+        # Qwen2.5-VL: 2 frames a slice of h x w <= 16 (qwen_gqa) | 25 (qwen_mqa) tokens, 1 token at least
+        ("qwen_gqa", KEEPS[0], {"n": (1, 48, 48), "keep_count": ((1,), (15,), (24,)),  # 0.1x1, 0.3x48, 0.5x48
+                                "grid": ((1, 1, 1), (3, 4, 4), (3, 16, 16))}),
+        ("qwen_mqa", KEEPS[1], {"n": (1, 50, 50), "keep_count": ((1,), (27,), (50,)),  # 0.05x1, 0.525x50, 1x50
+                                "grid": ((1, 1, 1), (2, 5, 5), (2, 25, 25))}),
+    ],
+)
+def test_the_pruning_engines_take_the_visual_tokens_and_the_keep_range(manifests, qwen_manifests, name, limits, expected):
+    manifest = {**manifests, **qwen_manifests}[name]
+    plan = plan_build(manifest, limits)
+    assert [(e.role, e.graph) for e in plan.engines][-2:] == PRUNE
+    check_invariants(plan, manifest)
+    for graph in ("fused", "specvlm"):
+        assert pruning_ranges(plan, graph) == {**expected, "D": (32, 32, 32)}
+        e = engine(plan, PRUNING, graph)
+        n, d = expected["n"], 32
+        assert e.profile == {
+            "importance": ShapeRange((n[0],), (n[1],), (n[2],)),
+            "features": ShapeRange((n[0], d), (n[1], d), (n[2], d)),
+            "position_ids": ShapeRange((n[0],), (n[1],), (n[2],)),
+        }  # weights [3] and fraction []: static, no entry
+        assert e.onnx == manifest.pruning[graph].path == f"pruning/{graph}.onnx"
+        assert e.weight_bytes == manifest.pruning[graph].bytes  # fp32: the file as is
+        assert e.activation_bytes == n[2] * d * 4 and e.kv_bytes == 0
+
+
+def test_the_keep_range_moves_keep_count_only(gqa):
+    def pruning(**keep):
+        return pruning_ranges(plan_build(gqa, BuildLimits(max_new_tokens=32, **keep)), "fused")
+
+    narrow, wide = pruning(keep_min=0.5, keep_max=0.5), pruning(keep_min=0.05, keep_max=1.0)
+    assert narrow["keep_count"] == ((kept(0.5, 5),), (13,), (13,)) == ((3,), (13,), (13,))
+    assert wide["keep_count"] == ((1,), (14,), (25,))  # keep_max 1: every visual token, n max
+    assert {k: v for k, v in narrow.items() if k != "keep_count"} == {k: v for k, v in wide.items() if k != "keep_count"}
+
+
+def test_the_pruning_specs_are_the_exported_graphs_inputs(gqa, work_dirs):
+    import onnx
+
+    from hippo_trt.export.prune_graph import GRAPHS as EXPORTED
+
+    assert tuple(PRUNE_SPECS) == EXPORTED == tuple(gqa.pruning)
+    for name, spec in PRUNE_SPECS.items():
+        graph = onnx.load(work_dirs["gqa"] / gqa.pruning[name].path).graph
+        exported = {
+            i.name: tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph.input
+        }
+        assert exported == {t.name: t.axes for t in spec.inputs}
+
+
+def test_the_token_grid_sides_of_each_layout():
+    square = DimRange(3, 3, 3)
+    assert VideoTokens(1, 9, 9, 1).sides() == (square, square)  # LLaVA: a fixed pooled 3x3
+    assert VideoTokens(2, 16, 1, 0).sides() == (DimRange(1, 4, 16), DimRange(1, 4, 16))  # Qwen: up to 16 tokens
+    assert VideoTokens(2, 12, 1, 0).sides() == (DimRange(1, 12, 12), DimRange(1, 1, 12))  # no square: 12 x 1
+    with pytest.raises(ProfileError, match="12 visual tokens is not a square"):
+        VideoTokens(1, 12, 12, 1).sides()
+
+
+def test_the_odd_grid_pools_to_a_3x3_square(manifests):
+    mha = manifests["mha_odd_grid"]
+    draft = replace(mha, models={"target": mha.models["target"], "draft": mha.models["target"]},
+                    pruning={"fused": FileRecord("pruning/fused.onnx", "0" * 64, 100)})
+    plan = plan_build(draft, BuildLimits(max_frames=2, max_new_tokens=20))
+    assert pruning_ranges(plan, "fused")["grid"] == ((1, 3, 3), (2, 3, 3), (2, 3, 3))
+    assert pruning_ranges(plan, "fused")["n"] == (10, 19, 19)
+    assert [(e.role, e.graph) for e in plan.engines][-1] == (PRUNING, "fused")
+
+
+def test_to_json_round_trips_the_value_ranges(qwen_manifests):
+    plan = plan_build(qwen_manifests["qwen_gqa"], KEEPS[0])
+    obj = json.loads(json.dumps(plan.to_json()))
+    for e, got in zip(plan.engines, obj["engines"]):
+        assert {name: ShapeRange(**{k: tuple(v) for k, v in r.items()}) for name, r in got["values"].items()} == e.values
+        assert {name: ShapeRange(**{k: tuple(v) for k, v in r.items()}) for name, r in got["profile"].items()} == e.profile
+    assert obj["engines"][-1]["values"] == {
+        "keep_count": {"min": [1], "opt": [15], "max": [24]},
+        "grid": {"min": [1, 1, 1], "opt": [3, 4, 4], "max": [3, 16, 16]},
+    }
+    assert obj["engines"][-1]["symbols"] == {"n": {"min": 1, "opt": 48, "max": 48}, "D": {"min": 32, "opt": 32, "max": 32}}
+
+
+def test_a_pruning_graph_without_a_draft_model_is_a_work_dir_error(gqa):
+    from hippo_trt.errors import WorkDirError
+
+    with pytest.raises(WorkDirError, match="no draft model"):
+        plan_build(replace(gqa, models={"target": gqa.models["target"]}), SMALL)
+
+
+# --- trt_build: the plan reaches Polygraphy (faked: no TensorRT here) -------------------------
+
+
+class FakePolygraphy:
+    """Recording stand-ins for the polygraphy.backend.trt loaders that trt_build uses."""
+
+    def __init__(self):
+        self.profiles, self.configs, self.networks, self.saved = [], [], [], []
+        fake = self
+
+        class Profile(dict):
+            def __init__(self):
+                super().__init__()
+                fake.profiles.append(self)
+
+            def add(self, name, min, opt, max):
+                assert name not in self
+                self[name] = (tuple(min), tuple(opt), tuple(max))
+                return self
+
+        self.Profile = Profile
+
+    def CreateConfig(self, **kwargs):
+        self.configs.append(kwargs)
+        return kwargs
+
+    def NetworkFromOnnxPath(self, path):
+        self.networks.append(path)
+        return path
+
+    def EngineFromNetwork(self, network, config, save_timing_cache):
+        return network
+
+    def SaveEngine(self, engine, path):
+        def save():
+            self.saved.append(path)
+            Path(path).write_bytes(b"engine of " + Path(engine).name.encode())
+
+        return save
+
+
+@pytest.fixture
+def fake_polygraphy(monkeypatch) -> FakePolygraphy:
+    import polygraphy.backend.trt as trt
+
+    fake = FakePolygraphy()
+    for name in ("Profile", "CreateConfig", "NetworkFromOnnxPath", "EngineFromNetwork", "SaveEngine"):
+        monkeypatch.setattr(trt, name, getattr(fake, name))
+    return fake
+
+
+def test_build_engine_adds_the_shapes_and_the_shape_tensor_values(fake_polygraphy, gqa, work_dirs, tmp_path):
+    from hippo_trt.export.trt_build import _build_engine
+
+    plan = plan_build(gqa, replace(KEEPS[0], precision="fp16"))
+    work = work_dirs["gqa"]
+    _build_engine(engine(plan, PRUNING, "specvlm"), work, tmp_path / "specvlm.plan", tmp_path / "timing.cache")
+    assert fake_polygraphy.profiles[-1] == {
+        "importance": ((5,), (25,), (25,)),
+        "features": ((5, 32), (25, 32), (25, 32)),
+        "position_ids": ((5,), (25,), (25,)),
+        "keep_count": ((1,), (8,), (13,)),  # values: Polygraphy's set_shape_input for shape tensors
+        "grid": ((1, 2, 2), (6, 2, 2), (6, 2, 2)),
+    }
+    config = fake_polygraphy.configs[-1]
+    assert config["fp16"] is False and config["bf16"] is False  # pruning: fp32 under an fp16 build
+    assert config["profiles"] == [fake_polygraphy.profiles[-1]] and config["load_timing_cache"] is None
+    assert fake_polygraphy.networks[-1] == str(work / "pruning" / "specvlm.onnx")
+    assert fake_polygraphy.saved == [str(tmp_path / "specvlm.plan")]
+    _build_engine(engine(plan, "target", "decode"), work, tmp_path / "decode.plan", tmp_path / "timing.cache")
+    assert set(fake_polygraphy.profiles[-1]) == set(engine(plan, "target", "decode").profile)  # no values
+    assert fake_polygraphy.configs[-1]["fp16"] is True
+
+
+def test_build_tensorrt_builds_and_records_the_pruning_engines(fake_polygraphy, scratch_work, monkeypatch):
+    from types import SimpleNamespace
+
+    from hippo_trt.export import trt_build
+
+    monkeypatch.setattr(trt_build, "require_tensorrt", lambda: SimpleNamespace(__version__="10.fake"))
+    monkeypatch.setattr(trt_build, "gpu_identity", lambda: {"gpu": "fake", "compute_capability": "9.0"})
+    manifest = trt_build.build_tensorrt(scratch_work, SMALL, progress=False)
+    record = manifest.engines["tensorrt"]
+    assert set(record["files"]) == {"target", "draft", PRUNING}
+    assert set(record["files"][PRUNING]) == {"fused", "specvlm"}
+    for name, f in record["files"][PRUNING].items():
+        assert f["path"] == f"{trt_build.TRT_DIR}/pruning/{name}.plan"
+        assert (scratch_work / f["path"]).read_bytes() == f"engine of {name}.onnx".encode()
+    assert [e["role"] for e in record["plan"]["engines"]][-2:] == [PRUNING, PRUNING]
+    assert len(fake_polygraphy.saved) == 10

@@ -24,9 +24,12 @@ def test_dry_run_prints_the_plan_without_tensorrt(capfd, work_dirs):
     assert rc == 0, err
     plan = json.loads(out)
     engines = {(e["role"], e["graph"]) for e in plan["engines"]}
-    assert engines == {(r, g) for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    models = {(r, g) for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    assert engines == models | {("pruning", "fused"), ("pruning", "specvlm")}
+    fused = next(e for e in plan["engines"] if e["graph"] == "fused")
+    assert set(fused["values"]) == {"keep_count", "grid"}
     rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--max-new-tokens", 32)
-    assert rc == 0 and "| target | prefill |" in out and "**total**" in out
+    assert rc == 0 and "| target | prefill |" in out and "| pruning | fused |" in out and "**total**" in out
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT message cannot be shown")

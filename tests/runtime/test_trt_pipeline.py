@@ -1,0 +1,179 @@
+"""The pipeline on TensorRT engines, end to end on the CPU: ``hippo-trt build --backend tensorrt``
+with Polygraphy's builder replaced by a stand-in that writes plan files, and ``tensorrt``
+replaced by tests/runtime/fake_tensorrt.py, which binds tensors by address and runs the same
+ONNX graphs. What runs for real: the build plan, the staged engine dir and manifest record, the
+loader's refusals, ``TrtEngine``'s bindings (profiles, shape tensors in host memory, KV slots
+written in place, outputs sized from the context), the TensorRT pruner, and every scheduler."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hippo_trt.cli import main
+from hippo_trt.errors import EngineError, ProfileError, WorkDirError
+from hippo_trt.export import trt_build
+from hippo_trt.export.trt_plan import BuildLimits
+from hippo_trt.manifest import Manifest
+from hippo_trt.export.prune_graph import prune_feeds
+from hippo_trt.preprocess import prepare_request
+from hippo_trt.pruning import TokenGrid
+from hippo_trt.runtime import trt_engine
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from tests.conftest import TEST_LIMITS, random_frames
+from tests.runtime import fake_tensorrt
+from tests.runtime.test_ar_equivalence import prompts
+
+FAKE_GPU = {"gpu": "Fake GPU", "compute_capability": "0.0"}
+LIMITS = BuildLimits(max_new_tokens=16, gamma=6, keep_min=0.1, keep_max=1.0, precision="fp32")
+
+
+def _fake_build_engine(plan, work: Path, out: Path, timing_cache: Path) -> None:
+    fake_tensorrt.build_plan_file(work / plan.onnx, out, list(getattr(plan, "values", {})))
+
+
+@pytest.fixture(scope="module")
+def fake_trt():
+    """``import tensorrt`` gives the stand-in; engines go to the CPU; the GPU is FAKE_GPU."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "tensorrt", fake_tensorrt)
+        mp.setattr(trt_build, "_build_engine", _fake_build_engine)
+        mp.setattr(trt_build, "gpu_identity", lambda: dict(FAKE_GPU))
+        mp.setattr(trt_engine, "DEFAULT_DEVICE", "cpu")
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def trt_work(work_dirs, tmp_path_factory, fake_trt) -> Path:
+    work = shutil.copytree(work_dirs["gqa"], tmp_path_factory.mktemp("trt") / "work")
+    trt_build.build_tensorrt(work, LIMITS, progress=False)
+    return work
+
+
+@pytest.fixture(scope="module")
+def pipelines(trt_work, fake_trt) -> tuple[Pipeline, Pipeline]:
+    return Pipeline.load(trt_work, with_draft=True), Pipeline.load(trt_work, backend="tensorrt", with_draft=True)
+
+
+def test_the_build_records_every_engine_pruning_included(trt_work):
+    record = Manifest.load(trt_work).engines["tensorrt"]
+    assert record["version"] == fake_tensorrt.__version__ and record["gpu"] == FAKE_GPU["gpu"]
+    assert set(record["files"]) == {"target", "draft", "pruning"}
+    assert set(record["files"]["pruning"]) == {"fused", "specvlm"}
+    for files in record["files"].values():
+        for f in files.values():
+            assert (trt_work / f["path"]).is_file()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    prompt=prompts,
+    mode=st.sampled_from(["ar", "sd", "parallel"]),
+    prune=st.sampled_from(["none", "hippo", "specvlm", "attention", "local", "uniform"]),
+    keep=st.sampled_from([1.0, 0.5, 0.25, 0.1]),
+    gamma=st.integers(1, LIMITS.gamma),
+    max_new_tokens=st.integers(1, LIMITS.max_new_tokens),
+)
+def test_tensorrt_engines_give_the_onnxruntime_tokens(pipelines, seed, frames, prompt, mode, prune, keep, gamma, max_new_tokens):
+    ort, trt = pipelines
+    request = prepare_request(ort.processor, random_frames(seed, frames), prompt)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep)
+    got = trt.generate(request, config)
+    assert got.tokens == ort.generate(request, config).tokens
+    if mode != "ar":
+        assert got.stats["draft_visual_tokens"] == ort.generate(request, config).stats["draft_visual_tokens"]
+
+
+def test_kv_slots_are_bound_in_place_and_shape_tensors_by_value(pipelines, clip):
+    _, trt = pipelines
+    decode, fused = trt.target.decode, trt.pruner.sessions["fused"]
+    contexts = (decode.context, fused.context)
+    before = [len(c.enqueued) for c in contexts]
+    cache_ptrs = []
+    real = decode.run
+
+    def spy(feeds, into=None):
+        cache_ptrs.append((feeds["past_key_0"].data_ptr(), into["new_key_0"].data_ptr(), into["new_key_0"].untyped_storage().data_ptr()))
+        return real(feeds, into)
+
+    decode.run = spy
+    try:
+        result = trt.generate(trt.prepare(clip, "what moves"), GenerationConfig(max_new_tokens=5, mode="sd", gamma=2, prune="hippo", keep=0.5))
+    finally:
+        del decode.run
+    assert [len(c.enqueued) for c in contexts] > before
+    # the past starts at the cache's base and each step's new slots follow it in the same storage
+    for past, new, storage in cache_ptrs:
+        assert past == storage and new > past
+    # the kept-token count went in as a shape tensor's value, within the built range
+    lo, hi = (int(np.ravel(fused.values["keep_count"][end])[0]) for end in ("min", "max"))
+    assert lo <= result.stats["draft_visual_tokens"] <= hi
+
+
+def test_a_kept_count_outside_the_built_range_is_refused_by_the_pruning_engine(pipelines):
+    _, trt = pipelines
+    fused = trt.pruner.sessions["fused"]
+    hi = int(np.ravel(fused.values["keep_count"]["max"])[0])
+    grid = TokenGrid(1, 2, 2, extra=1)
+    n, before = grid.n, len(fused.context.enqueued)
+    d = fused.profile["features"]["min"][1]
+    plan = prune_feeds("hippo", grid, 1.0, features=np.ones((n, d), np.float32), importance=np.ones(n, np.float32))
+    with pytest.raises(ProfileError, match=rf"pruning/fused.*'keep_count': value {hi + 1} .*outside the built range.*--keep"):
+        fused.run({**plan.feeds, "keep_count": np.array(hi + 1)})
+    assert len(fused.context.enqueued) == before
+
+
+def test_a_shape_outside_a_profile_is_refused_before_enqueueing(pipelines):
+    _, trt = pipelines
+    embed = trt.target.embed
+    before = len(embed.context.enqueued)
+    too_long = embed.profile["input_ids"]["max"][1] + 1
+    with pytest.raises(ProfileError, match=rf"target/embed.*seq = {too_long} is outside the built profile"):
+        embed.run({"input_ids": np.zeros((1, too_long), dtype=np.int64)})
+    assert len(embed.context.enqueued) == before
+
+
+def test_a_wrong_sized_output_buffer_is_refused(pipelines):
+    _, trt = pipelines
+    embed = trt.target.embed
+    with pytest.raises(EngineError, match="output 'inputs_embeds': the buffer is"):
+        embed.run({"input_ids": np.zeros((1, 3), dtype=np.int64)}, into={"inputs_embeds": torch.empty(1, 4, 2)})
+
+
+def test_engines_built_for_another_gpu_or_altered_are_refused(trt_work, fake_trt, tmp_path):
+    fake_trt.setattr(trt_build, "gpu_identity", lambda: {**FAKE_GPU, "gpu": "Other GPU"})
+    with pytest.raises(WorkDirError, match="built for gpu Fake GPU, this is Other GPU.*--backend tensorrt"):
+        Pipeline.load(trt_work, backend="tensorrt")
+    fake_trt.setattr(trt_build, "gpu_identity", lambda: dict(FAKE_GPU))
+    work = shutil.copytree(trt_work, tmp_path / "work")
+    record = Manifest.load(work).engines["tensorrt"]
+    plan = work / record["files"]["target"]["decode"]["path"]
+    plan.write_text(json.dumps({**json.loads(plan.read_text()), "shape_inputs": ["input_ids"]}))
+    with pytest.raises(WorkDirError, match="does not match its sha256"):
+        Pipeline.load(work, backend="tensorrt")
+
+
+def test_cli_runs_on_tensorrt_engines(trt_work, fake_trt, clip, capsys):
+    argv = ["run", str(trt_work), "--video", str(clip), "--prompt", "what moves", "--max-new-tokens", "6", "--json"]
+    assert main([*argv, "--mode", "parallel", "--gamma", "3", "--prune", "specvlm", "--keep", "0.5", "--backend", "tensorrt"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    assert got["tokens"] == json.loads(capsys.readouterr().out)["tokens"]
+
+
+def test_cli_without_tensorrt_says_what_is_missing(work_dirs, clip, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt fails, as on this machine
+    argv = ["run", str(work_dirs["gqa"]), "--video", str(clip), "--prompt", "hi", "--backend", "tensorrt"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TensorRT is not installed" in err[0] and "pip install tensorrt" in err[0]
