@@ -114,6 +114,7 @@ class TrtEngine:
         self.trt = trt_build.require_tensorrt()
         self.name, self.spec, self.device = name, spec, torch.device(device)
         self.profile, self.values = plan.get("profile", {}), plan.get("values", {})
+        self.symbols = plan.get("symbols", {})  # symbol -> built {min, opt, max}
         self._axes = {t.name: t.axes for t in spec.inputs} if spec is not None else {}
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.ERROR))
         self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())

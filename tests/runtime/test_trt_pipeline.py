@@ -177,3 +177,12 @@ def test_cli_without_tensorrt_says_what_is_missing(work_dirs, clip, capsys, monk
     assert main(argv) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorRT is not installed" in err[0] and "pip install tensorrt" in err[0]
+
+
+def test_check_compares_the_tensorrt_engines_with_torch_inside_their_profiles(trt_work, fake_trt, capsys):
+    """The draft's decode engine takes at most 2 tokens: check feeds it within its built range."""
+    assert main(["check", str(trt_work), "--backend", "tensorrt", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"]
+    graphs = {(r["role"], r["graph"]) for r in report["comparison"]}
+    assert graphs == {(r, g) for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
