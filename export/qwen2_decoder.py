@@ -45,10 +45,10 @@ class EmbedGraph(nn.Module):
         return self.embed_tokens(input_ids)
 
 
-def _causal_mask(q_len, past_len, dtype) -> torch.Tensor:
-    """Additive mask [S, P+S]: query i (at cache index P+i) sees keys j <= P+i."""
-    keys = torch.arange(past_len + q_len)  # [P+S]
-    queries = torch.arange(q_len) + past_len  # [S]
+def _causal_mask(q_len, past_len, dtype, device=None) -> torch.Tensor:
+    """Additive mask [S, P+S] on ``device``: query i (at cache index P+i) sees keys j <= P+i."""
+    keys = torch.arange(past_len + q_len, device=device)  # [P+S]
+    queries = torch.arange(q_len, device=device) + past_len  # [S]
     allowed = keys[None, :] <= queries[:, None]
     return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)
 
@@ -103,7 +103,7 @@ class Qwen2Decoder(nn.Module):
         Returns (normed h, new KV list, importance [B, N] averaged over layers, or None)."""
         cos, sin = self.rotary_emb(h, position_ids)
         past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]
-        mask = _causal_mask(h.shape[1], past_len, h.dtype)
+        mask = _causal_mask(h.shape[1], past_len, h.dtype, h.device)
         news, importance = [], 0.0
         for layer, past in zip(self.layers, pasts):
             a, new, imp = self._attention(layer, layer.input_layernorm(h), cos, sin, past, mask, scored)

@@ -478,9 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(prune=defaults.generation.prune, keep=defaults.generation.keep)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_scaling)
-    from hippo_trt.cli_serve import add_commands
+    from hippo_trt import cli_gpu, cli_serve
 
-    add_commands(sub, bench)
+    cli_serve.add_commands(sub, bench)
+    cli_gpu.add_commands(bench)
     return parser
 
 

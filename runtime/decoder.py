@@ -30,6 +30,24 @@ def scoring_rows(fed_ids: np.ndarray, video_token_id: int) -> tuple[np.ndarray, 
     return visual, (after if after.size else last)
 
 
+def check_prefill(dims: DimsTable, seq: int) -> None:
+    """The dims check of a prefill of ``seq`` tokens (every session kind makes it)."""
+    dims.check("seq", seq, what="prefill")
+
+
+def check_step(dims: DimsTable, n: int, past: int) -> None:
+    """The dims checks of a decode step of ``n`` tokens over ``past`` cached ones."""
+    dims.check("spec_len", n, what="decode")
+    dims.check("past", past, what="decode")
+
+
+def open_session(engines: ModelEngines, dims: DimsTable, max_len: int):
+    """A request's decoder session: the engines' own (``ModelEngines.session``) or a DecoderSession."""
+    if engines.session is not None:
+        return engines.session(dims, max_len)
+    return DecoderSession(engines, dims, max_len)
+
+
 class DecoderSession:
     def __init__(self, engines: ModelEngines, dims: DimsTable, max_len: int):
         shape = engines.shape
@@ -41,7 +59,7 @@ class DecoderSession:
         """inputs_embeds [1, S, d] (where the engines keep it), position_ids [1, S], scored =
         (visual_index [N], query_index [Q]); the outputs come back to the host."""
         seq = inputs_embeds.shape[1]
-        self.dims.check("seq", seq, what="prefill")
+        check_prefill(self.dims, seq)
         visual_index, query_index = scored
         self.cache.truncate(0)
         feeds = {"inputs_embeds": inputs_embeds, "position_ids": position_ids, "visual_index": visual_index, "query_index": query_index}
@@ -54,8 +72,7 @@ class DecoderSession:
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """input_ids, position_ids [1, n] -> logits [1, n, V]; the n new entries join the cache."""
         n = input_ids.shape[1]
-        self.dims.check("spec_len", n, what="decode")
-        self.dims.check("past", self.cache.length, what="decode")
+        check_step(self.dims, n, self.cache.length)
         feeds = {"input_ids": input_ids, "position_ids": position_ids, **self.cache.past()}
         with self.placement.lane():
             logits = self.placement.empty((input_ids.shape[0], n, self.engines.shape.vocab))  # [1, n, V]

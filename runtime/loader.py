@@ -7,9 +7,11 @@ built engines, device tensors; see trt_engine.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError, InputError, WorkDirError
 from hippo_trt.export.architectures import family
 from hippo_trt.export.specs import DecoderShape, GraphSpec
@@ -22,7 +24,10 @@ from .engine import DeviceTorchEngine, Engine, OrtEngine, OrtOptions, TorchEngin
 
 @dataclass(frozen=True)
 class ModelEngines:
-    """``placement``: where the engines' tensors live, and the model's lane (arrays.py)."""
+    """``placement``: where the engines' tensors live, and the model's lane (arrays.py).
+    ``session``: when set, ``session(dims, max_len)`` opens a request's decoder session (one
+    with DecoderSession's interface) in place of a DecoderSession over ``prefill``/``decode``
+    (the torch device path decodes through a StaticDecoder, static_decode.py)."""
 
     record: ModelRecord
     vision: Engine
@@ -30,6 +35,7 @@ class ModelEngines:
     prefill: Engine
     decode: Engine
     placement: Placement = HOST_PLACEMENT
+    session: Callable[[DimsTable, int], object] | None = None
 
     @property
     def shape(self) -> DecoderShape:
@@ -59,12 +65,17 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
     return {n: OrtEngine(files[n].verify(work, deep=True, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
 
 
-def _graph_modules(manifest: Manifest, role: str) -> dict:
+def _load_model(manifest: Manifest, role: str):
     record = manifest.model(role)
     model_dir = ModelDir.open(record.source)
     if model_dir.weight_hash() != record.weight_hash:
         raise WorkDirError(f"'{record.source}' now holds other weights than were exported (hash mismatch)")
-    return family(record.architecture).graph_modules(model_dir.load_model())
+    return model_dir.load_model()
+
+
+def _graph_modules(manifest: Manifest, role: str, model=None) -> dict:
+    model = _load_model(manifest, role) if model is None else model
+    return family(manifest.model(role).architecture).graph_modules(model)
 
 
 def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
@@ -73,12 +84,19 @@ def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions
     return ModelEngines(record=manifest.model(role), **engines)
 
 
-def torch_device_engines(manifest: Manifest, role: str, device: str) -> ModelEngines:
-    """The eager torch modules on ``device`` ("cuda", or "cpu" to test the device path)."""
-    modules = {name: m.to(device) for name, m in _graph_modules(manifest, role).items()}
+def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs: bool = True) -> ModelEngines:
+    """The eager torch modules on ``device`` ("cuda", or "cpu" to test the device path); a
+    request prefills and decodes through the model's StaticDecoder (static_decode.py), its
+    steps CUDA graphs with ``cuda_graphs`` on a CUDA device and eager elsewhere."""
+    from .static_decode import static_sessions
+
+    model = _load_model(manifest, role)
+    modules = {name: m.to(device) for name, m in _graph_modules(manifest, role, model).items()}
     specs = specs_from_record(manifest.model(role))
     engines = {name: DeviceTorchEngine(modules[name], spec, device) for name, spec in specs.items()}
-    return ModelEngines(record=manifest.model(role), **engines, placement=Placement(device))
+    placement = Placement(device)
+    sessions = static_sessions(model, role, manifest.dims_table, placement, cuda_graphs)
+    return ModelEngines(record=manifest.model(role), **engines, placement=placement, session=sessions)
 
 
 def require_cuda(backend: str) -> None:

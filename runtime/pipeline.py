@@ -19,7 +19,7 @@ from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
 from .arrays import index_for, take_rows
-from .decoder import DecoderSession, scoring_rows
+from .decoder import open_session, scoring_rows
 from .engine import OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
@@ -214,7 +214,7 @@ class Pipeline:
         pruned draft) at their original position ids (1-D, or 3-D M-RoPE), and decoding goes on
         from the full prompt's next position; with ``repack`` at 0..S'-1 and on from S'."""
         ids = request.input_ids
-        session = DecoderSession(engines, self.dims, max_len=ids.shape[1] + max_new_tokens)
+        session = open_session(engines, self.dims, max_len=ids.shape[1] + max_new_tokens)
         scored = scoring_rows(ids[0, index], engines.record.video_token_id)
         full = self.layout(engines).positions(request)  # [1, S] or [3, 1, S]
         if repack:

@@ -362,7 +362,7 @@ def test_run_empty_prompt(capfd, work_dirs, clip):
         (["--max-new-tokens", "0"], "--max-new-tokens: expected a positive integer, got 0"),
         (["--max-new-tokens", "-4"], "--max-new-tokens: expected a positive integer, got -4"),
         (["--mode", "spec"], "unknown --mode 'spec' (available: ar, sd, parallel)"),
-        (["--backend", "tensorrt"], "--backend: invalid choice: 'tensorrt'"),
+        (["--backend", "tvm"], "--backend: invalid choice: 'tvm'"),
         (["--frames", "0"], "--frames: expected a positive integer, got 0"),
         (["--frames", "5000"], "--frames must be between 1 and 1024, got 5000"),
     ],

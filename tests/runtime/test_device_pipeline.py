@@ -1,6 +1,7 @@
 """The device path of the pipeline (torch tensors where the engines are: KV cache, logits buffer,
-embeddings, visual tokens), run here with the eager torch modules on the CPU device: the same
-greedy tokens as the host path on ONNX Runtime, which the equivalence tests tie to transformers."""
+embeddings, visual tokens), run here with the eager torch modules on the CPU device, decoding
+through StaticDecoder (eager off CUDA): the same greedy tokens as the host path on ONNX Runtime,
+which the equivalence tests tie to transformers."""
 
 from __future__ import annotations
 
@@ -47,27 +48,33 @@ def test_device_tensors_give_the_host_path_tokens(work_dirs, seed, frames, promp
 
 
 def test_the_kv_cache_and_logits_live_on_the_device_and_are_written_in_place(work_dirs, clip):
-    """Each decode step reads the cached prefix and writes its new entries as views of one
-    preallocated tensor per layer: nothing is copied to feed the past or to store the step."""
+    """Each decode step goes through the model's StaticDecoder (static_decode.py): its new entries
+    are written into one preallocated tensor per layer and kind, which every step attends over
+    in place; nothing is copied to feed the past or to store the step, and the logits come in
+    one static buffer per step size."""
     _, device = _pipelines(str(work_dirs["gqa"]))
-    engine, seen = device.target.decode, []
-    real = engine.run
+    decoder, seen = device.target.session.decoder, []
+    pointers = [buf.data_ptr() for buf in decoder.buffers]
+    real = decoder.step
 
-    def spy(feeds, into=None):
-        seen.append((feeds["past_key_0"], into["new_key_0"], into["logits"]))
-        return real(feeds, into)
+    def spy(ids, pos):
+        length = decoder.length
+        logits = real(ids, pos)
+        seen.append((length, logits))
+        return logits
 
-    engine.run = spy
+    decoder.step = spy
     try:
-        device.generate(device.prepare(clip, "what moves"), GenerationConfig(max_new_tokens=6))
+        result = device.generate(device.prepare(clip, "what moves"), GenerationConfig(max_new_tokens=6))
     finally:
-        del engine.run
+        del decoder.step
     assert len(seen) == 5
-    storages = {past.untyped_storage().data_ptr() for past, _, _ in seen} | {new.untyped_storage().data_ptr() for _, new, _ in seen}
-    assert len(storages) == 1  # one buffer for layer 0's keys, the whole request
-    assert all(torch.is_tensor(logits) for _, _, logits in seen)
-    lengths = [past.shape[0] for past, _, _ in seen]
+    assert [buf.data_ptr() for buf in decoder.buffers] == pointers  # one buffer per layer and kind, every request
+    assert all(torch.is_tensor(logits) for _, logits in seen)
+    assert len({logits.data_ptr() for _, logits in seen}) == 1  # the 1-token bucket's buffer
+    lengths = [length for length, _ in seen]
     assert lengths == list(range(lengths[0], lengths[0] + 5))
+    assert result.stats["kv_cache_bytes"] == decoder.kv_bytes
 
 
 def test_placement_helpers_agree_between_host_and_device():
