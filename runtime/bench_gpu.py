@@ -25,8 +25,11 @@ the target's comes from events on both streams (1.0 = fully hidden).
 
 Both lanes are enqueued from one host thread: with CUDA graphs a step is one launch, so the
 host stays ahead of both streams; eager steps are launch-bound and serialize on the host
-(which is what the graphs-off rows show). On a CPU device (the ``tiny`` preset, tests) there
-are no streams: everything runs in turn and nothing is hidden.
+(which is what the graphs-off rows show). Tokens/s is wall time, and the host waits where a
+real decoder must decide: after each ``ar`` step, after each verification (``sd``,
+``parallel``), and ``generate`` checks its stopping criteria every token. Phase latencies are
+CUDA events on the phase's lane. On a CPU device (the ``tiny`` preset, tests) there are no
+streams: everything runs in turn and nothing is hidden.
 """
 
 from __future__ import annotations
@@ -151,6 +154,11 @@ class Clock:
 
             torch.cuda.synchronize()
 
+    def wall(self) -> float:
+        """Host time after everything enqueued so far has run (throughput is wall time)."""
+        self.sync()
+        return time.perf_counter()
+
     def ms(self, start, end) -> float:
         return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
 
@@ -161,15 +169,20 @@ def overlap_ms(clock: Clock, a: tuple, b: tuple, ref) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def median_ms(clock: Clock, run: Callable[[], None], reps: int, after: Callable[[], None] = lambda: None) -> float:
-    """Median over ``reps`` of one call of ``run`` (after a warm-up), ``after`` between calls."""
+def median_ms(
+    clock: Clock, run: Callable[[], None], reps: int, after: Callable[[], None] = lambda: None, lane: Placement | None = None
+) -> float:
+    """Median over ``reps`` of one call of ``run`` (after a warm-up), ``after`` between calls;
+    on CUDA the marks are events on ``lane``'s stream, where ``run`` enqueues its work."""
     run()
     after()
     times = []
+    lane = lane or Placement("cpu")
     for _ in range(reps):
-        start = clock.mark()
-        run()
-        end = clock.mark()
+        with lane.lane():
+            start = clock.mark()
+            run()
+            end = clock.mark()
         clock.sync()
         times.append(clock.ms(start, end))
         after()
@@ -259,17 +272,17 @@ def _vision_ms(rig: Rig) -> PhaseRow:
         with rig.target_lane.lane():
             model.model.get_video_features(**feeds)
 
-    return PhaseRow("vision (target tower)", rig.visual, median_ms(rig.clock, run, rig.config.reps))
+    return PhaseRow("vision (target tower)", rig.visual, median_ms(rig.clock, run, rig.config.reps, lane=rig.target_lane))
 
 
 def _prefill_rows(rig: Rig, target, draft) -> list[PhaseRow]:
     reps = rig.config.reps
     embeds = rig.embeds(rig.target_model, rig.context)
-    rows = [PhaseRow("target prefill", rig.context, median_ms(rig.clock, lambda: rig.prefill(target, embeds, rig.target_lane), reps))]
+    rows = [PhaseRow("target prefill", rig.context, median_ms(rig.clock, lambda: rig.prefill(target, embeds, rig.target_lane), reps, lane=rig.target_lane))]
     for keep in KEEPS:
         seq = kept(keep, rig.visual) + rig.spec.text_tokens
         embeds = rig.embeds(rig.draft_model, seq)
-        ms = median_ms(rig.clock, lambda: rig.prefill(draft, embeds, rig.draft_lane), reps)
+        ms = median_ms(rig.clock, lambda: rig.prefill(draft, embeds, rig.draft_lane), reps, lane=rig.draft_lane)
         rows.append(PhaseRow(f"draft prefill keep {keep:g}", seq, ms))
     return rows  # the draft's cache is left at keep 0.1 (the last), the target's at its prompt
 
@@ -298,7 +311,7 @@ def _step_rows(rig: Rig, target, draft, graphs: bool, bandwidth: float) -> list[
     def timed(decoder, lane, n: int) -> float:
         base = decoder.length
         ids = torch.ones((1, n), dtype=torch.long, device=device)
-        return median_ms(rig.clock, lambda: rig.step(decoder, lane, ids), reps, after=lambda: decoder.rollback(base))
+        return median_ms(rig.clock, lambda: rig.step(decoder, lane, ids), reps, after=lambda: decoder.rollback(base), lane=lane)
 
     verify = rig.config.gamma + 1
     return [
@@ -360,35 +373,38 @@ class _Replay:
 
 
 def replay_ar(replay: _Replay) -> float:
+    """One target step per token; the host waits for each (it decides on every token)."""
     rig = replay.rig
-    start = rig.clock.mark()
+    start = rig.clock.wall()
     token = replay.token
     for _ in range(replay.tokens):
         token = rig.step(replay.target, rig.target_lane, token)
-    end = rig.clock.mark()
-    rig.clock.sync()
+        rig.clock.sync()
+    seconds = rig.clock.wall() - start
     replay.restore()
-    return replay.tokens / (rig.clock.ms(start, end) / 1e3)
+    return replay.tokens / seconds
 
 
 def replay_sd(replay: _Replay, plan: Sequence[int], gamma: int) -> float:
+    """Per window: gamma draft steps, one verification, and the host waits for the verdict."""
     rig, done = replay.rig, 0
-    start = rig.clock.mark()
+    start = rig.clock.wall()
     for committed in plan:
         replay.draft_window(gamma)
         replay.verify(gamma)
+        rig.clock.sync()  # the verdict
         replay.commit(done, committed)
         done += committed
-    end = rig.clock.mark()
-    rig.clock.sync()
+    seconds = rig.clock.wall() - start
     replay.restore()
-    return done / (rig.clock.ms(start, end) / 1e3)
+    return done / seconds
 
 
 def replay_parallel(replay: _Replay, plan: Sequence[int], gamma: int) -> tuple[float, float]:
     """(tokens/s, share of the draft's time hidden under the target's)."""
     rig, clock, done, ready = replay.rig, replay.rig.clock, 0, False
     spans: list[tuple[tuple, tuple]] = []
+    start = clock.wall()
     with rig.target_lane.lane():
         ref = clock.mark()
     for committed in plan:
@@ -412,13 +428,11 @@ def replay_parallel(replay: _Replay, plan: Sequence[int], gamma: int) -> tuple[f
         ready = committed == gamma + 1
         replay.commit(done, committed)
         done += committed
-    with rig.target_lane.lane():
-        end = clock.mark()
-    clock.sync()
+    seconds = clock.wall() - start
     replay.restore()
     busy = sum(clock.ms(*d) for d, _ in spans)
     hidden = sum(overlap_ms(clock, d, t, ref) for d, t in spans if t is not None)
-    return done / (clock.ms(ref, end) / 1e3), (hidden / busy if busy else 0.0)
+    return done / seconds, (hidden / busy if busy else 0.0)
 
 
 def hf_generate_tokens_per_s(rig: Rig, tokens: int) -> float:
@@ -433,11 +447,9 @@ def hf_generate_tokens_per_s(rig: Rig, tokens: int) -> float:
         ids[ids == s] = 9
 
     def run(n: int) -> float:
-        start = rig.clock.mark()
+        start = rig.clock.wall()
         model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        end = rig.clock.mark()
-        rig.clock.sync()
-        return rig.clock.ms(start, end)
+        return (rig.clock.wall() - start) * 1e3
 
     run(2)  # warm-up
     first, full = run(1), run(tokens)
@@ -507,11 +519,11 @@ def bench_gpu(config: GpuBenchConfig, progress: bool = True) -> GpuBenchResult:
         bar.update(2)
         for graphs in config.graphs:
             target, draft = rig.decoders(graphs)
+            for d in (target, draft):
+                d.capture()  # before the prefill: capture's warm-up writes scratch rows
             prefills = _prefill_rows(rig, target, draft)
             if graphs == config.graphs[0]:
                 phases += prefills
-            for d in (target, draft):
-                d.capture()
             phases += _step_rows(rig, target, draft, graphs, bandwidth)
             decode += _decode_rows(rig, target, draft, graphs, bar)
             del target, draft
