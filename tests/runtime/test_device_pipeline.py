@@ -27,11 +27,13 @@ def _pipelines(work: str) -> tuple[Pipeline, Pipeline]:
     manifest = Manifest.load(work)
     host = Pipeline.load(work, with_draft=True)
     target, draft = (torch_device_engines(manifest, role, "cpu") for role in ("target", "draft"))
+    assert draft.session.decoder.buckets == (1, 2)  # a draft lane feeds 1 token, or 2 after a full window
     return host, Pipeline.from_engines(work, manifest, target, draft)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
+    family=st.sampled_from(["gqa", "qwen_gqa"]),
     seed=st.integers(0, 2**16),
     frames=st.integers(1, TEST_LIMITS.max_frames),
     prompt=prompts,
@@ -39,11 +41,14 @@ def _pipelines(work: str) -> tuple[Pipeline, Pipeline]:
     prune=st.sampled_from(["none", "hippo", "specvlm", "uniform"]),
     keep=st.sampled_from([1.0, 0.5, 0.1]),
     gamma=st.integers(1, 6),
+    adaptive=st.booleans(),
 )
-def test_device_tensors_give_the_host_path_tokens(work_dirs, seed, frames, prompt, mode, prune, keep, gamma):
-    host, device = _pipelines(str(work_dirs["gqa"]))
+def test_device_tensors_give_the_host_path_tokens(work_dirs, qwen_work_dirs, family, seed, frames, prompt, mode, prune, keep, gamma, adaptive):
+    """LLaVA-OneVision and Qwen2.5-VL (M-RoPE prefill, text-position steps) through the static
+    decoder on the CPU device."""
+    host, device = _pipelines(str({**work_dirs, **qwen_work_dirs}[family]))
     request = prepare_request(host.processor, random_frames(seed, frames), prompt)
-    config = GenerationConfig(max_new_tokens=12, mode=mode, gamma=gamma, prune=prune, keep=keep)
+    config = GenerationConfig(max_new_tokens=12, mode=mode, gamma=gamma, prune=prune, keep=keep, adaptive_gamma=adaptive)
     assert device.generate(request, config).tokens == host.generate(request, config).tokens
 
 

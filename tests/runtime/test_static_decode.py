@@ -18,13 +18,10 @@ from hippo_trt.errors import ProfileError
 from hippo_trt.export.qwen2_decoder import DecodeGraph, PrefillGraph
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
-from hippo_trt.preprocess import prepare_request
 from hippo_trt.runtime.arrays import Placement
 from hippo_trt.runtime.loader import torch_device_engines
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
 from hippo_trt.runtime.static_decode import StaticDecoder, StaticDecoderSession, StaticSessions, decode_buckets
-from tests.conftest import TEST_LIMITS, random_frames
-from tests.runtime.test_ar_equivalence import prompts
+from tests.conftest import TEST_LIMITS
 
 GAMMA = 5
 BUCKETS = tuple(range(1, GAMMA + 2))  # 1..gamma+1
@@ -199,35 +196,6 @@ def test_sessions_check_dims_and_give_host_arrays(device_engines):
     assert isinstance(newer, StaticDecoderSession)
     with pytest.raises(ProfileError, match="exceeds the static KV cache"):
         engines.session(dims, max_len=dims["seq"].max + 1)
-
-
-@lru_cache(maxsize=None)
-def _qwen_pipelines(work: str) -> tuple[Pipeline, Pipeline]:
-    manifest = Manifest.load(work)
-    host = Pipeline.load(work, with_draft=True)
-    target, draft = (torch_device_engines(manifest, role, "cpu") for role in ("target", "draft"))
-    assert draft.session.decoder.buckets == (1, 2)
-    return host, Pipeline.from_engines(work, manifest, target, draft)
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    seed=st.integers(0, 2**16),
-    frames=st.integers(1, TEST_LIMITS.max_frames),
-    prompt=prompts,
-    mode=st.sampled_from(["ar", "sd", "parallel"]),
-    prune=st.sampled_from(["none", "hippo", "specvlm", "uniform"]),
-    keep=st.sampled_from([1.0, 0.5, 0.1]),
-    gamma=st.integers(1, 6),
-    adaptive=st.booleans(),
-)
-def test_qwen_device_pipeline_gives_the_host_path_tokens(qwen_work_dirs, seed, frames, prompt, mode, prune, keep, gamma, adaptive):
-    """Qwen2.5-VL (M-RoPE prefill, text-position steps) through StaticDecoder on the CPU device;
-    the LLaVA case is tests/runtime/test_device_pipeline.py."""
-    host, device = _qwen_pipelines(str(qwen_work_dirs["qwen_gqa"]))
-    request = prepare_request(host.processor, random_frames(seed, frames), prompt)
-    config = GenerationConfig(max_new_tokens=12, mode=mode, gamma=gamma, prune=prune, keep=keep, adaptive_gamma=adaptive)
-    assert device.generate(request, config).tokens == host.generate(request, config).tokens
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: CUDA graph capture and replay need one")
