@@ -197,6 +197,14 @@ PRESETS: Mapping[str, PairPreset] = MappingProxyType({
             vision=VisionSpec(layers=1, hidden=32, heads=2, intermediate=64, image_size=32, patch_size=8, tokens_per_frame=4),
             frames=4, text_tokens=8, sources=(),
         ),
+        PairPreset(  # made up: the Qwen2.5-VL family's build and run on a CPU (tests)
+            name="tiny-qwen", family="qwen2_5_vl",
+            target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
+            draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
+            vision=VisionSpec(layers=2, hidden=32, heads=2, intermediate=64, image_size=16, patch_size=4, tokens_per_frame=2,
+                              spatial_merge=2, temporal_patch=2, window_size=16, full_attention_blocks=(1,)),
+            frames=4, text_tokens=8, sources=(),
+        ),
     )
 })
 

@@ -437,7 +437,8 @@ def replay_parallel(replay: _Replay, plan: Sequence[int], gamma: int) -> tuple[f
 
 def hf_generate_tokens_per_s(rig: Rig, tokens: int) -> float:
     """transformers ``generate`` of the target alone on a prompt of the same length (text ids):
-    decode tokens/s = (tokens - 1) / (t(tokens) - t(1)), so its prefill does not count."""
+    decode tokens/s = (tokens - 1) / (t(tokens) - t(1)) over medians of ``reps`` calls, so its
+    prefill does not count."""
     import torch
 
     model, config = rig.target_model, rig.target_model.config
@@ -452,8 +453,11 @@ def hf_generate_tokens_per_s(rig: Rig, tokens: int) -> float:
         return (rig.clock.wall() - start) * 1e3
 
     run(2)  # warm-up
-    first, full = run(1), run(tokens)
-    return (tokens - 1) / max(1e-9, (full - first) / 1e3)
+    reps = rig.config.reps
+    first = statistics.median(run(1) for _ in range(reps))
+    full = statistics.median(run(tokens) for _ in range(reps))
+    decode_ms = full - first if full > first else full  # tiny models: generate's overhead can swamp the difference
+    return (tokens - 1) / (decode_ms / 1e3)
 
 
 def _outcome_plans(config: GpuBenchConfig) -> list[tuple[float | None, int, Outcomes]]:

@@ -9,7 +9,7 @@ import torch
 
 from hippo_trt.errors import InputError
 from hippo_trt.export.architectures import FAMILIES
-from hippo_trt.gpu_presets import PRESETS, LmSpec, PairPreset, VisionSpec, build_models, preset, random_video
+from hippo_trt.gpu_presets import PRESETS, PairPreset, build_models, preset, random_video
 
 REAL = ["llava-ov-7b+0.5b", "qwen2.5-vl-7b+3b"]
 
@@ -27,13 +27,8 @@ def tiny_pair():
 
 @pytest.fixture(scope="module")
 def tiny_qwen() -> PairPreset:
-    """Not a preset: a tiny Qwen2.5-VL pair, to run that family's build on the CPU too."""
-    vision = VisionSpec(layers=2, hidden=32, heads=2, intermediate=64, image_size=16, patch_size=4, tokens_per_frame=2,
-                        spatial_merge=2, temporal_patch=2, window_size=16, full_attention_blocks=(1,))
-    return dataclasses.replace(
-        PRESETS["tiny"], name="tiny-qwen", family="qwen2_5_vl", vision=vision,
-        target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
-    )
+    """A tiny Qwen2.5-VL pair, to run that family's build on the CPU too."""
+    return preset("tiny-qwen")
 
 
 def test_every_preset_names_a_known_family():

@@ -58,16 +58,18 @@ def test_overlap_of_two_intervals():
     assert overlap_ms(clock, (1.0, 2.0), (3.0, 5.0), 0.0) == 0.0
 
 
-def test_cli_prints_json_of_a_trace_replay(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen"])
+def test_cli_prints_json_of_a_trace_replay(tmp_path, capsys, name):
     trace = tmp_path / "trace.json"
     trace.write_text(json.dumps([1, 3, 5, 2]))
-    argv = ["bench", "gpu", "--preset", "tiny", "--device", "cpu", "--dtype", "fp32", "--trace", str(trace),
+    argv = ["bench", "gpu", "--preset", name, "--device", "cpu", "--dtype", "fp32", "--trace", str(trace),
             "--tokens", "12", "--reps", "1", "--graphs", "off", "--json", "--quiet"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["outcomes"] == ["recorded trace"]
     methods = [(r["method"], r["mat"]) for r in out["decode"]]
     assert ("sd", None) in methods and ("parallel", None) in methods
+    assert out["preset"] == name and all(r["tokens_per_s"] > 0 for r in out["decode"])
 
 
 @pytest.mark.parametrize(

@@ -222,3 +222,19 @@ def test_cuda_graph_replays_equal_eager_steps(tiny_dirs):  # pragma: no cover - 
         torch.cuda.current_stream().synchronize()
     for a, b in zip(graphed.buffers, eager.buffers):
         torch.testing.assert_close(a[: graphed.length], b[: eager.length], **TOL)
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
+def test_the_step_reads_no_tensor_value_on_the_host_so_it_can_be_captured(family):
+    """A CUDA graph cannot capture a step that reads a tensor's value on the host (``.item()``,
+    a data-dependent shape, ``if tensor``). On the meta device every such read raises, so
+    running every bucket's step there shows the step has none (what a GPU would need to capture it)."""
+    from hippo_trt.gpu_presets import build_models, preset
+
+    target, _ = build_models(preset("tiny" if family == "llava_onevision" else "tiny-qwen"), device="meta")
+    decoder = StaticDecoder(target, 32, (1, 2, 5), "meta", cuda_graphs=False)
+    with pytest.raises(RuntimeError, match="meta"):
+        torch.empty((), device="meta").item()  # the premise: a host read of a meta tensor raises
+    for n in decoder.buckets:
+        logits = decoder.step(np.ones((1, n), np.int64), np.arange(n)[None])
+        assert logits.shape == (1, n, target.config.text_config.vocab_size) and logits.device.type == "meta"
