@@ -184,7 +184,8 @@ def cmd_run(args) -> int:
     config = _generation_config(args)
     draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
     pipeline = Pipeline.load(
-        args.work, backend=args.backend, options=_ort_options(args), with_draft=config.speculative, draft_options=draft_options
+        args.work, backend=args.backend, options=_ort_options(args), with_draft=config.speculative, draft_options=draft_options,
+        dtype=args.dtype,
     )
     source, npy = (args.video, False) if args.video else (args.frames_npy, True)
     result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=RUN_BACKENDS, default="onnxruntime",
         help="onnxruntime (CPU), torch (eager reference), torch-cuda (eager on the GPU), tensorrt (built engines on the GPU)",
     )
+    p.add_argument("--dtype", default="fp32", help="torch-cuda's precision: fp32, bf16 or fp16")
     _add_decoding(p)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_run)

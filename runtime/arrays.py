@@ -27,9 +27,13 @@ def is_torch(x: Any) -> bool:
 
 
 def to_host(x: Any) -> np.ndarray:
-    """A numpy array of ``x`` (a torch tensor is copied back, after its lane's queued work)."""
+    """A numpy array of ``x`` (a torch tensor is copied back, after its lane's queued work;
+    bf16/fp16 come back as float32, which is what the host decides on)."""
     if is_torch(x):
-        return x.detach().cpu().numpy()
+        x = x.detach()
+        if x.is_floating_point() and x.element_size() < 4:
+            x = x.float()
+        return x.cpu().numpy()
     return np.asarray(x)
 
 
@@ -48,6 +52,7 @@ def take_rows(x: Any, index: np.ndarray) -> Any:
     return rows.contiguous() if is_torch(rows) else np.ascontiguousarray(rows)
 
 
+FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # a device model's precision
 _TORCH_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32"}
 
 
@@ -62,10 +67,13 @@ class Placement:
     """Host numpy (``"host"``) or a torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"`` in tests).
 
     One per model: its ``lane()`` is the context its engines enqueue in (a CUDA stream of its
-    own, created on first use; nothing on the host or on a CPU device)."""
+    own, created on first use; nothing on the host or on a CPU device). ``dtype`` (fp32, bf16,
+    fp16): the model's precision on a device, which ``put`` gives floating inputs."""
 
-    def __init__(self, device: str = HOST):
-        self.device = device
+    def __init__(self, device: str = HOST, dtype: str = "fp32"):
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"unknown dtype '{dtype}' (choose from {', '.join(FLOAT_DTYPES)})")
+        self.device, self.dtype = device, dtype
         self._stream = None
 
     @property
@@ -81,14 +89,16 @@ class Placement:
         return torch.empty(shape, dtype=torch_dtype(dtype), device=self.device)
 
     def put(self, x: Any) -> Any:
-        """``x`` here (numpy on the host; on a device, copied on the current stream)."""
+        """``x`` here (numpy on the host; on a device, copied on the current stream, floating
+        values in the placement's dtype)."""
         if self.on_host:
             return to_host(x)
         import torch
 
-        if is_torch(x):
-            return x.to(self.device)
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        t = x if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
+        if t.is_floating_point():
+            return t.to(self.device, getattr(torch, FLOAT_DTYPES[self.dtype]))
+        return t.to(self.device)
 
     @contextlib.contextmanager
     def lane(self) -> Iterator[None]:
@@ -104,7 +114,7 @@ class Placement:
             yield
 
     def __repr__(self) -> str:
-        return f"Placement({self.device!r})"
+        return f"Placement({self.device!r}, {self.dtype!r})"
 
 
 HOST_PLACEMENT = Placement(HOST)

@@ -133,10 +133,10 @@ class DeviceTorchEngine:
     there, outputs stay there, ``into`` tensors are written in place. The eager torch path of
     the device pipeline, and the stand-in that tests it where there is no GPU."""
 
-    def __init__(self, module, spec: GraphSpec, device: str):
+    def __init__(self, module, spec: GraphSpec, device: str, dtype: str = "fp32"):
         from .arrays import Placement
 
-        self.module, self.spec, self.placement = module, spec, Placement(device)
+        self.module, self.spec, self.placement = module, spec, Placement(device, dtype)
 
     def run(self, feeds, into=None):
         import torch

@@ -17,7 +17,7 @@ from hippo_trt.export.architectures import family
 from hippo_trt.export.specs import DecoderShape, GraphSpec
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
-from .arrays import HOST_PLACEMENT, Placement
+from .arrays import FLOAT_DTYPES, HOST_PLACEMENT, Placement
 from .build import export_id
 from .engine import DeviceTorchEngine, Engine, OrtEngine, OrtOptions, TorchEngine
 
@@ -84,17 +84,20 @@ def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions
     return ModelEngines(record=manifest.model(role), **engines)
 
 
-def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs: bool = True) -> ModelEngines:
-    """The eager torch modules on ``device`` ("cuda", or "cpu" to test the device path); a
-    request prefills and decodes through the model's StaticDecoder (static_decode.py), its
-    steps CUDA graphs with ``cuda_graphs`` on a CUDA device and eager elsewhere."""
+def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs: bool = True, dtype: str = "fp32") -> ModelEngines:
+    """The eager torch modules on ``device`` ("cuda", or "cpu" to test the device path) in
+    ``dtype`` (fp32, bf16, fp16); a request prefills and decodes through the model's
+    StaticDecoder (static_decode.py), its steps CUDA graphs with ``cuda_graphs`` on a CUDA
+    device and eager elsewhere."""
+    import torch
+
     from .static_decode import static_sessions
 
-    model = _load_model(manifest, role)
-    modules = {name: m.to(device) for name, m in _graph_modules(manifest, role, model).items()}
+    placement = Placement(device, dtype)  # checks the dtype
+    model = _load_model(manifest, role).to(device=device, dtype=getattr(torch, FLOAT_DTYPES[dtype]))
+    modules = _graph_modules(manifest, role, model)
     specs = specs_from_record(manifest.model(role))
-    engines = {name: DeviceTorchEngine(modules[name], spec, device) for name, spec in specs.items()}
-    placement = Placement(device)
+    engines = {name: DeviceTorchEngine(modules[name], spec, device, dtype) for name, spec in specs.items()}
     sessions = static_sessions(model, role, manifest.dims_table, placement, cuda_graphs)
     return ModelEngines(record=manifest.model(role), **engines, placement=placement, session=sessions)
 
@@ -106,9 +109,9 @@ def require_cuda(backend: str) -> None:
         raise EngineError(f"--backend {backend} needs a CUDA GPU and none is visible (driver, CUDA_VISIBLE_DEVICES); use --backend onnxruntime")
 
 
-def _torch_cuda_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
+def _torch_cuda_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions, dtype: str = "fp32") -> ModelEngines:
     require_cuda("torch-cuda")
-    return torch_device_engines(manifest, role, "cuda")
+    return torch_device_engines(manifest, role, "cuda", dtype=dtype)
 
 
 def _ort_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
@@ -125,7 +128,15 @@ LOADERS = {"onnxruntime": _ort_loader, "torch": _torch_loader, "torch-cuda": _to
 BACKENDS = tuple(LOADERS)
 
 
-def load_engines(work: Path, manifest: Manifest, role: str, backend: str, options: OrtOptions) -> ModelEngines:
+def load_engines(work: Path, manifest: Manifest, role: str, backend: str, options: OrtOptions, dtype: str = "fp32") -> ModelEngines:
+    """``dtype`` (fp32, bf16, fp16) is the torch-cuda backend's precision; ONNX Runtime runs the
+    exported graphs as they are, and TensorRT's precision is chosen when building."""
     if backend not in LOADERS:
         raise InputError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+    if dtype not in FLOAT_DTYPES:
+        raise InputError(f"--dtype '{dtype}' is unknown (choose from {', '.join(FLOAT_DTYPES)})")
+    if dtype != "fp32":
+        if backend != "torch-cuda":
+            raise InputError(f"--dtype {dtype} is for --backend torch-cuda (TensorRT: hippo-trt build --precision; ONNX Runtime: fp32)")
+        return _torch_cuda_loader(Path(work), manifest, role, options, dtype)
     return LOADERS[backend](Path(work), manifest, role, options)

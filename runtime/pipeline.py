@@ -123,16 +123,18 @@ class Pipeline:
         role: str = "target",
         with_draft: bool = False,
         draft_options: OrtOptions | None = None,
+        dtype: str = "fp32",
     ) -> "Pipeline":
         """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks);
         ``with_draft`` also loads the draft's, for speculative modes (``draft_options``: its own
-        ONNX Runtime options, e.g. to split the cores between the two lanes)."""
+        ONNX Runtime options, e.g. to split the cores between the two lanes). ``dtype``: the
+        torch-cuda backend's precision (fp32, bf16, fp16)."""
         work = Path(work)
         manifest = Manifest.load(work)
-        target = load_engines(work, manifest, role, backend, options)
+        target = load_engines(work, manifest, role, backend, options, dtype)
         if not with_draft:
             return cls.from_engines(work, manifest, target)
-        draft = load_engines(work, manifest, "draft", backend, draft_options or options)
+        draft = load_engines(work, manifest, "draft", backend, draft_options or options, dtype)
         return cls.from_engines(work, manifest, target, draft, load_pruner(work, manifest, backend))
 
     @classmethod
