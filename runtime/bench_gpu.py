@@ -21,7 +21,8 @@ the target's comes from events on both streams (1.0 = fully hidden).
 
     target lane:  [verify w1 ]        [verify w2 ]
     draft lane:   [d d d d    ]       [d d d d   ]      one window ahead while verifying
-                              ^ sync: w1 fully accepted -> w2 was drafted already
+                              ^ sync: w1 fully accepted and the target's bonus token is the
+                                draft's next proposal -> w2 was drafted already
 
 Both lanes are enqueued from one host thread: with CUDA graphs a step is one launch, so the
 host stays ahead of both streams; eager steps are launch-bound and serialize on the host
@@ -400,8 +401,10 @@ def replay_sd(replay: _Replay, plan: Sequence[int], gamma: int) -> float:
     return done / seconds
 
 
-def replay_parallel(replay: _Replay, plan: Sequence[int], gamma: int) -> tuple[float, float]:
-    """(tokens/s, share of the draft's time hidden under the target's)."""
+def replay_parallel(replay: _Replay, plan: Sequence[int], gamma: int, outcomes: Outcomes) -> tuple[float, float]:
+    """(tokens/s, share of the draft's time hidden under the target's). The draft's window
+    drafted during a verification is used only when that verification accepted everything and
+    the target's bonus token is the draft's next proposal (``Outcomes.continues``)."""
     rig, clock, done, ready = replay.rig, replay.rig.clock, 0, False
     spans: list[tuple[tuple, tuple]] = []
     start = clock.wall()
@@ -425,7 +428,7 @@ def replay_parallel(replay: _Replay, plan: Sequence[int], gamma: int) -> tuple[f
         with rig.draft_lane.lane():
             spans.append(((d0, clock.mark()), (t0, t1)))
         clock.sync()  # the verdict: both lanes have finished
-        ready = committed == gamma + 1
+        ready = committed == gamma + 1 and outcomes.continues(done, gamma)
         replay.commit(done, committed)
         done += committed
     seconds = clock.wall() - start
@@ -477,7 +480,7 @@ def _decode_rows(rig: Rig, target, draft, graphs: bool, bar) -> list[DecodeRow]:
         plan = windows(outcomes, gamma, tokens)
         replayed = round(sum(plan) / len(plan), 3)
         rows.append(DecodeRow("sd", graphs, mat, replayed, gamma, replay_sd(replay, plan, gamma)))
-        tps, hidden = replay_parallel(replay, plan, gamma)
+        tps, hidden = replay_parallel(replay, plan, gamma, outcomes)
         rows.append(DecodeRow("parallel", graphs, mat, replayed, gamma, tps, round(hidden, 3)))
         bar.update()
     return rows
@@ -491,8 +494,8 @@ def _with_ratios(rows: list[DecodeRow]) -> list[DecodeRow]:
     return [
         replace(
             r,
-            speedup_vs_ar=round(r.tokens_per_s / ar[r.graphs], 3) if r.graphs in ar and r.method != "hf_generate" else None,
-            speedup_vs_hf_generate=round(r.tokens_per_s / hf, 3) if hf else None,
+            speedup_vs_ar=r.tokens_per_s / ar[r.graphs] if r.graphs in ar and r.method != "hf_generate" else None,
+            speedup_vs_hf_generate=r.tokens_per_s / hf if hf else None,
         )
         for r in rows
     ]

@@ -71,6 +71,12 @@ class Outcomes:
             draws += [True] * (c - 1) + [False]
         return cls(np.array(draws, dtype=bool), label)
 
+    def continues(self, start: int, gamma: int) -> bool:
+        """After a fully accepted window at ``start``: does the target's bonus token equal the
+        draft's next proposal, so that what the draft drafted meanwhile stays valid (PEARL)?
+        The draw at the bonus's position decides, at the same rate as any other token."""
+        return bool(self.accepted[(start + gamma) % len(self.accepted)])
+
     def window(self, start: int, gamma: int) -> int:
         """Tokens committed by verifying the ``gamma`` draft tokens at outputs start.. (1..gamma+1)."""
         n = len(self.accepted)

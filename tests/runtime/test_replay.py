@@ -54,3 +54,10 @@ def test_impossible_mats_are_refused(mat, gamma):
 def test_bad_traces_are_refused():
     with pytest.raises(InputError, match=r"counts in \[1, 5\]"):
         Outcomes.from_trace([0, 6], gamma=4, label="t")
+
+
+def test_a_full_window_continues_only_when_the_bonus_draw_is_accepted():
+    outcomes = Outcomes.from_trace([5, 5], gamma=4, label="t")  # T T T T F | T T T T F
+    assert outcomes.window(0, 4) == 5 and not outcomes.continues(0, 4)
+    always = Outcomes(np.ones(8, dtype=bool), "all")
+    assert always.window(0, 4) == 5 and always.continues(0, 4)
