@@ -19,6 +19,13 @@ def info_json(work: Path) -> dict:
     return obj
 
 
+def _built_for(record: dict) -> str:
+    """ONNX Runtime's execution providers, or the GPU and precision TensorRT engines are for."""
+    if "providers" in record:
+        return ", ".join(record["providers"])
+    return f"{record['gpu']} (sm {record['compute_capability']}), {record['precision']}"
+
+
 def info_text(work: Path) -> str:
     manifest = Manifest.load(work)
     total = sum(f.stat().st_size for f in Path(work).rglob("*") if f.is_file())
@@ -37,5 +44,5 @@ def info_text(work: Path) -> str:
         lines.append("engines    none built (run: hippo-trt build WORK --backend onnxruntime)")
     for backend, rec in manifest.engines.items():
         size = sum(f["bytes"] for graphs in rec["files"].values() for f in graphs.values())
-        lines.append(f"engines    {backend} {rec['version']} on {', '.join(rec['providers'])} ({_mb(size)})")
+        lines.append(f"engines    {backend} {rec['version']} on {_built_for(rec)} ({_mb(size)})")
     return "\n".join(lines)

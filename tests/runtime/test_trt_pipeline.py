@@ -186,3 +186,11 @@ def test_check_compares_the_tensorrt_engines_with_torch_inside_their_profiles(tr
     assert report["passed"]
     graphs = {(r["role"], r["graph"]) for r in report["comparison"]}
     assert graphs == {(r, g) for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+
+
+def test_info_shows_the_tensorrt_engines(trt_work, capsys):
+    assert main(["info", str(trt_work)]) == 0
+    out = capsys.readouterr().out
+    assert f"engines    tensorrt {fake_tensorrt.__version__} on Fake GPU (sm 0.0), fp32" in out
+    assert main(["info", str(trt_work), "--json"]) == 0
+    assert "tensorrt" in json.loads(capsys.readouterr().out)["engines"]
