@@ -323,7 +323,8 @@ def _graph_file(work: Path, manifest: Manifest, role: str, graph: str, backend: 
 
 def graph_models(work: Path, manifest: Manifest, backend: str) -> list[GraphModel]:
     """The per-graph models: every role's graphs (``backend``'s format), then the pruning graphs
-    (ONNX: they are small O(n) host-side selections, not built for TensorRT)."""
+    (ONNX on Triton's ONNX Runtime backend with either backend: small O(n) selections; the
+    work dir's TensorRT pruning engines serve ``hippo-trt run --backend tensorrt``)."""
     from hippo_trt.runtime.loader import specs_from_record
 
     dims = manifest.dims_table
