@@ -180,6 +180,7 @@ MEMORY_COLUMNS = (("weights", "weight_bytes"), ("activations", "activation_bytes
 class BuildPlan:
     limits: BuildLimits
     engines: tuple[EnginePlan, ...]
+    notes: tuple[str, ...] = ()  # what the plan left out or narrowed, and why
 
     def totals(self) -> dict[str, int]:
         """Summed estimates over every engine (bytes)."""
@@ -191,6 +192,7 @@ class BuildPlan:
             "limits": asdict(self.limits),
             "engines": [e.to_json() for e in self.engines],
             "totals": self.totals(),
+            "notes": list(self.notes),
         }
 
     def to_table(self) -> str:
@@ -207,7 +209,8 @@ class BuildPlan:
              _mib(totals["total_bytes"])]
         )
         lines = [header, ["---"] * len(header), *rows]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+        table = "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+        return "\n\n".join([table, *(f"note: {n}" for n in self.notes)])
 
 
 def _mib(n: int) -> str:
@@ -487,11 +490,47 @@ def _values(*ranges: DimRange) -> ShapeRange:
     return ShapeRange(*(tuple(getattr(r, pick) for r in ranges) for pick in ("min", "opt", "max")))
 
 
+def topk_max() -> int:
+    """The largest K TensorRT's TopK takes (the parser rules' data, export/data)."""
+    from .trt_compat import load_rules
+
+    return load_rules().max_topk_k
+
+
+def _kept_range(b: Budget) -> DimRange:
+    """keep_count's values: ``Budget.kept()``, capped where the grid tokens kept (K of the
+    graphs' TopK, keep_count minus the extra tokens) would pass TensorRT's TopK limit. A
+    request that keeps more is selected by the host reference instead (runtime/pruner.py)."""
+    lo, opt, hi = b.kept()
+    cap = topk_max() + b.video.newline
+    return _clamped(min(lo, cap), opt, min(hi, cap))
+
+
 def _shape_values(b: Budget) -> dict[str, ShapeRange]:
     """Value ranges of the shape-tensor inputs (module docstring): keep_count [] and grid [3]."""
     f, v = b.frames, b.video
     slices = DimRange(v.slices(f.min), v.slices(f.opt), v.slices(f.max))
-    return {"keep_count": _values(_clamped(*b.kept())), "grid": _values(slices, *v.sides())}
+    return {"keep_count": _values(_kept_range(b)), "grid": _values(slices, *v.sides())}
+
+
+def _pruning_notes(b: Budget, names: list[str]) -> tuple[list[str], list[str]]:
+    """(graphs to build, notes): specvlm ranks all G grid tokens with one TopK, so it cannot be
+    built when G passes TensorRT's limit; a capped keep_count is noted too."""
+    limit, notes = topk_max(), []
+    grid_max = b.video.slices(b.frames.max) * b.video.per_slice  # G of the longest video
+    if "specvlm" in names and grid_max > limit:
+        names = [n for n in names if n != "specvlm"]
+        notes.append(
+            f"pruning/specvlm is not built: it ranks all {grid_max} grid tokens of a {b.frames.max}-frame video with one TopK, "
+            f"over TensorRT's limit of {limit}; --prune specvlm runs the host reference (same tokens)"
+        )
+    hi = b.kept()[2]
+    if hi > limit + b.video.newline:
+        notes.append(
+            f"pruning engines keep at most {limit + b.video.newline} tokens (TensorRT's TopK limit {limit}), not {hi}; "
+            "a request that keeps more is selected by the host reference (same tokens)"
+        )
+    return names, notes
 
 
 def _profile(graph: GraphSpec, symbols: Mapping[str, DimRange]) -> dict[str, ShapeRange]:
@@ -620,14 +659,15 @@ def _prune_order(name: str) -> int:
     return PRUNE_GRAPHS.index(name)
 
 
-def _pruning_engines(manifest: Manifest, b: Budget) -> list[EnginePlan]:
-    """The pruning subgraphs (fused, then specvlm), exported with a draft: its visual tokens are their features."""
-    names = sorted(manifest.pruning, key=_prune_order)
+def _pruning_engines(manifest: Manifest, b: Budget) -> tuple[list[EnginePlan], list[str]]:
+    """(engines, notes): the pruning subgraphs (fused, then specvlm), exported with a draft: its
+    visual tokens are their features. See ``_pruning_notes`` for what TopK's limit leaves out."""
+    names, notes = _pruning_notes(b, sorted(manifest.pruning, key=_prune_order))
     if not names:
-        return []
+        return [], notes
     draft = DecoderShape(**manifest.model("draft").decoder)
     ranges = _Ranges(_prune_symbols(b, draft), _shape_values(b), PRUNE_PRECISION, 1)
-    return [_engine(PRUNING, PRUNE_SPECS[name], manifest.pruning[name], ranges, draft) for name in names]
+    return [_engine(PRUNING, PRUNE_SPECS[name], manifest.pruning[name], ranges, draft) for name in names], notes
 
 
 def _role_order(role: str) -> int:
@@ -653,4 +693,5 @@ def plan_build(manifest: Manifest, limits: BuildLimits) -> BuildPlan:
         specs = specs_from_record(record)
         for name in sorted(record.graphs, key=_graph_order):
             engines.append(_model_engine(role, name, record, specs, b, dims))
-    return BuildPlan(limits, (*engines, *_pruning_engines(manifest, b)))
+    pruning, notes = _pruning_engines(manifest, b)
+    return BuildPlan(limits, (*engines, *pruning), tuple(notes))

@@ -60,6 +60,10 @@ class GraphPruner:
 
         return run_prune_graph(self.sessions[graph], feeds)["kept_index"]
 
+    def _serves(self, graph: str, feeds: dict) -> bool:
+        """Whether a built graph takes these feeds (always, for ONNX Runtime)."""
+        return graph in self.sessions
+
     def select(self, method, keep, inputs, options):
         from hippo_trt.export.prune_graph import GRAPH_OF_METHOD, prune_feeds
 
@@ -67,6 +71,8 @@ class GraphPruner:
             return ReferencePruner().select(method, keep, inputs, options)
         features = self._features(inputs)
         plan = prune_feeds(method, inputs.grid, keep, features=features, importance=inputs.importance, options=options)
+        if not self._serves(plan.graph, plan.feeds):  # the reference picks the same tokens
+            return ReferencePruner().select(method, keep, inputs, options)
         return self._kept_index(plan.graph, plan.feeds)
 
 
@@ -80,6 +86,14 @@ class EnginePruner(GraphPruner):
 
     def _features(self, inputs: PruneInputs):
         return self.placement.put(inputs.features)
+
+    def _serves(self, graph: str, feeds: dict) -> bool:
+        """A TensorRT engine exists for the graph and was built for this many kept tokens (the
+        plan leaves out what TensorRT's TopK limit forbids: export/trt_plan.py)."""
+        if graph not in self.sessions:
+            return False
+        built = getattr(self.sessions[graph], "values", {}).get("keep_count")
+        return built is None or int(np.ravel(built["max"])[0]) >= int(feeds["keep_count"])
 
     def _kept_index(self, graph: str, feeds: dict) -> np.ndarray:
         with self.placement.lane():

@@ -194,3 +194,28 @@ def test_info_shows_the_tensorrt_engines(trt_work, capsys):
     assert f"engines    tensorrt {fake_tensorrt.__version__} on Fake GPU (sm 0.0), fp32" in out
     assert main(["info", str(trt_work), "--json"]) == 0
     assert "tensorrt" in json.loads(capsys.readouterr().out)["engines"]
+
+
+def test_past_tensorrts_topk_limit_the_plan_narrows_and_the_host_reference_selects(work_dirs, tmp_path, fake_trt):
+    """Real videos have more tokens than TensorRT's TopK takes (3840): with the limit at 6 here,
+    specvlm (which ranks every grid token) is not built, the fused engine keeps at most 6 + 1,
+    and requests past that are selected by the host reference: the same tokens either way."""
+    from hippo_trt.export import trt_plan
+
+    fake_trt.setattr(trt_plan, "topk_max", lambda: 6)
+    work = shutil.copytree(work_dirs["gqa"], tmp_path / "work")
+    manifest = trt_build.build_tensorrt(work, LIMITS, progress=False)
+    record = manifest.engines["tensorrt"]
+    assert set(record["files"]["pruning"]) == {"fused"}
+    assert any("pruning/specvlm is not built" in n for n in record["plan"]["notes"])
+    fused = next(e for e in record["plan"]["engines"] if e["graph"] == "fused")
+    assert fused["values"]["keep_count"]["max"] == [7]
+    ort, trt = Pipeline.load(work, with_draft=True), Pipeline.load(work, backend="tensorrt", with_draft=True)
+    request = prepare_request(ort.processor, random_frames(3, TEST_LIMITS.max_frames), "what moves")
+    fused_runs = trt.pruner.sessions["fused"].context.enqueued
+    for prune, keep, on_engine in [("specvlm", 0.5, False), ("hippo", 1.0, False), ("hippo", 0.1, True)]:
+        config = GenerationConfig(max_new_tokens=6, mode="sd", gamma=3, prune=prune, keep=keep)
+        before = len(fused_runs)
+        got, expected = trt.generate(request, config), ort.generate(request, config)
+        assert got.tokens == expected.tokens and got.stats["draft_visual_tokens"] == expected.stats["draft_visual_tokens"]
+        assert len(fused_runs) == before + on_engine
