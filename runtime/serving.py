@@ -164,6 +164,15 @@ def load_handlers(work: Path, defaults: GenerationConfig, options: ServeOptions,
     return handlers
 
 
+START_ATTEMPTS = 2
+
+
+def _handshake_missed(error: Exception) -> bool:
+    """PyTriton's model/stub handshake failed (a timing miss, not a configuration error)."""
+    text = str(error)
+    return "handshake" in text or "Connection refused" in text
+
+
 class HippoServer:
     """Triton with the two models bound over ``handlers``. ``start`` returns once the server
     is ready; ``stop`` lets in-flight requests finish (up to ``drain_timeout_s``)."""
@@ -195,6 +204,18 @@ class HippoServer:
                     yield [piece]
 
     def start(self) -> "HippoServer":
+        """Start serving. PyTriton hands each model's config to its Triton-side stub over a
+        local socket; on a loaded machine that handshake can miss ("Connection refused" while
+        loading a model), so a failed start is stopped and tried once more."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self._start_once()
+            except Exception as e:  # noqa: BLE001 - PyTriton raises several kinds here
+                self.stop()
+                if attempt + 1 == START_ATTEMPTS or not _handshake_missed(e):
+                    raise
+
+    def _start_once(self) -> "HippoServer":
         triton, model_config = _pytriton()
         o = self.options
         _check_ports(o)

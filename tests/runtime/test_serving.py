@@ -209,3 +209,30 @@ def test_options_are_validated_before_the_server_starts(work_dirs):
         s.listen()
         with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{busy.http_port}.*--http-port"):
             HippoServer.load(work_dirs["gqa"], replace(DEFAULTS), busy).start()
+
+
+@pytest.mark.parametrize(
+    "error,calls,started",
+    [
+        (RuntimeError("load failed for model 'hippo_stream': ... get_config_from_handshake_server ... Connection refused"), 2, True),
+        (RuntimeError("unsupported model configuration"), 1, False),
+    ],
+)
+def test_a_missed_pytriton_handshake_is_retried_once_and_nothing_else_is(monkeypatch, error, calls, started):
+    """PyTriton's model/stub handshake can miss on a loaded machine; a configuration error must not be retried."""
+    server, tries, stops = HippoServer([], serve_options(1)), [], []
+
+    def start_once():
+        tries.append(1)
+        if len(tries) == 1:
+            raise error
+        return server
+
+    monkeypatch.setattr(server, "_start_once", start_once)
+    monkeypatch.setattr(server, "stop", lambda: stops.append(1))
+    if started:
+        assert server.start() is server
+    else:
+        with pytest.raises(RuntimeError, match="unsupported"):
+            server.start()
+    assert len(tries) == calls and len(stops) == 1
