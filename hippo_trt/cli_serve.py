@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hippo_trt.cli import _add_bench_source, _add_common, _add_decoding, _bench_clips, _generation_config, _positive, _positives, _print_json, _progress
+from hippo_trt.cli import RUN_BACKENDS, _add_bench_source, _add_common, _add_decoding, _bench_clips, _generation_config, _positive, _positives, _print_json, _progress
 from hippo_trt.errors import InputError
 
 
@@ -120,7 +120,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grpc-port", type=int, default=8001)
     g.add_argument("--metrics-port", type=int, default=8002)
     g.add_argument("--instances", type=_positive, default=1, help="model instances, each with its own engines and caches")
-    g.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    g.add_argument("--backend", choices=RUN_BACKENDS, default="onnxruntime", help="as hippo-trt run's (each instance loads its own engines)")
     g.add_argument("--drain-timeout", type=int, default=30, help="seconds in-flight requests get to finish on shutdown")
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds after which a request is ended with an error")
     g.add_argument("--max-video-bytes", type=int, default=512 << 20, help="largest accepted upload")

@@ -219,3 +219,18 @@ def test_past_tensorrts_topk_limit_the_plan_narrows_and_the_host_reference_selec
         got, expected = trt.generate(request, config), ort.generate(request, config)
         assert got.tokens == expected.tokens and got.stats["draft_visual_tokens"] == expected.stats["draft_visual_tokens"]
         assert len(fused_runs) == before + on_engine
+
+
+def test_served_instances_run_on_tensorrt_engines(trt_work, clip):
+    """serve --backend tensorrt: each instance loads its own engines; a request equals the offline run."""
+    from hippo_trt.runtime.serving import ServeOptions, load_handlers
+    from hippo_trt.runtime.trt_engine import TrtEngine
+    from tests.runtime.test_serve_handler import decoded, wire
+
+    defaults = GenerationConfig(max_new_tokens=8, mode="parallel", gamma=3, prune="hippo", keep=0.5)
+    handlers = load_handlers(trt_work, defaults, ServeOptions(instances=2, backend="tensorrt"))
+    assert len(handlers) == 2 and handlers[0].pipeline.target.decode is not handlers[1].pipeline.target.decode
+    assert all(isinstance(h.pipeline.target.decode, TrtEngine) for h in handlers)
+    offline = Pipeline.load(trt_work, with_draft=True).run(clip, "What is it?", frames=3, config=defaults)
+    answer = handlers[1].run(wire("What is it?", video=clip.read_bytes(), options=b'{"frames": 3}'))
+    assert decoded(answer) == (offline.text, offline.tokens)
