@@ -105,20 +105,31 @@ def test_torch_cuda_backend_gives_the_host_tokens(work_dirs, clip):  # pragma: n
         assert gpu.generate(request, config).tokens == host.generate(request, config).tokens
 
 
-def test_bf16_on_the_device_is_lossless_within_itself_and_tracks_transformers_bf16(work_dirs, tiny_dirs):
+def _hf_greedy_on(model, request, max_new_tokens: int, device: str) -> list[int]:
+    """transformers ``generate`` with the request's inputs on ``device`` (floats in the model's dtype)."""
+    dtype = model.lm_head.weight.dtype
+    inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in request.hf_inputs().items()}
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, request.input_ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here; bf16 on the GPU runs where one is"))],
+)
+def test_bf16_on_the_device_is_lossless_within_itself_and_tracks_transformers_bf16(work_dirs, tiny_dirs, device):
     """In bf16, sd and parallel give exactly the bf16 ar tokens (the same numeric path verifies
     every token), and those follow transformers' own bf16 run: bf16 rounds differently in a
     fused attention than in transformers' eager one, so a near-tie can flip a token late in a
     sequence; on these fixed clips most sequences agree token for token and every first token does."""
     from hippo_trt.model_dir import ModelDir
-    from tests.runtime.test_ar_equivalence import hf_greedy
 
     work = work_dirs["gqa"]
     manifest = Manifest.load(work)
-    target, draft = (torch_device_engines(manifest, role, "cpu", dtype="bf16") for role in ("target", "draft"))
+    target, draft = (torch_device_engines(manifest, role, device, dtype="bf16") for role in ("target", "draft"))
     assert target.placement.dtype == "bf16" and target.session.decoder.dtype == torch.bfloat16
     pipeline = Pipeline.from_engines(work, manifest, target, draft)
-    hf = ModelDir.open(tiny_dirs["gqa"]).load_model().to(torch.bfloat16)
+    hf = ModelDir.open(tiny_dirs["gqa"]).load_model().to(device=device, dtype=torch.bfloat16)
     agree = 0
     for seed in range(6):
         request = prepare_request(pipeline.processor, random_frames(seed, 1 + seed % 4), "what moves")
@@ -126,7 +137,7 @@ def test_bf16_on_the_device_is_lossless_within_itself_and_tracks_transformers_bf
         for mode in ("sd", "parallel"):
             config = GenerationConfig(max_new_tokens=16, mode=mode, gamma=3, prune="hippo", keep=0.5)
             assert pipeline.generate(request, config).tokens == ar
-        expected = hf_greedy(hf, request, 16)
+        expected = _hf_greedy_on(hf, request, 16, device)
         assert ar[0] == expected[0]
         agree += ar == expected
     assert agree >= 4, f"only {agree} of 6 bf16 sequences equal transformers' bf16 run"
