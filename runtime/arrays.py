@@ -113,6 +113,16 @@ class Placement:
         with torch.cuda.stream(self._stream):
             yield
 
+    def wait(self) -> None:
+        """Block until this lane's queued work has run (CUDA; elsewhere work is already done),
+        so that a timed phase ends when its work does, not when it was enqueued."""
+        if self.on_host or not self.device.startswith("cuda"):
+            return
+        import torch
+
+        with self.lane():
+            torch.cuda.current_stream(self.device).synchronize()
+
     def __repr__(self) -> str:
         return f"Placement({self.device!r}, {self.dtype!r})"
 

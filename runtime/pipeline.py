@@ -201,11 +201,14 @@ class Pipeline:
         """(inputs_embeds [1, S, d] with the visual tokens merged in, visual tokens [1, Nv, d]).
         Timer phases are named ``{phase}vision`` and ``{phase}embed``, on the engines' role's track."""
         ids, track = request.input_ids, self._track(engines)  # [1, S]
-        with engines.placement.lane():
+        placement = engines.placement
+        with placement.lane():
             with timer.phase(f"{phase}vision", track):
                 visual = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))["visual_tokens"]
+                placement.wait()  # on a GPU the phase ends when the tower has run
             with timer.phase(f"{phase}embed", track):
                 embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
+                placement.wait()
             return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
 
     def _prefill(

@@ -150,3 +150,18 @@ def test_dtype_is_for_the_torch_cuda_backend_only(work_dirs):
         Pipeline.load(work_dirs["gqa"], dtype="bf16")
     with pytest.raises(InputError, match="--dtype 'int8' is unknown"):
         Pipeline.load(work_dirs["gqa"], backend="torch-cuda", dtype="int8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: lanes are CUDA streams")
+def test_a_lane_is_its_own_stream_and_wait_drains_it():  # pragma: no cover - needs a GPU
+    target, draft = Placement("cuda"), Placement("cuda")
+    with target.lane():
+        a = torch.cuda.current_stream()
+    with draft.lane():
+        b = torch.cuda.current_stream()
+    assert a != b and a != torch.cuda.default_stream()
+    with target.lane():
+        x = torch.randn(2048, 2048, device="cuda")
+        y = x @ x
+    target.wait()
+    assert a.query() and torch.isfinite(y).all()
