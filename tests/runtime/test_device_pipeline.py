@@ -153,7 +153,7 @@ def test_dtype_is_for_the_torch_cuda_backend_only(work_dirs):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: lanes are CUDA streams")
-def test_a_lane_is_its_own_stream_and_wait_drains_it():  # pragma: no cover - needs a GPU
+def test_each_models_cuda_lane_is_its_own_stream_and_wait_drains_it():  # pragma: no cover - needs a GPU
     target, draft = Placement("cuda"), Placement("cuda")
     with target.lane():
         a = torch.cuda.current_stream()
