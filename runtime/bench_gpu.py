@@ -45,12 +45,11 @@ import numpy as np
 from tqdm import tqdm
 
 from hippo_trt.errors import EngineError, InputError
-from .arrays import Placement
+from .arrays import FLOAT_DTYPES, Placement
 from .replay import Outcomes, gamma_for, windows
 
 KEEPS = (1.0, 0.25, 0.1)
 MATS = (2.0, 3.0, 4.0, 6.0, 8.0)
-DTYPES = ("bf16", "fp16", "fp32")
 REPLAY_LABEL = "acceptance-controlled replay (random weights; accept/reject outcomes follow the given MAT)"
 
 
@@ -69,8 +68,8 @@ class GpuBenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise InputError(f"--dtype '{self.dtype}' is unknown (choose from {', '.join(DTYPES)})")
+        if self.dtype not in FLOAT_DTYPES:
+            raise InputError(f"--dtype '{self.dtype}' is unknown (choose from {', '.join(FLOAT_DTYPES)})")
         for name in ("gamma", "new_tokens", "reps"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -83,6 +82,12 @@ class GpuBenchConfig:
     @property
     def bytes_per_element(self) -> int:
         return 4 if self.dtype == "fp32" else 2
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, FLOAT_DTYPES[self.dtype])
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,7 @@ class Rig:
         self.config, self.spec, self.clock = config, spec, Clock(config.device)
         self.target_model, self.draft_model = models
         self.target_lane, self.draft_lane = Placement(config.device), Placement(config.device)
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.dtype]
+        self.dtype = config.torch_dtype
         self.visual = spec.visual_tokens
         self.context = self.visual + spec.text_tokens
         self.draft_context = kept(0.1, self.visual) + spec.text_tokens
@@ -515,8 +520,7 @@ def bench_gpu(config: GpuBenchConfig, progress: bool = True) -> GpuBenchResult:
             raise InputError(f"--frames {config.frames}: {e}") from None
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineError("bench gpu needs a CUDA GPU and none is visible; on a CPU run it with --device cpu --preset tiny")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.dtype]
-    rig = Rig(config, build_models(spec, config.device, dtype, config.seed), spec)
+    rig = Rig(config, build_models(spec, config.device, config.torch_dtype, config.seed), spec)
     bandwidth = measure_bandwidth(config.device)
     steps = len(config.graphs) * (1 + len(_outcome_plans(config))) + 3
     phases: list[PhaseRow] = []
