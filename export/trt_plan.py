@@ -497,12 +497,17 @@ def topk_max() -> int:
     return load_rules().max_topk_k
 
 
+def _kept_cap(b: Budget) -> int:
+    """The most tokens a pruning engine keeps: the grid tokens kept (K of the graphs' TopK,
+    keep_count minus the extra tokens) stay within TensorRT's TopK limit."""
+    return topk_max() + b.video.newline
+
+
 def _kept_range(b: Budget) -> DimRange:
-    """keep_count's values: ``Budget.kept()``, capped where the grid tokens kept (K of the
-    graphs' TopK, keep_count minus the extra tokens) would pass TensorRT's TopK limit. A
-    request that keeps more is selected by the host reference instead (runtime/pruner.py)."""
+    """keep_count's values: ``Budget.kept()``, capped at ``_kept_cap``. A request that keeps
+    more is selected by the host reference instead (runtime/pruner.py)."""
     lo, opt, hi = b.kept()
-    cap = topk_max() + b.video.newline
+    cap = _kept_cap(b)
     return _clamped(min(lo, cap), opt, min(hi, cap))
 
 
@@ -524,10 +529,10 @@ def _pruning_notes(b: Budget, names: list[str]) -> tuple[list[str], list[str]]:
             f"pruning/specvlm is not built: it ranks all {grid_max} grid tokens of a {b.frames.max}-frame video with one TopK, "
             f"over TensorRT's limit of {limit}; --prune specvlm runs the host reference (same tokens)"
         )
-    hi = b.kept()[2]
-    if hi > limit + b.video.newline:
+    hi, cap = b.kept()[2], _kept_cap(b)
+    if hi > cap:
         notes.append(
-            f"pruning engines keep at most {limit + b.video.newline} tokens (TensorRT's TopK limit {limit}), not {hi}; "
+            f"pruning engines keep at most {cap} tokens (TensorRT's TopK limit {limit}), not {hi}; "
             "a request that keeps more is selected by the host reference (same tokens)"
         )
     return names, notes

@@ -501,11 +501,16 @@ def _prune_bench_defaults():
     return DEFAULT_METHODS, KEEPS
 
 
-def _keeps(text: str) -> tuple[float, ...]:
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    """Comma-separated numbers, like ``0.5,0.25``; ``what`` names them in the error."""
     try:
-        keeps = tuple(float(k) for k in text.split(","))
+        return tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated keep ratios, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got '{text}'") from None
+
+
+def _keeps(text: str) -> tuple[float, ...]:
+    keeps = _floats(text, "keep ratios")
     if not keeps or not all(0.0 < k <= 1.0 for k in keeps):
         raise argparse.ArgumentTypeError(f"keep ratios must be in (0, 1], got '{text}'")
     return keeps

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from hippo_trt.cli import _add_common, _positive, _print_json, _progress
+from hippo_trt.cli import _add_common, _floats, _positive, _print_json, _progress
 from hippo_trt.errors import InputError
 
 GRAPHS = {"both": (True, False), "on": (True,), "off": (False,)}
-
-
-def _mats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-    return values
 
 
 def _trace(path: Path | None) -> tuple[int, ...] | None:
@@ -53,7 +44,7 @@ def add_commands(bench) -> None:
     p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (with --preset tiny)")
     p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
     p.add_argument("--gamma", type=_positive, default=4, help="draft length (raised where a MAT needs a longer one)")
-    p.add_argument("--mat", type=_mats, default=MATS, help="replayed mean accepted tokens per verification, comma-separated")
+    p.add_argument("--mat", type=lambda text: _floats(text, "numbers"), default=MATS, help="replayed mean accepted tokens per verification, comma-separated")
     p.add_argument("--trace", type=Path, help="replay a recorded acceptance trace instead (JSON list of tokens committed per verification)")
     p.add_argument("--tokens", type=_positive, default=64, help="tokens generated per replayed decode")
     p.add_argument("--reps", type=_positive, default=5, help="repetitions per phase (median)")

@@ -45,6 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hippo_trt.errors import EngineError, InputError
+from hippo_trt.pruning import kept_count
 from .arrays import FLOAT_DTYPES, Placement
 from .replay import Outcomes, gamma_for, windows
 
@@ -223,7 +224,7 @@ class Rig:
         self.dtype = config.torch_dtype
         self.visual = spec.visual_tokens
         self.context = self.visual + spec.text_tokens
-        self.draft_context = kept(0.1, self.visual) + spec.text_tokens
+        self.draft_context = kept_count(self.visual, 0.1) + spec.text_tokens
         self.gammas = sorted({gamma_for(m, config.gamma) for m in config.mats} | {config.gamma, max(config.trace or [1]) - 1})
         self.max_len = self.context + config.new_tokens + max(self.gammas) + 2
         self.positions = torch.arange(self.max_len, device=config.device)  # [T] device-side position ids
@@ -259,12 +260,6 @@ class Rig:
             return logits[:, -1:].argmax(-1)  # [1, 1]
 
 
-def kept(keep: float, n: int) -> int:
-    from hippo_trt.pruning import kept_count
-
-    return kept_count(n, keep)
-
-
 # --- phases -------------------------------------------------------------------------------------
 
 
@@ -286,7 +281,7 @@ def _prefill_rows(rig: Rig, target, draft) -> list[PhaseRow]:
     embeds = rig.embeds(rig.target_model, rig.context)
     rows = [PhaseRow("target prefill", rig.context, median_ms(rig.clock, lambda: rig.prefill(target, embeds, rig.target_lane), reps, lane=rig.target_lane))]
     for keep in KEEPS:
-        seq = kept(keep, rig.visual) + rig.spec.text_tokens
+        seq = kept_count(rig.visual, keep) + rig.spec.text_tokens
         embeds = rig.embeds(rig.draft_model, seq)
         ms = median_ms(rig.clock, lambda: rig.prefill(draft, embeds, rig.draft_lane), reps, lane=rig.draft_lane)
         rows.append(PhaseRow(f"draft prefill keep {keep:g}", seq, ms))
