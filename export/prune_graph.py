@@ -286,7 +286,9 @@ class PruneFeeds:
 
 def _float32(features):
     """features [n, D] as contiguous float32: a numpy array, or a torch tensor where it is."""
-    if type(features).__module__.split(".")[0] == "torch":
+    from hippo_trt.runtime.arrays import is_torch  # numpy only: no torch import
+
+    if is_torch(features):
         return features.float().contiguous()
     return np.ascontiguousarray(features, dtype=np.float32)
 
