@@ -24,7 +24,7 @@ import numpy as np
 
 from hippo_trt.preprocess import chat_text
 from hippo_trt.pruning import kept_positions
-from hippo_trt.synthetic import FRAMES, QUESTIONS, Sample, make_sample
+from hippo_trt.synthetic import FRAMES, MAX_DURATION, QUESTIONS, Sample, make_sample
 from hippo_trt.video import decode_video, write_video
 
 if TYPE_CHECKING:
@@ -88,9 +88,9 @@ class Batcher:
         return Batch(pixels.float(), ids, mask, lab, tuple(samples))
 
 
-def train_samples(step: int, batch: int, seed: int) -> list[Sample]:
+def train_samples(step: int, batch: int, seed: int, max_duration: int = MAX_DURATION) -> list[Sample]:
     base = TRAIN_SEEDS_FROM + seed * 10_000_000 + step * batch
-    return [make_sample(base + i) for i in range(batch)]
+    return [make_sample(base + i, max_duration=max_duration) for i in range(batch)]
 
 
 def held_out_samples(n: int) -> list[Sample]:

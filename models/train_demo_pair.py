@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
 from hippo_trt.demo_pair import IGNORE, Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
-from hippo_trt.synthetic import GRID, NUM_CLASSES
+from hippo_trt.synthetic import GRID, NUM_CLASSES, duration_curriculum
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
 VISION = dict(vision_layers=2, vision_hidden=128, vision_heads=4, vision_intermediate=256, image_size=64, patch_size=8, frames=8)
@@ -50,7 +50,7 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
-AUX_WEIGHT = 0.2  # of each position head (row, column) next to the class head
+AUX_WEIGHT = 0.5  # of each position head (row, column) next to the class head
 
 
 def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,13 +131,17 @@ def distill_loss(student_logits: torch.Tensor, student_labels: torch.Tensor, tea
 
 def train_lm(
     model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None, pruned_share: float = 0.0,
-    teacher=None,
+    teacher=None, bf16: bool = False, curriculum: float = 0.0,
 ) -> dict:
     """``first_step``: where a continued run picks up, so it sees fresh clips. ``on_eval(log)``
     runs after every held-out evaluation with the stage's log so far (checkpointing).
     ``pruned_share``: the share of steps on randomly pruned visual tokens (see ``_forward``).
     ``teacher``: distil from this model (the target), so the draft agrees with the target's
-    own answers, mistakes included, which is what speculative decoding accepts."""
+    own answers, mistakes included, which is what speculative decoding accepts.
+    ``bf16``: the forward under CPU bfloat16 autocast (fp32 master weights and optimizer):
+    about 1.6x faster steps where the CPU has AVX512-BF16.
+    ``curriculum``: the share of steps over which shapes' visits shorten from the whole clip to
+    the task's own (``duration_curriculum``); 0 trains on the task's clips throughout."""
     rng = np.random.default_rng(seed + first_step)
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -146,13 +150,14 @@ def train_lm(
     history = []
     for step in bar:
         model.train()
-        b = batcher(train_samples(first_step + step, batch, seed))
-        out, labels = _forward(model, b, rng, pruned_share)
-        loss = out.loss
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits = teacher(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos).logits
-            loss = distill_loss(out.logits, labels, t_logits, b.labels) + CE_WEIGHT * out.loss
+        b = batcher(train_samples(first_step + step, batch, seed, duration_curriculum(step, steps, curriculum)))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out, labels = _forward(model, b, rng, pruned_share)
+            loss = out.loss.float()
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos).logits
+                loss = distill_loss(out.logits.float(), labels, t_logits.float(), b.labels) + CE_WEIGHT * loss
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr)
         opt.zero_grad()
@@ -169,6 +174,19 @@ def train_lm(
                 on_eval({"steps": step + 1, "lr": lr, "batch": batch, "pruned_share": pruned_share, "history": history})
     model.eval()
     return {"steps": steps, "lr": lr, "batch": batch, "pruned_share": pruned_share, "history": history}
+
+
+def scale_residual_init(model) -> None:
+    """GPT-2's init: each layer's output projections (attention o_proj, MLP down_proj) scaled by
+    1/sqrt(2 * layers), so a deep stack starts near the identity and the residual stream's
+    variance does not grow with depth; the 6-layer target sat on the template plateau longer
+    than the 2-layer draft without it."""
+    layers = model.model.language_model.layers
+    scale = 1 / math.sqrt(2 * len(layers))
+    with torch.no_grad():
+        for layer in layers:
+            layer.self_attn.o_proj.weight.mul_(scale)
+            layer.mlp.down_proj.weight.mul_(scale)
 
 
 def save(model, processor, path: Path) -> None:
@@ -210,6 +228,8 @@ def main(argv=None) -> None:
     p.add_argument("--draft-pruned-share", type=float, default=0.5, help="share of draft steps on randomly pruned visual tokens")
     p.add_argument("--distill", action="store_true", help="the draft learns the target's next-token distributions (KL) instead of only the references")
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
+    p.add_argument("--curriculum", type=float, default=0.5, help="share of each language model's steps over which shapes' visits shorten from the whole clip to 1-2 frames")
+    p.add_argument("--bf16", action="store_true", help="train the language models under CPU bfloat16 autocast (faster where the CPU has AVX512-BF16)")
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -228,6 +248,8 @@ def main(argv=None) -> None:
     else:
         target = build_model(replace(TARGET, seed=args.seed), tokenizer)
         draft = build_model(replace(DRAFT, seed=args.seed + 1), tokenizer)
+        for model in (target, draft):
+            scale_residual_init(model)
         target.train()
         log["vision"] = train_vision(target, batcher, args.vision_steps, args.batch, args.seed)
         draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
@@ -244,10 +266,10 @@ def main(argv=None) -> None:
     if args.draft_steps:
         log["draft"] = train_lm(
             draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"), args.draft_pruned_share,
-            teacher=target if args.distill else None,
+            teacher=target if args.distill else None, bf16=args.bf16, curriculum=args.curriculum,
         )
     if args.target_steps:
-        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"))
+        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"), bf16=args.bf16, curriculum=args.curriculum)
     log["minutes"] = round((time.time() - started) / 60, 1)
     save_pair(args.out, target, draft, processor, log)
     print(f"saved {args.out} after {log['minutes']} min")
