@@ -24,7 +24,7 @@ import numpy as np
 
 from hippo_trt.preprocess import chat_text
 from hippo_trt.pruning import kept_positions
-from hippo_trt.synthetic import FRAMES, MAX_DURATION, QUESTIONS, Sample, make_sample
+from hippo_trt.synthetic import FRAMES, QUESTIONS, Sample, make_sample
 from hippo_trt.video import decode_video, write_video
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Batch:
 def roundtrip_frames(frames: np.ndarray, tmp: Path) -> np.ndarray:
     """Frames as the CLI sees them: encoded to .mp4 and decoded with PyAV."""
     write_video(tmp, frames)
-    return decode_video(tmp, FRAMES)
+    return decode_video(tmp, len(frames))
 
 
 class Batcher:
@@ -57,13 +57,14 @@ class Batcher:
         self.tokenizer = processor.tokenizer
         self.eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self._tmp = Path(tempfile.mkdtemp(prefix="hippo-clips-")) / "clip.mp4"
-        self._prompt_ids: dict[str, list[int]] = {}
+        self._prompt_ids: dict[tuple[str, int], list[int]] = {}
 
     def prompt_ids(self, question: str, frames: np.ndarray) -> list[int]:
-        if question not in self._prompt_ids:
+        key = (question, len(frames))
+        if key not in self._prompt_ids:
             out = self.processor(text=chat_text(self.processor, QUESTIONS[question]), videos=[frames], return_tensors="np")
-            self._prompt_ids[question] = out["input_ids"][0].tolist()
-        return self._prompt_ids[question]
+            self._prompt_ids[key] = out["input_ids"][0].tolist()
+        return self._prompt_ids[key]
 
     def answer_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.eos]
@@ -88,9 +89,9 @@ class Batcher:
         return Batch(pixels.float(), ids, mask, lab, tuple(samples))
 
 
-def train_samples(step: int, batch: int, seed: int, max_duration: int = MAX_DURATION) -> list[Sample]:
+def train_samples(step: int, batch: int, seed: int, frames: int = FRAMES) -> list[Sample]:
     base = TRAIN_SEEDS_FROM + seed * 10_000_000 + step * batch
-    return [make_sample(base + i, max_duration=max_duration) for i in range(batch)]
+    return [make_sample(base + i, frames=frames) for i in range(batch)]
 
 
 def held_out_samples(n: int) -> list[Sample]:

@@ -30,6 +30,24 @@ from hippo_trt.synthetic import QUESTIONS
 
 DRAFT_LENGTHS = (2, 4, 6)
 KEEP = 0.1
+BAR_EXACT, BAR_MAT, BAR_DROP, BAR_STEP_RATIO, BAR_K = 0.95, 3.0, 0.20, 8.0, 4
+
+
+def bar_lines(result: dict) -> list[str]:
+    """The model card's bars, each with its measured figure and whether it holds."""
+    mat = result["draft_mat"][BAR_K]
+    drop = 1 - mat["uniform_keep_0.1"] / mat["all_tokens"]
+    bars = [
+        (f"target exact match >= {BAR_EXACT:.0%}", f"{result['target']['exact_match']:.1%}", result["target"]["exact_match"] >= BAR_EXACT),
+        (f"draft MAT at k={BAR_K}, all visual tokens >= {BAR_MAT}", f"{mat['all_tokens']:.2f}", mat["all_tokens"] >= BAR_MAT),
+        (f"uniform keep {KEEP} drops draft MAT by >= {BAR_DROP:.0%}", f"{drop:.1%}", drop >= BAR_DROP),
+    ]
+    steps = [r for r in result.get("decode_steps", []) if r["spec_len"] == 1]
+    if steps:
+        ratio = steps[0]["ratio"]
+        bars.append((f"target decode step >= {BAR_STEP_RATIO:.0f}x draft's (ORT, CPU)", f"{ratio:.1f}x", ratio >= BAR_STEP_RATIO))
+    lines = ["| bar | measured | holds |", "|---|---:|---|"]
+    return lines + [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, value, ok in bars]
 
 
 def exact_match(target, batcher: Batcher, samples) -> tuple[list[list[int]], dict]:
@@ -112,6 +130,7 @@ def main(argv=None) -> int:
 
         result["decode_steps"] = [r.__dict__ | {"ratio": r.ratio} for r in rows]
         lines += ["", "ONNX Runtime, CPU, one thread per model:", format_pair_table(rows)]
+    lines += ["", *bar_lines(result)]
     print("\n".join(lines))
     if args.json:
         write_json(args.json, result)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
 from hippo_trt.demo_pair import IGNORE, Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
-from hippo_trt.synthetic import GRID, NUM_CLASSES, duration_curriculum
+from hippo_trt.synthetic import GRID, NUM_CLASSES, frames_curriculum
 from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
 VISION = dict(vision_layers=2, vision_hidden=128, vision_heads=4, vision_intermediate=256, image_size=64, patch_size=8, frames=8)
@@ -90,6 +90,51 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
     return {"steps": steps, "final_loss": round(loss.item(), 4), "object_token_acc": round(obj_acc, 4)}
 
 
+def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
+    """Word ids describing each grid token, labels [N, GRID*GRID] -> [N, GRID*GRID, 4]:
+    (colour, shape, row, column) for a shape's token, ("none", "none", row, column) else."""
+    from hippo_trt.synthetic import COLOURS, NUMBERS, SHAPES
+
+    ids = tokenizer.convert_tokens_to_ids
+    none = ids("none")
+    colour = torch.tensor([none] + [ids(c) for c in COLOURS for _ in SHAPES])  # by class
+    shape = torch.tensor([none] + [ids(s) for _ in COLOURS for s in SHAPES])
+    numbers = torch.tensor([ids(n) for n in NUMBERS])
+    rows = numbers.repeat_interleave(GRID).expand(labels.shape[0], -1)
+    cols = numbers.repeat(GRID).expand(labels.shape[0], -1)
+    return torch.stack([colour[labels], shape[labels], rows, cols], dim=-1)
+
+
+def align_projector(model, batcher: Batcher, steps: int, batch: int, seed: int) -> dict:
+    """LLaVA's feature-alignment stage, supervised: the projector learns to map each pooled
+    visual token to the sum of the language model's own input embeddings of the words that
+    describe it (colour, shape, row, column; "none" for background). Without it the projected
+    tokens were 10x the text embeddings' norm, with the shapes in faint directions, and neither
+    language model learned to read them in 300-400 steps."""
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    tower.requires_grad_(False)
+    table = model.get_input_embeddings().weight.detach()  # [V, d]
+    opt = torch.optim.AdamW(projector.parameters(), lr=2e-3, weight_decay=0.0)
+    bar = tqdm(range(steps), desc="align", unit="step")
+    for step in bar:
+        samples = train_samples(step, batch, seed + 5)
+        b = batcher(samples)
+        labels = torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)  # [B*T, G*G]
+        target = table[token_words(batcher.tokenizer, labels)].sum(-2)  # [B*T, G*G, d]
+        feats = model.model.get_video_features(
+            pixel_values_videos=b.pixel_values_videos, vision_feature_layer=-1, vision_feature_select_strategy="full"
+        ).pooler_output  # [B, T*G*G + 1, d]: the last is the newline
+        feats = feats[:, :-1].reshape(target.shape)
+        loss = torch.nn.functional.mse_loss(feats, target) / target.pow(2).mean()
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, 2e-3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        bar.set_postfix(relative_mse=f"{loss.item():.4f}")
+    return {"steps": steps, "relative_mse": round(loss.item(), 4)}
+
+
 def _teacher_forced(model, b) -> tuple[float, float]:
     """(answer-token accuracy, exact-match rate) of greedy decoding, exactly, from one forward."""
     pairs = answer_predictions(*answer_logits(model, b))
@@ -140,8 +185,8 @@ def train_lm(
     own answers, mistakes included, which is what speculative decoding accepts.
     ``bf16``: the forward under CPU bfloat16 autocast (fp32 master weights and optimizer):
     about 1.6x faster steps where the CPU has AVX512-BF16.
-    ``curriculum``: the share of steps over which shapes' visits shorten from the whole clip to
-    the task's own (``duration_curriculum``); 0 trains on the task's clips throughout."""
+    ``curriculum``: the share of steps on shorter clips, 2 frames then 4 (``frames_curriculum``);
+    0 trains on the task's 8-frame clips throughout."""
     rng = np.random.default_rng(seed + first_step)
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -150,7 +195,7 @@ def train_lm(
     history = []
     for step in bar:
         model.train()
-        b = batcher(train_samples(first_step + step, batch, seed, duration_curriculum(step, steps, curriculum)))
+        b = batcher(train_samples(first_step + step, batch, seed, frames_curriculum(step, steps, curriculum)))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out, labels = _forward(model, b, rng, pruned_share)
             loss = out.loss.float()
@@ -220,6 +265,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--vision-steps", type=int, default=300)
+    p.add_argument("--align-steps", type=int, default=150, help="projector alignment steps per model (see align_projector)")
     p.add_argument("--draft-steps", type=int, default=1500)
     p.add_argument("--target-steps", type=int, default=900)
     p.add_argument("--draft-lr", type=float, default=2e-3)
@@ -228,7 +274,7 @@ def main(argv=None) -> None:
     p.add_argument("--draft-pruned-share", type=float, default=0.5, help="share of draft steps on randomly pruned visual tokens")
     p.add_argument("--distill", action="store_true", help="the draft learns the target's next-token distributions (KL) instead of only the references")
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
-    p.add_argument("--curriculum", type=float, default=0.5, help="share of each language model's steps over which shapes' visits shorten from the whole clip to 1-2 frames")
+    p.add_argument("--curriculum", type=float, default=0.3, help="share of each language model's steps on shorter clips (2 frames, then 4)")
     p.add_argument("--bf16", action="store_true", help="train the language models under CPU bfloat16 autocast (faster where the CPU has AVX512-BF16)")
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
@@ -253,6 +299,8 @@ def main(argv=None) -> None:
         target.train()
         log["vision"] = train_vision(target, batcher, args.vision_steps, args.batch, args.seed)
         draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
+        if args.align_steps:
+            log["align"] = {role: align_projector(model, batcher, args.align_steps, args.batch, args.seed) for role, model in (("target", target), ("draft", draft))}
     log["specs"] = {"target": asdict(TARGET), "draft": asdict(DRAFT)}
 
     def checkpoint(role: str):
