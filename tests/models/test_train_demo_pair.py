@@ -29,3 +29,26 @@ def test_distill_loss_aligns_a_shorter_pruned_student(answer, prompt, batch, see
     assert distill_loss(student, labels[:, 3:], teacher, labels).item() < 1e-5
     student[:, -2, 0] += 3.0  # a different distribution at the last answer position
     assert distill_loss(student, labels[:, 3:], teacher, labels).item() > 1e-4
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_alignment_targets_name_each_tokens_colour_shape_row_and_column(seed):
+    """The projector-alignment stage's words for a clip's tokens: a shape's token names its
+    colour, shape, row and column; a background token 'none', 'none', row and column."""
+    import numpy as np
+
+    from hippo_trt.models.train_demo_pair import token_words
+    from hippo_trt.synthetic import GRID, NUMBERS, make_scene
+    from hippo_trt.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    scene = make_scene(np.random.default_rng(seed))
+    labels = torch.from_numpy(scene.token_labels()).view(-1, GRID * GRID)
+    words = token_words(tokenizer, labels)  # [T, G*G, 4]
+    expected = [["none", "none", NUMBERS[r], NUMBERS[c]] for r in range(GRID) for c in range(GRID)]
+    expected = [[list(row) for row in expected] for _ in range(scene.frames)]
+    for track in scene.tracks:
+        for t in track.frames:
+            expected[t][track.cell[0] * GRID + track.cell[1]][:2] = [track.colour, track.shape]
+    assert [[tokenizer.convert_ids_to_tokens(w.tolist()) for w in frame] for frame in words] == expected
