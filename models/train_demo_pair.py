@@ -107,10 +107,19 @@ def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([colour[labels], shape[labels], rows, cols], dim=-1)
 
 
+def alignment_target(table: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """table [V, d], words [..., 4] -> [..., d]: the sum of the words' embeddings, the column's
+    rolled by half the width. Row and column name numbers with the same words, and a plain sum
+    made "row two column three" and "row three column two" the same vector: a target trained on
+    it wrote the row's number for the column."""
+    e = table[words]  # [..., 4, d]
+    return e[..., 0, :] + e[..., 1, :] + e[..., 2, :] + e[..., 3, :].roll(table.shape[1] // 2, dims=-1)
+
+
 def align_projector(model, batcher: Batcher, steps: int, batch: int, seed: int) -> dict:
     """LLaVA's feature-alignment stage, supervised: the projector learns to map each pooled
-    visual token to the sum of the language model's own input embeddings of the words that
-    describe it (colour, shape, row, column; "none" for background). Without it the projected
+    visual token to the language model's own input embeddings of the words that describe it
+    (colour, shape, row, column; "none" for background), summed by ``alignment_target``. Without it the projected
     tokens were 10x the text embeddings' norm, with the shapes in faint directions, and neither
     language model learned to read them in 300-400 steps."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
@@ -122,7 +131,7 @@ def align_projector(model, batcher: Batcher, steps: int, batch: int, seed: int) 
         samples = train_samples(step, batch, seed + 5)
         b = batcher(samples)
         labels = torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)  # [B*T, G*G]
-        target = table[token_words(batcher.tokenizer, labels)].sum(-2)  # [B*T, G*G, d]
+        target = alignment_target(table, token_words(batcher.tokenizer, labels))  # [B*T, G*G, d]
         feats = model.model.get_video_features(
             pixel_values_videos=b.pixel_values_videos, vision_feature_layer=-1, vision_feature_select_strategy="full"
         ).pooler_output  # [B, T*G*G + 1, d]: the last is the newline

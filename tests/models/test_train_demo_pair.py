@@ -52,3 +52,13 @@ def test_alignment_targets_name_each_tokens_colour_shape_row_and_column(seed):
         for t in track.frames:
             expected[t][track.cell[0] * GRID + track.cell[1]][:2] = [track.colour, track.shape]
     assert [[tokenizer.convert_ids_to_tokens(w.tolist()) for w in frame] for frame in words] == expected
+
+
+def test_alignment_target_tells_a_row_from_a_column_of_the_same_number():
+    from hippo_trt.models.train_demo_pair import alignment_target
+
+    table = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
+    a = alignment_target(table, torch.tensor([1, 2, 3, 4]))
+    b = alignment_target(table, torch.tensor([1, 2, 4, 3]))
+    assert not torch.allclose(a, b)
+    assert torch.allclose(a, table[1] + table[2] + table[3] + table[4].roll(4))
