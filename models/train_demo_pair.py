@@ -94,7 +94,11 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
 
 def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
     """Word ids describing each grid token, labels [N, GRID*GRID] -> [N, GRID*GRID, 4]:
-    (colour, shape, row, column) for a shape's token, ("none", "none", row, column) else."""
+    (colour, shape, row, column) for a shape's token, ("none", "none", -1, -1) else (-1: no
+    word). Background tokens name no row or column: an attention that is not yet sharp reads
+    some of every background token, and with their numbers in them that blur held all four
+    rows and columns equally and drowned the shape's own (both models learned shapes but no
+    positions in 800 steps)."""
     from hippo_trt.synthetic import COLOURS, NUMBERS, SHAPES
 
     ids = tokenizer.convert_tokens_to_ids
@@ -104,15 +108,16 @@ def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
     numbers = torch.tensor([ids(n) for n in NUMBERS])
     rows = numbers.repeat_interleave(GRID).expand(labels.shape[0], -1)
     cols = numbers.repeat(GRID).expand(labels.shape[0], -1)
-    return torch.stack([colour[labels], shape[labels], rows, cols], dim=-1)
+    shape_token = labels > 0
+    return torch.stack([colour[labels], shape[labels], rows.where(shape_token, -1), cols.where(shape_token, -1)], dim=-1)
 
 
 def alignment_target(table: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-    """table [V, d], words [..., 4] -> [..., d]: the sum of the words' embeddings, the column's
+    """table [V, d], words [..., 4] (-1: none) -> [..., d]: the sum of the words' embeddings, the column's
     rolled by half the width. Row and column name numbers with the same words, and a plain sum
     made "row two column three" and "row three column two" the same vector: a target trained on
     it wrote the row's number for the column."""
-    e = table[words]  # [..., 4, d]
+    e = table[words.clamp(min=0)] * (words >= 0)[..., None]  # [..., 4, d]; -1 adds nothing
     return e[..., 0, :] + e[..., 1, :] + e[..., 2, :] + e[..., 3, :].roll(table.shape[1] // 2, dims=-1)
 
 

@@ -35,7 +35,7 @@ def test_distill_loss_aligns_a_shorter_pruned_student(answer, prompt, batch, see
 @settings(max_examples=30, deadline=None)
 def test_alignment_targets_name_each_tokens_colour_shape_row_and_column(seed):
     """The projector-alignment stage's words for a clip's tokens: a shape's token names its
-    colour, shape, row and column; a background token 'none', 'none', row and column."""
+    colour, shape, row and column; a background token 'none' twice and no row or column."""
     import numpy as np
 
     from hippo_trt.models.train_demo_pair import token_words
@@ -46,12 +46,13 @@ def test_alignment_targets_name_each_tokens_colour_shape_row_and_column(seed):
     scene = make_scene(np.random.default_rng(seed))
     labels = torch.from_numpy(scene.token_labels()).view(-1, GRID * GRID)
     words = token_words(tokenizer, labels)  # [T, G*G, 4]
-    expected = [["none", "none", NUMBERS[r], NUMBERS[c]] for r in range(GRID) for c in range(GRID)]
-    expected = [[list(row) for row in expected] for _ in range(scene.frames)]
+    ids = tokenizer.convert_tokens_to_ids
+    expected = [[[ids("none")] * 2 + [-1, -1] for _ in range(GRID * GRID)] for _ in range(scene.frames)]
     for track in scene.tracks:
         for t in track.frames:
-            expected[t][track.cell[0] * GRID + track.cell[1]][:2] = [track.colour, track.shape]
-    assert [[tokenizer.convert_ids_to_tokens(w.tolist()) for w in frame] for frame in words] == expected
+            r, c = track.cell
+            expected[t][r * GRID + c] = [ids(track.colour), ids(track.shape), ids(NUMBERS[r]), ids(NUMBERS[c])]
+    assert words.tolist() == expected
 
 
 def test_alignment_target_tells_a_row_from_a_column_of_the_same_number():
@@ -62,3 +63,4 @@ def test_alignment_target_tells_a_row_from_a_column_of_the_same_number():
     b = alignment_target(table, torch.tensor([1, 2, 4, 3]))
     assert not torch.allclose(a, b)
     assert torch.allclose(a, table[1] + table[2] + table[3] + table[4].roll(4))
+    assert torch.allclose(alignment_target(table, torch.tensor([5, 5, -1, -1])), 2 * table[5])
