@@ -55,6 +55,11 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
 AUX_WEIGHT = 0.5  # of each position head (row, column) next to the class head
 
 
+def token_labels(samples) -> torch.Tensor:
+    """Each clip's per-token class labels, one row per frame: [B*T, GRID*GRID] int64."""
+    return torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)
+
+
 def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, class logits) of the auxiliary heads on pooled tokens feats [B*T, GRID*GRID, D]."""
     ce = torch.nn.functional.cross_entropy
@@ -78,7 +83,7 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
         samples = train_samples(step, batch, seed + 1)
         b = batcher(samples)
         pixels = b.pixel_values_videos.flatten(0, 1)  # [B*T, 3, H, W]
-        labels = torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)
+        labels = token_labels(samples)
         loss, logits = vision_loss(heads, pooled_vision(model, pixels), labels)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, 2e-3)
@@ -135,10 +140,12 @@ def align_projector(model, batcher: Batcher, steps: int, batch: int, seed: int) 
     for step in bar:
         samples = train_samples(step, batch, seed + 5)
         b = batcher(samples)
-        labels = torch.stack([torch.from_numpy(s.scene.token_labels()) for s in samples]).view(-1, GRID * GRID)  # [B*T, G*G]
+        labels = token_labels(samples)  # [B*T, G*G]
         target = alignment_target(table, token_words(batcher.tokenizer, labels))  # [B*T, G*G, d]
         feats = model.model.get_video_features(
-            pixel_values_videos=b.pixel_values_videos, vision_feature_layer=-1, vision_feature_select_strategy="full"
+            pixel_values_videos=b.pixel_values_videos,
+            vision_feature_layer=model.config.vision_feature_layer,
+            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
         ).pooler_output  # [B, T*G*G + 1, d]: the last is the newline
         feats = feats[:, :-1].reshape(target.shape)
         loss = torch.nn.functional.mse_loss(feats, target) / target.pow(2).mean()
