@@ -4,7 +4,7 @@
 
 Seeded and deterministic on a given machine. Four stages, each printing progress:
   1. vision: the SigLIP tower learns, per pooled visual token, which (colour, shape) occupies
-     it and its row and column (auxiliary heads that are thrown away afterwards). Direct
+     it and which grid cell it is (auxiliary heads that are thrown away afterwards). Direct
      supervision is what makes the tower learn shapes; captions alone do not (see the card).
   2. align: with the tower frozen and shared, each model's projector learns to map a visual
      token to the sum of its own input embeddings of the words that describe the token.
@@ -52,7 +52,7 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
-AUX_WEIGHT = 0.5  # of each position head (row, column) next to the class head
+AUX_WEIGHT = 0.5  # of the cell head next to the class head
 
 
 def token_labels(samples) -> torch.Tensor:
@@ -64,18 +64,16 @@ def vision_loss(heads: torch.nn.ModuleDict, feats: torch.Tensor, labels: torch.T
     """(loss, class logits) of the auxiliary heads on pooled tokens feats [B*T, GRID*GRID, D]."""
     ce = torch.nn.functional.cross_entropy
     n = feats.shape[0]
-    targets = {"row": torch.arange(GRID).repeat_interleave(GRID).repeat(n), "col": torch.arange(GRID).repeat(GRID).repeat(n)}
+    cells = torch.arange(GRID * GRID).repeat(n)  # row-major, as the tokens are
     logits = heads["cls"](feats)
-    loss = ce(logits.flatten(0, 1), labels.flatten())
-    for name, target in targets.items():
-        loss = loss + AUX_WEIGHT * ce(heads[name](feats).flatten(0, 1), target)
+    loss = ce(logits.flatten(0, 1), labels.flatten()) + AUX_WEIGHT * ce(heads["cell"](feats).flatten(0, 1), cells)
     return loss, logits
 
 
 def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> dict:
-    """Per pooled token: its (colour, shape) class, row and column."""
+    """Per pooled token: its (colour, shape) class and its cell."""
     dim = model.config.vision_config.hidden_size
-    heads = torch.nn.ModuleDict({"cls": torch.nn.Linear(dim, NUM_CLASSES), "row": torch.nn.Linear(dim, GRID), "col": torch.nn.Linear(dim, GRID)})
+    heads = torch.nn.ModuleDict({"cls": torch.nn.Linear(dim, NUM_CLASSES), "cell": torch.nn.Linear(dim, GRID * GRID)})
     params = list(model.model.vision_tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
     bar = tqdm(range(steps), desc="vision", unit="step")
@@ -98,38 +96,30 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
 
 
 def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
-    """Word ids describing each grid token, labels [N, GRID*GRID] -> [N, GRID*GRID, 4]:
-    (colour, shape, row, column) for a shape's token, ("none", "none", -1, -1) else (-1: no
-    word). Background tokens name no row or column: an attention that is not yet sharp reads
-    some of every background token, and with their numbers in them that blur held all four
-    rows and columns equally and drowned the shape's own (both models learned shapes but no
-    positions in 800 steps)."""
-    from hippo_trt.synthetic import COLOURS, NUMBERS, SHAPES
+    """Word ids describing each grid token, labels [N, GRID*GRID] -> [N, GRID*GRID, 3]:
+    (colour, shape, cell) for a shape's token, ("none", "none", -1) else (-1: no word).
+    Background tokens name no cell: an attention that is not yet sharp reads some of every
+    background token, and with their positions in them that blur held every position equally
+    and drowned the shape's own (both models learned shapes but no positions in 800 steps)."""
+    from hippo_trt.synthetic import CELL_NAMES, COLOURS, SHAPES
 
     ids = tokenizer.convert_tokens_to_ids
     none = ids("none")
     colour = torch.tensor([none] + [ids(c) for c in COLOURS for _ in SHAPES])  # by class
     shape = torch.tensor([none] + [ids(s) for _ in COLOURS for s in SHAPES])
-    numbers = torch.tensor([ids(n) for n in NUMBERS])
-    rows = numbers.repeat_interleave(GRID).expand(labels.shape[0], -1)
-    cols = numbers.repeat(GRID).expand(labels.shape[0], -1)
-    shape_token = labels > 0
-    return torch.stack([colour[labels], shape[labels], rows.where(shape_token, -1), cols.where(shape_token, -1)], dim=-1)
+    cells = torch.tensor([ids(c) for c in CELL_NAMES]).expand(labels.shape[0], -1)  # row-major
+    return torch.stack([colour[labels], shape[labels], cells.where(labels > 0, -1)], dim=-1)
 
 
 def alignment_target(table: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-    """table [V, d], words [..., 4] (-1: none) -> [..., d]: the sum of the words' embeddings, the column's
-    rolled by half the width. Row and column name numbers with the same words, and a plain sum
-    made "row two column three" and "row three column two" the same vector: a target trained on
-    it wrote the row's number for the column."""
-    e = table[words.clamp(min=0)] * (words >= 0)[..., None]  # [..., 4, d]; -1 adds nothing
-    return e[..., 0, :] + e[..., 1, :] + e[..., 2, :] + e[..., 3, :].roll(table.shape[1] // 2, dims=-1)
+    """table [V, d], words [..., W] (-1: none) -> [..., d]: the sum of the words' embeddings."""
+    return (table[words.clamp(min=0)] * (words >= 0)[..., None]).sum(dim=-2)
 
 
 def align_projector(model, batcher: Batcher, steps: int, batch: int, seed: int) -> dict:
     """LLaVA's feature-alignment stage, supervised: the projector learns to map each pooled
     visual token to the language model's own input embeddings of the words that describe it
-    (colour, shape, row, column; "none" for background), summed by ``alignment_target``. Without it the projected
+    (colour, shape, cell; "none" for background), summed by ``alignment_target``. Without it the projected
     tokens were 10x the text embeddings' norm, with the shapes in faint directions, and neither
     language model learned to read them in 300-400 steps."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
@@ -170,17 +160,53 @@ def _teacher_forced(model, b) -> tuple[float, float]:
 PRUNED_KEEPS = (0.5, 0.25, 0.1, 0.05)
 
 
-def _forward(model, b, rng, pruned_share: float):
+def _forward(model, b, rng, pruned_share: float, attentions: bool = False):
     """(model output, its labels) of the training forward: with probability ``pruned_share``
     the model reads a random subset of the visual tokens (a random keep ratio, uniformly
     random tokens), so a draft learns to answer from whatever tokens a pruning method keeps
-    without favouring any method."""
+    without favouring any method. ``attentions``: also return the attention maps (unpruned only)."""
     if rng.random() >= pruned_share:
-        return model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels), b.labels
+        out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels, output_attentions=attentions)
+        return out, b.labels
     n = int((b.input_ids[0] == model.config.video_token_id).sum())
     keep = PRUNED_KEEPS[int(rng.integers(len(PRUNED_KEEPS)))]
     kept = np.sort(rng.choice(n, size=max(1, math.ceil(keep * n)), replace=False))
     return pruned_forward(model, b, kept)
+
+
+LOOKUP_HEAD = 0  # the head of the first layer whose attention the look-up loss trains
+
+
+def lookup_queries(b, video_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each answer word is read from: (rows [M], query positions [M], key mask [M, S]).
+
+    For every answer word that names a shape or a cell, the position that predicts it (the
+    colour or shape word before it) and the visual tokens of that colour's shape (all frames
+    it is visible in). Absent colours ("none") and template words have no such token."""
+    from hippo_trt.synthetic import CELL_NAMES, COLOURS, GRID, SHAPES
+
+    content = set(SHAPES) | set(CELL_NAMES)
+    rows, queries, keys = [], [], []
+    for i, sample in enumerate(b.samples):
+        start = int((b.labels[i] != IGNORE).nonzero()[0])  # the first answer token
+        slots = (b.input_ids[i] == video_token_id).nonzero()[:, 0]  # [Nv] sequence positions
+        tracks, colour = sample.scene.by_colour(), None
+        for j, word in enumerate(sample.answer.split()):
+            colour = word if word in COLOURS else colour
+            track = tracks.get(colour)
+            if word in content and track is not None:
+                r, c = track.cell
+                mask = torch.zeros(b.input_ids.shape[1], dtype=torch.bool)
+                mask[slots[[t * GRID * GRID + r * GRID + c for t in track.frames]]] = True
+                rows.append(i), queries.append(start + j - 1), keys.append(mask)
+    return torch.tensor(rows), torch.tensor(queries), torch.stack(keys)
+
+
+def lookup_loss(attention: torch.Tensor, rows: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """-log of the attention mass that ``LOOKUP_HEAD`` puts on the right visual tokens, averaged
+    over the look-ups; attention [B, H, S, S] of the first layer."""
+    probs = attention[rows, LOOKUP_HEAD, queries].float()  # [M, S]
+    return -(probs * keys).sum(-1).clamp(min=1e-6).log().mean()
 
 
 CE_WEIGHT = 0.2  # of the reference answers' cross-entropy next to the distillation loss
@@ -199,7 +225,7 @@ def distill_loss(student_logits: torch.Tensor, student_labels: torch.Tensor, tea
 
 def train_lm(
     model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None, pruned_share: float = 0.0,
-    teacher=None, bf16: bool = False, curriculum: float = 0.0,
+    teacher=None, bf16: bool = False, curriculum: float = 0.0, lookup: float = 0.0,
 ) -> dict:
     """``first_step``: where a continued run picks up, so it sees fresh clips. ``on_eval(log)``
     runs after every held-out evaluation with the stage's log so far (checkpointing).
@@ -209,19 +235,26 @@ def train_lm(
     ``bf16``: the forward under CPU bfloat16 autocast (fp32 master weights and optimizer):
     about 1.6x faster steps where the CPU has AVX512-BF16.
     ``curriculum``: the share of steps on shorter clips, 2 frames then 4 (``frames_curriculum``);
-    0 trains on the task's 8-frame clips throughout."""
+    0 trains on the task's 8-frame clips throughout.
+    ``lookup``: weight of ``lookup_loss``, which trains one first-layer head to attend from each
+    colour (or shape) word to its shape's visual tokens; the look-up is then there from the first
+    steps instead of being found by chance after a long plateau (or, for the draft, not at all)."""
     rng = np.random.default_rng(seed + first_step)
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     bar = tqdm(range(steps), desc=name, unit="step")
     history = []
+    if lookup:
+        model.set_attn_implementation("eager")  # SDPA returns no attention maps
     for step in bar:
         model.train()
         b = batcher(train_samples(first_step + step, batch, seed, frames_curriculum(step, steps, curriculum)))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out, labels = _forward(model, b, rng, pruned_share)
+            out, labels = _forward(model, b, rng, pruned_share, attentions=lookup > 0)
             loss = out.loss.float()
+            if lookup and out.attentions is not None:
+                loss = loss + lookup * lookup_loss(out.attentions[0], *lookup_queries(b, model.config.video_token_id))
             if teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos).logits
@@ -239,9 +272,11 @@ def train_lm(
             history.append({"step": step + 1, "loss": round(out.loss.item(), 4), "token_acc": round(acc, 4), "exact": round(exact, 4)})
             tqdm.write(f"{name} step {step + 1}: loss {out.loss.item():.4f}, held-out token acc {acc:.4f}, exact {exact:.3f}")
             if on_eval is not None:
-                on_eval({"steps": step + 1, "lr": lr, "batch": batch, "pruned_share": pruned_share, "history": history})
+                on_eval({"steps": step + 1, "lr": lr, "batch": batch, "pruned_share": pruned_share, "lookup": lookup, "history": history})
     model.eval()
-    return {"steps": steps, "lr": lr, "batch": batch, "pruned_share": pruned_share, "history": history}
+    if lookup:
+        model.set_attn_implementation("sdpa")
+    return {"steps": steps, "lr": lr, "batch": batch, "pruned_share": pruned_share, "lookup": lookup, "history": history}
 
 
 def scale_residual_init(model) -> None:
@@ -297,6 +332,7 @@ def main(argv=None) -> None:
     p.add_argument("--draft-pruned-share", type=float, default=0.3, help="share of draft steps on randomly pruned visual tokens")
     p.add_argument("--distill", action="store_true", help="the draft learns the target's next-token distributions (KL) instead of only the references")
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
+    p.add_argument("--lookup", type=float, default=1.0, help="weight of the look-up attention loss (see lookup_loss); 0 turns it off")
     p.add_argument("--curriculum", type=float, default=0.3, help="share of each language model's steps on shorter clips (2 frames, then 4)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="train the language models under CPU bfloat16 autocast (faster where the CPU has AVX512-BF16)")
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
@@ -337,10 +373,10 @@ def main(argv=None) -> None:
     if args.draft_steps:
         log["draft"] = train_lm(
             draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"), args.draft_pruned_share,
-            teacher=target if args.distill else None, bf16=args.bf16, curriculum=args.curriculum,
+            teacher=target if args.distill else None, bf16=args.bf16, curriculum=args.curriculum, lookup=args.lookup,
         )
     if args.target_steps:
-        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"), bf16=args.bf16, curriculum=args.curriculum)
+        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"), bf16=args.bf16, curriculum=args.curriculum, lookup=args.lookup)
     log["minutes"] = round((time.time() - started) / 60, 1)
     save_pair(args.out, target, draft, processor, log)
     print(f"saved {args.out} after {log['minutes']} min")

@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from hippo_trt.pruning import uniform_indices
 from hippo_trt.synthetic import (
-    CELL, COLOURS, FRAMES, GRID, MASKS, MAX_DURATION, MAX_SHAPES, MIN_SHAPES, NUMBERS, QUESTIONS, SIZE,
-    class_of, frames_curriculum, make_sample, make_scene,
+    CELL, COLOURS, FRAMES, GRID, MASKS, MAX_DURATION, MAX_SHAPES, MIN_SHAPES, QUESTIONS, SIZE,
+    cell_name, class_of, frames_curriculum, make_sample, make_scene,
 )
 from hippo_trt.tiny import build_tokenizer
 
@@ -58,14 +58,14 @@ def test_rendered_pixels_match_token_labels(seed):
 @given(seeds, st.sampled_from([1, 2, 4, FRAMES]))
 @settings(max_examples=200, deadline=None)
 def test_scene_invariants(seed, frames):
-    """2-4 shapes of distinct colours in distinct cells, in the colours' order, each visible in
+    """2-4 shapes of distinct colours and kinds in distinct cells, in the colours' order, each visible in
     1-2 consecutive frames; at least 15 of every 16 visual tokens of a full clip are background."""
     scene = make_scene(np.random.default_rng(seed), frames)
     assert scene.render().shape[0] == scene.token_labels().shape[0] == frames
     tracks = scene.tracks
     assert MIN_SHAPES <= len(tracks) <= MAX_SHAPES
     assert [t.colour for t in tracks] == [c for c in COLOURS if c in {t.colour for t in tracks}]
-    assert len({t.cell for t in tracks}) == len(tracks)
+    assert len({t.cell for t in tracks}) == len({t.shape for t in tracks}) == len(tracks)
     for track in tracks:
         assert 1 <= len(track.frames) <= MAX_DURATION
         assert track.frames == tuple(range(track.frames[0], track.frames[-1] + 1))
@@ -78,9 +78,9 @@ def test_scene_invariants(seed, frames):
 @settings(max_examples=100, deadline=None)
 def test_every_colour_is_answered_from_its_own_shape(seed, question):
     """The answer walks the colours in order: a present colour names its shape (and, except for
-    'shapes', its row and column); an absent one says so."""
+    'shapes', its cell); an absent one says so."""
     sample = make_sample(seed, question)
-    answer = sample.answer.removeprefix("the shapes are " if question == "shapes" else "")
+    answer = sample.answer.removeprefix({"shapes": "the shapes are ", "where": "the shapes are at "}.get(question, ""))
     sentences = [s.strip().split() for s in answer.split(" .") if s.strip()]
     by_colour = sample.scene.by_colour()
     assert len(sentences) == len(COLOURS)
@@ -90,9 +90,12 @@ def test_every_colour_is_answered_from_its_own_shape(seed, question):
             assert words[1:] == ["none"]
             continue
         assert "none" not in words and (track.shape in words) == (question != "where")
-        sentence = " ".join(words)
-        if question != "shapes":
-            assert sentence.endswith(f"{NUMBERS[track.cell[0]]} {NUMBERS[track.cell[1]]}")
+        assert (words[-1] == cell_name(track.cell)) == (question != "shapes")
+
+
+def test_cells_are_named_by_row_letter_then_column_number():
+    names = [cell_name((r, c)) for r in range(GRID) for c in range(GRID)]
+    assert names[:5] == ["a1", "a2", "a3", "a4", "b1"] and names[-1] == "d4" and len(set(names)) == GRID * GRID
 
 
 def test_an_evenly_strided_tenth_of_the_tokens_misses_most_shapes():
