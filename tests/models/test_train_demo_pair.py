@@ -61,3 +61,34 @@ def test_alignment_target_sums_the_named_words():
     table = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(alignment_target(table, torch.tensor([1, 2, 3])), table[1] + table[2] + table[3])
     assert torch.allclose(alignment_target(table, torch.tensor([[5, 5, -1]])), 2 * table[5][None])
+
+
+def test_lookups_point_from_each_colour_or_shape_word_to_its_shapes_tokens():
+    """Every shape or cell word of a present colour is one look-up: its query is the word before
+    it (the colour, or the shape), its keys are exactly that shape's visual tokens."""
+    import numpy as np
+
+    from hippo_trt.demo_pair import Batcher, train_samples
+    from hippo_trt.models.train_demo_pair import DRAFT, lookup_queries
+    from hippo_trt.synthetic import CELL_NAMES, COLOURS, SHAPES, class_of
+    from hippo_trt.tiny import build_processor, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    batch = Batcher(build_processor(DRAFT, tokenizer))(train_samples(0, 6, 11, frames=4))
+    video = tokenizer.convert_tokens_to_ids("<video>")
+    rows, queries, keys = lookup_queries(batch, video)
+    words = lambda i, pos: tokenizer.convert_ids_to_tokens(int(batch.input_ids[i, pos]))  # noqa: E731
+    expected = sum(
+        len([w for w in s.answer.split() if w in set(SHAPES) | set(CELL_NAMES)]) for s in batch.samples
+    )
+    assert len(rows) == expected > 0
+    for i, q, key in zip(rows.tolist(), queries.tolist(), keys):
+        sample = batch.samples[i]
+        before = [w for w in sample.answer.split()][: q - int((batch.labels[i] != IGNORE).nonzero()[0]) + 1]
+        colour = [w for w in before if w in COLOURS][-1]
+        track = sample.scene.by_colour()[colour]
+        assert words(i, q) in (colour, track.shape) and words(i, q + 1) in (track.shape, *CELL_NAMES)
+        slots = (batch.input_ids[i] == video).nonzero()[:, 0].tolist()
+        labels = np.concatenate([sample.scene.token_labels().reshape(-1), [0]])  # the newline token last
+        chosen = [slots.index(p) for p in key.nonzero()[:, 0].tolist()]
+        assert sorted(chosen) == np.flatnonzero(labels == class_of(colour, track.shape)).tolist()
