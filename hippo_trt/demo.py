@@ -5,9 +5,9 @@ shapes task of :mod:`hippo_trt.synthetic`) is exported, built for ONNX Runtime a
 exactly as a user's own checkpoints would be. The export is reused when the work dir
 already holds this pair's exact weights.
 
-Until the trained weights land in ``models/demo-pair``, the demo builds an untrained stand-in
-(tiny random target and draft with the same tokenizer, processor and sample clips) and says
-so: every stage is real, the answer text is not.
+Where ``models/demo-pair`` is missing (an install without package data, or a checkout that
+removed it), the demo builds an untrained stand-in (tiny random target and draft with the same
+tokenizer, processor and sample clips) and says so: every stage is real, the answer text is not.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def format_result(pair: DemoPair, chosen: DemoClip, result) -> str:
     rate = (new - 1) / decode_s if decode_s else float("nan")
     total = sum(t.values())
     lines = [] if pair.trained else [
-        "note:     the trained demo pair is not shipped yet (models/demo-pair); this ran an untrained "
+        "note:     the trained demo pair is missing (models/demo-pair); this ran an untrained "
         "stand-in, so every stage is real but the answer text is not",
     ]
     lines += [

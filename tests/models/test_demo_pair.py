@@ -42,7 +42,7 @@ def test_demo_pair_is_complete_and_small(demo_run):
 def test_demo_answers_the_shipped_clip(demo_run):
     _, chosen, result, pair = demo_run
     if not pair.trained:
-        pytest.skip("the trained demo pair is not shipped in models/demo-pair yet (the demo ran an untrained stand-in)")
+        pytest.skip("the trained demo pair is missing from models/demo-pair (the demo ran an untrained stand-in)")
     assert result.text == chosen.expected
     assert result.stats["visual_tokens"] == 129
 
