@@ -118,9 +118,10 @@ def alignment_target(table: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
 
 def alignment_loss(feats: torch.Tensor, target: torch.Tensor, shape_tokens: torch.Tensor) -> torch.Tensor:
     """Relative squared error, averaged over the shapes' tokens and over the background's
-    separately, then summed. A plain mean is 98% background: it reached 2% relative error
-    while the shapes' cells were not readable from their tokens at all (their cell word was
-    the nearest cell embedding for 4% of them, chance is 6%). feats, target [..., d]."""
+    separately, then summed. A plain mean is 98% background: it reached 2% relative error,
+    and after 800 draft steps (the projector then trained along) a shape token's nearest cell
+    embedding was its own cell's for 4% of them (chance: 6%); with this loss, 71% right after
+    150 alignment steps. feats, target [..., d]."""
     err = (feats - target).pow(2).sum(-1) / target.pow(2).sum(-1).mean()  # [...]
     return err[shape_tokens].mean() + err[~shape_tokens].mean()
 
