@@ -42,7 +42,7 @@ COLOURS = {
 }
 SHAPES = ("square", "circle", "triangle", "cross")
 ROW_NAMES = "abcd"
-CELL_NAMES = tuple(f"{r}{c + 1}" for r in ROW_NAMES for c in range(4))  # row-major, one word per cell
+CELL_NAMES = tuple(f"{r}{c + 1}" for r in ROW_NAMES for c in range(GRID))  # row-major, one word per cell
 MIN_SHAPES, MAX_SHAPES = 2, 4
 MAX_DURATION = 2  # frames a shape stays visible
 QUESTIONS = {

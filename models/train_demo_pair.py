@@ -8,7 +8,8 @@ Seeded and deterministic on a given machine. Four stages, each printing progress
      supervision is what makes the tower learn shapes; captions alone do not (see the card).
   2. align: with the tower frozen and shared, each model's projector learns to map a visual
      token to the sum of its own input embeddings of the words that describe the token.
-  3. draft: the draft's projector and Qwen2 decoder learn to answer, starting on short clips.
+  3. draft: the draft's Qwen2 decoder learns to answer (tower and projector frozen), starting
+     on short clips, with a look-up attention loss (see ``lookup_loss``).
   4. target: the same for the target.
 Weights are saved as fp16 safetensors with config, tokenizer and processor, atomically.
 """
@@ -254,11 +255,12 @@ def train_lm(
     steps instead of being found by chance after a long plateau (or, for the draft, not at all)."""
     rng = np.random.default_rng(seed + first_step)
     model.model.vision_tower.requires_grad_(False)
-    model.model.multi_modal_projector.requires_grad_(False)  # aligned already; see below
+    model.model.multi_modal_projector.requires_grad_(False)  # aligned already (see the docstring)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     bar = tqdm(range(steps), desc=name, unit="step")
     history = []
+    attn_implementation = model.config._attn_implementation
     if lookup:
         model.set_attn_implementation("eager")  # SDPA returns no attention maps
     for step in bar:
@@ -267,7 +269,7 @@ def train_lm(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out, labels = _forward(model, b, rng, pruned_share, attentions=lookup > 0)
             loss = out.loss.float()
-            if lookup and out.attentions is not None:
+            if out.attentions is not None:  # asked for only with a look-up loss, on unpruned steps
                 loss = loss + lookup * lookup_loss(out.attentions[0], *lookup_queries(b, model.config.video_token_id))
             if teacher is not None:
                 with torch.no_grad():
@@ -288,8 +290,7 @@ def train_lm(
             if on_eval is not None:
                 on_eval({"steps": step + 1, "lr": lr, "batch": batch, "pruned_share": pruned_share, "lookup": lookup, "history": history})
     model.eval()
-    if lookup:
-        model.set_attn_implementation("sdpa")
+    model.set_attn_implementation(attn_implementation)
     return {"steps": steps, "lr": lr, "batch": batch, "pruned_share": pruned_share, "lookup": lookup, "history": history}
 
 

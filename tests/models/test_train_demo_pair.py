@@ -84,7 +84,7 @@ def test_lookups_point_from_each_colour_or_shape_word_to_its_shapes_tokens():
     assert len(rows) == expected > 0
     for i, q, key in zip(rows.tolist(), queries.tolist(), keys):
         sample = batch.samples[i]
-        before = [w for w in sample.answer.split()][: q - int((batch.labels[i] != IGNORE).nonzero()[0]) + 1]
+        before = sample.answer.split()[: q - int((batch.labels[i] != IGNORE).nonzero()[0]) + 1]
         colour = [w for w in before if w in COLOURS][-1]
         track = sample.scene.by_colour()[colour]
         assert words(i, q) in (colour, track.shape) and words(i, q + 1) in (track.shape, *CELL_NAMES)
