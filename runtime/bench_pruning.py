@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .bench_decode import Clip
+from .bench_decode import WARMUP_TOKENS, Clip
 from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline
 
@@ -80,9 +80,11 @@ def bench_pruning(work: Path, clips: list[Clip], config: PruneBenchConfig = Prun
     settings = _settings(config)
     rows = [PruneRow(m, k, "repacked" if r else "original") for m, k, r in settings]
     reference: dict[int, list[int]] = {}
+    gens = [replace(config.generation, mode="sd", prune=method, keep=keep, repack=repack) for method, keep, repack in settings]
+    for gen in gens:  # warm-up: each setting's first run pays ONNX Runtime's first-run cost at its shapes
+        pipeline.generate(requests[0], replace(gen, max_new_tokens=WARMUP_TOKENS))
     bar = tqdm(total=len(settings) * len(requests), desc="bench pruning", unit="request", disable=not progress)
-    for row, (method, keep, repack) in zip(rows, settings):
-        gen = replace(config.generation, mode="sd", prune=method, keep=keep, repack=repack)
+    for row, gen in zip(rows, gens):
         for i, request in enumerate(requests):
             result = pipeline.generate(request, gen)
             reference.setdefault(i, result.tokens)

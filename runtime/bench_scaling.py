@@ -34,7 +34,7 @@ from hippo_trt.manifest import Manifest
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, load_frames
-from .bench_decode import Clip
+from .bench_decode import WARMUP_TOKENS, Clip
 from .engine import OrtOptions
 from .pipeline import GenerationConfig, Pipeline, RunResult
 
@@ -42,7 +42,6 @@ AXES = ("frames", "keep", "gamma")
 FRAMES = (4, 8, 16, 32)
 KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)
 GAMMAS = (1, 2, 4, 6, 8)
-WARMUP_TOKENS = 4
 
 
 @dataclass(frozen=True)
