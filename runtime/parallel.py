@@ -16,7 +16,8 @@ token, and with both cores busy running the two engines each hand-off waits for 
 
 * The target verifies a window of up to ``gamma`` draft tokens as soon as they exist
   (``pre_verify``: as soon as one exists after a rejection, PEARL's pre-verify).
-* Meanwhile the draft keeps extending its path up to ``2 * gamma`` tokens ahead.
+* Meanwhile the draft keeps extending its path up to ``2 * gamma + 1`` tokens ahead: the
+  window, the expected bonus token and the next window.
 * When the whole window is accepted and the target's own next token (its bonus token) is the
   token the draft has already proposed next, the draft's path stays valid and the next
   window is ready at once.
@@ -63,7 +64,11 @@ class ParallelOptions:
 
     @property
     def lookahead(self) -> int:
-        return 2 * self.gamma
+        """Draft tokens kept ahead of the committed ones: a window, the token the target's bonus
+        is expected to be, and the next whole window, so that after a full acceptance the next
+        verification starts on the verdict without a draft step in between (with 2 * gamma the
+        draft owed one step there: measured 0.35 ms of target idle per window)."""
+        return 2 * self.gamma + 1
 
 
 class ParallelDecoder:

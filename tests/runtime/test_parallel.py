@@ -4,17 +4,19 @@ failing lane ends the request cleanly."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import EngineError
-from hippo_trt.runtime.generate import Budget, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.parallel import ParallelOptions, generate_parallel
 from hippo_trt.runtime.verify import AcceptanceStats, Sampling
-from tests.runtime.fake_decoder import ToyLM
-from tests.runtime.test_generate import SAMPLINGS, cases, chi_square_p, exact_distribution, lanes, reference
+from hippo_trt.trace import Tracer
+from tests.runtime.fake_decoder import FakeSession, ToyLM
+from tests.runtime.test_generate import PROMPT, SAMPLINGS, cases, chi_square_p, exact_distribution, lanes, reference
 
 
 def run_parallel(target_lm, draft_lm, budget, options, sampling=Sampling(), kept=(0,), delay_seed=None):
@@ -39,6 +41,32 @@ def test_a_perfect_draft_keeps_the_target_verifying_full_windows():
     out, stats = run_parallel(target, target, Budget(41, ()), ParallelOptions(gamma=4), delay_seed=3)
     assert out == reference(target, Budget(41, ()))
     assert stats.mat > 4.0  # windows of 4 + the next draft token checked with the last row
+
+
+class _SlowSession(FakeSession):
+    def step(self, input_ids, position_ids):
+        time.sleep(0.01)  # the draft reaches its lookahead long before a verdict
+        return super().step(input_ids, position_ids)
+
+
+def test_after_a_full_acceptance_the_next_window_is_verified_without_waiting_for_the_draft():
+    """The draft keeps a window, the expected bonus token and the next window ahead, so with a
+    perfect draft and a slow target no draft step falls between two verifications (with only
+    2 * gamma ahead, one did after every window)."""
+    lm, tracer, n = ToyLM(7, 0), Tracer(), len(PROMPT)
+    target = Lane(_SlowSession(lm, PROMPT, list(range(n))), n, n, tracer=tracer)
+    draft = Lane(FakeSession(lm, PROMPT, list(range(n))), n, n, track="draft", phase="draft_step", tracer=tracer)
+    budget, stats = Budget(33, ()), AcceptanceStats()
+    out = generate_parallel(target, draft, target.session.first_logits(), budget, TokenChooser(), ParallelOptions(gamma=3), stats)
+    assert out == reference(lm, budget)
+    spans = tracer.sorted_spans()
+    verifies = [s for s in spans if s.track == "target"]
+    steps = [s for s in spans if s.track == "draft"]
+    # each verification's two hand-offs, in order: submission -> start, end -> verdict taken
+    handoffs = [s for s in spans if s.phase == "handoff"]
+    assert len(handoffs) == 2 * len(verifies) >= 12 and all(stats.path_kept[:-1])
+    for verdict, next_submission in zip(handoffs[1::2], handoffs[2::2]):
+        assert not [s for s in steps if verdict.end_ns <= s.start_ns and s.end_ns <= next_submission.start_ns]
 
 
 def test_sampling_parallel_follows_the_targets_distribution():
