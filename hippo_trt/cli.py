@@ -65,6 +65,14 @@ def _ort_options(args, threads: int | None = None):
     return OrtOptions(intra_op_threads=args.threads if threads is None else threads)
 
 
+def _lane_options(args, mode: str):
+    """(target's, draft's) ONNX Runtime options: --threads / --draft-threads, or the split
+    that suits ``mode`` (see runtime/lanes.py)."""
+    from hippo_trt.runtime.lanes import lane_threads
+
+    return lane_threads(mode, args.threads, getattr(args, "draft_threads", 0)).options()
+
+
 def _keep_range(text: str) -> tuple[float, float]:
     """``--keep MIN:MAX`` (or one number for both)."""
     parts = text.split(":")
@@ -182,10 +190,9 @@ def cmd_run(args) -> int:
     from hippo_trt.runtime.pipeline import Pipeline
 
     config = _generation_config(args)
-    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
+    options, draft_options = _lane_options(args, config.mode)
     pipeline = Pipeline.load(
-        args.work, backend=args.backend, options=_ort_options(args), with_draft=config.speculative, draft_options=draft_options,
-        dtype=args.dtype,
+        args.work, backend=args.backend, options=options, with_draft=config.speculative, draft_options=draft_options, dtype=args.dtype,
     )
     source, npy = (args.video, False) if args.video else (args.frames_npy, True)
     result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
@@ -264,8 +271,8 @@ def cmd_profile(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out '{args.out}' is a file: give a directory for trace.json, timeline.png and profile.json")
     work, video, prompt = _profile_source(args)
-    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
-    pipeline = Pipeline.load(work, options=_ort_options(args), with_draft=config.speculative, draft_options=draft_options)
+    options, draft_options = _lane_options(args, config.mode)
+    pipeline = Pipeline.load(work, options=options, with_draft=config.speculative, draft_options=draft_options)
     report = profile_request(pipeline, video, prompt, config, frames=args.frames, repeats=args.repeats)
     files = write_profile(report, args.out)
     if args.json:
@@ -318,10 +325,10 @@ def cmd_bench_decode(args) -> int:
         mode="sd", gamma=args.gamma, prune=args.prune, keep=args.keep, max_new_tokens=args.max_new_tokens, pre_verify=args.pre_verify,
         prune_options=_prune_options(args), adaptive_gamma=args.adaptive_gamma,
     )
-    config = DecodeBenchConfig(generation, args.repeats)
+    config = DecodeBenchConfig(generation, args.repeats, args.threads, args.draft_threads)
+    _lane_options(args, "ar")  # bad thread counts fail before anything loads
     work, clips = _bench_clips(args)
-    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
-    rows = bench_decode(work, clips, config, methods, _ort_options(args), draft_options, progress=_progress(args))
+    rows = bench_decode(work, clips, config, methods, progress=_progress(args))
     if args.json:
         _print_json([r.to_json() for r in rows])
     else:
@@ -333,14 +340,14 @@ def _add_common(p: argparse.ArgumentParser, threads: bool = False) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if threads:
-        p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+        p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads of the target (0: all cores, or all but the draft's in --mode parallel)")
 
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
     g.add_argument("--mode", default="ar", help="ar (target alone), sd (draft proposes, target verifies) or parallel (both overlapped on two lanes)")
     g.add_argument("--pre-verify", action="store_true", help="parallel: after a rejection, verify as soon as one draft token exists")
-    g.add_argument("--draft-threads", type=int, default=0, help="ONNX Runtime intra-op threads of the draft's lane (0: as --threads)")
+    g.add_argument("--draft-threads", type=int, default=0, help="ONNX Runtime intra-op threads of the draft's lane (0: one)")
     g.add_argument("--gamma", type=int, default=4, help="draft tokens per target verification")
     g.add_argument("--adaptive-gamma", action="store_true", help="draft length follows the verdicts (+2 after full acceptance, -1 after a rejection), at most --gamma")
     _add_pruning(g)
@@ -446,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pruning(g)
     g.add_argument("--pre-verify", action="store_true")
     g.add_argument("--adaptive-gamma", action="store_true", help="draft length follows the verdicts, at most --gamma")
-    g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: as --threads)")
+    g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: one)")
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_decode)
 
@@ -476,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=int, default=defaults.generation.gamma)
     _add_pruning(g)
     g.add_argument("--pre-verify", action="store_true", help="parallel: after a rejection, verify as soon as one draft token exists")
-    g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: as --threads)")
+    g.add_argument("--draft-threads", type=int, default=0, help="the draft lane's intra-op threads (0: one)")
     p.set_defaults(prune=defaults.generation.prune, keep=defaults.generation.keep)
     _add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_scaling)
@@ -524,7 +531,7 @@ def cmd_bench_pruning(args) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = PruneBenchConfig(generation, keeps=args.keeps, methods=methods, repack=not args.no_repack)
     work, clips = _bench_clips(args)
-    rows = bench_pruning(work, clips, config, _ort_options(args), progress=_progress(args))
+    rows = bench_pruning(work, clips, config, *_lane_options(args, "sd"), progress=_progress(args))
     if args.json:
         _print_json([r.to_json() for r in rows])
     else:
@@ -555,8 +562,7 @@ def cmd_bench_scaling(args) -> int:
     if args.png.is_dir():
         raise InputError(f"--png '{args.png}' is a directory: give a file path like {args.png / 'scaling.png'}")
     work, clips = _bench_clips(args)
-    draft_options = _ort_options(args, args.draft_threads) if args.draft_threads else None
-    rows = bench_scaling(work, clips, config, _ort_options(args), draft_options, progress=_progress(args))
+    rows = bench_scaling(work, clips, config, args.threads, args.draft_threads, progress=_progress(args))
     plot_scaling(rows, args.png, config)
     if args.json:
         _print_json([r.to_json() for r in rows])

@@ -74,8 +74,11 @@ def _settings(config: PruneBenchConfig) -> list[tuple[str, float, bool]]:
     return out
 
 
-def bench_pruning(work: Path, clips: list[Clip], config: PruneBenchConfig = PruneBenchConfig(), options: OrtOptions = OrtOptions(), progress: bool = True) -> list[PruneRow]:
-    pipeline = Pipeline.load(work, options=options, with_draft=True)
+def bench_pruning(
+    work: Path, clips: list[Clip], config: PruneBenchConfig = PruneBenchConfig(), options: OrtOptions = OrtOptions(),
+    draft_options: OrtOptions | None = None, progress: bool = True,
+) -> list[PruneRow]:
+    pipeline = Pipeline.load(work, options=options, with_draft=True, draft_options=draft_options)
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     settings = _settings(config)
     rows = [PruneRow(m, k, "repacked" if r else "original") for m, k, r in settings]
@@ -90,7 +93,7 @@ def bench_pruning(work: Path, clips: list[Clip], config: PruneBenchConfig = Prun
             reference.setdefault(i, result.tokens)
             row.mismatches += result.tokens != reference[i]
             row.verifications += result.stats["verifications"]
-            row.committed += len(result.tokens) - 1
+            row.committed += result.stats["verified_tokens"]
             row.draft_prefill_ms += result.timings_ms.get("draft_prefill", 0.0)
             row.requests += 1
             bar.update()

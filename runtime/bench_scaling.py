@@ -35,7 +35,7 @@ from hippo_trt.preprocess import prepare_request
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, load_frames
 from .bench_decode import WARMUP_TOKENS, Clip
-from .engine import OrtOptions
+from .lanes import LanePipelines
 from .pipeline import GenerationConfig, Pipeline, RunResult
 
 AXES = ("frames", "keep", "gamma")
@@ -219,38 +219,40 @@ def check_seq(pipeline: Pipeline, clips: list[Clip], frames: int, max_new_tokens
             )
 
 
-def _warm_up(pipeline: Pipeline, clip: Clip, config: ScalingConfig, points: list[Point]) -> None:
+def _warm_up(pipelines: LanePipelines, clip: Clip, config: ScalingConfig, points: list[Point]) -> None:
     """ar and the speculative mode once at the sweep's largest shapes, so no measured run pays
     for ONNX Runtime growing its memory."""
     g = replace(config.generation, max_new_tokens=WARMUP_TOKENS)
     largest = replace(g, keep=max(p.generation.keep for p in points), gamma=max(p.generation.gamma for p in points))
     frames = max(p.frames for p in points)
-    run_request(pipeline, clip, frames, _ar(g))
-    run_request(pipeline, clip, frames, largest)
+    for generation in (_ar(g), largest):
+        run_request(pipelines[generation.mode], clip, frames, generation)
 
 
 def bench_scaling(
     work: Path,
     clips: list[Clip],
     config: ScalingConfig = ScalingConfig(),
-    options: OrtOptions = OrtOptions(),
-    draft_options: OrtOptions | None = None,
+    threads: int = 0,
+    draft_threads: int = 0,
     progress: bool = True,
 ) -> list[ScalingRow]:
     """A row per point of every axis (frames, keep, gamma); every option is checked against the
-    work dir before the first request runs. ``draft_options``: the draft lane's own (None: ``options``)."""
+    work dir before the first request runs. Each mode runs on the lanes that suit it
+    (``lanes.lane_threads``; ``threads`` / ``draft_threads`` override them)."""
     work = Path(work)
     base = base_frames_of(work, config)
     check_dims(Manifest.load(work).dims_table, config, base)
     points = sweep(config, base)
-    pipeline = Pipeline.load(work, options=options, with_draft=True, draft_options=draft_options)
-    check_seq(pipeline, clips, max(p.frames for p in points), config.generation.max_new_tokens)
-    _warm_up(pipeline, clips[0], config, points)
+    pipelines = LanePipelines(work, ("ar", config.generation.mode), threads, draft_threads)
+    check_seq(pipelines["ar"], clips, max(p.frames for p in points), config.generation.max_new_tokens)
+    _warm_up(pipelines, clips[0], config, points)
     pairs = {p: pairs_of(p, len(clips), config.repeats) for p in points}
     runs = list(dict.fromkeys(run for ps in pairs.values() for pair in ps for run in pair))  # interleaved, each once
     results = {}
     for run in tqdm(runs, desc="bench scaling", unit="run", disable=not progress):
-        results[run] = run_request(pipeline, clips[run.clip], run.frames, run.generation)
+        pipelines.settle()
+        results[run] = run_request(pipelines[run.generation.mode], clips[run.clip], run.frames, run.generation)
     return [_row(p, [(results[a], results[s]) for a, s in pairs[p]]) for p in points]
 
 
@@ -262,7 +264,7 @@ def _mean(values) -> float:
 def _row(point: Point, results: list[tuple[RunResult, RunResult]]) -> ScalingRow:
     ar, spec = [a for a, _ in results], [s for _, s in results]
     verifications = sum(s.stats["verifications"] for s in spec)
-    committed = sum(len(s.tokens) - 1 for s in spec)  # all but the prefill's first token
+    committed = sum(s.stats["verified_tokens"] for s in spec)  # not the prefill's token, nor parallel's lead
     return ScalingRow(
         axis=point.axis,
         value=point.value,

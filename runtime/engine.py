@@ -30,6 +30,7 @@ class Engine(Protocol):
 
 
 SETUP_GRAPHS = ("vision", "embed", "prefill")  # run once per request, with the other lane idle
+DRAFT_THREADS = 1  # the draft lane's default decode threads on CPU (see lanes.py)
 
 
 @dataclass(frozen=True)

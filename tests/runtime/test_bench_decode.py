@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from hippo_trt.runtime.bench_decode import Clip, DecodeBenchConfig, bench_decode, format_decode_table
+from hippo_trt.runtime.engine import DRAFT_THREADS
+from hippo_trt.runtime.lanes import lane_threads
 from hippo_trt.runtime.pipeline import GenerationConfig
 from tests.hippo_trt.test_cli_errors import USER_ERROR, cli, error_line
 
@@ -20,11 +23,26 @@ def test_every_method_produces_the_same_tokens_and_a_row(work_dirs, clip):
     assert all(r.to_json()["matches_ar"] for r in rows)
     assert len({r.tokens for r in rows}) == 1 and rows[0].tokens >= 2
     for r in rows:
-        assert r.seconds > 0 and r.tokens_per_s > 0
+        j = r.to_json()
+        assert r.seconds > 0 and r.tokens_per_s > 0 and r.requests == 2
+        assert 0 < j["ttft_ms"] * 2 < r.seconds * 1e3  # the first token comes before the last
+        assert r.decode_tokens_per_s > 0 and 2 <= r.first_tokens < r.tokens
     for r in rows[1:3]:
         assert 1.0 <= r.mat <= config.generation.gamma + 1 and r.draft_busy_ms > 0
+    assert rows[3].lanes is None and rows[3].first_tokens == 2  # transformers: torch's threads; its streamer saw one token first
     table = format_decode_table(rows, config)
-    assert "| sd |" in table and "vs hf_generate" in table and "NO" not in table
+    assert "| sd |" in table and "NO" not in table
+    assert table.count("vs hf_generate") == 2 and "speedup, end to end" in table and "speedup, decode phase" in table
+
+
+def test_each_method_runs_on_the_lanes_its_schedule_suits(work_dirs, clip):
+    config = DecodeBenchConfig(GenerationConfig(mode="sd", gamma=2, max_new_tokens=4))
+    rows = bench_decode(work_dirs["gqa"], [Clip(clip, "what moves")], config, ("ar", "sd", "parallel"), progress=False)
+    lanes = {r.method: r.lanes for r in rows}
+    assert lanes == {m: lane_threads(m) for m in ("ar", "sd", "parallel")}
+    assert rows[2].to_json()["lanes"] == {"target_threads": lanes["parallel"].target, "draft_threads": DRAFT_THREADS}
+    pinned = bench_decode(work_dirs["gqa"], [Clip(clip, "what moves")], replace(config, threads=1, draft_threads=1), ("sd", "parallel"), progress=False)
+    assert {(r.lanes.target, r.lanes.draft) for r in pinned} == {(1, 1)}
 
 
 def test_cli_json_rows(capfd, work_dirs, clip):
@@ -35,7 +53,7 @@ def test_cli_json_rows(capfd, work_dirs, clip):
     assert rc == 0, err
     rows = json.loads(out)
     assert [r["method"] for r in rows] == ["ar", "sd"]
-    assert {"method", "tokens_per_s", "mat", "target_busy_ms", "draft_idle_ms", "matches_ar"} <= set(rows[1])
+    assert {"method", "tokens_per_s", "mat", "target_busy_ms", "draft_idle_ms", "matches_ar", "ttft_ms", "decode_tokens_per_s", "lanes"} <= set(rows[1])
 
 
 @pytest.mark.parametrize(
@@ -45,6 +63,7 @@ def test_cli_json_rows(capfd, work_dirs, clip):
         (["--keep", "0"], "keep ratio must be in"),
         (["--gamma", "0"], "--gamma must be between"),
         ([], "give --video and --prompt"),
+        (["--threads", "-1"], "--threads and --draft-threads must be >= 0"),
     ],
 )
 def test_cli_bad_options_are_one_line_errors(capfd, work_dirs, extra, needle):
