@@ -28,6 +28,9 @@ from .decoder import DecoderSession
 from .verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_token, verify_greedy, verify_sampling
 
 
+DRAFT_FEEDS = 2  # a draft lane's steps: 1 token, or 2 after a fully accepted block (propose, parallel.py)
+
+
 @dataclass
 class Lane:
     """A decoder session over one request's output: output token i sits at cache entry

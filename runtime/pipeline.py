@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,10 @@ from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
 from .arrays import index_for, take_rows
 from .decoder import open_session, scoring_rows
-from .engine import OrtOptions
+from .engine import DRAFT_THREADS, OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
-from .parallel import ParallelOptions, generate_parallel
+from .parallel import ParallelDecoder, ParallelOptions
 from .pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
 from .verify import AcceptanceStats, Sampling
 
@@ -127,14 +127,16 @@ class Pipeline:
     ) -> "Pipeline":
         """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks);
         ``with_draft`` also loads the draft's, for speculative modes (``draft_options``: its own
-        ONNX Runtime options, e.g. to split the cores between the two lanes). ``dtype``: the
+        ONNX Runtime options, e.g. to split the cores between the two lanes; None: ``options``
+        with ``DRAFT_THREADS`` decode threads, see lanes.py). ``dtype``: the
         torch-cuda backend's precision (fp32, bf16, fp16)."""
         work = Path(work)
         manifest = Manifest.load(work)
         target = load_engines(work, manifest, role, backend, options, dtype)
         if not with_draft:
             return cls.from_engines(work, manifest, target)
-        draft = load_engines(work, manifest, "draft", backend, draft_options or options, dtype)
+        draft_options = draft_options or replace(options, intra_op_threads=DRAFT_THREADS)
+        draft = load_engines(work, manifest, "draft", backend, draft_options, dtype)
         return cls.from_engines(work, manifest, target, draft, load_pruner(work, manifest, backend))
 
     @classmethod
@@ -253,22 +255,28 @@ class Pipeline:
         budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids, on_commit), TokenChooser(config.sampling, tracer=tracer)
         start = time.perf_counter()
         if config.speculative:
-            d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
-            with timer.phase("pruning", "draft"):
-                grid = self.layout(self.draft).token_grid(request, n_visual)
-                scores = PruneInputs(grid, prefilled.importance[0], d_visual[0])
-                kept = self.pruner.select(config.prune, config.keep, scores, config.prune_options)
-                index = kept_positions(ids, record.video_token_id, kept)
-            d_session, _, d_pos = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
-            draft = Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
-            acceptance = AcceptanceStats()
+            acceptance, kept = AcceptanceStats(), []
+
+            def draft_lane() -> Lane:
+                """The draft's vision, pruning and prefill -> its lane (in parallel: while the target decodes alone)."""
+                d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
+                with timer.phase("pruning", "draft"):
+                    grid = self.layout(self.draft).token_grid(request, n_visual)
+                    scores = PruneInputs(grid, prefilled.importance[0], d_visual[0])
+                    kept.extend(self.pruner.select(config.prune, config.keep, scores, config.prune_options))
+                    index = kept_positions(ids, record.video_token_id, kept)
+                d_session, _, d_pos = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
+                return Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
+
             if config.mode == "parallel":
                 options = ParallelOptions(config.gamma, config.pre_verify, config.adaptive_gamma)
-                tokens = generate_parallel(target, draft, logits, budget, chooser, options, acceptance)
+                decoder = ParallelDecoder(target, draft_lane, budget, chooser, options, acceptance)
+                tokens, draft = decoder.run(logits), decoder.draft
             else:
+                draft = draft_lane()
                 tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma)
-            stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=int(len(kept)))
-            stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3))
+            stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=len(kept))
+            stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3) if draft is not None else 0.0)
         else:
             tokens = generate_ar(target, logits, budget, chooser)
             steps = len(tokens) - 1  # the first token comes from the prefill

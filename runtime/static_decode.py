@@ -56,8 +56,8 @@ from hippo_trt.errors import ProfileError
 from hippo_trt.export.qwen2_decoder import Qwen2Decoder
 from .arrays import Placement, to_host
 from .decoder import PrefillOut, check_prefill, check_step
+from .generate import DRAFT_FEEDS
 
-DRAFT_FEEDS = 2  # a draft lane feeds 1 token, or 2 after a fully accepted block (generate.propose, parallel.py)
 WARMUP_STEPS = 3  # eager iterations per bucket before capture, as the CUDA graphs notes do
 
 

@@ -124,6 +124,7 @@ class AcceptanceStats:
     # parallel only: the target's own token after a fully accepted window was the draft's
     # next token, so the draft's path (drafted ahead from it) went on
     path_kept: list[bool] = field(default_factory=list)
+    target_alone: int = 0  # parallel only: tokens the target decoded alone while the draft set up
 
     def record(self, proposed: int, accepted: int, committed: int) -> None:
         self.proposed.append(proposed)
@@ -154,5 +155,7 @@ class AcceptanceStats:
             "mat": None if self.mat is None else round(self.mat, 4),
             "acceptance_by_position": self.acceptance_by_position(),
             "accepted_per_verification": list(self.accepted),
+            "verified_tokens": int(sum(self.committed)),
+            "target_alone_tokens": self.target_alone,
             **({"path_kept_per_verification": list(self.path_kept)} if self.path_kept else {}),
         }

@@ -19,21 +19,53 @@ from tests.runtime.fake_decoder import FakeSession, ToyLM
 from tests.runtime.test_generate import PROMPT, SAMPLINGS, cases, chi_square_p, exact_distribution, lanes, reference
 
 
-def run_parallel(target_lm, draft_lm, budget, options, sampling=Sampling(), kept=(0,), delay_seed=None):
+def run_parallel(target_lm, draft_lm, budget, options, sampling=Sampling(), kept=(0,), delay_seed=None, setup_s=None):
+    """``setup_s``: the draft comes from a set-up function taking that long (the target leads meanwhile)."""
     target, draft, first = lanes(target_lm, draft_lm, list(kept), delay_seed)
     stats = AcceptanceStats()
-    out = generate_parallel(target, draft, first, budget, TokenChooser(sampling), options, stats)
+    out = generate_parallel(target, draft if setup_s is None else _slow_setup(draft, setup_s), first, budget, TokenChooser(sampling), options, stats)
+    assert sum(stats.committed) + stats.target_alone == len(out) - 1
+    assert stats.target_alone <= options.gamma and (setup_s is not None or not stats.target_alone)
     return out, stats
 
 
+def _slow_setup(draft: Lane, seconds: float):
+    def setup() -> Lane:
+        time.sleep(seconds)
+        return draft
+
+    return setup
+
+
 @settings(max_examples=250, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 8), pre_verify=st.booleans(), adaptive=st.booleans(), delay_seed=st.none() | st.integers(0, 1000))
-def test_greedy_parallel_equals_target_alone(case, gamma, pre_verify, adaptive, delay_seed):
+@given(
+    case=cases(), gamma=st.integers(1, 8), pre_verify=st.booleans(), adaptive=st.booleans(), delay_seed=st.none() | st.integers(0, 1000),
+    setup_ms=st.none() | st.integers(0, 3),
+)
+def test_greedy_parallel_equals_target_alone(case, gamma, pre_verify, adaptive, delay_seed, setup_ms):
     target, draft, budget, kept = case
     options = ParallelOptions(gamma, pre_verify, adaptive)
-    out, stats = run_parallel(target, draft, budget, options, kept=kept, delay_seed=delay_seed)
+    out, _ = run_parallel(target, draft, budget, options, kept=kept, delay_seed=delay_seed, setup_s=None if setup_ms is None else setup_ms / 1e3)
     assert out == reference(target, budget)
-    assert sum(stats.committed) == len(out) - 1
+
+
+def test_the_target_decodes_alone_until_the_draft_is_set_up():
+    lm = ToyLM(7, 0)
+    out, stats = run_parallel(lm, lm, Budget(30, ()), ParallelOptions(gamma=6), delay_seed=1, setup_s=0.02)
+    assert out == reference(lm, Budget(30, ())) and stats.target_alone == 6  # 20 ms of setup, steps of <= 0.3 ms: capped at gamma
+    out, stats = run_parallel(lm, lm, Budget(30, ()), ParallelOptions(gamma=6, lead=2), delay_seed=1, setup_s=0.0)
+    assert out == reference(lm, Budget(30, ())) and stats.target_alone == 2  # a fixed lead: however quick the setup
+
+
+def test_a_failing_draft_setup_ends_the_request_with_its_error():
+    lm = ToyLM(7, 0)
+    target, _, first = lanes(lm, lm, [0])
+
+    def setup() -> Lane:
+        raise EngineError("the draft's vision failed")
+
+    with pytest.raises(EngineError, match="the draft's vision failed"):
+        generate_parallel(target, setup, first, Budget(20, ()), TokenChooser(), ParallelOptions(gamma=3), AcceptanceStats())
 
 
 def test_a_perfect_draft_keeps_the_target_verifying_full_windows():
@@ -83,13 +115,26 @@ def test_sampling_parallel_follows_the_targets_distribution():
         assert chi_square_p(counts, expected, n) > 1e-3, sampling
 
 
+def test_sampling_with_the_target_leading_follows_the_targets_distribution():
+    target = ToyLM(4, 5, scale=1.0)
+    draft = ToyLM(4, 6, like=target, mix=0.3, scale=1.0)
+    sampling, n, counts = SAMPLINGS[0], 1500, {}
+    expected = exact_distribution(target, sampling, 4)
+    for seed in range(n):  # 1 token from the prefill, 1 led, 2 from speculation
+        cfg = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, seed=seed)
+        out, stats = run_parallel(target, draft, Budget(4, ()), ParallelOptions(gamma=2, lead=1), cfg, kept=(1, 3), setup_s=0.0)
+        counts[tuple(out)] = counts.get(tuple(out), 0) + 1
+    assert stats.target_alone == 1 and chi_square_p(counts, expected, n) > 1e-3
+
+
 @settings(max_examples=25, deadline=None)
 @given(case=cases(), gamma=st.integers(1, 8), adaptive=st.booleans(), seed=st.integers(0, 2**31), delays=st.tuples(st.integers(0, 99), st.integers(0, 99)))
 def test_the_same_seed_gives_the_same_output_whatever_the_lane_timing(case, gamma, adaptive, seed, delays):
     target, draft, budget, kept = case
     sampling = Sampling(temperature=0.9, top_p=0.9, seed=seed)
     runs = [run_parallel(target, draft, budget, ParallelOptions(gamma, adaptive=adaptive), sampling, kept, d)[0] for d in delays]
-    assert runs[0] == runs[1]
+    led = [run_parallel(target, draft, budget, ParallelOptions(gamma, adaptive=adaptive), sampling, kept, d, setup_s=d / 2e4)[0] for d in delays]
+    assert runs[0] == runs[1] and led[0] == led[1]  # the target's lead is a fixed count when sampling
 
 
 class _Failing:

@@ -45,7 +45,11 @@ def test_every_stage_is_a_span_on_its_lane(reports, mode):
                      ("draft", "draft_step"), ("target", "verify")}
     assert expected <= got
     steps = [s for s in report.spans if s.phase in ("verify", "decode_step")]
-    assert len(steps) == (len(report.result.tokens) - 1 if mode == "ar" else report.result.stats["verifications"])
+    stats = report.result.stats
+    alone = len(report.result.tokens) - 1 if mode == "ar" else stats["target_alone_tokens"]  # parallel: while the draft set up
+    assert mode != "sd" or alone == 0
+    assert len([s for s in steps if s.phase == "decode_step"]) == alone
+    assert len(steps) == alone + stats.get("verifications", 0)
     assert all(report.start_ns <= s.start_ns <= s.end_ns <= report.end_ns for s in report.spans)
 
 

@@ -54,8 +54,11 @@ def test_greedy_speculative_equals_transformers(work_dirs, tiny_dirs, seed, fram
     config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep, adaptive_gamma=adaptive)
     result = pipe.generate(request, config)
     assert result.tokens == expected
-    visual = result.stats["visual_tokens"]
-    assert result.stats["draft_visual_tokens"] == (visual if prune == "none" else kept_count(visual, keep))
+    visual, drafted = result.stats["visual_tokens"], result.stats["draft_visual_tokens"]
+    if mode == "parallel" and len(result.tokens) == 1:
+        assert drafted == 0  # the request ended at its first token: parallel never set the draft up
+    else:
+        assert drafted == (visual if prune == "none" else kept_count(visual, keep))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
