@@ -17,8 +17,8 @@ Each request is timed twice over, as serving benchmarks do:
 Speedups are ratios of one run's figures, for both. The methods run interleaved clip by clip
 so slow drifts of a shared machine hit them alike, each on the lanes its schedule runs best on
 (``lanes.lane_threads``: the CPU's cores split between the models only for ``parallel``), with
-a short untimed pause between runs so one pipeline's spinning thread pool does not eat into
-the next one's run. Every method's tokens are checked against ``ar``'s: a speculative method
+an untimed pause (``lanes.SETTLE_S``) before each run so the previous run's spinning thread
+pools do not eat into it. Every method's tokens are checked against ``ar``'s: a speculative method
 that changed the output would be a bug, and the bench says so.
 """
 
