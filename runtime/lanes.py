@@ -14,12 +14,15 @@ split is fastest depends on the schedule, so it is chosen per mode:
   setup graphs (vision, embed, prefill) keep to the draft's threads too: they run while the
   target decodes its first tokens alone (see parallel.py).
 
-Measured on the 2-core CI machine with the demo pair (gamma 6, hippo keep 0.1, decode phase per
-request): a 7-token verification takes 5.1 ms on one thread and about 3.5 ms on two, while the
-draft's 6 steps take 1.3 ms. So on 2 cores ``sd`` (two threads for verifying, then drafting)
-is faster than ``parallel`` (one thread verifying while the other drafts): 27.5 vs 31.9 ms.
-With the lanes split alike, ``parallel`` beats ``sd`` (31.9 vs 33.6 ms): the overlap works,
-the cores are too few to pay for it. Explicit ``threads`` / ``draft_threads`` override it all.
+Measured on the 2-core CI machine with the demo pair (``bench decode --gamma 6 --prune hippo
+--keep 0.1``): a 7-token verification takes 5.1 ms on one thread and about 3.5 ms on two,
+while the draft's 6 steps take about 1.5 ms. So on 2 cores ``sd`` (two threads verifying,
+then drafting) decodes faster than ``parallel`` (one thread verifying while the other
+drafts): parallel's decode phase ran at 0.85x sd's. With both on the same 1/1 lanes the two
+are even (0.90-1.03x over four runs): the overlap hides the drafting, but the core it needs
+costs the verification as much. ``parallel`` pays off where the draft's steps do not take a
+core from the target's (a GPU's streams, more cores). Explicit ``threads`` /
+``draft_threads`` override it all.
 """
 
 from __future__ import annotations
