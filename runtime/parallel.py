@@ -28,10 +28,11 @@ token, and with both cores busy running the two engines each hand-off waits for 
   committed tokens is discarded: its cache rolls back by length and it restarts from there.
 
 Every committed token is the target's own (a lead step) or a target verification result over
-a committed prefix, so the output is the target's own (greedy: token for token; sampling: in distribution). Random draws are
-keyed by (role, output index), not by their order, and window sizes depend on verdicts only,
-so the same seed gives the same output however the two lanes happen to interleave: the
-draft's token at an index is the same whether it was drafted ahead or after a restart.
+a committed prefix, so the output is the target's own (greedy: token for token; sampling: in
+distribution). Random draws are keyed by (role, output index), not by their order, and window
+sizes depend on verdicts only (and the lead, when sampling, on a fixed count), so the same
+seed gives the same output however the two lanes happen to interleave: the draft's token at
+an index is the same whether it was drafted ahead or after a restart.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class ParallelDecoder:
     def _target_alone(self, path: _Path, ready: threading.Event) -> None:
         """Target steps on its own output (profiled as ``decode_step``, not verifications)."""
         fixed = self.options.lead if self.options.lead is not None else (None if self.chooser.sampling.greedy else SAMPLING_LEAD)
-        limit = min(self.options.gamma, self.options.gamma if fixed is None else fixed)
+        limit = self.options.gamma if fixed is None else min(fixed, self.options.gamma)
         phase, self.target.phase = self.target.phase, "decode_step"
         try:
             while len(path.out) - 1 < limit and not self.budget.done(path.out) and (fixed is not None or not ready.is_set()):
