@@ -195,7 +195,7 @@ def streamed(run, budget: Budget, stop_after: int | None = None) -> tuple[list[i
 
 
 @settings(max_examples=120, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 6), mode=st.sampled_from(["ar", "sd", "parallel"]), stop=st.none() | st.integers(1, 10))
+@given(case=cases(), gamma=st.integers(1, 6), mode=st.sampled_from(["ar", "sd", "parallel", "parallel_lead"]), stop=st.none() | st.integers(1, 10))
 def test_every_committed_token_is_streamed_once_in_order_and_a_raising_listener_stops_decoding(case, gamma, mode, stop):
     target_lm, draft_lm, budget, kept = case
     expected = reference(target_lm, budget)
@@ -206,7 +206,8 @@ def test_every_committed_token_is_streamed_once_in_order_and_a_raising_listener_
             return generate_ar(target, first, b, TokenChooser())
         if mode == "sd":
             return generate_sd(target, draft, first, b, gamma, TokenChooser(), AcceptanceStats())
-        return generate_parallel(target, draft, first, b, TokenChooser(), ParallelOptions(gamma), AcceptanceStats())
+        lead = mode == "parallel_lead"  # the draft set up while the target decodes alone, committing as it goes
+        return generate_parallel(target, _slow_setup(draft, 0.001) if lead else draft, first, b, TokenChooser(), ParallelOptions(gamma), AcceptanceStats())
 
     out, pieces = streamed(run, budget, stop)
     flat = [t for piece in pieces for t in piece]
