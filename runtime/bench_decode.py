@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from hippo_trt.errors import EngineError
 from hippo_trt.preprocess import Request
-from .lanes import LanePipelines, LaneThreads
+from .lanes import LanePipelines, LaneThreads, lane_threads
 from .pipeline import GenerationConfig, Pipeline
 
 METHODS = ("ar", "sd", "parallel", "hf_generate", "hf_assisted")
@@ -53,6 +53,9 @@ class DecodeBenchConfig:
     repeats: int = 1  # passes over the clips
     threads: int = 0  # the target lane's ONNX Runtime threads (0: chosen per method, see lanes)
     draft_threads: int = 0  # the draft lane's (0: engine.DRAFT_THREADS)
+
+    def __post_init__(self) -> None:
+        lane_threads("ar", self.threads, self.draft_threads)  # bad thread counts fail before anything loads
 
 
 @dataclass
