@@ -70,7 +70,7 @@ def _lane_options(args, mode: str):
     that suits ``mode`` (see runtime/lanes.py)."""
     from hippo_trt.runtime.lanes import lane_threads
 
-    return lane_threads(mode, args.threads, getattr(args, "draft_threads", 0)).options()
+    return lane_threads(mode, args.threads, args.draft_threads).options()
 
 
 def _keep_range(text: str) -> tuple[float, float]:
@@ -530,7 +530,7 @@ def cmd_bench_pruning(args) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = PruneBenchConfig(generation, keeps=args.keeps, methods=methods, repack=not args.no_repack)
     work, clips = _bench_clips(args)
-    rows = bench_pruning(work, clips, config, *_lane_options(args, "sd"), progress=_progress(args))
+    rows = bench_pruning(work, clips, config, args.threads, progress=_progress(args))
     if args.json:
         _print_json([r.to_json() for r in rows])
     else:

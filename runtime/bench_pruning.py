@@ -17,8 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .bench_decode import WARMUP_TOKENS, Clip
-from .engine import OrtOptions
-from .pipeline import GenerationConfig, Pipeline
+from .lanes import LanePipelines
+from .pipeline import GenerationConfig
 
 KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)
 DEFAULT_METHODS = ("none", "uniform", "random", "attention", "local", "specvlm", "hippo")
@@ -75,10 +75,10 @@ def _settings(config: PruneBenchConfig) -> list[tuple[str, float, bool]]:
 
 
 def bench_pruning(
-    work: Path, clips: list[Clip], config: PruneBenchConfig = PruneBenchConfig(), options: OrtOptions = OrtOptions(),
-    draft_options: OrtOptions | None = None, progress: bool = True,
+    work: Path, clips: list[Clip], config: PruneBenchConfig = PruneBenchConfig(), threads: int = 0, progress: bool = True
 ) -> list[PruneRow]:
-    pipeline = Pipeline.load(work, options=options, with_draft=True, draft_options=draft_options)
+    """Every setting in ``sd`` on sd's lanes (``lanes.lane_threads``; ``threads``: the target's)."""
+    pipeline = LanePipelines(work, ("sd",), threads)["sd"]
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     settings = _settings(config)
     rows = [PruneRow(m, k, "repacked" if r else "original") for m, k, r in settings]
