@@ -45,6 +45,24 @@ def test_each_method_runs_on_the_lanes_its_schedule_suits(work_dirs, clip):
     assert {(r.lanes.target, r.lanes.draft) for r in pinned} == {(1, 1)}
 
 
+def test_warm_up_runs_each_measured_mode_once_on_its_own_pipeline(work_dirs, clip, monkeypatch):
+    from hippo_trt.runtime import bench_decode as bd
+
+    seen = []
+    real = bd.Pipeline.generate
+
+    def generate(self, request, config, *args, **kwargs):
+        if config.max_new_tokens == bd.WARMUP_TOKENS:
+            seen.append((id(self), config.mode))
+        return real(self, request, config, *args, **kwargs)
+
+    monkeypatch.setattr(bd.Pipeline, "generate", generate)
+    config = DecodeBenchConfig(GenerationConfig(mode="sd", gamma=2, max_new_tokens=6))
+    bench_decode(work_dirs["gqa"], [Clip(clip, "what moves")], config, ("ar", "parallel"), progress=False)
+    assert [mode for _, mode in seen] == ["ar", "parallel"]
+    assert seen[0][0] != seen[1][0]  # ar's lanes and parallel's are two pipelines
+
+
 def test_cli_json_rows(capfd, work_dirs, clip):
     rc, out, err = cli(
         capfd, "bench", "decode", work_dirs["gqa"], "--video", clip, "--prompt", "what moves",
