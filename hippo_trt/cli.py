@@ -59,10 +59,10 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _ort_options(args, threads: int | None = None):
+def _ort_options(args):
     from hippo_trt.runtime.engine import OrtOptions
 
-    return OrtOptions(intra_op_threads=args.threads if threads is None else threads)
+    return OrtOptions(intra_op_threads=args.threads)
 
 
 def _lane_options(args, mode: str):

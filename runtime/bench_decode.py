@@ -167,9 +167,10 @@ def bench_decode(
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
 ) -> list[MethodRow]:
-    engine_methods = [m for m in methods if not m.startswith("hf_")] or ["sd"]
-    pipelines = LanePipelines(work, engine_methods, config.threads, config.draft_threads)
-    first = pipelines[engine_methods[0]]
+    engine_methods = [m for m in methods if not m.startswith("hf_")]
+    loaded = engine_methods or ["sd"]  # transformers' methods alone still load their models through a pipeline
+    pipelines = LanePipelines(work, loaded, config.threads, config.draft_threads)
+    first = pipelines[loaded[0]]
     hf = _load_hf(first, config.generation.gamma) if any(m.startswith("hf_") for m in methods) else None
     rows = {m: MethodRow(m, pipelines.lanes.get(m)) for m in methods}
     requests = [first.prepare(c.video, c.prompt) for c in clips]
