@@ -21,10 +21,14 @@ from .validate import validate_graph
 
 # Export traces at one set of sizes; validation runs at others, so a size baked into the
 # graph by mistake shows up as a shape error or a mismatch.
-EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3, "scored_tokens": 6, "queries": 3, "grid_t": 2, "grid_tokens": 6}
+# Every symbolic size is at least 2 at export (torch.export specialises 0 and 1); validation
+# feeds both kinds of decoder call: a prefill (no past, importance scored, one logit row) and
+# steps (a cached past, nothing scored, a logit row per token), at the sizes' extremes.
+EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3, "scored_tokens": 6, "queries": 3, "prompt_rows": 5, "logit_rows": 3, "grid_t": 2, "grid_tokens": 6}
 VALIDATION_SIZES = (
-    {"batch": 1, "frames": 3, "seq": 37, "past": 29, "spec_len": 1, "scored_tokens": 11, "queries": 1, "grid_t": 3, "grid_tokens": 12},
-    {"batch": 1, "frames": 1, "seq": 5, "past": 3, "spec_len": 5, "scored_tokens": 1, "queries": 4, "grid_t": 1, "grid_tokens": 4},
+    {"batch": 1, "frames": 3, "seq": 37, "past": 0, "spec_len": 1, "scored_tokens": 11, "queries": 4, "prompt_rows": 11, "logit_rows": 1, "grid_t": 3, "grid_tokens": 12},
+    {"batch": 1, "frames": 1, "seq": 5, "past": 29, "spec_len": 5, "scored_tokens": 0, "queries": 0, "prompt_rows": 1, "logit_rows": 5, "grid_t": 1, "grid_tokens": 4},
+    {"batch": 1, "frames": 1, "seq": 1, "past": 3, "spec_len": 1, "scored_tokens": 0, "queries": 0, "prompt_rows": 1, "logit_rows": 1, "grid_t": 1, "grid_tokens": 4},
 )
 
 

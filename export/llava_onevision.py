@@ -1,4 +1,4 @@
-"""LLaVA-OneVision as four exportable torch modules: vision, embed, prefill, decode.
+"""LLaVA-OneVision as two exportable torch modules: vision and the decoder.
 
 The vision graph is the HF tower as it is (SigLIP, projector, 2x pooling, newline token); the
 decoder is the Qwen2 stack of ``qwen2_decoder`` with 1-D positions.
@@ -15,7 +15,7 @@ from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import ModelError
 from hippo_trt.video_layout import LLAVA_ONEVISION
 from .qwen2_decoder import decoder_modules, decoder_shape  # noqa: F401 (decoder_shape: family interface)
-from .specs import DecoderShape, GraphSpec, decode_spec, embed_spec, prefill_spec, vision_spec
+from .specs import DecoderShape, GraphSpec, decoder_spec, vision_spec
 
 ARCHITECTURE = LLAVA_ONEVISION
 MODEL_CLASS = "LlavaOnevisionForConditionalGeneration"
@@ -59,9 +59,7 @@ def dims(limits: ExportLimits, vision: Mapping[str, int]) -> DimsTable:
 def specs(shape: DecoderShape, vision: Mapping[str, int]) -> tuple[GraphSpec, ...]:
     return (
         vision_spec(vision["channels"], vision["image_size"], shape.hidden),
-        embed_spec(shape.hidden),
-        prefill_spec(shape),
-        decode_spec(shape),
+        decoder_spec(shape),
     )
 
 

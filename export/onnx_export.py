@@ -50,7 +50,9 @@ def export_graph(
     feeds: Mapping[str, np.ndarray],
     path: Path,
 ) -> None:
-    """Export ``module`` to ``path`` (a single self-contained .onnx file)."""
+    """Export ``module`` to ``path``: the graph, with every weight in ``path.onnx.data`` beside it
+    (external data, always: a graph of any size takes the one code path, and ONNX's 2 GB
+    protobuf limit never applies)."""
     quiet = io.StringIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")
@@ -66,4 +68,4 @@ def export_graph(
             optimize=True,
             verbose=False,
         )
-        program.save(str(path), external_data=False)
+        program.save(str(path), external_data=True)

@@ -1,8 +1,8 @@
-"""Qwen2.5-VL as four exportable torch modules: vision, embed, prefill, decode.
+"""Qwen2.5-VL as two exportable torch modules: vision and the decoder.
 
-The decoder is the Qwen2 stack of ``qwen2_decoder`` with multimodal RoPE: the prefill takes
-3-D position ids [3, B, S] (temporal, height, width), computed on the host exactly as
-transformers does (``hippo_trt.video_layout``); decode steps take [B, S] text positions.
+The decoder is the Qwen2 stack of ``qwen2_decoder`` with multimodal RoPE: it takes 3-D position
+ids [3, B, S] (temporal, height, width), a prefill's computed on the host exactly as
+transformers does (``hippo_trt.video_layout``); a decode step feeds its text positions on all three.
 
 The vision tower is written over the HF modules' weights so that it exports with dynamic
 shapes. HF runs variable-length attention over ``cu_seqlens`` (a Python loop over chunks, or
@@ -33,7 +33,7 @@ from hippo_trt.errors import ModelError
 from hippo_trt.dims import DimRange, DimsTable, ExportLimits
 from hippo_trt.video_layout import QWEN2_5_VL, Qwen25VLLayout
 from .qwen2_decoder import decoder_modules, decoder_shape  # noqa: F401 (decoder_shape: family interface)
-from .specs import DecoderShape, GraphSpec, Kind, TensorSpec, decode_spec, embed_spec, prefill_spec
+from .specs import DecoderShape, GraphSpec, Kind, TensorSpec, decoder_spec
 
 ARCHITECTURE = QWEN2_5_VL
 MODEL_CLASS = "Qwen2_5_VLForConditionalGeneration"
@@ -111,7 +111,7 @@ def vision_spec(vision: Mapping[str, float], hidden: int) -> GraphSpec:
 
 
 def specs(shape: DecoderShape, vision: Mapping[str, float]) -> tuple[GraphSpec, ...]:
-    return (vision_spec(vision, shape.hidden), embed_spec(shape.hidden), prefill_spec(shape, mrope=True), decode_spec(shape))
+    return (vision_spec(vision, shape.hidden), decoder_spec(shape, mrope=True))
 
 
 def _slice_grid(tokens: int, merge: int) -> tuple[int, int]:

@@ -34,17 +34,6 @@ def decoder_shape(config) -> DecoderShape:
     )
 
 
-class EmbedGraph(nn.Module):
-    """input_ids [B, S] -> inputs_embeds [B, S, d]."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.embed_tokens = model.model.language_model.embed_tokens
-
-    def forward(self, input_ids):
-        return self.embed_tokens(input_ids)
-
-
 def _causal_mask(q_len, past_len, dtype, device=None) -> torch.Tensor:
     """Additive mask [S, P+S] on ``device``: query i (at cache index P+i) sees keys j <= P+i."""
     keys = torch.arange(past_len + q_len, device=device)  # [P+S]
@@ -102,7 +91,7 @@ class Qwen2Decoder(nn.Module):
         """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None.
         Returns (normed h, new KV list, importance [B, N] averaged over layers, or None)."""
         cos, sin = self.rotary_emb(h, position_ids)
-        past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]
+        past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]  # 0 or P (a prefill may feed P = 0)
         mask = _causal_mask(h.shape[1], past_len, h.dtype, h.device)
         news, importance = [], 0.0
         for layer, past in zip(self.layers, pasts):
@@ -114,35 +103,49 @@ class Qwen2Decoder(nn.Module):
         return self.norm(h), news, importance
 
 
-class PrefillGraph(nn.Module):
-    """(inputs_embeds [B, S, d], position_ids [B, S], visual_index [N], query_index [Q])
-    -> last logits [B, V], importance [B, N] (the target's global token importance, averaged
-    over all layers and heads as SpecVLM scores it), new KV per layer."""
+def embed_prompt(embed_tokens, input_ids, prompt_table, vocab: int):
+    """input_ids [B, S], prompt_table [B, N, d] -> inputs_embeds [B, S, d].
 
-    def __init__(self, model):
-        super().__init__()
-        self.decoder = Qwen2Decoder(model)
+    An id below ``vocab`` is a text token, looked up in the embedding table; an id
+    ``vocab + j`` is row j of ``prompt_table`` (the visual tokens a prefill reads: the video
+    placeholders' ids are rewritten on the host), as TensorRT-LLM's prompt-tuning table feeds
+    multimodal embeddings. Decode steps feed text ids and a one-row table nothing points to.
+    """
+    b, n, d = prompt_table.shape
+    is_prompt = input_ids >= vocab  # [B, S]
+    text = embed_tokens(torch.where(is_prompt, 0, input_ids))  # [B, S, d]
+    rows = (input_ids - vocab).clamp(0, n - 1) + torch.arange(b, device=input_ids.device)[:, None] * n  # [B, S]
+    visual = nn.functional.embedding(rows, prompt_table.reshape(b * n, d))  # [B, S, d]
+    return torch.where(is_prompt[..., None], visual.to(text.dtype), text)
 
-    def forward(self, inputs_embeds, position_ids, visual_index, query_index):
-        pasts = [None] * len(self.decoder.layers)
-        h, news, importance = self.decoder.run(inputs_embeds, position_ids, pasts, (query_index, visual_index))
-        return (self.decoder.lm_head(h[:, -1, :]), importance, *news)
 
+class DecoderGraph(nn.Module):
+    """The one decoder graph of a model: prefill and decode/verify steps both, so every
+    weight (embedding table, layers, lm_head) is stored once.
 
-class DecodeGraph(nn.Module):
-    """(input_ids [B, S], position_ids [B, S], past KV) -> logits [B, S, V], new KV per layer."""
+    (input_ids [B, S], prompt_table [B, N, d], position_ids [B, S] or [3, B, S],
+    visual_index [Nv], query_index [Q], logit_index [L], past KV per layer [P, B, Hkv, D])
+    -> logits [B, L, V] of the rows ``logit_index``, importance [B, Nv] (the target's global
+    token importance: the rows ``query_index`` attending to the columns ``visual_index``,
+    averaged over layers, heads and rows, as SpecVLM scores it), new KV per layer [S, B, Hkv, D].
+
+    A prefill feeds P = 0 past entries, the visual tokens as the prompt table and
+    logit_index = [S - 1]; a step feeds its tokens over the cached prefix, Nv = Q = 0 (no
+    importance work) and logit_index = 0..S-1.
+    """
 
     def __init__(self, model):
         super().__init__()
         self.decoder = Qwen2Decoder(model)
         self.embed_tokens = model.model.language_model.embed_tokens
 
-    def forward(self, input_ids, position_ids, past):
+    def forward(self, input_ids, prompt_table, position_ids, visual_index, query_index, logit_index, past):
         pasts = [(past[2 * i], past[2 * i + 1]) for i in range(len(self.decoder.layers))]
-        h, news, _ = self.decoder.run(self.embed_tokens(input_ids), position_ids, pasts)
-        return (self.decoder.lm_head(h), *news)
+        h = embed_prompt(self.embed_tokens, input_ids, prompt_table, self.decoder.shape.vocab)
+        h, news, importance = self.decoder.run(h, position_ids, pasts, (query_index, visual_index))
+        return (self.decoder.lm_head(h.index_select(1, logit_index)), importance, *news)
 
 
 def decoder_modules(model) -> dict[str, nn.Module]:
-    """The embed, prefill and decode graphs' torch modules (every family has them)."""
-    return {"embed": EmbedGraph(model).eval(), "prefill": PrefillGraph(model).eval(), "decode": DecodeGraph(model).eval()}
+    """The decoder graph's torch module (every family has it)."""
+    return {"decoder": DecoderGraph(model).eval()}

@@ -72,9 +72,9 @@ class GraphSpec:
         for t in self.inputs:
             shape = t.shape(sizes)
             if t.kind is Kind.TOKEN_IDS:
-                feeds[t.name] = rng.integers(0, vocab, shape, dtype=np.int64)
+                feeds[t.name] = _token_ids(rng, shape, vocab, sizes.get("prompt_rows", 0) if sizes.get("past", 0) == 0 else 0)
             elif t.kind is Kind.POSITIONS:
-                start = sizes.get("past", 0) if "spec_len" in t.axes else 0
+                start = sizes.get("past", 0)  # after the cached prefix
                 feeds[t.name] = np.broadcast_to(
                     np.arange(start, start + shape[-1], dtype=np.int64), shape
                 ).copy()
@@ -85,6 +85,15 @@ class GraphSpec:
             else:
                 feeds[t.name] = rng.standard_normal(shape).astype(np.float32)
         return feeds
+
+
+def _token_ids(rng: np.random.Generator, shape: tuple[int, ...], vocab: int, prompt_rows: int) -> np.ndarray:
+    """Text ids, and (with a prompt table) about half of them ``vocab + j``: row j of the table."""
+    ids = rng.integers(0, vocab, shape, dtype=np.int64)
+    if prompt_rows:
+        pick = rng.random(shape) < 0.5
+        ids[pick] = vocab + rng.integers(0, prompt_rows, int(pick.sum()))
+    return ids
 
 
 @dataclass(frozen=True)
@@ -117,41 +126,26 @@ def vision_spec(channels: int, image_size: int, hidden: int) -> GraphSpec:
     )
 
 
-def embed_spec(hidden: int) -> GraphSpec:
+def decoder_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
+    """The one decoder graph (``qwen2_decoder.DecoderGraph``): prefill and decode/verify steps.
+
+    ``mrope``: position ids are [3, B, S] (Qwen2.5-VL's multimodal RoPE; a step feeds its text
+    positions on all three), else [B, S]. Token ids ``vocab + j`` read row j of
+    ``prompt_table`` (the visual tokens). Also reports each visual token's attention
+    importance: the attention that the rows ``query_index`` (the text after the video) pay to
+    the columns ``visual_index``, averaged over layers, heads and query rows (see
+    ``Qwen2Decoder.importance``); a step feeds both empty."""
     return GraphSpec(
-        "embed",
-        (TensorSpec("input_ids", ("batch", "seq"), Kind.TOKEN_IDS),),
-        (TensorSpec("inputs_embeds", ("batch", "seq", hidden)),),
-    )
-
-
-def prefill_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
-    """``mrope``: position ids are [3, B, S] (Qwen2.5-VL's multimodal RoPE), else [B, S].
-
-    Also reports each visual token's attention importance: the attention that the rows
-    ``query_index`` (the text after the video) pay to the columns ``visual_index``, averaged
-    over layers, heads and query rows (see ``Qwen2Decoder.importance``)."""
-    return GraphSpec(
-        "prefill",
+        "decoder",
         (
-            TensorSpec("inputs_embeds", ("batch", "seq", shape.hidden)),
+            TensorSpec("input_ids", ("batch", "seq"), Kind.TOKEN_IDS),
+            TensorSpec("prompt_table", ("batch", "prompt_rows", shape.hidden)),
             TensorSpec("position_ids", ((3,) if mrope else ()) + ("batch", "seq"), Kind.POSITIONS),
             TensorSpec("visual_index", ("scored_tokens",), Kind.SEQ_INDEX),
             TensorSpec("query_index", ("queries",), Kind.SEQ_INDEX),
-        ),
-        (TensorSpec("logits", ("batch", shape.vocab)), TensorSpec("importance", ("batch", "scored_tokens")))
-        + _kv("new", shape.layers, "seq", shape),
-    )
-
-
-def decode_spec(shape: DecoderShape) -> GraphSpec:
-    return GraphSpec(
-        "decode",
-        (
-            TensorSpec("input_ids", ("batch", "spec_len"), Kind.TOKEN_IDS),
-            TensorSpec("position_ids", ("batch", "spec_len"), Kind.POSITIONS),
+            TensorSpec("logit_index", ("logit_rows",), Kind.SEQ_INDEX),
         )
         + _kv("past", shape.layers, "past", shape),
-        (TensorSpec("logits", ("batch", "spec_len", shape.vocab)),)
-        + _kv("new", shape.layers, "spec_len", shape),
+        (TensorSpec("logits", ("batch", "logit_rows", shape.vocab)), TensorSpec("importance", ("batch", "scored_tokens")))
+        + _kv("new", shape.layers, "seq", shape),
     )

@@ -67,7 +67,7 @@ def bench_decode_steps(work: Path, contexts: list[int], repeats: int, options: O
         cache = {f"past_{k}": v[:context].copy() for k, v in session.cache.buffers.items()}
 
         def copying():
-            out = engines.decode.run({"input_ids": ids, "position_ids": pos, **cache})
+            out = engines.decoder.run(session.step_feeds(ids, pos, cache))
             for name in list(cache):
                 new = out[name.replace("past_", "new_", 1)]
                 cache[name] = np.concatenate([cache[name], new])[:context]  # keep the context fixed

@@ -1,4 +1,4 @@
-"""One model's decoder for one request: its KV cache and shape-checked prefill/decode calls."""
+"""One model's decoder for one request: its KV cache and shape-checked prefill and step calls of its decoder graph."""
 
 from __future__ import annotations
 
@@ -30,9 +30,35 @@ def scoring_rows(fed_ids: np.ndarray, video_token_id: int) -> tuple[np.ndarray, 
     return visual, (after if after.size else last)
 
 
-def check_prefill(dims: DimsTable, seq: int) -> None:
-    """The dims check of a prefill of ``seq`` tokens (every session kind makes it)."""
-    dims.check("seq", seq, what="prefill")
+def prompt_ids(fed_ids: np.ndarray, video_token_id: int, vocab: int) -> np.ndarray:
+    """fed_ids [S] with the video placeholders rewritten to ``vocab + j``: the j-th visual token
+    of the video, row j of the decoder's prompt table (see ``qwen2_decoder.embed_prompt``)."""
+    ids = np.array(fed_ids, dtype=np.int64)
+    slots = np.flatnonzero(ids == video_token_id)
+    ids[slots] = vocab + np.arange(len(slots))
+    return ids
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a prefill feeds: input_ids [1, S] (video tokens as ``vocab + j``), the prompt table
+    [1, Nv, d] those ids read (where the engines keep it), position_ids [1, S] or [3, 1, S], and
+    the scored rows (visual_index [N], query_index [Q])."""
+
+    input_ids: np.ndarray
+    table: object
+    position_ids: np.ndarray
+    scored: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def seq(self) -> int:
+        return self.input_ids.shape[1]
+
+
+def check_prefill(dims: DimsTable, prompt: Prompt) -> None:
+    """The dims checks of a prefill (every session kind makes them)."""
+    dims.check("seq", prompt.seq, what="prefill")
+    dims.check("prompt_rows", prompt.table.shape[1], what="prefill")
 
 
 def check_step(dims: DimsTable, n: int, past: int) -> None:
@@ -48,38 +74,63 @@ def open_session(engines: ModelEngines, dims: DimsTable, max_len: int):
     return DecoderSession(engines, dims, max_len)
 
 
+NO_ROWS = np.zeros(0, dtype=np.int64)  # a step scores nothing
+
+
+def uses_mrope(spec) -> bool:
+    """Whether the decoder graph takes position ids [3, B, S] (Qwen2.5-VL's M-RoPE)."""
+    return len(next(t for t in spec.inputs if t.name == "position_ids").axes) == 3
+
+
 class DecoderSession:
+    """One request over the model's decoder graph: the prefill and every step are calls of the
+    same engine, which holds the model's weights once."""
+
     def __init__(self, engines: ModelEngines, dims: DimsTable, max_len: int):
         shape = engines.shape
         self.engines, self.dims, self.placement = engines, dims, engines.placement
+        self.mrope = uses_mrope(engines.decoder.spec)
         with self.placement.lane():  # device buffers belong to the lane's stream
             self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len, empty=self.placement.empty)
+            self._no_table = self.placement.put(np.zeros((1, 1, shape.hidden), dtype=np.float32))  # [1, 1, d]
 
-    def prefill(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, scored: tuple[np.ndarray, np.ndarray]) -> PrefillOut:
-        """inputs_embeds [1, S, d] (where the engines keep it), position_ids [1, S], scored =
-        (visual_index [N], query_index [Q]); the outputs come back to the host."""
-        seq = inputs_embeds.shape[1]
-        check_prefill(self.dims, seq)
-        visual_index, query_index = scored
+    def prefill(self, prompt: Prompt) -> PrefillOut:
+        """The prompt's KV fills the cache from 0; logits and importance come back to the host."""
+        check_prefill(self.dims, prompt)
         self.cache.truncate(0)
-        feeds = {"inputs_embeds": inputs_embeds, "position_ids": position_ids, "visual_index": visual_index, "query_index": query_index}
+        visual_index, query_index = prompt.scored
+        feeds = {
+            "input_ids": prompt.input_ids, "prompt_table": prompt.table, "position_ids": prompt.position_ids,
+            "visual_index": visual_index, "query_index": query_index,
+            "logit_index": np.array([prompt.seq - 1], dtype=np.int64), **self.cache.past(),
+        }
         with self.placement.lane():
-            out = self.engines.prefill.run(feeds, into=self.cache.slots(seq))
-            result = PrefillOut(to_host(out["logits"]), to_host(out["importance"]))
-        self.cache.advance(seq)
+            out = self.engines.decoder.run(feeds, into=self.cache.slots(prompt.seq))
+            result = PrefillOut(to_host(out["logits"])[:, 0], to_host(out["importance"]))
+        self.cache.advance(prompt.seq)
         return result
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """input_ids, position_ids [1, n] -> logits [1, n, V]; the n new entries join the cache."""
         n = input_ids.shape[1]
         check_step(self.dims, n, self.cache.length)
-        feeds = {"input_ids": input_ids, "position_ids": position_ids, **self.cache.past()}
+        feeds = self.step_feeds(input_ids, position_ids, self.cache.past())
         with self.placement.lane():
             logits = self.placement.empty((input_ids.shape[0], n, self.engines.shape.vocab))  # [1, n, V]
-            self.engines.decode.run(feeds, into={**self.cache.slots(n), "logits": logits})
+            self.engines.decoder.run(feeds, into={**self.cache.slots(n), "logits": logits})
             logits = to_host(logits)  # waits for this lane's step only
         self.cache.advance(n)
         return logits
+
+    def step_feeds(self, input_ids: np.ndarray, position_ids: np.ndarray, past: dict) -> dict:
+        """The decoder graph's feeds for a step of input_ids, position_ids [1, n] over ``past``
+        (``past_key_i`` ... [P, 1, Hkv, D]): text only, nothing scored, every row's logits."""
+        positions = np.broadcast_to(position_ids, (3,) + position_ids.shape) if self.mrope else position_ids
+        return {
+            "input_ids": input_ids, "prompt_table": self._no_table, "position_ids": positions,
+            "visual_index": NO_ROWS, "query_index": NO_ROWS, "logit_index": np.arange(input_ids.shape[1], dtype=np.int64),
+            **past,
+        }
 
     def rollback(self, length: int) -> None:
         self.cache.truncate(length)

@@ -29,16 +29,16 @@ class Engine(Protocol):
         ...
 
 
-SETUP_GRAPHS = ("vision", "embed", "prefill")  # run once per request, with the other lane idle
+SETUP_GRAPHS = ("vision",)  # run once per request, with the other lane idle
 DRAFT_THREADS = 1  # the draft lane's default decode threads on CPU (see lanes.py)
 
 
 @dataclass(frozen=True)
 class OrtOptions:
-    """``intra_op_threads``: the decode graph's threads (a lane's per-token steps, which may run
-    beside the other lane's). ``setup_threads``: the vision, embed and prefill graphs', which run
-    once per request before decoding, while nothing else runs, so by default they take every core.
-    0 means ONNX Runtime's default (all cores)."""
+    """``intra_op_threads``: the decoder graph's threads (a lane's prefill and per-token steps,
+    which may run beside the other lane's; one session, so the weights are loaded once).
+    ``setup_threads``: the vision graph's, which runs once per request before decoding, while
+    nothing else runs, so by default it takes every core. 0 means ONNX Runtime's default (all cores)."""
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0
@@ -47,7 +47,7 @@ class OrtOptions:
 
     def for_graph(self, name: str) -> "OrtOptions":
         """The options a graph's session is made with. The setup graphs take ``setup_threads``
-        and never spin: six sessions' spinning workers would starve whatever runs after them
+        and never spin: idle sessions' spinning workers would starve whatever runs after them
         (measured: preprocessing 2 ms -> 29 ms), and one wake-up is nothing next to a prefill."""
         return replace(self, intra_op_threads=self.setup_threads, spin=False) if name in SETUP_GRAPHS else self
 

@@ -1,4 +1,4 @@
-"""Load one model's four engines from a work dir, for a backend, refusing stale builds.
+"""Load one model's engines (vision, decoder) from a work dir, for a backend, refusing stale builds.
 
 Backends: ``onnxruntime`` (the built graphs, host arrays), ``torch`` (the eager reference, host
 arrays), ``torch-cuda`` (the same modules on the GPU, device tensors) and ``tensorrt`` (the
@@ -26,14 +26,12 @@ from .engine import DeviceTorchEngine, Engine, OrtEngine, OrtOptions, TorchEngin
 class ModelEngines:
     """``placement``: where the engines' tensors live, and the model's lane (arrays.py).
     ``session``: when set, ``session(dims, max_len)`` opens a request's decoder session (one
-    with DecoderSession's interface) in place of a DecoderSession over ``prefill``/``decode``
+    with DecoderSession's interface) in place of a DecoderSession over ``decoder``
     (the torch device path decodes through a StaticDecoder, static_decode.py)."""
 
     record: ModelRecord
     vision: Engine
-    embed: Engine
-    prefill: Engine
-    decode: Engine
+    decoder: Engine  # prefill and decode/verify steps: one graph, every weight once
     placement: Placement = HOST_PLACEMENT
     session: Callable[[DimsTable, int], object] | None = None
 

@@ -18,8 +18,7 @@ from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
-from .arrays import index_for, take_rows
-from .decoder import open_session, scoring_rows
+from .decoder import Prompt, open_session, prompt_ids, scoring_rows
 from .engine import DRAFT_THREADS, OrtOptions
 from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
 from .loader import ModelEngines, load_engines
@@ -80,14 +79,11 @@ class RunResult:
         return asdict(self)
 
 
-def merge_visual(inputs_embeds, input_ids: np.ndarray, visual, video_token_id: int):
-    """Put the visual tokens [1, Nv, d] at the video placeholders of inputs_embeds [1, S, d], in
-    place, where the engines keep them (numpy or a device tensor; input_ids [1, S] on the host)."""
-    slots = np.flatnonzero(input_ids[0] == video_token_id)  # [Nv]
-    if len(slots) != visual.shape[1]:
-        raise InputError(f"the prompt has {len(slots)} video placeholders but the video gives {visual.shape[1]} visual tokens")
-    inputs_embeds[0, index_for(inputs_embeds, slots)] = visual[0]
-    return inputs_embeds
+def check_visual(input_ids: np.ndarray, visual, video_token_id: int) -> None:
+    """The prompt input_ids [1, S] must hold one video placeholder per visual token [1, Nv, d]."""
+    slots = int((input_ids[0] == video_token_id).sum())
+    if slots != visual.shape[1]:
+        raise InputError(f"the prompt has {slots} video placeholders but the video gives {visual.shape[1]} visual tokens")
 
 
 class Pipeline:
@@ -200,39 +196,38 @@ class Pipeline:
         return layout_for(record.architecture, record.vision_input, record.video_token_id)
 
     def _encode(self, engines: ModelEngines, request: Request, pixels: np.ndarray, timer: PhaseTimer, phase: str = ""):
-        """(inputs_embeds [1, S, d] with the visual tokens merged in, visual tokens [1, Nv, d]).
-        Timer phases are named ``{phase}vision`` and ``{phase}embed``, on the engines' role's track."""
-        ids, track = request.input_ids, self._track(engines)  # [1, S]
+        """The visual tokens [1, Nv, d], where the engines keep them; the timer phase is
+        ``{phase}vision``, on the engines' role's track."""
         placement = engines.placement
         with placement.lane():
-            with timer.phase(f"{phase}vision", track):
+            with timer.phase(f"{phase}vision", self._track(engines)):
                 visual = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))["visual_tokens"]
                 placement.wait()  # on a GPU the phase ends when the tower has run
-            with timer.phase(f"{phase}embed", track):
-                embeds = engines.embed.run({"input_ids": ids})["inputs_embeds"]
-                placement.wait()
-            return merge_visual(embeds, ids, visual, engines.record.video_token_id), visual
+        check_visual(request.input_ids, visual, engines.record.video_token_id)
+        return visual
 
     def _prefill(
-        self, engines: ModelEngines, request: Request, embeds: np.ndarray, index: np.ndarray, max_new_tokens: int, timer: PhaseTimer, phase: str = "", repack: bool = False
+        self, engines: ModelEngines, request: Request, visual, index: np.ndarray, max_new_tokens: int, timer: PhaseTimer, phase: str = "", repack: bool = False
     ):
         """(session, PrefillOut, position id of output token 0): the prompt positions ``index``
         [S'] prefilled (all of them for the target, the kept visual tokens and the text for a
         pruned draft) at their original position ids (1-D, or 3-D M-RoPE), and decoding goes on
-        from the full prompt's next position; with ``repack`` at 0..S'-1 and on from S'."""
-        ids = request.input_ids
+        from the full prompt's next position; with ``repack`` at 0..S'-1 and on from S'. The
+        decoder reads the visual tokens [1, Nv, d] as its prompt table: each kept placeholder's
+        id points to its row, so nothing is gathered or copied."""
+        ids, record = request.input_ids, engines.record
         session = open_session(engines, self.dims, max_len=ids.shape[1] + max_new_tokens)
-        scored = scoring_rows(ids[0, index], engines.record.video_token_id)
+        fed = ids[0, index]  # [S']
         full = self.layout(engines).positions(request)  # [1, S] or [3, 1, S]
         if repack:
             positions = np.broadcast_to(np.arange(len(index), dtype=np.int64), full.shape[:-1] + (len(index),))
             next_pos = len(index)
         else:
             positions, next_pos = full[..., index], next_position(full)
+        table_ids = prompt_ids(ids[0], record.video_token_id, engines.shape.vocab)[index]  # [S']
+        prompt = Prompt(table_ids[None], visual, np.ascontiguousarray(positions), scoring_rows(fed, record.video_token_id))
         with timer.phase(f"{phase}prefill", self._track(engines)):
-            with engines.placement.lane():
-                kept_embeds = take_rows(embeds, index)  # [1, S', d]
-            out = session.prefill(kept_embeds, np.ascontiguousarray(positions), scored)
+            out = session.prefill(prompt)
         return session, out, next_pos
 
     def generate(
@@ -245,8 +240,8 @@ class Pipeline:
         ids, record = request.input_ids, self.target.record
         seq = ids.shape[1]
         n_visual = int((ids[0] == record.video_token_id).sum())
-        embeds, _ = self._encode(self.target, request, request.pixel_values_videos, timer)
-        session, prefilled, next_pos = self._prefill(self.target, request, embeds, np.arange(seq), config.max_new_tokens, timer)
+        visual = self._encode(self.target, request, request.pixel_values_videos, timer)
+        session, prefilled, next_pos = self._prefill(self.target, request, visual, np.arange(seq), config.max_new_tokens, timer)
         logits = prefilled.logits
         tracer = timer.tracer
         stats: dict[str, object] = {"mode": config.mode, "ttft_ms": round(timer.since_start_ms(), 3)}
@@ -259,13 +254,13 @@ class Pipeline:
 
             def draft_lane() -> Lane:
                 """The draft's vision, pruning and prefill -> its lane (in parallel: while the target decodes alone)."""
-                d_embeds, d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
+                d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
                 with timer.phase("pruning", "draft"):
                     grid = self.layout(self.draft).token_grid(request, n_visual)
                     scores = PruneInputs(grid, prefilled.importance[0], d_visual[0])
                     kept.extend(self.pruner.select(config.prune, config.keep, scores, config.prune_options))
                     index = kept_positions(ids, record.video_token_id, kept)
-                d_session, _, d_pos = self._prefill(self.draft, request, d_embeds, index, config.max_new_tokens, timer, "draft_", config.repack)
+                d_session, _, d_pos = self._prefill(self.draft, request, d_visual, index, config.max_new_tokens, timer, "draft_", config.repack)
                 return Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
 
             if config.mode == "parallel":

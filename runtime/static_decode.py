@@ -32,10 +32,10 @@ addresses with fixed shapes, so everything a step touches is made static here:
   the pipeline makes the model's lane stream current, so replays are ordered on that lane.
   Without CUDA (or with ``cuda_graphs=False``) the same step function runs eagerly.
 
-Prefill is eager (a prompt's length varies), through ``Qwen2Decoder.run`` as ``PrefillGraph``
+Prefill is eager (a prompt's length varies), through ``Qwen2Decoder.run`` as ``DecoderGraph``
 runs it, and writes the prompt's entries into rows ``[0, S)``.
 
-Verified here: CPU eager only (steps equal ``DecodeGraph`` over the same prefix for every
+Verified here: CPU eager only (steps equal ``DecoderGraph`` over the same prefix for every
 bucket and after rollbacks, on tiny LLaVA-OneVision and Qwen2.5-VL models; pipeline tokens
 equal the ONNX Runtime host path's). The CUDA graph path is tested against eager where a GPU
 is visible; it has not run in this repository's CI.
@@ -53,9 +53,9 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.export.qwen2_decoder import Qwen2Decoder
+from hippo_trt.export.qwen2_decoder import Qwen2Decoder, embed_prompt
 from .arrays import Placement, to_host
-from .decoder import PrefillOut, check_prefill, check_step
+from .decoder import PrefillOut, Prompt, check_prefill, check_step
 from .generate import DRAFT_FEEDS
 
 WARMUP_STEPS = 3  # eager iterations per bucket before capture, as the CUDA graphs notes do
@@ -300,12 +300,17 @@ class StaticDecoderSession:
         if self.decoder.owner is not self:
             raise RuntimeError("this decoder session was replaced by a newer request's; its KV cache is gone")
 
-    def prefill(self, inputs_embeds, position_ids: np.ndarray, scored: tuple[np.ndarray, np.ndarray]) -> PrefillOut:
-        """inputs_embeds [1, S, d], position_ids [1, S] or [3, 1, S], scored = (visual_index [N], query_index [Q])."""
-        check_prefill(self.dims, inputs_embeds.shape[1])
+    def prefill(self, prompt: Prompt) -> PrefillOut:
+        """The prompt (see decoder.Prompt) embedded on the device as the decoder graph embeds it."""
+        check_prefill(self.dims, prompt)
         self._own()
         with self.placement.lane():
-            logits, importance = self.decoder.prefill(inputs_embeds, position_ids, scored)
+            decoder = self.decoder
+            ids = _as_tensor(prompt.input_ids, decoder.device, torch.int64)  # [1, S]
+            table = _as_tensor(prompt.table, decoder.device, decoder.dtype)  # [1, Nv, d]
+            with torch.no_grad():
+                embeds = embed_prompt(decoder.embed_tokens, ids, table, decoder.decoder.shape.vocab)  # [1, S, d]
+            logits, importance = decoder.prefill(embeds, prompt.position_ids, prompt.scored)
             return PrefillOut(to_host(logits), to_host(importance))
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -18,10 +19,12 @@ from tests.conftest import TEST_LIMITS
 
 SYMBOLIC = {
     "vision": {"pixel_values_videos": {1: "frames"}},
-    "embed": {"input_ids": {1: "seq"}},
-    "prefill": {"inputs_embeds": {1: "seq"}, "position_ids": {1: "seq"}},
-    "decode": {"input_ids": {1: "spec_len"}, "past_key_0": {0: "past"}},
+    "decoder": {
+        "input_ids": {1: "seq"}, "prompt_table": {1: "prompt_rows"}, "position_ids": {1: "seq"}, "past_key_0": {0: "past"},
+        "visual_index": {0: "scored_tokens"}, "query_index": {0: "queries"}, "logit_index": {0: "logit_rows"},
+    },
 }
+PREFILL_SIZES = {"batch": 1, "seq": 7, "prompt_rows": 4, "scored_tokens": 3, "queries": 2, "logit_rows": 1, "past": 0}
 
 
 def test_manifest_records_every_graph_with_hashes(work_dirs):
@@ -33,12 +36,12 @@ def test_manifest_records_every_graph_with_hashes(work_dirs):
     assert manifest.dims["frames"]["max"] == TEST_LIMITS.max_frames
     assert manifest.dims["seq"]["max"] == TEST_LIMITS.max_seq
     for record in manifest.models.values():
-        assert set(record.graphs) == {"vision", "embed", "prefill", "decode"}
+        assert set(record.graphs) == {"vision", "decoder"}
         assert ModelDir.open(record.source).weight_hash() == record.weight_hash
         for name, graph in record.graphs.items():
             assert sha256_file(work / graph.path) == graph.sha256
             assert max(record.validation[name].values()) <= 1e-3
-    assert json.loads((work / "manifest.json").read_text())["format"] == FORMAT == 2
+    assert json.loads((work / "manifest.json").read_text())["format"] == FORMAT == 3
     assert set(manifest.pruning) == {"fused", "specvlm"}  # the pruning subgraphs come with a draft
     for graph in manifest.pruning.values():
         assert sha256_file(work / graph.path) == graph.sha256
@@ -65,28 +68,51 @@ def test_dynamic_axes_come_from_the_dims_table(work_dirs, graph):
 def test_validation_rejects_a_graph_that_disagrees_with_torch(work_dirs, tiny_dirs):
     model = ModelDir.open(tiny_dirs["gqa"]).load_model()
     specs = {s.name: s for s in arch.specs(arch.decoder_shape(model.config), arch.vision_input(model.config, None))}
-    embed = arch.graph_modules(model)["embed"]
+    decoder = arch.graph_modules(model)["decoder"]
 
     class Shifted(torch.nn.Module):
-        def forward(self, input_ids):
-            return embed(input_ids) + 1e-2
+        def forward(self, *args):
+            logits, *rest = decoder(*args)
+            return (logits + 1e-2, *rest)
 
-    feeds = specs["embed"].sample_inputs({"batch": 1, "seq": 7}, vocab=50, seed=0)
-    path = work_dirs["gqa"] / "target" / "embed.onnx"
-    assert validate_graph(path, specs["embed"], embed, feeds)["inputs_embeds"] == 0.0
+    feeds = specs["decoder"].sample_inputs(PREFILL_SIZES, vocab=arch.decoder_shape(model.config).vocab, seed=0)
+    path = work_dirs["gqa"] / "target" / "decoder.onnx"
+    assert validate_graph(path, specs["decoder"], decoder, feeds)["logits"] <= 1e-5
     with pytest.raises(ExportValidationError) as err:
-        validate_graph(path, specs["embed"], Shifted(), feeds, Tolerance(atol=1e-4, rtol=0))
-    assert err.value.graph == "embed" and err.value.output == "inputs_embeds"
-    assert err.value.max_diff == pytest.approx(1e-2, rel=1e-3)
-    assert "embed" in str(err.value) and "inputs_embeds" in str(err.value)
+        validate_graph(path, specs["decoder"], Shifted(), feeds, Tolerance(atol=1e-4, rtol=0))
+    assert err.value.graph == "decoder" and err.value.output == "logits"
+    assert err.value.max_diff == pytest.approx(1e-2, rel=1e-2)
+    assert "decoder" in str(err.value) and "logits" in str(err.value)
 
 
 def test_checker_rejects_a_truncated_graph(work_dirs, tmp_path):
-    data = (work_dirs["gqa"] / "target" / "decode.onnx").read_bytes()
-    bad = tmp_path / "decode.onnx"
+    data = (work_dirs["gqa"] / "target" / "decoder.onnx").read_bytes()
+    bad = tmp_path / "decoder.onnx"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ExportValidationError, match="decode"):
+    with pytest.raises(ExportValidationError, match="decoder"):
         check_onnx(bad)
+
+
+def _weight_digests(path) -> list[str]:
+    """sha256 of every weight (an initializer of 256 elements or more) of the graph at ``path``."""
+    graph = onnx.load(str(path)).graph  # external data loaded from beside it
+    weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer]
+    return [hashlib.sha256(w.tobytes()).hexdigest() for w in weights if w.size >= 256]
+
+
+@pytest.mark.parametrize("work", ["gqa", "qwen_gqa"])
+def test_every_weight_is_stored_once_per_model(work_dirs, qwen_work_dirs, work):
+    """No weight tensor appears in two graphs of a model, nor twice in one graph: the prefill and
+    the decode steps share the decoder graph, the embedding table sits in it once."""
+    root = (work_dirs | qwen_work_dirs)[work]
+    manifest = Manifest.load(root)
+    for role, record in manifest.models.items():
+        digests = [d for graph in record.graphs.values() for d in _weight_digests(root / graph.path)]
+        assert digests, role
+        assert len(digests) == len(set(digests)), f"{role}: a weight is stored twice"
+        weights = sum(int(t.numel()) for t in ModelDir.open(record.source).load_model().parameters())
+        stored = sum(g.total_bytes for g in record.graphs.values())  # graphs and their data files
+        assert stored < 1.1 * 4 * weights + 2**20, f"{role}: {stored} bytes on disk for {weights} fp32 weights"
 
 
 def test_unsupported_settings_are_named(tiny_dirs):

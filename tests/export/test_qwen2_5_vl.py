@@ -14,8 +14,7 @@ from tests.export.test_export import assert_symbolic_axes, graph_input_dims
 
 SYMBOLIC = {
     "vision": {"pixel_values_videos": {0: "grid_t", 1: "grid_tokens"}, "window_index": {0: "grid_tokens"}},
-    "prefill": {"inputs_embeds": {1: "seq"}, "position_ids": {2: "seq"}},
-    "decode": {"input_ids": {1: "spec_len"}, "position_ids": {1: "spec_len"}, "past_key_0": {0: "past"}},
+    "decoder": {"input_ids": {1: "seq"}, "prompt_table": {1: "prompt_rows"}, "position_ids": {2: "seq"}, "past_key_0": {0: "past"}},
 }
 
 
@@ -38,7 +37,7 @@ def test_manifest_records_the_family_and_its_grid(qwen_work_dirs, name):
 def test_dynamic_axes_come_from_the_dims_table(qwen_work_dirs, graph):
     path = qwen_work_dirs["qwen_gqa"] / "target" / f"{graph}.onnx"
     assert_symbolic_axes(path, SYMBOLIC[graph])
-    if graph == "prefill":
+    if graph == "decoder":
         assert graph_input_dims(path)["position_ids"][0].dim_value == 3  # (temporal, height, width)
 
 

@@ -16,7 +16,7 @@ def test_an_engine_failure_mid_request_then_the_next_request_works(work_dirs, cl
     request = pipeline.prepare(clip, "what moves")
     expected = pipeline.generate(request, GenerationConfig(max_new_tokens=12)).tokens
     config = GenerationConfig(mode=mode, gamma=2, prune="uniform", keep=0.5, max_new_tokens=12)
-    engine = (pipeline.target if role == "target" else pipeline.draft).decode
+    engine = (pipeline.target if role == "target" else pipeline.draft).decoder
     real, calls = engine.run, []
 
     def flaky(feeds, into=None):

@@ -1,4 +1,4 @@
-"""StaticDecoder: steps over its own static cache equal DecodeGraph over the same prefix (every
+"""StaticDecoder: steps over its own static cache equal DecoderGraph over the same prefix (every
 bucket, after rollbacks that re-write rows), on tiny LLaVA-OneVision and Qwen2.5-VL models, in
 fp32 on the CPU (eager); the device pipeline that decodes through it gives the host path's
 tokens; refusals come before anything runs; CUDA graph replays equal eager steps (GPU only)."""
@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from hippo_trt.dims import DimRange, DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.export.qwen2_decoder import DecodeGraph, PrefillGraph
+from hippo_trt.export.qwen2_decoder import DecoderGraph
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.runtime.arrays import Placement
+from hippo_trt.runtime.decoder import Prompt
 from hippo_trt.runtime.loader import torch_device_engines
 from hippo_trt.runtime.static_decode import StaticDecoder, StaticDecoderSession, StaticSessions, decode_buckets
 from tests.conftest import TEST_LIMITS
@@ -45,22 +46,34 @@ def _is_qwen(model) -> bool:
 
 
 class Reference:
-    """PrefillGraph and DecodeGraph over a KV prefix of their own outputs (concatenated)."""
+    """The exported DecoderGraph over a KV prefix of its own outputs (concatenated): a prefill
+    reads its embeddings as the prompt table (every id points to its own row), a step reads text."""
 
     def __init__(self, model):
-        self.prefill_graph, self.decode_graph = PrefillGraph(model).eval(), DecodeGraph(model).eval()
+        self.graph, self.qwen = DecoderGraph(model).eval(), _is_qwen(model)
+        self.vocab, self.hidden = self.graph.decoder.shape.vocab, model.config.text_config.hidden_size
         self.past: list[torch.Tensor] = []
+
+    def _empty_past(self) -> list[torch.Tensor]:
+        shape = self.graph.decoder.shape
+        return [torch.zeros(0, 1, shape.kv_heads, shape.head_dim) for _ in range(2 * shape.layers)]
 
     @torch.no_grad()
     def prefill(self, embeds, positions, visual_index, query_index):
-        out = self.prefill_graph(embeds, positions, visual_index, query_index)
+        seq = embeds.shape[1]
+        ids = (self.vocab + torch.arange(seq))[None]  # [1, S]: row i of the table
+        out = self.graph(ids, embeds, positions, visual_index, query_index, torch.tensor([seq - 1]), self._empty_past())
         self.past = list(out[2:])
-        return out[0], out[1]
+        return out[0][:, 0], out[1]
 
     @torch.no_grad()
     def step(self, ids: np.ndarray, positions: np.ndarray) -> torch.Tensor:
-        out = self.decode_graph(torch.from_numpy(ids), torch.from_numpy(positions), self.past)
-        self.past = [torch.cat([p, new]) for p, new in zip(self.past, out[1:])]
+        n, none = ids.shape[1], torch.zeros(0, dtype=torch.int64)
+        pos = torch.from_numpy(positions)
+        pos = pos.expand(3, *pos.shape) if self.qwen else pos
+        table = torch.zeros(1, 1, self.hidden)
+        out = self.graph(torch.from_numpy(ids), table, pos, none, none, torch.arange(n), self.past)
+        self.past = [torch.cat([p, new]) for p, new in zip(self.past, out[2:])]
         return out[0]
 
     def rollback(self, length: int) -> None:
@@ -180,8 +193,10 @@ def test_sessions_check_dims_and_give_host_arrays(device_engines):
     assert isinstance(engines.session, StaticSessions) and engines.session.decoder.buckets == tuple(range(1, TEST_LIMITS.max_spec_len + 1))
     dims = manifest.dims_table
     session = engines.session(dims, max_len=30)
-    embeds, positions, next_pos = _prompt(_model(str(engines.record.source)), 6, seed=2)
-    out = session.prefill(embeds, positions.numpy(), (np.arange(2), np.array([5])))
+    model = _model(str(engines.record.source))
+    embeds, positions, next_pos = _prompt(model, 6, seed=2)
+    ids = (engines.shape.vocab + np.arange(6))[None]  # every id reads its row of the table
+    out = session.prefill(Prompt(ids, embeds.numpy(), positions.numpy(), (np.arange(2), np.array([5]))))
     assert isinstance(out.logits, np.ndarray) and out.importance.shape == (1, 2)
     logits = session.step(np.array([[1, 2]]), np.array([[next_pos, next_pos + 1]]))
     assert isinstance(logits, np.ndarray) and logits.shape == (1, 2, engines.shape.vocab)
