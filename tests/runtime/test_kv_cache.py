@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hippo_trt.errors import ProfileError
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.decoder import DecoderSession
+from hippo_trt.runtime.decoder import DecoderSession, Prompt
 from hippo_trt.runtime.engine import OrtOptions
 from hippo_trt.runtime.kv_cache import KVCache
 from hippo_trt.runtime.loader import load_engines
@@ -52,8 +52,9 @@ def _prefilled(engines, seq=12, extra=8, seed=0):
     manifest, eng = engines
     session = DecoderSession(eng, manifest.dims_table, max_len=seq + extra)
     rng = np.random.default_rng(seed)
-    embeds = rng.standard_normal((1, seq, eng.shape.hidden), dtype=np.float32)
-    session.prefill(embeds, np.arange(seq)[None], (np.arange(2), np.array([seq - 1])))
+    table = rng.standard_normal((1, seq, eng.shape.hidden), dtype=np.float32)  # [1, S, d]
+    ids = (eng.shape.vocab + np.arange(seq))[None]  # every id reads its row of the table
+    session.prefill(Prompt(ids, table, np.arange(seq)[None], (np.arange(2), np.array([seq - 1]))))
     return session
 
 
@@ -62,7 +63,7 @@ def test_decode_writes_only_its_slots_in_place(engines):
     session = _prefilled(engines)
     before = {k: v.copy() for k, v in session.cache.buffers.items()}
     ids, pos = np.array([[5, 7]]), np.array([[12, 13]])
-    reference = eng.decode.run({"input_ids": ids, "position_ids": pos, **session.cache.past()})
+    reference = eng.decoder.run(session.step_feeds(ids, pos, session.cache.past()))
     session.step(ids, pos)
     for name, buf in session.cache.buffers.items():
         np.testing.assert_array_equal(buf[:12], before[name][:12])  # past untouched

@@ -28,9 +28,9 @@ def _pipeline(work: str) -> Pipeline:
 def _inputs(pipe: Pipeline, seed: int, frames: int, size: tuple[int, int] = (36, 44)) -> PruneInputs:
     request = prepare_request(pipe.processor, random_frames(seed, frames, *size), "what moves here")
     timer = PhaseTimer()
-    embeds, _ = pipe._encode(pipe.target, request, request.pixel_values_videos, timer)
-    _, out, _ = pipe._prefill(pipe.target, request, embeds, np.arange(request.input_ids.shape[1]), 1, timer)
-    _, d_visual = pipe._encode(pipe.draft, request, pipe._draft_pixels(request), timer)
+    visual = pipe._encode(pipe.target, request, request.pixel_values_videos, timer)
+    _, out, _ = pipe._prefill(pipe.target, request, visual, np.arange(request.input_ids.shape[1]), 1, timer)
+    d_visual = pipe._encode(pipe.draft, request, pipe._draft_pixels(request), timer)
     n = d_visual.shape[1]
     return PruneInputs(pipe.layout(pipe.draft).token_grid(request, n), out.importance[0], d_visual[0])
 

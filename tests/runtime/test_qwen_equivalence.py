@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
+from hippo_trt.runtime.decoder import prompt_ids
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
-from hippo_trt.timing import PhaseTimer
 from tests.conftest import QWEN_SPECS, TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import hf_greedy, prompts
 
@@ -75,7 +75,7 @@ class Recording:
     """Wraps an engine and keeps a copy of the feeds of every call."""
 
     def __init__(self, engine):
-        self.engine, self.feeds = engine, []
+        self.engine, self.spec, self.feeds = engine, engine.spec, []
 
     def run(self, feeds, into=None):
         self.feeds.append({k: np.array(v) for k, v in feeds.items()})
@@ -91,8 +91,8 @@ def _hf_rope_index(model, request) -> tuple[np.ndarray, int]:
 
 
 def _rows_in(fed: np.ndarray, full: np.ndarray) -> np.ndarray:
-    """Index in ``full`` [S, d] of each row of ``fed`` [S', d], matched in order (rows are kept
-    in their original order; visual rows are distinct, so the match is unique)."""
+    """Index in ``full`` [S] of each id of ``fed`` [S'], matched in order (rows are kept in their
+    original order, the text whole; each visual token's id is its own, so the match is unique)."""
     index, j = [], 0
     for row in fed:
         while not np.array_equal(full[j], row):
@@ -117,22 +117,22 @@ def test_kept_tokens_carry_the_positions_they_have_in_the_full_sequence(qwen_wor
     from the target's next position (prompt length + rope_deltas)."""
     pipe = Pipeline.load(qwen_work_dirs[config], with_draft=True)
     request = prepare_request(pipe.processor, random_frames(seed, frames, *size), "where is the red circle")
-    prefill, decode = Recording(pipe.draft.prefill), Recording(pipe.draft.decode)
-    object.__setattr__(pipe.draft, "prefill", prefill)
-    object.__setattr__(pipe.draft, "decode", decode)
+    decoder = Recording(pipe.draft.decoder)
+    object.__setattr__(pipe.draft, "decoder", decoder)
     result = pipe.generate(request, GenerationConfig(max_new_tokens=4, mode="sd", gamma=2, prune=prune, keep=keep))
 
-    full_embeds, _ = pipe._encode(pipe.draft, request, request.pixel_values_videos, PhaseTimer())
-    (fed,) = prefill.feeds
-    index = _rows_in(fed["inputs_embeds"][0], full_embeds[0])
+    full_ids = prompt_ids(request.input_ids[0], pipe.draft.record.video_token_id, pipe.draft.shape.vocab)  # [S]
+    fed, *steps = decoder.feeds  # the prefill, then the draft's steps
+    assert fed["past_key_0"].shape[0] == 0 and all(step["past_key_0"].shape[0] > 0 for step in steps)
+    index = _rows_in(fed["input_ids"][0], full_ids)
     hf_positions, deltas = _hf_rope_index(_hf_model(str(qwen_dirs[f"{config}_draft"])), request)
     n_visual = result.stats["visual_tokens"]
     assert len(index) == request.input_ids.shape[1] - n_visual + kept_count(n_visual, keep)
     assert np.array_equal(fed["position_ids"], hf_positions[..., index])
-    if not decode.feeds:  # the target's first token was EOS: the answer ended before any drafting
+    if not steps:  # the target's first token was EOS: the answer ended before any drafting
         assert len(result.tokens) == 1
         return
-    first_step = decode.feeds[0]["position_ids"]  # [1, n]: output tokens 0.. of the draft
+    first_step = steps[0]["position_ids"][0]  # [1, n] (the same on M-RoPE's three): output tokens 0.. of the draft
     assert first_step[0, 0] == request.input_ids.shape[1] + deltas
 
 
