@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -11,13 +12,13 @@ from tqdm import tqdm
 from hippo_trt import __version__
 from hippo_trt.atomic import staged_dir
 from hippo_trt.dims import DimsTable, ExportLimits
-from hippo_trt.errors import ModelError
+from hippo_trt.errors import InputError, ModelError
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
-from hippo_trt.model_dir import ModelDir
+from hippo_trt.model_dir import ModelDir, torch_dtype
 from hippo_trt.preprocess import default_frame_count
 from .architectures import family, graph_feeds
 from .onnx_export import OPSET, export_graph
-from .validate import validate_graph
+from .validate import TOLERANCES, compare_outputs, reference_outputs
 
 # Export traces at one set of sizes; validation runs at others, so a size baked into the
 # graph by mistake shows up as a shape error or a mismatch.
@@ -33,10 +34,12 @@ VALIDATION_SIZES = (
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class Source:
+    """One model to export, before its weights are loaded: its dir, config and processor."""
+
     role: str
     model_dir: ModelDir
-    model: object
+    config: object  # the transformers config
     processor: object
 
     @property
@@ -45,7 +48,7 @@ class LoadedModel:
 
     @property
     def vision_input(self) -> dict:
-        return self.family.vision_input(self.model.config, self.processor)
+        return self.family.vision_input(self.config, self.processor)
 
 
 def _sizes(base: Mapping[str, int], dims: DimsTable) -> dict[str, int]:
@@ -55,14 +58,20 @@ def _sizes(base: Mapping[str, int], dims: DimsTable) -> dict[str, int]:
     return sizes
 
 
-def _load(role: str, path: Path) -> LoadedModel:
+def _source(role: str, path: Path) -> Source:
+    """The model's dir, config and processor, checked; its weights stay on disk until its turn."""
+    from transformers import AutoConfig
+
     model_dir = ModelDir.open(path)
-    model = model_dir.load_model()
-    family(model_dir.architecture).check_supported(model.config)
-    return LoadedModel(role, model_dir, model, model_dir.load_processor())
+    try:
+        config = AutoConfig.from_pretrained(model_dir.path, local_files_only=True)
+    except Exception as e:
+        raise ModelError(f"cannot read the config of '{model_dir.path}': {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    family(model_dir.architecture).check_supported(config)
+    return Source(role, model_dir, config, model_dir.load_processor())
 
 
-def _check_pair(target: LoadedModel, draft: LoadedModel) -> None:
+def _check_pair(target: Source, draft: Source) -> None:
     if target.model_dir.architecture != draft.model_dir.architecture:
         raise ModelError(
             f"draft and target must be of one family (draft: {draft.model_dir.architecture}, target: {target.model_dir.architecture})"
@@ -71,7 +80,7 @@ def _check_pair(target: LoadedModel, draft: LoadedModel) -> None:
         raise ModelError("draft and target must share one tokenizer (their vocabularies differ)")
     if target.family.grid_key(target.vision_input) != draft.family.grid_key(draft.vision_input):
         raise ModelError("draft and target must give the same visual token grid per frame (image/patch sizes differ)")
-    if target.model.config.video_token_id != draft.model.config.video_token_id:
+    if target.config.video_token_id != draft.config.video_token_id:
         raise ModelError("draft and target must use the same video token id")
 
 
@@ -81,42 +90,67 @@ def _eos_ids(model) -> tuple[int, ...]:
     return tuple(int(e) for e in eos)
 
 
-def _export_model(m: LoadedModel, stage: Path, dims: DimsTable, bar: tqdm) -> ModelRecord:
+@dataclass(frozen=True)
+class _Exported:
+    """A graph written to disk, with the torch outputs it must reproduce (the validation cases)."""
+
+    spec: object
+    path: Path
+    cases: list
+
+
+def _export_graphs(m: Source, out: Path, dims: DimsTable, dtype: str, bar: tqdm) -> tuple[list[_Exported], tuple[int, ...]]:
+    """Load the model in ``dtype``, export each graph and compute its validation outputs, then
+    free the model: only one model's weights are ever in memory, once."""
+    model = m.model_dir.load_model(dtype)
+    torch_type = torch_dtype(dtype)
+    vocab = m.config.text_config.vocab_size
+    modules = m.family.graph_modules(model)
+    exported = []
+    for spec in m.family.specs(m.family.decoder_shape(m.config), m.vision_input):
+        bar.set_description(f"{m.role}/{spec.name}")
+
+        def sample(sizes, seed):
+            return graph_feeds(m.model_dir.architecture, m.vision_input, spec, _sizes(sizes, dims), vocab, seed)
+
+        path = out / spec.filename
+        export_graph(modules[spec.name], spec, dims, sample(EXPORT_SIZES, 0), path, torch_type)
+        cases = []
+        for i, sizes in enumerate(VALIDATION_SIZES):
+            feeds = sample(sizes, 1 + i)
+            cases.append((feeds, reference_outputs(spec, modules[spec.name], feeds, torch_type)))
+        exported.append(_Exported(spec, path, cases))
+        gc.collect()
+    eos = _eos_ids(model)
+    del model, modules
+    gc.collect()
+    return exported, eos
+
+
+def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm) -> ModelRecord:
     out = stage / m.role
     out.mkdir(parents=True)
     m.processor.save_pretrained(out / "processor")
-    config, arch, vision = m.model.config, m.family, m.vision_input
-    vocab = config.text_config.vocab_size
-    modules = arch.graph_modules(m.model)
+    exported, eos = _export_graphs(m, out, dims, dtype, bar)
     graphs, validation = {}, {}
-
-    def sample(spec, sizes, seed):
-        return graph_feeds(m.model_dir.architecture, vision, spec, _sizes(sizes, dims), vocab, seed)
-
-    for spec in arch.specs(arch.decoder_shape(config), vision):
-        bar.set_description(f"{m.role}/{spec.name}")
-        path = out / spec.filename
-        export_graph(modules[spec.name], spec, dims, sample(spec, EXPORT_SIZES, 0), path)
-        diffs: dict[str, float] = {}
-        for i, sizes in enumerate(VALIDATION_SIZES):
-            fresh = sample(spec, sizes, 1 + i)
-            for name, d in validate_graph(path, spec, modules[spec.name], fresh).items():
-                diffs[name] = max(d, diffs.get(name, 0.0))
-        graphs[spec.name] = FileRecord.of(stage, path)
-        validation[spec.name] = diffs
+    for e in exported:  # ONNX Runtime against torch, one graph's session at a time
+        bar.set_description(f"{m.role}/{e.spec.name} (validate)")
+        validation[e.spec.name] = compare_outputs(e.path, e.spec, e.cases, TOLERANCES[dtype])
+        graphs[e.spec.name] = FileRecord.of(stage, e.path)
         bar.update()
     return ModelRecord(
         source=str(m.model_dir.path),
         weight_hash=m.model_dir.weight_hash(),
         architecture=m.model_dir.architecture,
         processor_dir=f"{m.role}/processor",
-        video_token_id=int(config.video_token_id),
-        eos_token_ids=_eos_ids(m.model),
+        video_token_id=int(m.config.video_token_id),
+        eos_token_ids=eos,
         default_frames=default_frame_count(m.processor),
-        decoder=asdict(arch.decoder_shape(config)),
-        vision_input=vision,
+        decoder=asdict(m.family.decoder_shape(m.config)),
+        vision_input=m.vision_input,
         graphs=graphs,
         validation=validation,
+        dtype=dtype,
     )
 
 
@@ -150,21 +184,29 @@ def export_work_dir(
     draft: Path | None = None,
     limits: ExportLimits = ExportLimits(),
     progress: bool = True,
+    dtype: str = "fp32",
 ) -> Manifest:
-    """Export and validate every graph of the target (and draft); write ``out`` atomically."""
-    loaded = [_load("target", target)] + ([_load("draft", draft)] if draft else [])
+    """Export and validate every graph of the target (and draft) with weights in ``dtype``
+    (fp32, fp16, bf16); write ``out`` atomically. The models are loaded one after the other."""
+    torch_dtype(dtype)  # an unknown dtype is refused before anything loads
+    if dtype == "bf16":
+        raise InputError(
+            "--dtype bf16 cannot be exported: ONNX opset 18 has no bfloat16 Conv (the vision towers' patch "
+            "embedding) and ONNX Runtime's CPU kernels could not validate it; export --dtype fp16, or fp32 and "
+            "build TensorRT engines with --precision bf16"
+        )
+    sources = [_source("target", target)] + ([_source("draft", draft)] if draft else [])
     if draft:
-        _check_pair(*loaded)
-    target_model = loaded[0]
-    dims = target_model.family.dims(limits, target_model.vision_input)
-    total = sum(len(m.family.specs(m.family.decoder_shape(m.model.config), m.vision_input)) for m in loaded)
+        _check_pair(*sources)
+    dims = sources[0].family.dims(limits, sources[0].vision_input)
+    total = sum(len(m.family.specs(m.family.decoder_shape(m.config), m.vision_input)) for m in sources)
     with staged_dir(out) as stage, tqdm(total=total, disable=not progress, unit="graph") as bar:
-        models = {m.role: _export_model(m, stage, dims, bar) for m in loaded}
+        models = {m.role: _export_model(m, stage, dims, dtype, bar) for m in sources}
         manifest = Manifest(
             versions=_versions(),
             opset=OPSET,
             dims=dims.to_json(),
-            limits=asdict(limits),
+            limits={**asdict(limits), "max_seq": dims["seq"].max},  # as resolved for the target
             models=models,
             pruning=_export_pruning(stage) if draft else {},
         )

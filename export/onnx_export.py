@@ -19,6 +19,16 @@ OPSET = 18
 PAST_PREFIX = "past_"
 
 
+def as_tensor(dtype: torch.dtype | None) -> Callable[[np.ndarray], torch.Tensor]:
+    """numpy -> torch, floating arrays in ``dtype`` (the model's; None: as they are)."""
+
+    def convert(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    return convert
+
+
 def torch_args(spec: GraphSpec, feeds: Mapping[str, np.ndarray], to_tensor: Callable = torch.from_numpy) -> tuple:
     """Positional args for the graph's module: plain inputs, then the past KV as one list
     (each feed made a tensor by ``to_tensor``)."""
@@ -43,29 +53,56 @@ def _dynamic_shapes(spec: GraphSpec, dims: DimsTable) -> tuple:
     return (*plain, past) if past else tuple(plain)
 
 
+WEIGHT_ELEMENTS = 8192  # an initializer this large is a weight (onnxscript's folding input limit)
+
+
+def _keep_weight_layout(node) -> bool | None:
+    """The optimizer's fold rule: never fold a Transpose of a weight. Folding it (onnxscript's
+    default for a weight's only consumer) writes a transposed copy of every Linear weight, so
+    export would hold each weight twice; ONNX Runtime and TensorRT fold such transposes when
+    they load or build the graph. Everything else folds as by default (None)."""
+    if node.domain == "" and node.op_type == "Transpose":
+        weights = [v for v in node.inputs if v is not None and v.is_initializer() and v.const_value is not None]
+        if any(v.const_value.size >= WEIGHT_ELEMENTS for v in weights):
+            return False
+    return None
+
+
+def _optimize(model) -> None:
+    """torch's export optimisation (onnxscript's constant folding and fusions) without
+    transposed weight copies (see ``_keep_weight_layout``)."""
+    import onnxscript
+
+    onnxscript.optimizer.optimize_ir(model, should_fold=_keep_weight_layout)
+    onnxscript.rewriter.onnx_fusions.fuse(model)
+
+
 def export_graph(
     module: torch.nn.Module,
     spec: GraphSpec,
     dims: DimsTable,
     feeds: Mapping[str, np.ndarray],
     path: Path,
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Export ``module`` to ``path``: the graph, with every weight in ``path.onnx.data`` beside it
-    (external data, always: a graph of any size takes the one code path, and ONNX's 2 GB
-    protobuf limit never applies)."""
+    """Export ``module`` (its weights in ``dtype``; float feeds are cast to it) to ``path``: the
+    graph, with every weight in ``path.onnx.data`` beside it (external data, always: a graph of
+    any size takes the one code path, and ONNX's 2 GB protobuf limit never applies). Each weight
+    is written once, in the layout the model holds it in."""
     quiet = io.StringIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
             module,
-            torch_args(spec, feeds),
+            torch_args(spec, feeds, as_tensor(dtype)),
             dynamo=True,
             input_names=[t.name for t in spec.inputs],
             output_names=[t.name for t in spec.outputs],
             dynamic_shapes=_dynamic_shapes(spec, dims),
             opset_version=OPSET,
-            optimize=True,
+            optimize=False,
             verbose=False,
         )
+        _optimize(program.model)
         program.save(str(path), external_data=True)

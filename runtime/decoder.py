@@ -77,6 +77,11 @@ def open_session(engines: ModelEngines, dims: DimsTable, max_len: int):
 NO_ROWS = np.zeros(0, dtype=np.int64)  # a step scores nothing
 
 
+def _floats(x) -> np.ndarray:
+    """A host float32 array of an output (an fp16 export's logits are fp16): what the host decides on."""
+    return to_host(x).astype(np.float32, copy=False)
+
+
 def uses_mrope(spec) -> bool:
     """Whether the decoder graph takes position ids [3, B, S] (Qwen2.5-VL's M-RoPE)."""
     return len(next(t for t in spec.inputs if t.name == "position_ids").axes) == 3
@@ -90,9 +95,11 @@ class DecoderSession:
         shape = engines.shape
         self.engines, self.dims, self.placement = engines, dims, engines.placement
         self.mrope = uses_mrope(engines.decoder.spec)
+        self.float_dtype = np.dtype(np.float16 if engines.record.dtype == "fp16" else np.float32)  # the export's
         with self.placement.lane():  # device buffers belong to the lane's stream
-            self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len, empty=self.placement.empty)
-            self._no_table = self.placement.put(np.zeros((1, 1, shape.hidden), dtype=np.float32))  # [1, 1, d]
+            empty = lambda shape: self.placement.empty(shape, self.float_dtype)  # noqa: E731
+            self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len, empty=empty)
+            self._no_table = self.placement.put(np.zeros((1, 1, shape.hidden), dtype=self.float_dtype))  # [1, 1, d]
 
     def prefill(self, prompt: Prompt) -> PrefillOut:
         """The prompt's KV fills the cache from 0; logits and importance come back to the host."""
@@ -106,7 +113,7 @@ class DecoderSession:
         }
         with self.placement.lane():
             out = self.engines.decoder.run(feeds, into=self.cache.slots(prompt.seq))
-            result = PrefillOut(to_host(out["logits"])[:, 0], to_host(out["importance"]))
+            result = PrefillOut(_floats(out["logits"])[:, 0], _floats(out["importance"]))
         self.cache.advance(prompt.seq)
         return result
 
@@ -116,9 +123,9 @@ class DecoderSession:
         check_step(self.dims, n, self.cache.length)
         feeds = self.step_feeds(input_ids, position_ids, self.cache.past())
         with self.placement.lane():
-            logits = self.placement.empty((input_ids.shape[0], n, self.engines.shape.vocab))  # [1, n, V]
+            logits = self.placement.empty((input_ids.shape[0], n, self.engines.shape.vocab), self.float_dtype)  # [1, n, V]
             self.engines.decoder.run(feeds, into={**self.cache.slots(n), "logits": logits})
-            logits = to_host(logits)  # waits for this lane's step only
+            logits = _floats(logits)  # waits for this lane's step only
         self.cache.advance(n)
         return logits
 

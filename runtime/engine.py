@@ -78,11 +78,16 @@ def ort_session(path: Path, options: OrtOptions, optimized_out: Path | None = No
         raise EngineError(f"ONNX Runtime cannot load '{path}': {first}") from None
 
 
+ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
 class OrtEngine:
     def __init__(self, path: Path, spec: GraphSpec, options: OrtOptions = OrtOptions()):
         self.spec, self.path = spec, Path(path)
         self.session = ort_session(self.path, options)
         self._outputs = [t.name for t in spec.outputs]
+        # float feeds in the graph's own float type (an fp16 export takes fp16 pixels and tables)
+        self._dtypes = {i.name: ORT_FLOATS.get(i.type) for i in self.session.get_inputs()}
 
     def run(self, feeds, into=None):
         import onnxruntime as ort
@@ -90,7 +95,7 @@ class OrtEngine:
         into = into or {}
         io = self.session.io_binding()
         for name, arr in feeds.items():  # the binding keeps each array (or its contiguous copy) alive
-            io.bind_cpu_input(name, np.ascontiguousarray(arr))
+            io.bind_cpu_input(name, np.ascontiguousarray(arr, dtype=self._dtypes.get(name)))
         returned = [n for n in self._outputs if n not in into]
         for name, buf in into.items():  # written in place: buf must be a contiguous view
             assert buf.flags.c_contiguous, name
