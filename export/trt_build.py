@@ -3,13 +3,19 @@
 Everything this module consumes is computed by ``trt_plan`` (pure, tested everywhere);
 this module only turns each ``EnginePlan`` into Polygraphy loaders:
 
-    NetworkFromOnnxPath(onnx) -> CreateConfig(profiles=[Profile], fp16/bf16, timing cache)
+    NetworkFromOnnxPath(onnx) -> CreateConfig(profiles=[Profile, ...], fp16/bf16, timing cache)
         -> EngineFromNetwork(..., save_timing_cache) -> SaveEngine
 
-The one Profile holds both kinds of range: the shapes of the dynamic inputs (``plan.profile``)
-and the values of the shape-tensor inputs (``plan.values``: the pruning graphs' keep_count and
-grid); Polygraphy sets the latter with ``set_shape_input`` because TensorRT marks those inputs
-``is_shape_tensor``. Engines land in ``ROLE/GRAPH.plan``: target/, draft/ and pruning/.
+The parser opens the graph's file itself (``parse_from_file``), so its external data files
+(``NAME.onnx.data``, the weights) resolve relative to it.
+
+One Polygraphy Profile per ``ProfilePlan``, in the plan's order (TensorRT's profile indices:
+the decoder's prefill is 0, its step 1; the runtime selects them by the same order). Each holds
+both kinds of range: the shapes of the dynamic inputs (``ProfilePlan.profile``) and the values
+of the shape-tensor inputs (``ProfilePlan.values``: the pruning graphs' keep_count and grid);
+Polygraphy sets the latter with ``set_shape_input`` because TensorRT marks those inputs
+``is_shape_tensor``. One engine per graph, so the decoder's weights are stored once for both
+profiles. Engines land in ``ROLE/GRAPH.plan``: target/, draft/ and pruning/.
 
 Engines are written into a staging dir and renamed into ``WORK/engines/tensorrt`` in one
 step; the timing cache lives beside them in the work dir and survives rebuilds.
@@ -17,6 +23,7 @@ step; the timing cache lives beside them in the work dir and survives rebuilds.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -53,19 +60,28 @@ def gpu_identity() -> dict[str, str]:
     return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
 
 
+def onnx_path(plan: EnginePlan, work: Path) -> str:
+    """The graph's file path, for the parser to open itself (``parse_from_file``): its external
+    data files resolve relative to it. Never parse bytes: the weights are not in the graph."""
+    return str((Path(work) / plan.onnx).absolute())
+
+
 def _build_engine(plan: EnginePlan, work: Path, out: Path, timing_cache: Path) -> None:
     from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
 
-    profile = Profile()
-    for name, r in (*plan.profile.items(), *plan.values.items()):  # shapes, then shape-tensor values
-        profile.add(name, min=r.min, opt=r.opt, max=r.max)
+    profiles = []
+    for p in plan.profiles:  # in order: profile i of the engine
+        profile = Profile()
+        for name, r in (*p.profile.items(), *p.values.items()):  # shapes, then shape-tensor values
+            profile.add(name, min=r.min, opt=r.opt, max=r.max)
+        profiles.append(profile)
     config = CreateConfig(
         fp16=plan.precision == "fp16",
         bf16=plan.precision == "bf16",
-        profiles=[profile],
+        profiles=profiles,
         load_timing_cache=str(timing_cache) if timing_cache.is_file() else None,
     )
-    network = NetworkFromOnnxPath(str(work / plan.onnx))
+    network = NetworkFromOnnxPath(onnx_path(plan, work))
     engine = EngineFromNetwork(network, config=config, save_timing_cache=str(timing_cache))
     SaveEngine(engine, path=str(out))()
 
@@ -74,7 +90,7 @@ def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Pat
     """What the manifest keeps about a TensorRT build; the runtime refuses any mismatch."""
     by_role: dict[str, dict] = {}
     for (role, graph), path in files.items():
-        by_role.setdefault(role, {})[graph] = FileRecord.of(work, path).__dict__
+        by_role.setdefault(role, {})[graph] = asdict(FileRecord.of(work, path))
     return {
         "backend": "tensorrt",
         "version": version,

@@ -22,50 +22,80 @@ A video's visual tokens come in temporal slices; how many, and how big, depends 
     F          = limits.max_frames or frames.max      the longest video the engines take
     text_max   = the longest text every engine can serve (see ``_text_max``), at least 1
 
-    engine            symbol       min                            max
-    vision            frames       1                              F                       (LLaVA)
-                      grid_t       slices(1) = 1                  slices(F)               (Qwen2.5-VL)
-                      grid_tokens  least                          per_slice               (Qwen2.5-VL)
-                      vis_tokens   vis_lo(1)                      vis(F)
-    embed             seq          1                              vis(F) + text_max
-    target prefill    seq          vis_lo(1) + 1                  vis(F) + text_max
-    target decode     spec_len     1                              gamma + 1
-                      past         vis_lo(1) + 1                  vis(F) + text_max + max_new_tokens - 1
-    draft prefill     seq          kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
-    draft decode      spec_len     1                              2 (its last proposal plus a correction)
-                      past         kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
-                                                                  + max_new_tokens + gamma
-    pruning fused,    n            vis_lo(1)                      vis(F)                  (= vis_tokens)
-    pruning specvlm   D            the draft's hidden             the draft's hidden      (its visual tokens)
-      value of        keep_count   kept(keep_min, vis_lo(1))      kept(keep_max, vis(F))
-      value of        grid         (slices(1), h.min, w.min)      (slices(F), h.max, w.max)
+    engine            profile  symbol         min                            max
+    vision            default  frames         1                              F                       (LLaVA)
+                               grid_t         slices(1) = 1                  slices(F)               (Qwen2.5-VL)
+                               grid_tokens    least                          per_slice               (Qwen2.5-VL)
+                               vis_tokens     vis_lo(1)                      vis(F)
+    target decoder    prefill  seq            vis_lo(1) + 1                  vis(F) + text_max
+                               past           0                              0                       (empty)
+                               scored_tokens  vis_lo(1)                      vis(F)
+                               queries        1                              text_max
+                               prompt_rows    vis_lo(1)                      vis(F)
+                               logit_rows     1                              1
+                      step     seq            1                              gamma + 1
+                               logit_rows     1                              gamma + 1
+                               past           vis_lo(1) + 1                  vis(F) + text_max + max_new_tokens - 1
+                               scored_tokens  0                              0                       (empty)
+                               queries        0                              0                       (empty)
+                               prompt_rows    1                              1                       (a dummy row)
+    draft decoder     prefill  seq            kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
+                               past           0                              0
+                               scored_tokens  kept(keep_min, vis_lo(1))      kept(keep_max, vis(F))
+                               queries        1                              text_max
+                               prompt_rows    vis_lo(1)                      vis(F)  (the whole video; ids
+                                                                                      point at the kept rows)
+                               logit_rows     1                              1
+                      step     seq            1                              2 (its last proposal plus a correction)
+                               logit_rows     1                              2
+                               past           kept(keep_min, vis_lo(1)) + 1  kept(keep_max, vis(F)) + text_max
+                                                                             + max_new_tokens + gamma
+                               scored_tokens, queries 0..0; prompt_rows 1..1 (as the target's step)
+    pruning fused,    default  n              vis_lo(1)                      vis(F)          (= vis_tokens)
+    pruning specvlm            D              the draft's hidden             the draft's hidden (its visual tokens)
+                               value of       kept(keep_min, vis_lo(1))      kept(keep_max, vis(F))
+                                 keep_count
+                               value of grid  (slices(1), h.min, w.min)      (slices(F), h.max, w.max)
+
+Each model exports one decoder graph for its prefill and its decode/verify steps
+(``export/specs.py`` ``decoder_spec``), so each model has ONE decoder engine holding every
+weight once, with two optimization profiles (as TensorRT-LLM's context and generation
+profiles): ``prefill`` (an empty past, the prompt table of the video, importance scored, one
+logit row) and ``step`` (a cached past, 1..gamma+1 tokens, nothing scored, a one-row dummy
+prompt table, a logit row per token). The runtime picks, per call, the profile whose ranges
+hold the call's shapes (``runtime/trt_engine.py``). The vision and pruning engines have one
+profile, ``default``. ``spec_len`` stays in the dims table (the budget checks gamma + 1
+against it) but no graph axis uses it.
 
 The pruning graphs (``export/prune_graph.py``, one video each: no batch axis) take the draft's
 visual tokens: ``n`` counts them, extra tokens (LLaVA's newline) included, and ``D`` is their
 feature size. Their ``keep_count`` (TopK's K is keep_count - extra tokens) and ``grid`` (a
 Reshape to [slices, h, w, D]) decide output shapes, so TensorRT takes them as shape tensors:
-their profile (``EnginePlan.values``) ranges over their VALUES, not their (static) shapes. The
+their profile (``ProfilePlan.values``) ranges over their VALUES, not their (static) shapes. The
 pruning engines are always fp32: they select tokens by comparing float32 scores, and the
 selection matches the numpy reference only in the graphs' own float32 arithmetic.
 
 Opt values (what TensorRT tunes kernels for), always clamped into [min, max]:
 frames min(8, F); grid_t slices(opt frames); grid_tokens per_slice; text min(64, text_max);
-seq the prompt at opt frames (full-size slices) and opt text (the draft at the middle keep
-ratio (keep_min + keep_max) / 2); past that prompt + max_new_tokens // 2 (halfway through
-generation); spec_len 1 (one decode step; verification is the rarer call); batch 1; n
+prefill seq the prompt at opt frames (full-size slices) and opt text (the draft at the
+middle keep ratio (keep_min + keep_max) / 2), scored_tokens and prompt_rows the visual tokens
+at opt frames (the draft's scored_tokens: those it keeps); step past that prompt +
+max_new_tokens // 2 (halfway through generation), step seq = logit_rows 1 (one decode step;
+verification is the rarer call); batch 1; n
 vis(opt frames); keep_count kept(middle keep ratio, n opt) (``Budget.kept``); grid
 (slices(opt frames), side, side), or (.., per_slice, 1) when a variable grid's per_slice is no
-square. Static axes stay as exported, e.g. the 3 of Qwen2.5-VL's prefill position_ids
+square. Static axes stay as exported, e.g. the 3 of Qwen2.5-VL's position_ids
 [3, batch, seq]; static inputs without a value range (the pruning weights [3], fraction [])
 get no profile entry.
 
-The memory columns are estimates for sizing a GPU, not measurements (see ``_memory``).
+The memory columns are estimates for sizing a GPU, not measurements (see ``_memory``), one set
+per engine: its weights once, whatever its number of profiles.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping
 
@@ -77,7 +107,9 @@ from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 PRECISIONS = ("fp32", "fp16", "bf16")
 BYTES_PER_ELEMENT: Mapping[str, int] = MappingProxyType({"fp32": 4, "fp16": 2, "bf16": 2})
 ROLES = ("target", "draft")
-GRAPHS = ("vision", "embed", "prefill", "decode")
+GRAPHS = ("vision", "decoder")  # each model's graphs (export/specs.py), one engine each
+DEFAULT_PROFILE = "default"  # the one profile of the vision and pruning engines
+DECODER_PROFILES = ("prefill", "step")  # the decoder engine's profiles, in build order (profile 0, 1)
 PRUNING = "pruning"  # the role of the pruning subgraphs' engines (manifest.pruning)
 PRUNE_GRAPHS = ("fused", "specvlm")  # export/prune_graph.py GRAPHS (not imported: it pulls onnxscript)
 PRUNE_PRECISION = "fp32"  # the selection matches the reference only in float32 (module docstring)
@@ -140,23 +172,46 @@ class ShapeRange:
 
 
 @dataclass(frozen=True)
+class ProfilePlan:
+    """One optimization profile of an engine: its symbol ranges, input shapes and shape-tensor values."""
+
+    name: str  # "prefill" | "step" (decoder) | "default" (vision, pruning)
+    symbols: Mapping[str, DimRange]  # the symbol ranges this profile is built for
+    profile: Mapping[str, ShapeRange]  # per dynamic input name: its shapes
+    values: Mapping[str, ShapeRange] = field(default_factory=lambda: MappingProxyType({}))  # per shape-tensor input: its values
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "symbols": {s: r.as_dict() for s, r in self.symbols.items()},
+            "profile": {name: r.to_json() for name, r in self.profile.items()},
+            "values": {name: r.to_json() for name, r in self.values.items()},
+        }
+
+
+@dataclass(frozen=True)
 class EnginePlan:
-    """One engine to build: its ONNX graph, symbol ranges, input profiles and size estimates."""
+    """One engine to build: its ONNX graph, optimization profiles (in TensorRT's order) and
+    size estimates. The weights are counted once, whatever the number of profiles."""
 
     role: str  # "target" | "draft" | "pruning"
-    graph: str  # "vision" | "embed" | "prefill" | "decode" | (pruning) "fused" | "specvlm"
+    graph: str  # "vision" | "decoder" | (pruning) "fused" | "specvlm"
     onnx: str  # path relative to the work dir (from the manifest FileRecord)
-    symbols: Mapping[str, DimRange]  # the symbol ranges this engine is built for
-    profile: Mapping[str, ShapeRange]  # per dynamic input name: its shapes
-    values: Mapping[str, ShapeRange]  # per shape-tensor input name: its values (keep_count, grid)
+    profiles: tuple[ProfilePlan, ...]  # decoder: prefill, step; vision and pruning: default
     precision: str
-    weight_bytes: int  # estimate: ONNX bytes (fp32 weights) x bytes_per_element / 4
-    activation_bytes: int  # estimate: see _memory
-    kv_bytes: int  # estimate: KV cache at the max profile, decode graphs only
+    weight_bytes: int  # estimate: ONNX bytes, data files included (fp32 weights) x bytes_per_element / 4
+    activation_bytes: int  # estimate: the largest over the profiles, see _memory
+    kv_bytes: int  # estimate: KV cache at the largest profile, decoder engines only
 
     @property
     def total_bytes(self) -> int:
         return self.weight_bytes + self.activation_bytes + self.kv_bytes
+
+    def profile_named(self, name: str) -> ProfilePlan:
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        raise KeyError(f"engine '{self.role}/{self.graph}' has no profile '{name}' (it has {', '.join(p.name for p in self.profiles)})")
 
     def to_json(self) -> dict:
         return {
@@ -164,9 +219,7 @@ class EnginePlan:
             "graph": self.graph,
             "onnx": self.onnx,
             "precision": self.precision,
-            "symbols": {s: r.as_dict() for s, r in self.symbols.items()},
-            "profile": {name: r.to_json() for name, r in self.profile.items()},
-            "values": {name: r.to_json() for name, r in self.values.items()},
+            "profiles": [p.to_json() for p in self.profiles],
             "weight_bytes": self.weight_bytes,
             "activation_bytes": self.activation_bytes,
             "kv_bytes": self.kv_bytes,
@@ -196,16 +249,18 @@ class BuildPlan:
         }
 
     def to_table(self) -> str:
-        """Markdown: one row per engine (symbols and shape-tensor values as min/opt/max, a value
-        vector as AxBxC; estimates in MiB), then totals."""
-        symbols = [s for s in (*SYMBOLS, *PRUNE_SYMBOLS) if any(s in e.symbols for e in self.engines)]
-        values = [v for v in SHAPE_INPUTS if any(v in e.values for e in self.engines)]
-        header = ["role", "graph", "precision", *symbols, *(f"{v} value" for v in values),
+        """Markdown: one row per engine and profile (symbols and shape-tensor values as
+        min/opt/max, a value vector as AxBxC); an engine's estimates (MiB) on its first row
+        only, as its weights are stored once; then totals."""
+        profiles = [p for e in self.engines for p in e.profiles]
+        symbols = [s for s in (*SYMBOLS, *PRUNE_SYMBOLS) if any(s in p.symbols for p in profiles)]
+        values = [v for v in SHAPE_INPUTS if any(v in p.values for p in profiles)]
+        header = ["role", "graph", "profile", "precision", *symbols, *(f"{v} value" for v in values),
                   *(f"{c} MiB" for c, _ in MEMORY_COLUMNS), "total MiB"]
-        rows = [_table_row(e, symbols, values) for e in self.engines]
+        rows = [_table_row(e, i, symbols, values) for e in self.engines for i in range(len(e.profiles))]
         totals = self.totals()
         rows.append(
-            ["**total**", "", "", *([""] * (len(symbols) + len(values))), *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
+            ["**total**", "", "", "", *([""] * (len(symbols) + len(values))), *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
              _mib(totals["total_bytes"])]
         )
         lines = [header, ["---"] * len(header), *rows]
@@ -221,11 +276,12 @@ def _value_cell(r: ShapeRange | None) -> str:
     return "/".join("x".join(map(str, v)) for v in (r.min, r.opt, r.max)) if r else ""
 
 
-def _table_row(e: EnginePlan, symbols: list[str], values: list[str]) -> list[str]:
-    cells = [f"{r.min}/{r.opt}/{r.max}" if (r := e.symbols.get(s)) else "" for s in symbols]
-    value_cells = [_value_cell(e.values.get(v)) for v in values]
-    sizes = [_mib(getattr(e, a)) for _, a in MEMORY_COLUMNS]
-    return [e.role, e.graph, e.precision, *cells, *value_cells, *sizes, _mib(e.total_bytes)]
+def _table_row(e: EnginePlan, index: int, symbols: list[str], values: list[str]) -> list[str]:
+    p = e.profiles[index]
+    cells = [f"{r.min}/{r.opt}/{r.max}" if (r := p.symbols.get(s)) else "" for s in symbols]
+    value_cells = [_value_cell(p.values.get(v)) for v in values]
+    sizes = [_mib(getattr(e, a)) for _, a in MEMORY_COLUMNS] + [_mib(e.total_bytes)] if index == 0 else [""] * (len(MEMORY_COLUMNS) + 1)
+    return [e.role, e.graph, p.name, e.precision, *cells, *value_cells, *sizes]
 
 
 # --- token budget --------------------------------------------------------------------------
@@ -394,69 +450,78 @@ def _vision(b: Budget) -> dict[str, DimRange]:
     return {"batch": b.batch, "frames": f, "grid_t": grid_t, "grid_tokens": grid_tokens, "vis_tokens": b.visual()}
 
 
-def _embed(b: Budget) -> dict[str, DimRange]:
-    prompt = b.target_prompt()
-    return {"batch": b.batch, "seq": DimRange(1, prompt.opt, prompt.max)}
-
-
 def _queries(b: Budget) -> DimRange:
     """The prompt text after the video, which scores the visual tokens (importance rows)."""
     return _clamped(1, b.text_opt, b.text_max)
 
 
-def _target_prefill(b: Budget) -> dict[str, DimRange]:
-    return {"batch": b.batch, "seq": b.target_prompt(), "scored_tokens": b.visual(), "queries": _queries(b)}
+NONE = DimRange(0, 0, 0)  # an empty axis: the prefill's past, the step's scored rows
+ONE = DimRange(1, 1, 1)
 
 
-def _target_decode(b: Budget) -> dict[str, DimRange]:
-    gamma = b.limits.gamma
+def _prefill(b: Budget, prompt: DimRange, scored: DimRange) -> dict[str, DimRange]:
+    """A prefill: the prompt over an empty past, the video's visual tokens as the prompt
+    table, ``scored`` of them scored by the text after the video, the last token's logits."""
     return {
-        "batch": b.batch,
-        "spec_len": DimRange(1, 1, gamma + 1),
-        "past": b.cache(b.target_prompt(), b.limits.max_new_tokens - 1),
+        "batch": b.batch, "seq": prompt, "past": NONE, "scored_tokens": scored, "queries": _queries(b),
+        "prompt_rows": b.visual(), "logit_rows": ONE,
     }
+
+
+def _step(b: Budget, tokens: int, past: DimRange) -> dict[str, DimRange]:
+    """A decode/verify step: 1..``tokens`` tokens over ``past``, every row's logits, nothing
+    scored, a one-row dummy prompt table."""
+    fed = DimRange(1, 1, tokens)
+    return {
+        "batch": b.batch, "seq": fed, "past": past, "scored_tokens": NONE, "queries": NONE,
+        "prompt_rows": ONE, "logit_rows": fed,
+    }
+
+
+def _target_prefill(b: Budget) -> dict[str, DimRange]:
+    return _prefill(b, b.target_prompt(), b.visual())
+
+
+def _target_step(b: Budget) -> dict[str, DimRange]:
+    return _step(b, b.limits.gamma + 1, b.cache(b.target_prompt(), b.limits.max_new_tokens - 1))
 
 
 def _draft_prefill(b: Budget) -> dict[str, DimRange]:
-    return {"batch": b.batch, "seq": b.draft_prompt(), "scored_tokens": _clamped(*b.kept()), "queries": _queries(b)}
+    """The draft's table is its whole video (ids point at the kept rows); it scores those it keeps."""
+    return _prefill(b, b.draft_prompt(), _clamped(*b.kept()))
 
 
-def _draft_decode(b: Budget) -> dict[str, DimRange]:
+def _draft_step(b: Budget) -> dict[str, DimRange]:
     lim = b.limits
-    return {
-        "batch": b.batch,
-        "spec_len": DimRange(1, 1, DRAFT_SPEC_LEN),
-        "past": b.cache(b.draft_prompt(), lim.max_new_tokens + lim.gamma),
-    }
+    return _step(b, DRAFT_SPEC_LEN, b.cache(b.draft_prompt(), lim.max_new_tokens + lim.gamma))
 
 
-SYMBOL_RANGES: Mapping[tuple[str, str], Callable[[Budget], dict[str, DimRange]]] = MappingProxyType(
+Ranges = Callable[[Budget], dict[str, DimRange]]
+# Per (role, graph): its profiles, in TensorRT's order.
+SYMBOL_RANGES: Mapping[tuple[str, str], tuple[tuple[str, Ranges], ...]] = MappingProxyType(
     {
-        ("target", "vision"): _vision,
-        ("target", "embed"): _embed,
-        ("target", "prefill"): _target_prefill,
-        ("target", "decode"): _target_decode,
-        ("draft", "vision"): _vision,
-        ("draft", "embed"): _embed,
-        ("draft", "prefill"): _draft_prefill,
-        ("draft", "decode"): _draft_decode,
+        ("target", "vision"): ((DEFAULT_PROFILE, _vision),),
+        ("target", "decoder"): (("prefill", _target_prefill), ("step", _target_step)),
+        ("draft", "vision"): ((DEFAULT_PROFILE, _vision),),
+        ("draft", "decoder"): (("prefill", _draft_prefill), ("step", _draft_step)),
     }
 )
 
 
-def _engine_symbols(role: str, graph: GraphSpec, b: Budget, dims: DimsTable) -> dict[str, DimRange]:
+def _checked_symbols(role: str, graph: GraphSpec, profile: str, ranges: Mapping[str, DimRange], dims: DimsTable) -> dict[str, DimRange]:
     """The ranges of the graph's symbols, each checked against the exported range."""
     name = graph.name
-    ranges = SYMBOL_RANGES[(role, name)](b)
     symbols = {}
     for s in sorted(graph.symbols(), key=list(SYMBOLS).index):
         if s not in ranges:
-            raise ProfileError(f"graph '{role}/{name}': symbolic dim '{s}' has no range in the TensorRT build plan")
+            raise ProfileError(
+                f"graph '{role}/{name}' ({profile} profile): symbolic dim '{s}' has no range in the TensorRT build plan"
+            )
         exported = dims[s]
         if not (exported.min <= ranges[s].min and ranges[s].max <= exported.max):
             raise ProfileError(
-                f"graph '{role}/{name}': {s} range [{ranges[s].min}, {ranges[s].max}] is outside the exported "
-                f"[{exported.min}, {exported.max}]; lower the build limits or re-export with larger limits"
+                f"graph '{role}/{name}' ({profile} profile): {s} range [{ranges[s].min}, {ranges[s].max}] is outside "
+                f"the exported [{exported.min}, {exported.max}]; lower the build limits or re-export with larger limits"
             )
         symbols[s] = ranges[s]
     return symbols
@@ -558,18 +623,9 @@ def _vision_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
     return s["vis_tokens"].max * 4 * d.hidden  # [B, vis, 4d]: projector / pooled features
 
 
-def _embed_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
-    return s["seq"].max * d.hidden  # [B, S, d]: the embeddings
-
-
-def _prefill_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
-    seq = s["seq"].max
-    return seq * (4 * d.hidden + _heads(d) * seq)  # [B, S, 4d] MLP + [B, H, S, S] scores
-
-
-def _decode_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
-    q, keys = s["spec_len"].max, s["past"].max + s["spec_len"].max
-    return q * (4 * d.hidden + _heads(d) * keys)  # [B, Q, 4d] MLP + [B, H, Q, P+Q] scores
+def _decoder_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
+    q, keys = s["seq"].max, s["past"].max + s["seq"].max
+    return q * (4 * d.hidden + _heads(d) * keys)  # [B, S, 4d] MLP + [B, H, S, P+S] scores
 
 
 def _prune_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
@@ -577,45 +633,44 @@ def _prune_act(s: Mapping[str, DimRange], d: DecoderShape) -> int:
 
 
 ACTIVATIONS: Mapping[str, Callable[[Mapping[str, DimRange], DecoderShape], int]] = MappingProxyType(
-    {"vision": _vision_act, "embed": _embed_act, "prefill": _prefill_act, "decode": _decode_act,
-     "fused": _prune_act, "specvlm": _prune_act}
+    {"vision": _vision_act, "decoder": _decoder_act, "fused": _prune_act, "specvlm": _prune_act}
 )
 
 
 def _kv_elements(name: str, s: Mapping[str, DimRange], d: DecoderShape) -> int:
-    """Elements of the preallocated KV cache the decode engine reads: [L x 2, P+Q, B, Hkv, D].
-
-    Only decode counts it: prefill writes its new entries into that same cache.
-    """
-    if name != "decode":
+    """Elements of the preallocated KV cache a decoder call reads and writes: [L x 2, P+S, B, Hkv, D]."""
+    if name != "decoder":
         return 0
-    return 2 * d.layers * d.kv_heads * d.head_dim * (s["past"].max + s["spec_len"].max)
+    return 2 * d.layers * d.kv_heads * d.head_dim * (s["past"].max + s["seq"].max)
 
 
 def _memory(
-    name: str, onnx_bytes: int, s: Mapping[str, DimRange], d: DecoderShape, precision: str, batch: int
+    name: str, onnx_bytes: int, profiles: list[Mapping[str, DimRange]], d: DecoderShape, precision: str, batch: int
 ) -> dict[str, int]:
-    """Size estimates in bytes, for sizing a GPU (not measurements).
+    """Size estimates in bytes, for sizing a GPU (not measurements), of one engine over all its
+    profiles: the weights once, the activations and KV cache of its largest profile.
 
-    weights      ONNX file bytes (fp32 weights, single file) x bytes_per_element / 4
-                 (the pruning graphs have no weights: their file is a few KiB)
-    activations  batch x bytes_per_element x the largest live tensors at the max profile:
+    weights      ONNX bytes: the graph and its external data files (``FileRecord.total_bytes``;
+                 fp32 weights) x bytes_per_element / 4, once per engine (the decoder's prefill
+                 and step profiles share them; the pruning graphs have no weights: their file
+                 is a few KiB)
+    activations  batch x bytes_per_element x the largest live tensors, the max over the profiles:
                  vision  vis_tokens_max x 4 x hidden
-                 embed   seq_max x hidden
-                 prefill seq_max x (4 x hidden + heads x seq_max)       heads = hidden // head_dim;
-                 decode  Q x (4 x hidden + heads x (past_max + Q))      eager attention scores
-                         with Q = spec_len_max
+                 decoder S x (4 x hidden + heads x (past_max + S))  heads = hidden // head_dim;
+                         with S = seq_max: prefill seq_max x (4 x hidden + heads x seq_max)
+                         (past 0), step (gamma+1) x (4 x hidden + heads x (past_max + gamma+1))
+                         (eager attention scores)
                  fused   n_max x D: one [n, D] float tensor (the features, their unit rows);
                  specvlm the same. Pruning engines are fp32 and batch 1 (one video a call):
                          n_max x D x 4 bytes
-    kv           decode only: 2 x layers x kv_heads x head_dim x (past_max + spec_len_max)
-                 x batch x bytes_per_element
+    kv           decoder only: 2 x layers x kv_heads x head_dim x (past_max + seq_max), the max
+                 over the profiles (the step's), x batch x bytes_per_element
     """
     bpe = BYTES_PER_ELEMENT[precision]
     return {
         "weight_bytes": onnx_bytes * bpe // 4,
-        "activation_bytes": batch * bpe * ACTIVATIONS[name](s, d),
-        "kv_bytes": batch * bpe * _kv_elements(name, s, d),
+        "activation_bytes": batch * bpe * max(ACTIVATIONS[name](s, d) for s in profiles),
+        "kv_bytes": batch * bpe * max(_kv_elements(name, s, d) for s in profiles),
     }
 
 
@@ -624,24 +679,25 @@ def _memory(
 
 @dataclass(frozen=True)
 class _Ranges:
-    """What an engine is built for: symbol ranges, shape-tensor values, precision, batch."""
+    """What an engine is built for: per profile (name, symbol ranges, shape-tensor values), precision, batch."""
 
-    symbols: Mapping[str, DimRange]
-    values: Mapping[str, ShapeRange]
+    profiles: tuple[tuple[str, Mapping[str, DimRange], Mapping[str, ShapeRange]], ...]
     precision: str
     batch: int
 
 
 def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: DecoderShape) -> EnginePlan:
+    profiles = tuple(
+        ProfilePlan(name, MappingProxyType(symbols), MappingProxyType(_profile(spec, symbols)), MappingProxyType(values))
+        for name, symbols, values in r.profiles
+    )
     return EnginePlan(
         role=role,
         graph=spec.name,
         onnx=file.path,
-        symbols=MappingProxyType(r.symbols),
-        profile=MappingProxyType(_profile(spec, r.symbols)),
-        values=MappingProxyType(r.values),
+        profiles=profiles,
         precision=r.precision,
-        **_memory(spec.name, file.bytes, r.symbols, d, r.precision, r.batch),
+        **_memory(spec.name, file.total_bytes, [p.symbols for p in profiles], d, r.precision, r.batch),
     )
 
 
@@ -654,8 +710,12 @@ def _model_engine(
 ) -> EnginePlan:
     if (role, name) not in SYMBOL_RANGES or name not in specs:
         raise _unknown(role, name)
-    ranges = _Ranges(_engine_symbols(role, specs[name], b, dims), {}, b.limits.precision, b.limits.max_batch)
-    return _engine(role, specs[name], record.graphs[name], ranges, DecoderShape(**record.decoder))
+    profiles = tuple(
+        (profile, _checked_symbols(role, specs[name], profile, ranges(b), dims), {})
+        for profile, ranges in SYMBOL_RANGES[(role, name)]
+    )
+    return _engine(role, specs[name], record.graphs[name], _Ranges(profiles, b.limits.precision, b.limits.max_batch),
+                   DecoderShape(**record.decoder))
 
 
 def _prune_order(name: str) -> int:
@@ -671,7 +731,7 @@ def _pruning_engines(manifest: Manifest, b: Budget) -> tuple[list[EnginePlan], l
     if not names:
         return [], notes
     draft = DecoderShape(**manifest.model("draft").decoder)
-    ranges = _Ranges(_prune_symbols(b, draft), _shape_values(b), PRUNE_PRECISION, 1)
+    ranges = _Ranges(((DEFAULT_PROFILE, _prune_symbols(b, draft), _shape_values(b)),), PRUNE_PRECISION, 1)
     return [_engine(PRUNING, PRUNE_SPECS[name], manifest.pruning[name], ranges, draft) for name in names], notes
 
 

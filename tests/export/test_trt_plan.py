@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from hippo_trt.dims import DimRange
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.export.trt_plan import (
+    DECODER_PROFILES,
+    DEFAULT_PROFILE,
     PRECISIONS,
     PRUNE_SPECS,
     PRUNING,
@@ -28,7 +30,7 @@ from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.runtime.loader import specs_from_record
 from tests.conftest import TEST_LIMITS
 
-GRAPHS = ("vision", "embed", "prefill", "decode")
+GRAPHS = ("vision", "decoder")
 PRUNE = [(PRUNING, "fused"), (PRUNING, "specvlm")]  # planned after the models, with a draft
 # the gqa work dir: 32px images, 8px patches -> 4x4 grid pooled to 2x2 = 4 tokens per frame
 PER_FRAME, SEQ_MAX, PAST_MAX = 4, TEST_LIMITS.max_seq, TEST_LIMITS.max_seq
@@ -54,8 +56,25 @@ def engine(plan: BuildPlan, role: str, graph: str):
     return next(e for e in plan.engines if (e.role, e.graph) == (role, graph))
 
 
-def ranges(plan: BuildPlan, role: str, graph: str) -> dict[str, tuple[int, int, int]]:
-    return {s: (r.min, r.opt, r.max) for s, r in engine(plan, role, graph).symbols.items()}
+def profile(plan: BuildPlan, role: str, graph: str, name: str | None = None):
+    """An engine's profile ``name`` (None: its only one)."""
+    e = engine(plan, role, graph)
+    if name is None:
+        assert len(e.profiles) == 1, (role, graph, [p.name for p in e.profiles])
+        return e.profiles[0]
+    return e.profile_named(name)
+
+
+def ranges(plan: BuildPlan, role: str, graph: str, name: str | None = None) -> dict[str, tuple[int, int, int]]:
+    return {s: (r.min, r.opt, r.max) for s, r in profile(plan, role, graph, name).symbols.items()}
+
+
+def prefill(plan: BuildPlan, role: str) -> dict[str, tuple[int, int, int]]:
+    return ranges(plan, role, "decoder", "prefill")
+
+
+def step(plan: BuildPlan, role: str) -> dict[str, tuple[int, int, int]]:
+    return ranges(plan, role, "decoder", "step")
 
 
 # --- reference formulas (the brief's, written out independently) ---------------------------
@@ -84,43 +103,64 @@ def spec_and_file(manifest: Manifest, role: str, graph: str):
 
 
 def check_invariants(plan: BuildPlan, manifest: Manifest) -> None:
-    """Every profile ordered per axis, inside the export, and shaped like its graph's inputs."""
+    """Every profile ordered per axis, inside the export, and shaped like its graph's inputs;
+    the decoder engine has the prefill and step profiles, the others one."""
     dims = manifest.dims_table
     for e in plan.engines:
         spec, file = spec_and_file(manifest, e.role, e.graph)
         assert e.onnx == file.path
-        assert set(e.profile) == {t.name for t in spec.inputs if t.symbols()}
+        names = tuple(p.name for p in e.profiles)
+        assert names == (DECODER_PROFILES if e.graph == "decoder" else (DEFAULT_PROFILE,))
         if e.role == PRUNING:
             check_pruning(plan, manifest, e)
-        else:
-            assert e.values == {}
-        for s, r in e.symbols.items():
-            exported = dims[s] if e.role != PRUNING else r  # n, D: not in the dims table
-            assert exported.min <= r.min <= r.opt <= r.max <= exported.max, (e.role, e.graph, s)
-        for t in spec.inputs:
-            if t.name not in e.profile:
-                continue
-            shape = e.profile[t.name]
-            for axis, a in enumerate(t.axes):
-                lo, opt, hi = shape.min[axis], shape.opt[axis], shape.max[axis]
-                assert lo <= opt <= hi, (e.role, e.graph, t.name, axis)
-                expected = (e.symbols[a].min, e.symbols[a].opt, e.symbols[a].max) if isinstance(a, str) else (a, a, a)
-                assert (lo, opt, hi) == expected
-            if "batch" in t.axes:  # the importance rows/columns are shared by the batch
-                assert e.profile[t.name].min[t.axes.index("batch")] == 1
-                assert e.profile[t.name].max[t.axes.index("batch")] == plan.limits.max_batch
+        for p in e.profiles:
+            assert set(p.profile) == {t.name for t in spec.inputs if t.symbols()}
+            assert set(p.symbols) == spec.symbols()
+            if e.role != PRUNING:
+                assert p.values == {}
+            for s, r in p.symbols.items():
+                exported = dims[s] if e.role != PRUNING else r  # n, D: not in the dims table
+                assert exported.min <= r.min <= r.opt <= r.max <= exported.max, (e.role, e.graph, p.name, s)
+            for t in spec.inputs:
+                if t.name not in p.profile:
+                    continue
+                shape = p.profile[t.name]
+                for axis, a in enumerate(t.axes):
+                    lo, opt, hi = shape.min[axis], shape.opt[axis], shape.max[axis]
+                    assert lo <= opt <= hi, (e.role, e.graph, p.name, t.name, axis)
+                    expected = (p.symbols[a].min, p.symbols[a].opt, p.symbols[a].max) if isinstance(a, str) else (a, a, a)
+                    assert (lo, opt, hi) == expected
+                if "batch" in t.axes:  # the importance rows/columns are shared by the batch
+                    assert p.profile[t.name].min[t.axes.index("batch")] == 1
+                    assert p.profile[t.name].max[t.axes.index("batch")] == plan.limits.max_batch
+    for role in ("target", "draft"):
+        if role in manifest.models:
+            check_decoder_profiles(plan, role)
+
+
+def check_decoder_profiles(plan: BuildPlan, role: str) -> None:
+    """A prefill: an empty past, scored rows, the video as the prompt table, one logit row; a
+    step: a cached past, nothing scored, a one-row table, a logit row per token."""
+    pre, st = prefill(plan, role), step(plan, role)
+    assert pre["past"] == (0, 0, 0) and pre["logit_rows"] == (1, 1, 1)
+    assert pre["scored_tokens"][0] >= 1 and pre["queries"][0] >= 1
+    assert pre["prompt_rows"] == ranges(plan, role, "vision")["vis_tokens"]
+    assert st["scored_tokens"] == st["queries"] == (0, 0, 0) and st["prompt_rows"] == (1, 1, 1)
+    assert st["seq"] == st["logit_rows"] == (1, 1, plan.limits.gamma + 1 if role == "target" else 2)
+    assert st["past"][0] >= 1
 
 
 def check_pruning(plan: BuildPlan, manifest: Manifest, e) -> None:
     """n is the draft vision's visual tokens, D its hidden; keep_count in [1, n max]; the
     shape-tensor values are ordered per element; fp32 whatever the limits say."""
-    assert e.symbols["n"] == engine(plan, "draft", "vision").symbols["vis_tokens"]
+    (p,) = e.profiles
+    assert p.symbols["n"] == engine(plan, "draft", "vision").profiles[0].symbols["vis_tokens"]
     hidden = manifest.models["draft"].decoder["hidden"]
-    assert (e.symbols["D"].min, e.symbols["D"].max) == (hidden, hidden)
-    assert set(e.values) == {"keep_count", "grid"} and e.precision == "fp32"
-    keep = e.values["keep_count"]
-    assert 1 <= keep.min[0] <= keep.opt[0] <= keep.max[0] <= e.symbols["n"].max
-    for r in e.values.values():
+    assert (p.symbols["D"].min, p.symbols["D"].max) == (hidden, hidden)
+    assert set(p.values) == {"keep_count", "grid"} and e.precision == "fp32"
+    keep = p.values["keep_count"]
+    assert 1 <= keep.min[0] <= keep.opt[0] <= keep.max[0] <= p.symbols["n"].max
+    for r in p.values.values():
         assert all(1 <= lo <= opt <= hi for lo, opt, hi in zip(r.min, r.opt, r.max))
 
 
@@ -147,40 +187,72 @@ def test_every_profile_is_ordered_inside_the_export_and_follows_the_specs(manife
     assert ranges(plan, "target", "vision")["frames"] == (1, min(8, frames), frames)
 
 
+NONE, ONE = (0, 0, 0), (1, 1, 1)  # an empty axis; a one-row axis
+
+
 def test_gqa_ranges_equal_the_formulas_with_a_pruning_draft(gqa):
     limits = BuildLimits(max_new_tokens=32, gamma=4, keep_min=0.1, keep_max=0.5)
     plan = plan_build(gqa, limits)
     t = text_max(limits, draft=True)
     assert t == 143 == SEQ_MAX - vis(6) - 32  # keep_max 0.5 leaves the draft cache room
     prompt = (vis(1) + 1, vis(6) + 64, vis(6) + t)  # opt: 6 frames (min(8, F)) + 64 text tokens
-    assert ranges(plan, "target", "vision") == {"batch": (1, 1, 1), "frames": (1, 6, 6), "vis_tokens": (5, 25, 25)}
-    assert ranges(plan, "target", "embed") == {"batch": (1, 1, 1), "seq": (1, prompt[1], prompt[2])}
+    visual = (5, 25, 25)
+    assert ranges(plan, "target", "vision") == {"batch": ONE, "frames": (1, 6, 6), "vis_tokens": visual}
     queries = (1, 64, t)  # the text after the video scores the visual tokens
-    assert ranges(plan, "target", "prefill") == {"batch": (1, 1, 1), "seq": prompt, "scored_tokens": (5, 25, 25), "queries": queries}
-    assert ranges(plan, "target", "decode") == {
-        "batch": (1, 1, 1),
+    assert prefill(plan, "target") == {
+        "batch": ONE, "seq": prompt, "past": NONE, "scored_tokens": visual, "queries": queries,
+        "prompt_rows": visual, "logit_rows": ONE,
+    }
+    assert step(plan, "target") == {
+        "batch": ONE,
+        "seq": (1, 1, 5),  # 1..gamma+1: decode and verify
         "past": (prompt[0], prompt[1] + 16, vis(6) + t + 32 - 1),  # opt: halfway through generation
-        "spec_len": (1, 1, 5),
+        "scored_tokens": NONE, "queries": NONE, "prompt_rows": ONE,
+        "logit_rows": (1, 1, 5),
     }
     # draft: kept visual tokens at keep_min (1 frame), mid keep 0.3 (opt frames), keep_max (F frames)
     draft_prompt = (kept(0.1, 5) + 1, kept(0.3, 25) + 64, kept(0.5, 25) + t)
     assert draft_prompt == (2, 72, 156)
-    assert ranges(plan, "draft", "prefill") == {
-        "batch": (1, 1, 1),
+    assert prefill(plan, "draft") == {
+        "batch": ONE,
         "seq": draft_prompt,
+        "past": NONE,
         "scored_tokens": (kept(0.1, 5), kept(0.3, 25), kept(0.5, 25)),
         "queries": queries,
+        "prompt_rows": visual,  # its table is the whole video; the ids point at the kept rows
+        "logit_rows": ONE,
     }
-    assert ranges(plan, "draft", "decode") == {
-        "batch": (1, 1, 1),
-        "past": (2, 72 + 16, 156 + 32 + 4),
-        "spec_len": (1, 1, 2),
+    assert step(plan, "draft") == {
+        "batch": ONE, "seq": (1, 1, 2), "past": (2, 72 + 16, 156 + 32 + 4),
+        "scored_tokens": NONE, "queries": NONE, "prompt_rows": ONE, "logit_rows": (1, 1, 2),
     }
-    past_key = engine(plan, "target", "decode").profile["past_key_0"]  # [P, B, Hkv, D]
+    decoder = engine(plan, "target", "decoder")
+    past_key = decoder.profile_named("step").profile["past_key_0"]  # [P, B, Hkv, D]
     assert past_key == ShapeRange((6, 1, 2, 16), (105, 1, 2, 16), (199, 1, 2, 16))
-    assert engine(plan, "target", "vision").profile["pixel_values_videos"] == ShapeRange(
+    assert decoder.profile_named("prefill").profile["past_key_0"] == ShapeRange((0, 1, 2, 16), (0, 1, 2, 16), (0, 1, 2, 16))
+    assert decoder.profile_named("step").profile["visual_index"] == ShapeRange((0,), (0,), (0,))
+    hidden = gqa.models["target"].decoder["hidden"]
+    assert decoder.profile_named("step").profile["prompt_table"] == ShapeRange(*[(1, 1, hidden)] * 3)
+    assert decoder.profile_named("prefill").profile["logit_index"] == ShapeRange((1,), (1,), (1,))
+    assert profile(plan, "target", "vision").profile["pixel_values_videos"] == ShapeRange(
         (1, 1, 3, 32, 32), (1, 6, 3, 32, 32), (1, 6, 3, 32, 32)
     )
+
+
+@pytest.mark.parametrize("name", ["gqa", "mha_odd_grid"])
+def test_each_model_has_one_decoder_engine_with_a_prefill_and_a_step_profile(manifests, name):
+    manifest = manifests[name]
+    plan = plan_build(manifest, SMALL)
+    for role, record in manifest.models.items():
+        decoder = engine(plan, role, "decoder")
+        assert [p.name for p in decoder.profiles] == ["prefill", "step"]  # TensorRT's profiles 0 and 1
+        # every weight-bearing graph of the model is in exactly one engine of its role
+        onnx = [e.onnx for e in plan.engines if e.role == role]
+        assert sorted(onnx) == sorted(f.path for f in record.graphs.values())
+        assert len(set(onnx)) == len(onnx) == 2
+        # and its weights are counted once: data files included, whatever the number of profiles
+        assert decoder.weight_bytes == record.graphs["decoder"].total_bytes // 2  # fp16
+    assert not any(g in {e.graph for e in plan.engines} for g in ("embed", "prefill", "decode"))
 
 
 def test_a_full_keep_draft_shrinks_the_text_budget_to_fit_its_cache(gqa):
@@ -188,18 +260,19 @@ def test_a_full_keep_draft_shrinks_the_text_budget_to_fit_its_cache(gqa):
     plan = plan_build(gqa, limits)
     t = text_max(limits, draft=True)
     assert t == PAST_MAX - (25 + 32 + 4) == 139
-    assert ranges(plan, "draft", "decode")["past"][2] == 25 + t + 32 + 4 == PAST_MAX
-    assert ranges(plan, "target", "prefill")["seq"][2] == 25 + t
+    assert step(plan, "draft")["past"][2] == 25 + t + 32 + 4 == PAST_MAX
+    assert prefill(plan, "target")["seq"][2] == 25 + t
     # without the draft the brief's text_max = seq.max - vis(F) - max_new_tokens holds as is
     alone = plan_build(without_draft(gqa), limits)
-    assert ranges(alone, "target", "prefill")["seq"][2] == SEQ_MAX - 32
-    assert ranges(alone, "target", "decode")["past"][2] == SEQ_MAX - 1
+    assert prefill(alone, "target")["seq"][2] == SEQ_MAX - 32
+    assert step(alone, "target")["past"][2] == SEQ_MAX - 1
 
 
 def test_the_odd_grid_has_nine_visual_tokens_per_frame(manifests):
     plan = plan_build(manifests["mha_odd_grid"], BuildLimits(max_frames=2, max_new_tokens=20))
     assert ranges(plan, "target", "vision")["vis_tokens"] == (10, 19, 19)
-    assert ranges(plan, "target", "prefill")["seq"] == (11, 19 + 64, SEQ_MAX - 20)
+    assert prefill(plan, "target")["seq"] == (11, 19 + 64, SEQ_MAX - 20)
+    assert prefill(plan, "target")["prompt_rows"] == (10, 19, 19)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -221,16 +294,16 @@ def test_any_limits_give_ordered_profiles_or_name_seq(gqa, max_frames, max_new_t
         return
     plan = plan_build(manifest, limits)
     check_invariants(plan, manifest)
-    assert ranges(plan, "target", "prefill")["seq"][::2] == (vis(1) + 1, vis(frames) + t)
-    assert ranges(plan, "target", "decode")["past"][2] == vis(frames) + t + max_new_tokens - 1
+    assert prefill(plan, "target")["seq"][::2] == (vis(1) + 1, vis(frames) + t)
+    assert step(plan, "target")["past"][2] == vis(frames) + t + max_new_tokens - 1
     if draft:
-        assert ranges(plan, "draft", "prefill")["seq"][::2] == (kept(keeps[0], 5) + 1, kept(keeps[1], vis(frames)) + t)
-        assert ranges(plan, "draft", "decode")["past"][2] == kept(keeps[1], vis(frames)) + t + max_new_tokens + gamma
+        assert prefill(plan, "draft")["seq"][::2] == (kept(keeps[0], 5) + 1, kept(keeps[1], vis(frames)) + t)
+        assert step(plan, "draft")["past"][2] == kept(keeps[1], vis(frames)) + t + max_new_tokens + gamma
 
 
 def test_the_draft_prefill_range_follows_the_keep_range(gqa):
     def draft_seq(**keep):
-        return ranges(plan_build(gqa, BuildLimits(max_new_tokens=32, **keep)), "draft", "prefill")["seq"]
+        return prefill(plan_build(gqa, BuildLimits(max_new_tokens=32, **keep)), "draft")["seq"]
 
     assert draft_seq(keep_max=0.5)[2] < draft_seq(keep_max=1.0)[2]
     assert draft_seq(keep_min=0.1)[0] < draft_seq(keep_min=0.5)[0]
@@ -271,7 +344,7 @@ def test_limits_the_export_cannot_serve_are_named(gqa, limits, needles):
 def test_the_text_budget_is_exactly_one_at_the_edge(gqa):
     edge = SEQ_MAX - vis(6) - 1  # leaves 1 text token for the target alone
     plan = plan_build(without_draft(gqa), BuildLimits(max_new_tokens=edge))
-    assert ranges(plan, "target", "prefill")["seq"] == (6, 26, 26)
+    assert prefill(plan, "target")["seq"] == (6, 26, 26)
     with pytest.raises(ProfileError, match="^seq: "):
         plan_build(without_draft(gqa), BuildLimits(max_new_tokens=edge + 1))
 
@@ -317,7 +390,7 @@ def test_a_work_dir_without_a_draft_plans_only_target_engines(manifests):
     for manifest in (manifests["mha_odd_grid"], without_draft(manifests["gqa"])):
         plan = plan_build(manifest, SMALL)
         assert {e.role for e in plan.engines} == {"target"}
-        assert len(plan.engines) == 4
+        assert [(e.graph, len(e.profiles)) for e in plan.engines] == [("vision", 1), ("decoder", 2)]
         assert "keep_count value" not in plan.to_table() and "| n |" not in plan.to_table()
 
 
@@ -329,35 +402,49 @@ def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
     obj = json.loads(json.dumps(plan.to_json()))
     assert obj["limits"]["max_new_tokens"] == 32
     assert [(e["role"], e["graph"]) for e in obj["engines"]] == [(e.role, e.graph) for e in plan.engines]
-    decode = obj["engines"][3]
-    assert decode["symbols"]["spec_len"] == {"min": 1, "opt": 1, "max": 5}
-    assert decode["profile"]["input_ids"] == {"min": [1, 1], "opt": [1, 1], "max": [1, 5]}
+    decoder = obj["engines"][1]
+    assert [p["name"] for p in decoder["profiles"]] == ["prefill", "step"]
+    step_profile = decoder["profiles"][1]
+    assert step_profile["symbols"]["seq"] == step_profile["symbols"]["logit_rows"] == {"min": 1, "opt": 1, "max": 5}
+    assert step_profile["profile"]["input_ids"] == {"min": [1, 1], "opt": [1, 1], "max": [1, 5]}
+    assert decoder["profiles"][0]["profile"]["past_value_0"]["max"] == [0, 1, 2, 16]
     assert obj["totals"]["total_bytes"] == sum(e.weight_bytes + e.activation_bytes + e.kv_bytes for e in plan.engines)
+    assert obj["totals"]["weight_bytes"] == sum(e.weight_bytes for e in plan.engines)  # each engine once
 
     lines = plan.to_table().splitlines()
-    assert len(lines) == 2 + len(plan.engines) + 1
-    assert lines[0].startswith("| role | graph | precision | batch | frames | vis_tokens | seq | scored_tokens | queries | past | spec_len |")
-    assert "MiB" in lines[0]
-    for e, line in zip(plan.engines, lines[2:]):
-        assert line.startswith(f"| {e.role} | {e.graph} | {'fp32' if e.role == PRUNING else 'fp16'} |")
-    assert "| 2/94/200 |" in lines[2 + 7]  # draft decode past (keep 0.05..1, text_max 139)
+    rows = [(e, p) for e in plan.engines for p in e.profiles]  # one row per engine and profile
+    assert len(rows) == 8 and len(lines) == 2 + len(rows) + 1
+    assert lines[0].startswith(
+        "| role | graph | profile | precision | batch | frames | vis_tokens | seq | scored_tokens | queries | past "
+        "| prompt_rows | logit_rows |"
+    )
+    assert "spec_len" not in lines[0] and "MiB" in lines[0]
+    header = cells(lines[0])
+    for (e, p), line in zip(rows, lines[2:]):
+        assert line.startswith(f"| {e.role} | {e.graph} | {p.name} | {'fp32' if e.role == PRUNING else 'fp16'} |")
+        row = dict(zip(header, cells(line)))
+        # an engine's estimates once, on its first profile's row
+        assert (row["weights MiB"] != "") == (p is e.profiles[0])
+    draft_step = dict(zip(header, cells(lines[2 + 5])))
+    assert (draft_step["graph"], draft_step["profile"]) == ("decoder", "step")
+    assert draft_step["past"] == "2/94/200"  # keep 0.05..1, text_max 139
+    assert draft_step["seq"] == draft_step["logit_rows"] == "1/1/2" and draft_step["scored_tokens"] == "0/0/0"
     assert lines[-1].startswith("| **total** |")
     # the pruning rows: n, D, then keep_count's and grid's values (a grid as slices x h x w)
-    assert "| past | spec_len | n | D | keep_count value | grid value | weights MiB |" in lines[0]
-    header = cells(lines[0])
-    for line, graph in zip(lines[2 + 8:], ("fused", "specvlm")):
+    assert "| past | prompt_rows | logit_rows | n | D | keep_count value | grid value | weights MiB |" in lines[0]
+    for line, graph in zip(lines[2 + 6:], ("fused", "specvlm")):
         row = dict(zip(header, cells(line)))
         assert row == {
-            **{h: "" for h in header[3:11]},  # batch .. spec_len: not the pruning graphs' symbols
+            **{h: "" for h in header[4:13]},  # batch .. logit_rows: not the pruning graphs' symbols
             **{h: v for h, v in row.items() if "MiB" in h},
-            "role": "pruning", "graph": graph, "precision": "fp32", "n": "5/25/25", "D": "32/32/32",
+            "role": "pruning", "graph": graph, "profile": "default", "precision": "fp32", "n": "5/25/25", "D": "32/32/32",
             "keep_count value": "1/14/25",  # keep 0.05..1: opt kept(0.525, 25) = 14
             "grid value": "1x2x2/6x2x2/6x2x2",
         }
-    assert cells(lines[2 + 7])[header.index("keep_count value")] == ""  # draft decode has no values
-    fused = obj["engines"][8]
-    assert fused["values"]["keep_count"] == {"min": [1], "opt": [14], "max": [25]}
-    assert decode["values"] == {}
+    assert draft_step["keep_count value"] == ""  # the decoder has no values
+    fused = obj["engines"][4]
+    assert fused["profiles"][0]["values"]["keep_count"] == {"min": [1], "opt": [14], "max": [25]}
+    assert all(p["values"] == {} for p in decoder["profiles"])
 
 
 def cells(line: str) -> list[str]:
@@ -372,7 +459,7 @@ def test_precision_scales_weights_kv_and_activations(manifests, name):
         if fp32.role == PRUNING:  # always fp32: the same engine whatever the limits say
             assert fp32 == fp16 == bf16 and fp16.precision == "fp32"
             continue
-        assert fp32.weight_bytes == manifests[name].models[fp32.role].graphs[fp32.graph].bytes
+        assert fp32.weight_bytes == manifests[name].models[fp32.role].graphs[fp32.graph].total_bytes
         assert fp16.weight_bytes == bf16.weight_bytes == fp32.weight_bytes // 2
         assert fp32.kv_bytes == 2 * fp16.kv_bytes == 2 * bf16.kv_bytes
         assert fp32.activation_bytes == 2 * fp16.activation_bytes
@@ -385,23 +472,27 @@ def test_memory_estimates_follow_the_documented_formulas(gqa):
     for role in ("target", "draft"):
         d = gqa.models[role].decoder
         heads = d["hidden"] // d["head_dim"]
-        r = ranges(plan, role, "decode")
-        keys = r["past"][2] + r["spec_len"][2]
-        decode = engine(plan, role, "decode")
-        assert decode.kv_bytes == 2 * d["layers"] * d["kv_heads"] * d["head_dim"] * keys * 4
-        assert decode.activation_bytes == r["spec_len"][2] * (4 * d["hidden"] + heads * keys) * 4
-        seq = ranges(plan, role, "prefill")["seq"][2]
-        assert engine(plan, role, "prefill").activation_bytes == seq * (4 * d["hidden"] + heads * seq) * 4
-        assert engine(plan, role, "embed").activation_bytes == ranges(plan, role, "embed")["seq"][2] * d["hidden"] * 4
-        assert engine(plan, role, "vision").activation_bytes == 25 * 4 * d["hidden"] * 4
-        assert all(engine(plan, role, g).kv_bytes == 0 for g in ("vision", "embed", "prefill"))
+        st, pre = step(plan, role), prefill(plan, role)
+        keys = st["past"][2] + st["seq"][2]
+        decoder = engine(plan, role, "decoder")
+        # the largest profile: the step's cache (past + gamma + 1) outgrows the prompt
+        assert keys > pre["seq"][2]
+        assert decoder.kv_bytes == 2 * d["layers"] * d["kv_heads"] * d["head_dim"] * keys * 4
+        step_act = st["seq"][2] * (4 * d["hidden"] + heads * keys) * 4
+        seq = pre["seq"][2]
+        prefill_act = seq * (4 * d["hidden"] + heads * seq) * 4  # past 0
+        assert decoder.activation_bytes == max(step_act, prefill_act) == prefill_act
+        assert decoder.weight_bytes == gqa.models[role].graphs["decoder"].total_bytes  # once, both profiles
+        vision = engine(plan, role, "vision")
+        assert vision.activation_bytes == 25 * 4 * d["hidden"] * 4 and vision.kv_bytes == 0
 
 
 def test_max_frames_below_the_export_narrows_every_range(gqa):
     plan = plan_build(gqa, replace(SMALL, max_frames=2))
     assert ranges(plan, "draft", "vision")["frames"] == (1, 2, 2)
     assert ranges(plan, "draft", "vision")["vis_tokens"] == (5, 9, 9)
-    assert isinstance(engine(plan, "target", "vision").symbols["frames"], DimRange)
+    assert isinstance(profile(plan, "target", "vision").symbols["frames"], DimRange)
+    assert prefill(plan, "draft")["prompt_rows"] == (5, 9, 9)
 
 
 # --- Qwen2.5-VL: temporal slices of merged tokens, no newline, M-RoPE prefill ---------------
@@ -440,8 +531,9 @@ def test_a_qwen_plan_has_every_graph_of_target_and_draft_inside_the_export(qwen_
             "grid_tokens": (1, per_slice, per_slice),
             "vis_tokens": (1, opt_t * per_slice, max_t * per_slice),  # no newline; a tiny frame gives 1 token
         }
-        assert ranges(plan, role, "prefill")["scored_tokens"][0] == 1
-        assert ranges(plan, role, "prefill")["seq"][0] == 2  # 1 visual token + 1 text token
+        assert prefill(plan, role)["scored_tokens"][0] == 1
+        assert prefill(plan, role)["seq"][0] == 2  # 1 visual token + 1 text token
+        assert prefill(plan, role)["prompt_rows"] == (1, opt_t * per_slice, max_t * per_slice)
 
 
 @pytest.mark.parametrize("max_frames", [1, 2, 3, 4, 5, 6])
@@ -450,7 +542,7 @@ def test_the_qwen_vision_profile_takes_the_slices_of_max_frames(qwen_manifests, 
     dims = manifest.dims_table
     assert (dims["grid_t"].max, dims["grid_tokens"].max) == (3, 16)
     plan = plan_build(manifest, replace(SMALL, max_frames=max_frames))
-    vision = engine(plan, "target", "vision")
+    vision = profile(plan, "target", "vision")
     t = slices(max_frames)  # 2 frames per temporal slice: 5 frames -> 3 slices
     assert "frames" not in vision.symbols
     assert vision.symbols["grid_t"] == DimRange(1, t, t)  # opt frames min(8, F) = F here
@@ -459,10 +551,11 @@ def test_the_qwen_vision_profile_takes_the_slices_of_max_frames(qwen_manifests, 
     assert vision.profile["pixel_values_videos"] == ShapeRange((1, 1, *QWEN_PATCH), (t, 16, *QWEN_PATCH), (t, 16, *QWEN_PATCH))
     assert vision.profile["patch_pos"] == ShapeRange((1, 4, 2), (16, 4, 2), (16, 4, 2))
     assert vision.profile["window_index"] == ShapeRange((1,), (16,), (16,))
-    assert vision.activation_bytes == t * 16 * 4 * manifest.models["target"].decoder["hidden"] * 2  # fp16
-    prefill = ranges(plan, "target", "prefill")
-    assert prefill["scored_tokens"] == (1, 16 * t, 16 * t)
-    assert prefill["seq"][2] == 16 * t + text_max_qwen(16 * t, SMALL)
+    hidden = manifest.models["target"].decoder["hidden"]
+    assert engine(plan, "target", "vision").activation_bytes == t * 16 * 4 * hidden * 2  # fp16
+    target = prefill(plan, "target")
+    assert target["scored_tokens"] == target["prompt_rows"] == (1, 16 * t, 16 * t)
+    assert target["seq"][2] == 16 * t + text_max_qwen(16 * t, SMALL)
 
 
 def text_max_qwen(vis_max: int, limits: BuildLimits) -> int:
@@ -476,17 +569,29 @@ def test_qwen_ranges_equal_the_formulas_and_prefill_positions_are_3d(qwen_manife
     t = text_max_qwen(48, limits)
     assert t == 120 == SEQ_MAX - 48 - 32  # 3 slices x 16 tokens, no newline
     prompt = (2, 48 + 64, 48 + t)
-    assert ranges(plan, "target", "embed") == {"batch": (1, 1, 1), "seq": (1, 112, 168)}
-    assert ranges(plan, "target", "prefill") == {"batch": (1, 1, 1), "seq": prompt, "scored_tokens": (1, 48, 48), "queries": (1, 64, t)}
-    assert ranges(plan, "target", "decode") == {"batch": (1, 1, 1), "past": (2, 112 + 16, 168 + 31), "spec_len": (1, 1, 5)}
+    visual = (1, 48, 48)
+    empty = {"scored_tokens": NONE, "queries": NONE, "prompt_rows": ONE}
+    assert prefill(plan, "target") == {
+        "batch": ONE, "seq": prompt, "past": NONE, "scored_tokens": visual, "queries": (1, 64, t),
+        "prompt_rows": visual, "logit_rows": ONE,
+    }
+    assert step(plan, "target") == {
+        "batch": ONE, "seq": (1, 1, 5), "past": (2, 112 + 16, 168 + 31), **empty, "logit_rows": (1, 1, 5),
+    }
     draft_prompt = (kept(0.1, 1) + 1, kept(0.3, 48) + 64, kept(0.5, 48) + t)
     assert draft_prompt == (2, 79, 144)
-    assert ranges(plan, "draft", "prefill") == {"batch": (1, 1, 1), "seq": draft_prompt, "scored_tokens": (1, 15, 24), "queries": (1, 64, t)}
-    assert ranges(plan, "draft", "decode") == {"batch": (1, 1, 1), "past": (2, 79 + 16, 144 + 32 + 4), "spec_len": (1, 1, 2)}
-    # prefill position ids [3, batch, seq] (temporal, height, width): the leading 3 stays static
-    assert engine(plan, "target", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 112), (3, 1, 168))
-    assert engine(plan, "draft", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 79), (3, 1, 144))
-    assert engine(plan, "target", "decode").profile["position_ids"] == ShapeRange((1, 1), (1, 1), (1, 5))  # text positions
+    assert prefill(plan, "draft") == {
+        "batch": ONE, "seq": draft_prompt, "past": NONE, "scored_tokens": (1, 15, 24), "queries": (1, 64, t),
+        "prompt_rows": visual, "logit_rows": ONE,
+    }
+    assert step(plan, "draft") == {
+        "batch": ONE, "seq": (1, 1, 2), "past": (2, 79 + 16, 144 + 32 + 4), **empty, "logit_rows": (1, 1, 2),
+    }
+    # position ids [3, batch, seq] (temporal, height, width): the leading 3 stays static
+    assert profile(plan, "target", "decoder", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 112), (3, 1, 168))
+    assert profile(plan, "draft", "decoder", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 79), (3, 1, 144))
+    # a step's text positions, the same on all three
+    assert profile(plan, "target", "decoder", "step").profile["position_ids"] == ShapeRange((3, 1, 1), (3, 1, 1), (3, 1, 5))
 
 
 def test_qwen_limits_the_export_cannot_serve_are_named(qwen_manifests):
@@ -494,7 +599,7 @@ def test_qwen_limits_the_export_cannot_serve_are_named(qwen_manifests):
         plan_build(qwen_manifests["qwen_gqa"], replace(SMALL, max_frames=7))
     edge = SEQ_MAX - 75 - 4  # qwen_mqa: 3 slices x 25 tokens; the full-keep draft cache needs gamma 4 more
     plan = plan_build(qwen_manifests["qwen_mqa"], BuildLimits(max_new_tokens=edge - 1))
-    assert ranges(plan, "target", "prefill")["seq"] == (2, 76, 76)  # one text token
+    assert prefill(plan, "target")["seq"] == (2, 76, 76)  # one text token
     with pytest.raises(ProfileError, match="^seq: .*75 visual tokens"):
         plan_build(qwen_manifests["qwen_mqa"], BuildLimits(max_new_tokens=edge))
 
@@ -508,17 +613,20 @@ def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
     assert rc == 0, err
     plan = json.loads(out)
     assert [(e["role"], e["graph"]) for e in plan["engines"]] == [(r, g) for r in ("target", "draft") for g in GRAPHS] + PRUNE
-    assert plan["engines"][-1]["values"]["grid"] == {"min": [1, 1, 1], "opt": [2, 5, 5], "max": [2, 25, 25]}
-    vision = plan["engines"][0]
+    assert plan["engines"][-1]["profiles"][0]["values"]["grid"] == {"min": [1, 1, 1], "opt": [2, 5, 5], "max": [2, 25, 25]}
+    (vision,) = plan["engines"][0]["profiles"]
+    assert vision["name"] == "default"
     assert vision["symbols"]["grid_t"] == {"min": 1, "opt": 2, "max": 2}  # 3 frames -> 2 slices
     assert vision["symbols"]["grid_tokens"] == {"min": 1, "opt": 25, "max": 25}
     assert vision["profile"]["pixel_values_videos"]["max"] == [2, 25, *QWEN_PATCH]
-    assert plan["engines"][2]["profile"]["position_ids"]["min"] == [3, 1, 2]
+    pre, st = plan["engines"][1]["profiles"]
+    assert pre["profile"]["position_ids"]["min"] == [3, 1, 2] and st["profile"]["position_ids"]["max"] == [3, 1, 5]
     rc = main(["build", str(work), "--backend", "tensorrt", "--dry-run", "--max-new-tokens", "32"])
     out, err = capfd.readouterr()
     assert rc == 0, err
     assert "| batch | vis_tokens | grid_t | grid_tokens | seq |" in out and "| frames |" not in out
-    assert "| target | vision | fp16 | 1/1/1 | 1/75/75 | 1/3/3 | 1/25/25 |" in out  # all 6 frames
+    assert "| target | vision | default | fp16 | 1/1/1 | 1/75/75 | 1/3/3 | 1/25/25 |" in out  # all 6 frames
+    assert "| target | decoder | prefill | fp16 |" in out and "| target | decoder | step | fp16 |" in out
 
 
 # --- the pruning subgraphs: n, D shapes and keep_count, grid values ---------------------------
@@ -526,8 +634,7 @@ def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
 
 def pruning_ranges(plan: BuildPlan, graph: str) -> dict:
     """The symbol ranges and the value ranges of a pruning engine, as tuples."""
-    e = engine(plan, PRUNING, graph)
-    values = {name: (r.min, r.opt, r.max) for name, r in e.values.items()}
+    values = {name: (r.min, r.opt, r.max) for name, r in profile(plan, PRUNING, graph).values.items()}
     return {**ranges(plan, PRUNING, graph), **values}
 
 
@@ -559,7 +666,7 @@ def test_the_pruning_engines_take_the_visual_tokens_and_the_keep_range(manifests
         assert pruning_ranges(plan, graph) == {**expected, "D": (32, 32, 32)}
         e = engine(plan, PRUNING, graph)
         n, d = expected["n"], 32
-        assert e.profile == {
+        assert e.profiles[0].profile == {
             "importance": ShapeRange((n[0],), (n[1],), (n[2],)),
             "features": ShapeRange((n[0], d), (n[1], d), (n[2], d)),
             "position_ids": ShapeRange((n[0],), (n[1],), (n[2],)),
@@ -616,13 +723,16 @@ def test_to_json_round_trips_the_value_ranges(qwen_manifests):
     plan = plan_build(qwen_manifests["qwen_gqa"], KEEPS[0])
     obj = json.loads(json.dumps(plan.to_json()))
     for e, got in zip(plan.engines, obj["engines"]):
-        assert {name: ShapeRange(**{k: tuple(v) for k, v in r.items()}) for name, r in got["values"].items()} == e.values
-        assert {name: ShapeRange(**{k: tuple(v) for k, v in r.items()}) for name, r in got["profile"].items()} == e.profile
-    assert obj["engines"][-1]["values"] == {
+        assert [p["name"] for p in got["profiles"]] == [p.name for p in e.profiles]
+        for p, got_p in zip(e.profiles, got["profiles"]):
+            assert {name: ShapeRange(**{k: tuple(v) for k, v in r.items()}) for name, r in got_p["values"].items()} == p.values
+            assert {name: ShapeRange(**{k: tuple(v) for k, v in r.items()}) for name, r in got_p["profile"].items()} == p.profile
+    (specvlm,) = obj["engines"][-1]["profiles"]
+    assert specvlm["values"] == {
         "keep_count": {"min": [1], "opt": [15], "max": [24]},
         "grid": {"min": [1, 1, 1], "opt": [3, 4, 4], "max": [3, 16, 16]},
     }
-    assert obj["engines"][-1]["symbols"] == {"n": {"min": 1, "opt": 48, "max": 48}, "D": {"min": 32, "opt": 32, "max": 32}}
+    assert specvlm["symbols"] == {"n": {"min": 1, "opt": 48, "max": 48}, "D": {"min": 32, "opt": 32, "max": 32}}
 
 
 def test_a_pruning_graph_without_a_draft_model_is_a_work_dir_error(gqa):
@@ -699,11 +809,27 @@ def test_build_engine_adds_the_shapes_and_the_shape_tensor_values(fake_polygraph
     config = fake_polygraphy.configs[-1]
     assert config["fp16"] is False and config["bf16"] is False  # pruning: fp32 under an fp16 build
     assert config["profiles"] == [fake_polygraphy.profiles[-1]] and config["load_timing_cache"] is None
-    assert fake_polygraphy.networks[-1] == str(work / "pruning" / "specvlm.onnx")
+    assert fake_polygraphy.networks[-1] == str((work / "pruning" / "specvlm.onnx").absolute())
     assert fake_polygraphy.saved == [str(tmp_path / "specvlm.plan")]
-    _build_engine(engine(plan, "target", "decode"), work, tmp_path / "decode.plan", tmp_path / "timing.cache")
-    assert set(fake_polygraphy.profiles[-1]) == set(engine(plan, "target", "decode").profile)  # no values
-    assert fake_polygraphy.configs[-1]["fp16"] is True
+
+
+def test_the_decoder_engine_is_built_once_with_its_prefill_and_step_profiles(fake_polygraphy, gqa, work_dirs, tmp_path):
+    from hippo_trt.export.trt_build import _build_engine
+
+    plan = plan_build(gqa, replace(KEEPS[0], precision="fp16"))
+    decoder = engine(plan, "target", "decoder")
+    _build_engine(decoder, work_dirs["gqa"], tmp_path / "decoder.plan", tmp_path / "timing.cache")
+    assert len(fake_polygraphy.networks) == len(fake_polygraphy.saved) == len(fake_polygraphy.configs) == 1  # one engine
+    # parsed from its path: the external weights (decoder.onnx.data) resolve beside it
+    assert fake_polygraphy.networks == [str((work_dirs["gqa"] / gqa.models["target"].graphs["decoder"].path).absolute())]
+    config = fake_polygraphy.configs[-1]
+    prefill_profile, step_profile = config["profiles"]  # TensorRT's profiles 0 and 1, in the plan's order
+    assert config["fp16"] is True and fake_polygraphy.profiles == [prefill_profile, step_profile]
+    for got, want in zip(config["profiles"], decoder.profiles):
+        assert got == {name: (r.min, r.opt, r.max) for name, r in want.profile.items()}  # no values
+    assert prefill_profile["past_key_0"][2][0] == 0 and step_profile["past_key_0"][0][0] >= 1
+    assert prefill_profile["visual_index"][0] == (5,) and step_profile["visual_index"] == ((0,), (0,), (0,))
+    assert prefill_profile["logit_index"] == ((1,), (1,), (1,)) and step_profile["logit_index"][2] == (5,)
 
 
 def test_build_tensorrt_builds_and_records_the_pruning_engines(fake_polygraphy, scratch_work, monkeypatch):
@@ -721,4 +847,19 @@ def test_build_tensorrt_builds_and_records_the_pruning_engines(fake_polygraphy, 
         assert f["path"] == f"{trt_build.TRT_DIR}/pruning/{name}.plan"
         assert (scratch_work / f["path"]).read_bytes() == f"engine of {name}.onnx".encode()
     assert [e["role"] for e in record["plan"]["engines"]][-2:] == [PRUNING, PRUNING]
-    assert len(fake_polygraphy.saved) == 10
+    assert len(fake_polygraphy.saved) == 6  # vision and decoder per model, two pruning engines
+    assert {role: set(files) for role, files in record["files"].items()} == {
+        "target": {"vision", "decoder"}, "draft": {"vision", "decoder"}, PRUNING: {"fused", "specvlm"},
+    }
+    assert len(fake_polygraphy.configs[1]["profiles"]) == 2  # the target decoder: prefill and step
+
+
+def test_weight_bytes_count_every_external_data_file(gqa):
+    """The weights live in each graph's data files, not in the .onnx file: the estimate counts them."""
+    plan = plan_build(gqa, replace(SMALL, precision="fp32"))
+    models = [e for e in plan.engines if e.role != PRUNING]
+    assert models
+    for e in models:
+        record = gqa.models[e.role].graphs[e.graph]
+        assert record.data and all(d.bytes > 0 for d in record.data)
+        assert e.weight_bytes == record.bytes + sum(d.bytes for d in record.data)

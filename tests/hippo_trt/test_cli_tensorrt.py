@@ -23,13 +23,18 @@ def test_dry_run_prints_the_plan_without_tensorrt(capfd, work_dirs):
     rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", 32, "--keep", "0.1:0.5")
     assert rc == 0, err
     plan = json.loads(out)
-    engines = {(e["role"], e["graph"]) for e in plan["engines"]}
-    models = {(r, g) for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
-    assert engines == models | {("pruning", "fused"), ("pruning", "specvlm")}
+    engines = [(e["role"], e["graph"]) for e in plan["engines"]]
+    models = [(r, g) for r in ("target", "draft") for g in ("vision", "decoder")]  # one decoder engine per model
+    assert engines == models + [("pruning", "fused"), ("pruning", "specvlm")]
+    profiles = {(e["role"], e["graph"]): [p["name"] for p in e["profiles"]] for e in plan["engines"]}
+    assert profiles[("target", "decoder")] == profiles[("draft", "decoder")] == ["prefill", "step"]
+    assert profiles[("target", "vision")] == ["default"]
     fused = next(e for e in plan["engines"] if e["graph"] == "fused")
-    assert set(fused["values"]) == {"keep_count", "grid"}
+    assert set(fused["profiles"][0]["values"]) == {"keep_count", "grid"}
     rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--max-new-tokens", 32)
-    assert rc == 0 and "| target | prefill |" in out and "| pruning | fused |" in out and "**total**" in out
+    assert rc == 0 and "| pruning | fused | default |" in out and "**total**" in out
+    assert "| target | decoder | prefill |" in out and "| target | decoder | step |" in out
+    assert "| embed |" not in out and "| decode |" not in out
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT message cannot be shown")
@@ -69,10 +74,10 @@ def test_check_reports_compat_and_comparison(capfd, work_dirs):
     report = json.loads(out)
     assert report["passed"] is True
     graphs = {r["graph"] for r in report["tensorrt_compat"]}
-    models = {f"{r}/{g}" for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+    models = {f"{r}/{g}" for r in ("target", "draft") for g in ("vision", "decoder")}
     assert graphs == models | {"pruning/fused", "pruning/specvlm"}
     assert all(r["passed"] for r in report["comparison"])
-    assert {r["output"] for r in report["comparison"]} >= {"visual_tokens", "inputs_embeds", "logits", "new_key_0"}
+    assert {r["output"] for r in report["comparison"]} >= {"visual_tokens", "logits", "importance", "new_key_0"}
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT message cannot be shown")
