@@ -67,8 +67,9 @@ def _source(role: str, path: Path) -> Source:
         config = AutoConfig.from_pretrained(model_dir.path, local_files_only=True)
     except Exception as e:
         raise ModelError(f"cannot read the config of '{model_dir.path}': {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
-    family(model_dir.architecture).check_supported(config)
-    return Source(role, model_dir, config, model_dir.load_processor())
+    arch = family(model_dir.architecture)
+    arch.check_supported(config)
+    return Source(role, model_dir, config, arch.prepare_processor(model_dir.load_processor()))
 
 
 def _check_pair(target: Source, draft: Source) -> None:

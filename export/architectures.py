@@ -1,6 +1,7 @@
 """The supported model families, by the ``architectures`` name of their config.json.
 
 Each family module gives the same functions: ``check_supported(config)``,
+``prepare_processor(processor)`` (the processor the work dir keeps),
 ``vision_input(config, processor)`` (the settings saved in the manifest), ``grid_key``,
 ``dims(limits, vision_input)``, ``specs(decoder_shape, vision_input)``,
 ``vision_sample(vision_input, sizes, seed)`` and ``graph_modules(model)``; and

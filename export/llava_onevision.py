@@ -36,6 +36,11 @@ def check_supported(config) -> None:
         raise ModelError(f"unsupported setting text_config.rope_parameters.rope_type='{rope_type}'")
 
 
+def prepare_processor(processor):
+    """The processor the work dir keeps: the model's own, as it is."""
+    return processor
+
+
 def vis_tokens_per_frame(config) -> int:
     side = config.vision_config.image_size // config.vision_config.patch_size
     return math.ceil(side / 2) ** 2  # bilinear 2x pooling with ceil, as apply_pooling does

@@ -57,6 +57,21 @@ def check_supported(config) -> None:
         raise ModelError(f"unsupported setting vision_config.rope_parameters.rope_type='{vision_rope}' (supported: axial)")
 
 
+VIDEO_MAX_PIXELS = 768 * 28 * 28  # qwen-vl-utils' per-frame cap for videos (768 merged tokens at 14 px x 2 merge)
+
+
+def prepare_processor(processor):
+    """The processor the work dir keeps: a video frame is resized to at most VIDEO_MAX_PIXELS, as
+    qwen-vl-utils resizes Qwen2.5-VL's videos. A checkpoint that ships only its image
+    preprocessor config (Qwen2.5-VL-7B-Instruct: max_pixels 12845056) would otherwise allow
+    16384 tokens a frame, 262144 for 32 frames: twice the model's context."""
+    video = processor.video_processor
+    size = dict(video.size.items()) if hasattr(video.size, "items") else dict(video.size)
+    if size.get("longest_edge", 0) > VIDEO_MAX_PIXELS:
+        video.size = {**{k: v for k, v in size.items() if v is not None}, "longest_edge": VIDEO_MAX_PIXELS}
+    return processor
+
+
 def vision_input(config, processor) -> dict[str, float]:
     """What the host and the vision graph's specs need, saved in the manifest."""
     vision = config.vision_config

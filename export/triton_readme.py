@@ -11,9 +11,7 @@ from hippo_trt.runtime.serve_protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNAR
 
 GRAPH_ROLES = {
     "vision": "vision encoder: pixels -> visual tokens",
-    "embed": "token embeddings",
-    "prefill": "prompt prefill: last logits, visual-token importance, KV entries",
-    "decode": "one decode / verify step over the cached KV prefix",
+    "decoder": "the decoder (every weight once): a prompt prefill (last logits, visual-token importance, KV entries) or a decode / verify step over the cached KV prefix",
 }
 PYTHON_ROLES = {
     UNARY_MODEL: "the speculative loop: one response per request (HTTP or gRPC)",

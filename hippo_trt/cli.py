@@ -55,7 +55,8 @@ def cmd_export(args) -> int:
         _print_json(manifest.to_json())
     else:
         graphs = sum(len(m.graphs) for m in manifest.models.values())
-        print(f"exported and validated {graphs} graphs ({', '.join(manifest.models)}) into {args.out}")
+        seq = manifest.dims["seq"]["max"]  # --max-seq as given, or resolved for the model
+        print(f"exported and validated {graphs} graphs ({', '.join(manifest.models)}) into {args.out}, up to {seq} tokens per sequence")
     return 0
 
 
@@ -361,12 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hippo-trt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    from hippo_trt.dims import TEXT_BUDGET
+
     p = sub.add_parser("export", help="export target (and draft) to validated ONNX graphs")
     p.add_argument("--target", type=Path, required=True, help="target model directory (Hugging Face format)")
     p.add_argument("--draft", type=Path, help="draft model directory (same tokenizer and video grid)")
     p.add_argument("--out", type=Path, required=True, help="work dir to write (replaced atomically)")
-    p.add_argument("--max-frames", type=_positive, default=32)
-    p.add_argument("--max-seq", type=_positive, default=4096, help="longest prompt + generation, in tokens")
+    p.add_argument("--max-frames", type=_positive, default=32, help="longest video, in frames")
+    p.add_argument(
+        "--max-seq", type=_positive, default=None,
+        help=f"longest prompt + generation, in tokens (default: the visual tokens of a --max-frames video plus {TEXT_BUDGET} for prompt text and generation)",
+    )
     p.add_argument("--max-spec-len", type=_positive, default=9, help="most tokens one verify step takes (gamma + 1)")
     _add_common(p)
     p.set_defaults(func=cmd_export)

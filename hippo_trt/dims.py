@@ -9,7 +9,7 @@ A symbol without a range is an error, never a silent default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -24,11 +24,13 @@ SYMBOLS: Mapping[str, str] = MappingProxyType(
         "grid_t": "temporal slices of a video fed to a Qwen2.5-VL vision graph (frames / temporal_patch_size)",
         "grid_tokens": "merged visual tokens per temporal slice (Qwen2.5-VL)",
         "kept_tokens": "visual tokens the draft keeps after pruning",
-        "seq": "tokens fed to a prefill (text + visual)",
-        "scored_tokens": "visual tokens whose attention importance a prefill reports",
-        "queries": "prompt tokens after the video whose attention scores the visual tokens",
-        "past": "tokens already in the KV cache",
+        "seq": "tokens fed to one decoder call: a prefill's prompt (text + visual) or a step's tokens",
+        "scored_tokens": "visual tokens whose attention importance a prefill reports (0 in a decode step)",
+        "queries": "prompt tokens after the video whose attention scores the visual tokens (0 in a decode step)",
+        "past": "tokens already in the KV cache (0 in a prefill)",
         "spec_len": "tokens fed to one decode/verify step (1..gamma+1)",
+        "prompt_rows": "rows of the decoder's prompt table: the visual tokens a prefill reads (1 in a decode step)",
+        "logit_rows": "rows whose logits the decoder returns (1 in a prefill, the step's tokens in a step)",
     }
 )
 
@@ -88,38 +90,64 @@ class DimsTable:
         return cls({name: DimRange(**r) for name, r in obj.items()})
 
 
+# Tokens of room --max-seq leaves beside the video when it is not given: prompt text, chat
+# template and generated tokens (and the draft's lookahead) together.
+TEXT_BUDGET = 2048
+
+
 @dataclass(frozen=True)
 class ExportLimits:
-    """The user's limits, from which the dims table is derived."""
+    """The user's limits, from which the dims table is derived. ``max_seq`` None: the visual
+    tokens of a ``max_frames`` video plus TEXT_BUDGET (resolved per model by ``dims``)."""
 
     max_frames: int = 32
-    max_seq: int = 4096
+    max_seq: int | None = None
     max_spec_len: int = 9  # gamma up to 8
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_seq", "max_spec_len"):
-            if getattr(self, name) < 2:
+            value = getattr(self, name)
+            if value is not None and value < 2:  # max_seq None: resolved per model
                 raise ProfileError(f"--{name.replace('_', '-')} must be at least 2")
+
+    def max_visual_tokens(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> int:
+        """Visual tokens of a ``max_frames`` video: ``vis_tokens_per_frame`` per slice of
+        ``frames_per_slice`` frames, plus ``newline`` tokens per video."""
+        return math.ceil(self.max_frames / frames_per_slice) * vis_tokens_per_frame + newline
+
+    def resolved_max_seq(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> int:
+        """``max_seq`` as given, or the longest video's visual tokens plus TEXT_BUDGET."""
+        if self.max_seq is not None:
+            return self.max_seq
+        return self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice) + TEXT_BUDGET
+
+    def resolved(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> "ExportLimits":
+        """These limits with ``max_seq`` filled in for this model (what a manifest records)."""
+        return replace(self, max_seq=self.resolved_max_seq(vis_tokens_per_frame, newline, frames_per_slice))
 
     def dims(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> DimsTable:
         """Dims table for a model whose video yields ``vis_tokens_per_frame`` per slice of
         ``frames_per_slice`` frames (Qwen2.5-VL: 2 frames make one temporal patch), plus
         ``newline`` tokens per video."""
-        max_vis = math.ceil(self.max_frames / frames_per_slice) * vis_tokens_per_frame + newline
-        if max_vis >= self.max_seq:
+        max_vis = self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice)
+        max_seq = self.resolved_max_seq(vis_tokens_per_frame, newline, frames_per_slice)
+        if max_vis >= max_seq:
             raise ProfileError(
                 f"--max-frames {self.max_frames} gives {max_vis} visual tokens, "
-                f"more than --max-seq {self.max_seq}; raise --max-seq or lower --max-frames"
+                f"more than --max-seq {max_seq}; raise --max-seq (or leave it out: "
+                f"visual tokens + {TEXT_BUDGET}) or lower --max-frames"
             )
         return DimsTable(
             {
                 "batch": DimRange(1, 1, 1),
                 "frames": DimRange(1, min(8, self.max_frames), self.max_frames),
                 "vis_tokens": DimRange(vis_tokens_per_frame + newline, max_vis, max_vis),
-                "seq": DimRange(1, min(1024, self.max_seq), self.max_seq),
-                "scored_tokens": DimRange(1, max_vis, max_vis),
-                "queries": DimRange(1, min(16, self.max_seq), self.max_seq),
-                "past": DimRange(1, min(1024, self.max_seq), self.max_seq),
+                "seq": DimRange(1, min(1024, max_seq), max_seq),
+                "scored_tokens": DimRange(0, max_vis, max_vis),
+                "queries": DimRange(0, min(16, max_seq), max_seq),
+                "past": DimRange(0, min(1024, max_seq), max_seq),
                 "spec_len": DimRange(1, 1, self.max_spec_len),
+                "prompt_rows": DimRange(1, max_vis, max_vis),
+                "logit_rows": DimRange(1, 1, self.max_spec_len),
             }
         )

@@ -7,11 +7,24 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hippo_trt.errors import ModelError
+from hippo_trt.errors import InputError, ModelError
 
 # config.json architectures this toolkit exports; each is also the transformers class name
 SUPPORTED = ("LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 HASHED_SUFFIXES = (".safetensors", ".json")
+SHARD_INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map: tensor name -> shard file
+# dtypes a model is loaded and exported in: our name -> torch's attribute name
+EXPORT_DTYPES = ("fp32", "fp16", "bf16")
+_TORCH_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_dtype(name: str):
+    """The torch dtype of an export dtype name ("fp32", "fp16", "bf16"); InputError otherwise."""
+    import torch
+
+    if name not in _TORCH_DTYPE_NAMES:
+        raise InputError(f"unknown dtype '{name}' (choose one of: {', '.join(EXPORT_DTYPES)})")
+    return getattr(torch, _TORCH_DTYPE_NAMES[name])
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -52,29 +65,30 @@ class ModelDir:
             raise ModelError(
                 f"unsupported architecture '{arch}' in '{path}' (supported: {', '.join(SUPPORTED)})"
             )
-        if not sorted(path.glob("*.safetensors")):
-            raise ModelError(f"'{path}' has no .safetensors weights")
+        _check_weights(path)
         return cls(path=path.absolute(), architecture=arch, config=config)
 
     def weight_hash(self) -> str:
-        """sha256 over the config and weight files (names and contents), in name order."""
+        """sha256 over the config and weight files (names and contents), in name order: every
+        shard of a sharded checkpoint and its index included; each file is read in chunks."""
         h = hashlib.sha256()
         for f in sorted(self.path.iterdir()):
             if f.is_file() and f.suffix in HASHED_SUFFIXES and not f.name.startswith("."):
                 h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
         return h.hexdigest()
 
-    def load_model(self):
-        """The transformers model in fp32 eval mode; a corrupt checkpoint is a ModelError."""
-        import torch
+    def load_model(self, dtype: str = "fp32"):
+        """The transformers model in eval mode, its weights loaded straight in ``dtype`` (one of
+        EXPORT_DTYPES: no fp32 copy on the way); a corrupt checkpoint is a ModelError."""
         import transformers
         from transformers.utils import logging as hf_logging
 
+        torch_type = torch_dtype(dtype)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         try:
             model = getattr(transformers, self.architecture).from_pretrained(
-                self.path, dtype=torch.float32, attn_implementation="eager", local_files_only=True
+                self.path, dtype=torch_type, attn_implementation="eager", local_files_only=True
             )
         except Exception as e:  # safetensors/transformers raise many types for bad files
             raise ModelError(f"cannot load model weights from '{self.path}': {_first_line(e)}") from None
@@ -82,6 +96,43 @@ class ModelDir:
 
     def load_processor(self):
         return load_processor(self.path)
+
+
+def _check_weights(path: Path) -> None:
+    """Weights are present: ``model.safetensors``, or (a sharded checkpoint) every shard its
+    index names, as transformers looks for them; else some .safetensors file."""
+    index = path / SHARD_INDEX
+    if index.is_file() and not (path / "model.safetensors").is_file():
+        _check_shards(index, _shard_names(index))
+    elif not sorted(path.glob("*.safetensors")):
+        raise ModelError(f"'{path}' has no .safetensors weights")
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` maps tensors to, in order."""
+    try:
+        obj = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"shard index '{index}' is not valid JSON ({_first_line(e)}); download it again") from None
+    weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelError(
+            f"shard index '{index}' has no 'weight_map' of tensor names to shard files; download it again"
+        )
+    return sorted(set(weight_map.values()))
+
+
+def _check_shards(index: Path, shards: list[str]) -> None:
+    for name in shards:
+        if Path(name).name != name or not name.endswith(".safetensors"):
+            raise ModelError(f"shard index '{index}' names '{name}', not a .safetensors file beside it")
+    missing = [name for name in shards if not (index.parent / name).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(
+            f"shard '{missing[0]}'{more} named by '{index}' is missing from '{index.parent}'; "
+            "download the missing shard files of the checkpoint"
+        )
 
 
 def load_processor(path: Path):

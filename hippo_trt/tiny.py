@@ -45,6 +45,11 @@ class TinySpec:
     init_range: float = 0.2
     seed: int = 0
     vision_intermediate: int = 0  # 0: twice vision_hidden
+    grid_pinpoints: tuple[tuple[int, int], ...] = ()  # anyres tile layouts (image_grid_pinpoints); (): one image_size tile
+
+    def pinpoints(self) -> list[list[int]]:
+        """``image_grid_pinpoints`` of the config and image processor."""
+        return [list(p) for p in self.grid_pinpoints] or [[self.image_size, self.image_size]]
 
 
 QWEN_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"]
@@ -85,9 +90,7 @@ def build_processor(spec: TinySpec, tokenizer):
 
     size = {"height": spec.image_size, "width": spec.image_size}
     video = LlavaOnevisionVideoProcessor(size=size, num_frames=spec.frames)
-    image = LlavaOnevisionImageProcessor(
-        size=size, image_grid_pinpoints=[[spec.image_size, spec.image_size]]
-    )
+    image = LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=spec.pinpoints())
     return LlavaOnevisionProcessor(
         image_processor=image,
         tokenizer=tokenizer,
@@ -130,7 +133,7 @@ def build_model(spec: TinySpec, tokenizer):
         },
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        image_grid_pinpoints=[[spec.image_size, spec.image_size]],
+        image_grid_pinpoints=spec.pinpoints(),
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",
     )
@@ -141,8 +144,17 @@ def build_model(spec: TinySpec, tokenizer):
     return model
 
 
-def make_tiny_model_dir(out: Path, spec: TinySpec = TinySpec()) -> Path:
-    """Write a complete tiny random LLaVA-OneVision model directory to ``out``."""
+def save_weights(model, out: Path, max_shard_size: int | str | None = None) -> None:
+    """``save_pretrained`` as safetensors: one ``model.safetensors``, or with ``max_shard_size``
+    (bytes, or e.g. "200KB") shards ``model-0000i-of-0000n.safetensors`` plus
+    ``model.safetensors.index.json``, as published checkpoints are laid out."""
+    extra = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(out, safe_serialization=True, **extra)
+
+
+def make_tiny_model_dir(out: Path, spec: TinySpec = TinySpec(), max_shard_size: int | str | None = None) -> Path:
+    """Write a complete tiny random LLaVA-OneVision model directory to ``out`` (weights
+    sharded when ``max_shard_size`` is given)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -150,7 +162,7 @@ def make_tiny_model_dir(out: Path, spec: TinySpec = TinySpec()) -> Path:
     tokenizer = build_tokenizer()
     processor = build_processor(spec, tokenizer)
     model = build_model(spec, tokenizer)
-    model.save_pretrained(out, safe_serialization=True)
+    save_weights(model, out, max_shard_size)
     processor.save_pretrained(out)
     return out
 
@@ -241,13 +253,14 @@ def build_qwen_model(spec: TinyQwenSpec, tokenizer):
     return model
 
 
-def make_tiny_qwen_dir(out: Path, spec: TinyQwenSpec = TinyQwenSpec()) -> Path:
-    """Write a complete tiny random Qwen2.5-VL model directory to ``out``."""
+def make_tiny_qwen_dir(out: Path, spec: TinyQwenSpec = TinyQwenSpec(), max_shard_size: int | str | None = None) -> Path:
+    """Write a complete tiny random Qwen2.5-VL model directory to ``out`` (weights sharded
+    when ``max_shard_size`` is given)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     out = Path(out)
     tokenizer = build_tokenizer(tuple(QWEN_SPECIAL), QWEN_CHAT_TEMPLATE)
-    build_qwen_model(spec, tokenizer).save_pretrained(out, safe_serialization=True)
+    save_weights(build_qwen_model(spec, tokenizer), out, max_shard_size)
     build_qwen_processor(spec, tokenizer).save_pretrained(out)
     return out

@@ -36,7 +36,7 @@ OVERHEAD_LIMIT = 0.10
 MAX_REPEATS = 50
 # The table's order: the request's stages as they happen.
 PHASE_ORDER = (
-    "video_decode", "preprocess", "vision", "embed", "prefill", "draft_vision", "draft_embed", "pruning",
+    "video_decode", "preprocess", "vision", "prefill", "draft_vision", "pruning",
     "draft_prefill", "draft_step", "verify", "decode_step", "sampling", "handoff", "detokenize",
 )
 STEP_PHASES = ("draft_step", "verify", "decode_step")

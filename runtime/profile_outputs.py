@@ -40,8 +40,8 @@ def chrome_trace(report: ProfileReport) -> dict:
 
 # Phase colours stay clear of the fates' green, red and grey.
 PHASE_COLOURS = {
-    "video_decode": "#1f77b4", "preprocess": "#aec7e8", "vision": "#ff7f0e", "embed": "#ffbb78", "prefill": "#9467bd",
-    "draft_vision": "#17becf", "draft_embed": "#9edae5", "pruning": "#e377c2", "draft_prefill": "#c5b0d5",
+    "video_decode": "#1f77b4", "preprocess": "#aec7e8", "vision": "#ff7f0e", "prefill": "#9467bd",
+    "draft_vision": "#17becf", "pruning": "#e377c2", "draft_prefill": "#c5b0d5",
     "verify": "#f0c000", "decode_step": "#f0c000", "sampling": "#8c564b", "handoff": "#c49c94", "detokenize": "#7f7f7f",
 }
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hippo_trt.dims import SYMBOLS, DimRange, DimsTable, ExportLimits
+from hippo_trt.dims import SYMBOLS, TEXT_BUDGET, DimRange, DimsTable, ExportLimits
 from hippo_trt.errors import InputError, ProfileError
 
 
@@ -135,7 +135,8 @@ def test_check_agrees_with_inclusive_range(lo_opt_hi, value):
 
 def test_limits_defaults():
     lim = ExportLimits()
-    assert (lim.max_frames, lim.max_seq, lim.max_spec_len) == (32, 4096, 9)
+    assert (lim.max_frames, lim.max_seq, lim.max_spec_len) == (32, None, 9)  # max_seq: resolved per model
+    assert TEXT_BUDGET == 2048
 
 
 @pytest.mark.parametrize("field,flag", [("max_frames", "--max-frames"), ("max_seq", "--max-seq"), ("max_spec_len", "--max-spec-len")])
@@ -152,7 +153,7 @@ def test_limits_dims_table_contents():
     assert t["frames"] == DimRange(1, 6, 6)
     assert t["vis_tokens"] == DimRange(5, 25, 25)  # 6 frames * 4 + newline
     assert t["seq"] == DimRange(1, 200, 200)
-    assert t["past"] == DimRange(1, 200, 200)
+    assert t["past"] == DimRange(0, 200, 200)  # 0: a prefill has no past
     assert t["spec_len"] == DimRange(1, 1, 6)
 
 
@@ -160,7 +161,7 @@ def test_limits_dims_opt_capped_for_large_limits():
     t = ExportLimits(max_frames=32, max_seq=4096, max_spec_len=8).dims(100)
     assert t["frames"] == DimRange(1, 8, 32)
     assert t["seq"] == DimRange(1, 1024, 4096)
-    assert t["past"] == DimRange(1, 1024, 4096)
+    assert t["past"] == DimRange(0, 1024, 4096)
     assert t["vis_tokens"] == DimRange(101, 3201, 3201)
 
 
@@ -172,3 +173,61 @@ def test_limits_too_many_visual_tokens_for_max_seq():
     assert "--max-frames 10 gives 41 visual tokens" in msg and "--max-seq 40" in msg
     # exactly one token of room is enough
     assert ExportLimits(max_frames=10, max_seq=42, max_spec_len=2).dims(4)["vis_tokens"].max == 41
+
+
+# --- max_seq left out: the longest video's visual tokens plus the text budget ---------------
+
+
+@pytest.mark.parametrize(
+    "per_frame,newline,frames_per_slice,visual",
+    [
+        (196, 1, 1, 32 * 196 + 1),  # LLaVA-OneVision: 27x27 SigLIP patches pooled to 14x14, + newline
+        (768, 0, 2, 16 * 768),  # Qwen2.5-VL: 16 temporal slices of up to 768 merged tokens
+    ],
+    ids=["llava-onevision", "qwen2.5-vl"],
+)
+def test_default_max_seq_fits_real_videos(per_frame, newline, frames_per_slice, visual):
+    lim = ExportLimits()
+    assert lim.max_visual_tokens(per_frame, newline, frames_per_slice) == visual
+    assert lim.resolved_max_seq(per_frame, newline, frames_per_slice) == visual + TEXT_BUDGET
+    t = lim.dims(per_frame, newline, frames_per_slice)
+    assert t["vis_tokens"].max == t["scored_tokens"].max == visual
+    for symbol in ("seq", "queries", "past"):
+        assert t[symbol].max == visual + TEXT_BUDGET
+    assert t["seq"].opt == t["past"].opt == 1024
+
+
+def test_llava_onevision_real_video_refused_by_the_old_4096_but_not_by_default():
+    with pytest.raises(ProfileError, match="--max-frames 32 gives 6273 visual tokens, more than --max-seq 4096"):
+        ExportLimits(max_seq=4096).dims(196)
+    assert ExportLimits().dims(196)["seq"].max == 6273 + TEXT_BUDGET
+
+
+def test_explicit_max_seq_wins_and_is_not_resolved():
+    lim = ExportLimits(max_frames=6, max_seq=200)
+    assert lim.resolved_max_seq(4) == 200
+    assert lim.resolved(4) == lim
+    assert lim.dims(4)["seq"].max == 200
+
+
+def test_resolved_limits_fill_in_max_seq_only():
+    lim = ExportLimits(max_frames=6, max_spec_len=5)
+    got = lim.resolved(4)
+    assert got == ExportLimits(max_frames=6, max_seq=6 * 4 + 1 + TEXT_BUDGET, max_spec_len=5)
+    assert got.dims(4) == lim.dims(4)  # the same table either way
+    assert lim.max_seq is None  # frozen: resolving returns a copy
+
+
+def test_too_small_explicit_max_seq_says_how_to_fix_it():
+    with pytest.raises(ProfileError) as info:
+        ExportLimits(max_frames=8, max_seq=20).dims(4)
+    msg = str(info.value)
+    assert "--max-frames 8 gives 33 visual tokens, more than --max-seq 20" in msg
+    assert f"raise --max-seq (or leave it out: visual tokens + {TEXT_BUDGET}) or lower --max-frames" in msg
+    assert "\n" not in msg
+
+
+@given(frames=st.integers(2, 256), per_frame=st.integers(1, 2000), newline=st.integers(0, 1), per_slice=st.integers(1, 4))
+def test_default_max_seq_always_leaves_the_text_budget(frames, per_frame, newline, per_slice):
+    t = ExportLimits(max_frames=frames).dims(per_frame, newline, per_slice)
+    assert t["seq"].max - t["vis_tokens"].max == TEXT_BUDGET
