@@ -50,7 +50,7 @@ def cmd_export(args) -> int:
     from hippo_trt.export.api import export_work_dir
 
     limits = ExportLimits(max_frames=args.max_frames, max_seq=args.max_seq, max_spec_len=args.max_spec_len)
-    manifest = export_work_dir(args.target, args.out, draft=args.draft, limits=limits, progress=_progress(args))
+    manifest = export_work_dir(args.target, args.out, draft=args.draft, limits=limits, progress=_progress(args), dtype=args.dtype)
     if args.json:
         _print_json(manifest.to_json())
     else:
@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"longest prompt + generation, in tokens (default: the visual tokens of a --max-frames video plus {TEXT_BUDGET} for prompt text and generation)",
     )
     p.add_argument("--max-spec-len", type=_positive, default=9, help="most tokens one verify step takes (gamma + 1)")
+    p.add_argument(
+        "--dtype", default="fp32",
+        help="weights, KV cache and float inputs of the graphs: fp32 (ONNX Runtime on the CPU; TensorRT builds any "
+        "--precision from it) or fp16 (half the disk and memory: TensorRT, ONNX Runtime on a GPU); the model is loaded in it",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_export)
 

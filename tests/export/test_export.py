@@ -135,3 +135,21 @@ def test_visual_tokens_per_frame_matches_the_processor(tiny_dirs, name, expected
     n_video = int((out["input_ids"] == processor.video_token_id).sum())
     assert arch.vis_tokens_per_frame(model_dir.load_model().config) == expected
     assert n_video == 2 * expected + 1
+
+
+def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_dirs, work_dirs, tmp_path):
+    """The model is loaded in fp16 and exported as it is: half the fp32 export's bytes, float
+    inputs and KV in fp16, validated against the torch model in fp16 (TOLERANCES["fp16"])."""
+    from hippo_trt.export.api import export_work_dir
+    from hippo_trt.export.validate import TOLERANCES
+
+    manifest = export_work_dir(tiny_dirs["gqa"], tmp_path / "w", limits=TEST_LIMITS, progress=False, dtype="fp16")
+    record, fp32 = manifest.model("target"), Manifest.load(work_dirs["gqa"]).model("target")
+    assert record.dtype == "fp16" and fp32.dtype == "fp32"
+    for name, graph in record.graphs.items():
+        data = lambda g: sum(d.bytes for d in g.data)  # noqa: E731 (the weights' files)
+        assert data(graph) * 2 == data(fp32.graphs[name]), name
+        assert 0 < max(record.validation[name].values()) <= TOLERANCES["fp16"].atol + TOLERANCES["fp16"].rtol * 100
+    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "w" / record.graphs["decoder"].path), load_external_data=False).graph.input}
+    half = onnx.TensorProto.FLOAT16
+    assert inputs["prompt_table"] == inputs["past_key_0"] == half and inputs["input_ids"] == onnx.TensorProto.INT64
