@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import pickle
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -100,16 +104,17 @@ class _Exported:
     cases: list
 
 
-def _export_graphs(m: Source, out: Path, dims: DimsTable, dtype: str, bar: tqdm) -> tuple[list[_Exported], tuple[int, ...]]:
-    """Load the model in ``dtype``, export each graph and compute its validation outputs, then
-    free the model: only one model's weights are ever in memory, once."""
+def _export_graphs(role: str, source: Path, out: Path, dims: Mapping, dtype: str) -> tuple[list[_Exported], tuple[int, ...]]:
+    """In a process of its own (``_isolated``): load the model in ``dtype``, export each graph
+    and compute its validation outputs. When the process ends, every byte of the model and of
+    torch.export's traces is gone (in-process, the traces keep the weights alive)."""
+    m, dims = _source(role, source), DimsTable.from_json(dims)
     model = m.model_dir.load_model(dtype)
     torch_type = torch_dtype(dtype)
     vocab = m.config.text_config.vocab_size
     modules = m.family.graph_modules(model)
     exported = []
     for spec in m.family.specs(m.family.decoder_shape(m.config), m.vision_input):
-        bar.set_description(f"{m.role}/{spec.name}")
 
         def sample(sizes, seed):
             return graph_feeds(m.model_dir.architecture, m.vision_input, spec, _sizes(sizes, dims), vocab, seed)
@@ -122,17 +127,43 @@ def _export_graphs(m: Source, out: Path, dims: DimsTable, dtype: str, bar: tqdm)
             cases.append((feeds, reference_outputs(spec, modules[spec.name], feeds, torch_type)))
         exported.append(_Exported(spec, path, cases))
         gc.collect()
-    eos = _eos_ids(model)
-    del model, modules
-    gc.collect()
-    return exported, eos
+    return exported, _eos_ids(model)
+
+
+def _isolated(fn, *args):
+    """``fn(*args)`` in a fresh Python process (its memory returns to the system when it ends);
+    its result comes back pickled, and so do its errors, which are raised here. A plain
+    subprocess, not multiprocessing: a user's script needs no ``__main__`` guard."""
+    with tempfile.TemporaryDirectory(prefix="hippo-export-") as tmp:
+        job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job.write_bytes(pickle.dumps((fn, args)))
+        code = "import sys; from hippo_trt.export.api import _run_job; _run_job(sys.argv[1], sys.argv[2])"
+        proc = subprocess.run([sys.executable, "-c", code, str(job), str(result)], stderr=subprocess.PIPE, text=True)
+        if not result.is_file():
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise ModelError(f"the export process died ({last}); free memory, or export with --dtype fp16")
+        ok, value = pickle.loads(result.read_bytes())
+    if not ok:
+        raise value
+    return value
+
+
+def _run_job(job: str, result: str) -> None:
+    """The child's side of ``_isolated``."""
+    fn, args = pickle.loads(Path(job).read_bytes())
+    try:
+        out = (True, fn(*args))
+    except Exception as e:  # sent back whole: the parent raises it
+        out = (False, e)
+    Path(result).write_bytes(pickle.dumps(out))
 
 
 def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm) -> ModelRecord:
     out = stage / m.role
     out.mkdir(parents=True)
     m.processor.save_pretrained(out / "processor")
-    exported, eos = _export_graphs(m, out, dims, dtype, bar)
+    bar.set_description(f"{m.role} (export)")
+    exported, eos = _isolated(_export_graphs, m.role, m.model_dir.path, out, dims.to_json(), dtype)
     graphs, validation = {}, {}
     for e in exported:  # ONNX Runtime against torch, one graph's session at a time
         bar.set_description(f"{m.role}/{e.spec.name} (validate)")
