@@ -68,6 +68,25 @@ def _keep_weight_layout(node) -> bool | None:
     return None
 
 
+def _linear_as_gemm(self, x):
+    """nn.Linear.forward over rows: x [..., in] -> [..., out] as one [rows, in] x W^T product,
+    which torch's exporter writes as Gemm(transB=1) over the weight as stored (a 3-D input
+    becomes MatMul(x, Transpose(W)), and folding the Transpose copies the weight)."""
+    y = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias)  # [rows, out]
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+@contextlib.contextmanager
+def _weights_as_stored():
+    """Export every nn.Linear as a Gemm over its weight as the model holds it (the same math)."""
+    original = torch.nn.Linear.forward
+    torch.nn.Linear.forward = _linear_as_gemm
+    try:
+        yield
+    finally:
+        torch.nn.Linear.forward = original
+
+
 def _optimize(model) -> None:
     """torch's export optimisation (onnxscript's constant folding and fusions) without
     transposed weight copies (see ``_keep_weight_layout``)."""
@@ -90,7 +109,7 @@ def export_graph(
     any size takes the one code path, and ONNX's 2 GB protobuf limit never applies). Each weight
     is written once, in the layout the model holds it in."""
     quiet = io.StringIO()
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _weights_as_stored():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(

@@ -94,47 +94,51 @@ def test_checker_rejects_a_truncated_graph(work_dirs, tmp_path):
 
 
 def _weight_digests(path) -> list[str]:
-    """sha256 of every weight (an initializer of 256 elements or more) of the graph at ``path``."""
+    """One digest per weight (an initializer of 256 elements or more) of the graph at ``path``,
+    the same for a matrix and its transpose (a folded transpose is a copy too)."""
     graph = onnx.load(str(path)).graph  # external data loaded from beside it
     weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer]
-    return [hashlib.sha256(w.tobytes()).hexdigest() for w in weights if w.size >= 256]
+
+    def digest(w) -> str:
+        forms = [w, np.ascontiguousarray(w.T)] if w.ndim == 2 else [w]
+        return min(hashlib.sha256(f.tobytes()).hexdigest() for f in forms)
+
+    return [digest(w) for w in weights if w.size >= 256]
+
+
+def _assert_weights_once(root, record, role) -> None:
+    digests = [d for graph in record.graphs.values() for d in _weight_digests(root / graph.path)]
+    assert digests, role
+    assert len(digests) == len(set(digests)), f"{role}: a weight is stored twice"
+    weights = sum(int(t.numel()) for t in ModelDir.open(record.source).load_model().parameters())
+    stored = sum(g.total_bytes for g in record.graphs.values())  # graphs and their data files
+    assert stored < 1.1 * 4 * weights + 2**20, f"{role}: {stored} bytes on disk for {weights} fp32 weights"
 
 
 @pytest.mark.parametrize("work", ["gqa", "qwen_gqa"])
 def test_every_weight_is_stored_once_per_model(work_dirs, qwen_work_dirs, work):
-    """No weight tensor appears in two graphs of a model, nor twice in one graph: the prefill and
-    the decode steps share the decoder graph, the embedding table sits in it once."""
+    """No weight tensor appears in two graphs of a model, nor twice in one graph (transposed or
+    not): the prefill and the decode steps share the decoder graph, the embedding table sits in
+    it once."""
     root = (work_dirs | qwen_work_dirs)[work]
-    manifest = Manifest.load(root)
-    for role, record in manifest.models.items():
-        digests = [d for graph in record.graphs.values() for d in _weight_digests(root / graph.path)]
-        assert digests, role
-        assert len(digests) == len(set(digests)), f"{role}: a weight is stored twice"
-        weights = sum(int(t.numel()) for t in ModelDir.open(record.source).load_model().parameters())
-        stored = sum(g.total_bytes for g in record.graphs.values())  # graphs and their data files
-        assert stored < 1.1 * 4 * weights + 2**20, f"{role}: {stored} bytes on disk for {weights} fp32 weights"
+    for role, record in Manifest.load(root).models.items():
+        _assert_weights_once(root, record, role)
 
 
-def test_unsupported_settings_are_named(tiny_dirs):
-    config = ModelDir.open(tiny_dirs["gqa"]).load_model().config
-    config.text_config.layer_types = ["sliding_attention"] * config.text_config.num_hidden_layers
-    with pytest.raises(ModelError, match="use_sliding_window"):
-        arch.check_supported(config)
-    config.text_config.layer_types = ["full_attention"] * config.text_config.num_hidden_layers
-    config.text_config.rope_parameters = {**config.text_config.rope_parameters, "rope_type": "dynamic"}
-    with pytest.raises(ModelError, match="rope_type='dynamic'"):
-        arch.check_supported(config)
+def test_tied_embeddings_are_stored_once(tiny_dirs, tmp_path):
+    """A draft like Qwen2-0.5B ties its lm_head to the embedding table: the decoder graph holds
+    the table once, read by the lookup and (as a Gemm over it) by the lm_head."""
+    from hippo_trt.export.api import export_work_dir
 
-
-@pytest.mark.parametrize("name,expected", [("gqa", 4), ("mha_odd_grid", 9), ("mqa", 4)])
-def test_visual_tokens_per_frame_matches_the_processor(tiny_dirs, name, expected):
-    model_dir = ModelDir.open(tiny_dirs[name])
-    processor = model_dir.load_processor()
-    frames = np.zeros((2, 20, 20, 3), dtype=np.uint8)
-    out = processor(text=processor.video_token, videos=[frames], return_tensors="np")
-    n_video = int((out["input_ids"] == processor.video_token_id).sum())
-    assert arch.vis_tokens_per_frame(model_dir.load_model().config) == expected
-    assert n_video == 2 * expected + 1
+    model_dir = ModelDir.open(tiny_dirs["gqa"])
+    model = model_dir.load_model()
+    model.config.tie_word_embeddings = model.config.text_config.tie_word_embeddings = True
+    model.tie_weights()
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    model.save_pretrained(tmp_path / "tied")
+    model_dir.load_processor().save_pretrained(tmp_path / "tied")
+    manifest = export_work_dir(tmp_path / "tied", tmp_path / "w", limits=TEST_LIMITS, progress=False)
+    _assert_weights_once(tmp_path / "w", manifest.model("target"), "target")
 
 
 def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_dirs, work_dirs, tmp_path):
