@@ -184,8 +184,10 @@ def test_load_model_in_dtype_eval_eager(dirs, name, dtype):
     assert model.config._attn_implementation == "eager"
 
 
-def test_load_model_asks_transformers_for_the_dtype_directly(dirs, monkeypatch):
-    """No fp32 model on the way: from_pretrained gets the wanted dtype itself."""
+def test_load_model_reads_weights_as_stored_then_converts_them_one_by_one(dirs, monkeypatch, tmp_path):
+    """No second whole copy on the way: from_pretrained maps the weights in their stored dtype
+    (fp32 here), then each tensor is converted; a bf16 checkpoint read as fp32 is the same
+    model as transformers' own fp32 load, tensor for tensor."""
     import transformers
 
     cls = transformers.LlavaOnevisionForConditionalGeneration
@@ -197,9 +199,18 @@ def test_load_model_asks_transformers_for_the_dtype_directly(dirs, monkeypatch):
         return original(klass, *args, **kwargs)
 
     monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
-    model = ModelDir.open(dirs["whole"]).load_model("bf16")
-    assert [k["dtype"] for k in seen] == [torch.bfloat16] and seen[0]["attn_implementation"] == "eager"
-    assert next(model.parameters()).dtype == torch.bfloat16
+    whole = ModelDir.open(dirs["whole"])
+    assert whole.stored_dtype() == torch.float32
+    model = whole.load_model("bf16")
+    assert [k["dtype"] for k in seen] == [torch.float32] and seen[0]["attn_implementation"] == "eager"
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+    model.save_pretrained(tmp_path / "bf16")  # a bf16 checkpoint
+    bf16 = ModelDir(tmp_path / "bf16", whole.architecture, whole.config)
+    assert bf16.stored_dtype() == torch.bfloat16
+    converted, direct = bf16.load_model("fp32"), original(cls, tmp_path / "bf16", dtype=torch.float32)
+    for (name, a), (_, b) in zip(converted.state_dict().items(), direct.state_dict().items(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
 
 
 def test_load_model_default_stays_fp32(dirs):
