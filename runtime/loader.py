@@ -63,12 +63,12 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
     return {n: OrtEngine(files[n].verify(work, deep=True, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
 
 
-def _load_model(manifest: Manifest, role: str):
+def _load_model(manifest: Manifest, role: str, dtype: str = "fp32"):
     record = manifest.model(role)
     model_dir = ModelDir.open(record.source)
     if model_dir.weight_hash() != record.weight_hash:
         raise WorkDirError(f"'{record.source}' now holds other weights than were exported (hash mismatch)")
-    return model_dir.load_model()
+    return model_dir.load_model(dtype)
 
 
 def _graph_modules(manifest: Manifest, role: str, model=None) -> dict:
@@ -87,12 +87,10 @@ def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs
     ``dtype`` (fp32, bf16, fp16); a request prefills and decodes through the model's
     StaticDecoder (static_decode.py), its steps CUDA graphs with ``cuda_graphs`` on a CUDA
     device and eager elsewhere."""
-    import torch
-
     from .static_decode import static_sessions
 
     placement = Placement(device, dtype)  # checks the dtype
-    model = _load_model(manifest, role).to(device=device, dtype=getattr(torch, FLOAT_DTYPES[dtype]))
+    model = _load_model(manifest, role, dtype).to(device=device)  # loaded in dtype: no fp32 copy first
     modules = _graph_modules(manifest, role, model)
     specs = specs_from_record(manifest.model(role))
     engines = {name: DeviceTorchEngine(modules[name], spec, device, dtype) for name, spec in specs.items()}
