@@ -109,6 +109,21 @@ def test_graph_matches_the_reference_at_a_realistic_size(sessions):
         assert len(kept) == P.kept_count(grid.n, 0.1)
 
 
+def test_a_32_frame_real_video_goes_through_the_graphs(sessions):
+    """The default limits' longest LLaVA-OneVision video: 32 frames of 14 x 14 pooled tokens and
+    the newline, 6273 tokens with the draft's real feature width (Qwen2-0.5B: 896); TopK ranks
+    all 6272 grid tokens (the ONNX Runtime graphs have no TopK limit; TensorRT's is noted by
+    the build plan)."""
+    grid = TokenGrid(32, 14, 14)
+    assert grid.n == 6273
+    rng = np.random.default_rng(32)
+    features = rng.standard_normal((grid.n, 896)).astype(np.float32)
+    importance = rng.random(grid.n).astype(np.float32) ** 4
+    for method in GRAPH_METHODS:
+        kept = _check_agreement(sessions, method, grid, 0.1, importance, features)
+        assert len(kept) == P.kept_count(grid.n, 0.1)
+
+
 def test_all_tied_scores_keep_the_lowest_indices(sessions):
     grid = TokenGrid(3, 2, 3)
     features = np.ones((grid.n, 4), np.float32)  # no local signal at all
