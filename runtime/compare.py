@@ -45,7 +45,10 @@ QUIET = G_LOGGER.CRITICAL + 1  # above every message Polygraphy logs, critical o
 
 @dataclass(frozen=True)
 class CheckSizes:
-    """Sizes the graphs are fed at; each is clipped into the work dir's exported range."""
+    """Sizes the graphs are fed at; each is clipped into the work dir's exported range. The
+    decoder graph is checked as it is called: a prefill (``PREFILL``: no past, the visual
+    tokens scored, one logit row) and a step (``STEP``: a cached past, nothing scored, a logit
+    row per token)."""
 
     batch: int = 1
     frames: int = 2
@@ -54,6 +57,7 @@ class CheckSizes:
     spec_len: int = 3
     scored_tokens: int = 5
     queries: int = 3
+    prompt_rows: int = 5
     grid_t: int = 2  # Qwen2.5-VL only
     grid_tokens: int = 4  # Qwen2.5-VL only
 
@@ -64,6 +68,15 @@ class CheckSizes:
         else:  # LLaVA-OneVision: the range starts at one frame's tokens + newline
             sizes["vis_tokens"] = sizes["frames"] * (dims["vis_tokens"].min - 1) + 1
         return sizes
+
+
+def decoder_calls(sizes: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """The decoder graph's two kinds of call at ``sizes``: the prefill and a step of spec_len tokens."""
+    step = sizes["spec_len"]
+    return {
+        "prefill": {**sizes, "past": 0, "logit_rows": 1},
+        "step": {**sizes, "seq": step, "logit_rows": step, "scored_tokens": 0, "queries": 0, "prompt_rows": 1},
+    }
 
 
 @dataclass(frozen=True)
@@ -155,8 +168,10 @@ def compare_engines(
     feeds: list[Mapping[str, np.ndarray]],
     tolerance: Tolerance = Tolerance(),
     name: str = "backend",
+    graph: str | None = None,
 ) -> list[CompareRow]:
-    """Run ``engine`` and ``reference`` on ``feeds`` through Polygraphy; one row per output."""
+    """Run ``engine`` and ``reference`` on ``feeds`` through Polygraphy; one row per output
+    (``graph``: the rows' graph label, default the engine's graph name)."""
     runners = [EngineRunner(engine, name), EngineRunner(reference, REFERENCE)]
     try:
         with G_LOGGER.verbosity(QUIET):
@@ -169,7 +184,7 @@ def compare_engines(
         raise EngineError(f"comparing {role}/{engine.spec.name} failed: {first}") from None
     iterations = accuracy[0][(name, REFERENCE)]
     return [
-        _row(role, engine.spec.name, t.name, [it[t.name] for it in iterations], bounds.get(t.name, tolerance.atol))
+        _row(role, graph or engine.spec.name, t.name, [it[t.name] for it in iterations], bounds.get(t.name, tolerance.atol))
         for t in engine.spec.outputs
     ]
 
@@ -184,20 +199,29 @@ def _graph_engines(engines: ModelEngines) -> dict[str, Engine]:
     return {name: getattr(engines, name) for name in specs_from_record(engines.record)}
 
 
+def _calls(engine: Engine, sizes: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """(label -> sizes) of the calls a graph is checked with: the decoder's prefill and step
+    (each clipped into its own profile where the engine has profiles), one call for the others."""
+    if "past" not in engine.spec.symbols():
+        return {"": built_sizes(sizes, getattr(engine, "symbols", {}))}
+    profiles = {p["name"]: p.get("symbols", {}) for p in getattr(engine, "profiles", ())}
+    return {label: built_sizes(call, profiles.get(label, {})) for label, call in decoder_calls(sizes).items()}
+
+
 def compare_role(
     work: Path, manifest: Manifest, role: str, backend: str, sizes: Mapping[str, int], tolerance: Tolerance
 ) -> list[CompareRow]:
     options = OrtOptions()
     tested = _graph_engines(load_engines(work, manifest, role, backend, options))
     reference = _graph_engines(load_engines(work, manifest, role, REFERENCE, options))
-    vocab = manifest.model(role).decoder["vocab"]
+    record = manifest.model(role)
     rows = []
     for graph, engine in tested.items():
-        fed = built_sizes(sizes, getattr(engine, "symbols", {}))
-        engine.spec.check_sizes(manifest.dims_table, fed)
-        record = manifest.model(role)
-        feeds = [graph_feeds(record.architecture, record.vision_input, engine.spec, fed, vocab, seed=0)]
-        rows += compare_engines(role, engine, reference[graph], feeds, tolerance, name=backend)
+        for label, fed in _calls(engine, sizes).items():
+            engine.spec.check_sizes(manifest.dims_table, fed)
+            feeds = [graph_feeds(record.architecture, record.vision_input, engine.spec, fed, record.decoder["vocab"], seed=0)]
+            name = f"{graph} ({label})" if label else graph
+            rows += compare_engines(role, engine, reference[graph], feeds, tolerance, name=backend, graph=name)
     return rows
 
 

@@ -13,13 +13,14 @@ from hippo_trt.runtime.compare import (
     EngineRunner,
     compare_backend,
     compare_engines,
+    decoder_calls,
     format_rows,
     sample_feeds,
 )
 from hippo_trt.runtime.engine import OrtOptions
 from hippo_trt.runtime.loader import load_engines
 
-GRAPHS = ("vision", "embed", "prefill", "decode")
+GRAPHS = ("vision", "decoder (prefill)", "decoder (step)")  # the decoder checked as each kind of call
 
 
 @lru_cache(maxsize=None)
@@ -35,7 +36,7 @@ def test_onnxruntime_matches_torch_on_every_output_of_both_roles(work_dirs):
         layers = record.decoder["layers"]
         outputs = {(r.graph, r.output) for r in rows if r.role == role}
         assert {g for g, _ in outputs} == set(GRAPHS)
-        assert len([o for g, o in outputs if g == "decode"]) == 1 + 2 * layers
+        assert len([o for g, o in outputs if g == "decoder (step)"]) == 2 + 2 * layers
     for r in rows:
         assert r.passed, format_rows([r])
         assert 0.0 <= r.max_abs < 1e-4 and r.max_abs <= r.allowed_abs
@@ -79,9 +80,9 @@ def test_a_shifted_output_fails_and_the_others_pass(work_dirs):
     work = str(work_dirs["gqa"])
     ort, torch = _engines(work, "onnxruntime"), _engines(work, "torch")
     manifest = Manifest.load(work)
-    sizes = CheckSizes().resolve(manifest.dims_table)
-    feeds = sample_feeds(ort.prefill.spec, sizes, manifest.model("draft").decoder["vocab"])
-    rows = compare_engines("draft", Shifted(ort.prefill, "new_value_0", 0.5), torch.prefill, feeds)
+    sizes = decoder_calls(CheckSizes().resolve(manifest.dims_table))["prefill"]
+    feeds = sample_feeds(ort.decoder.spec, sizes, manifest.model("draft").decoder["vocab"])
+    rows = compare_engines("draft", Shifted(ort.decoder, "new_value_0", 0.5), torch.decoder, feeds)
     by_output = {r.output: r for r in rows}
     assert set(by_output) == {"logits", "importance", "new_key_0", "new_value_0"}
     assert not by_output["new_value_0"].passed and by_output["new_value_0"].max_abs == pytest.approx(0.5, abs=1e-3)
@@ -92,23 +93,23 @@ def test_a_shape_mismatch_fails_with_infinite_error(work_dirs):
     work = str(work_dirs["gqa"])
     ort, torch = _engines(work, "onnxruntime"), _engines(work, "torch")
     manifest = Manifest.load(work)
-    feeds = sample_feeds(ort.embed.spec, CheckSizes().resolve(manifest.dims_table), 10)
+    feeds = sample_feeds(ort.vision.spec, CheckSizes().resolve(manifest.dims_table), 10)
 
     class Truncated(Shifted):
         def run(self, feeds, into=None):
             outputs = self.engine.run(feeds, into)
             return {k: v[:, :-1] for k, v in outputs.items()}
 
-    (row,) = compare_engines("draft", Truncated(ort.embed, "inputs_embeds", 0.0), torch.embed, feeds)
+    (row,) = compare_engines("draft", Truncated(ort.vision, "visual_tokens", 0.0), torch.vision, feeds)
     assert not row.passed and row.max_abs == float("inf")
 
 
 def test_runner_reports_symbolic_input_metadata(work_dirs):
     ort = _engines(str(work_dirs["gqa"]), "onnxruntime")
-    with EngineRunner(ort.decode, "ort") as runner:
+    with EngineRunner(ort.decoder, "ort") as runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
-    assert list(meta) == [t.name for t in ort.decode.spec.inputs]
-    assert list(meta["input_ids"].shape) == ["batch", "spec_len"]
+    assert list(meta) == [t.name for t in ort.decoder.spec.inputs]
+    assert list(meta["input_ids"].shape) == ["batch", "seq"] and list(meta["past_key_0"].shape)[0] == "past"
 
 
 def test_tensorrt_backend_without_tensorrt_is_a_one_line_error(work_dirs):

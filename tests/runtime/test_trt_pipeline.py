@@ -231,12 +231,13 @@ def test_cli_without_tensorrt_says_what_is_missing(work_dirs, clip, capsys, monk
 
 
 def test_check_compares_the_tensorrt_engines_with_torch_inside_their_profiles(trt_work, fake_trt, capsys):
-    """The draft's decoder engine takes at most 2 step tokens: check feeds it within its built ranges."""
+    """The draft's decoder engine takes at most 2 step tokens: check feeds each profile (the
+    prefill and the step) within its own built ranges."""
     assert main(["check", str(trt_work), "--backend", "tensorrt", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"]
     graphs = {(r["role"], r["graph"]) for r in report["comparison"]}
-    assert graphs == {(r, g) for r in ("target", "draft") for g in ("vision", "decoder")}
+    assert graphs == {(r, g) for r in ("target", "draft") for g in ("vision", "decoder (prefill)", "decoder (step)")}
 
 
 def test_info_shows_the_tensorrt_engines(trt_work, capsys):
