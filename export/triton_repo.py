@@ -6,8 +6,8 @@ Layout (``engines="bls"``, the default)::
     REPO/
       README.md                      how to run, query and scale it
       target_vision/ config.pbtxt 1/model.onnx      one Triton model per graph: {role}_{graph}
-      target_embed/ target_prefill/ target_decode/  (model.plan with backend="tensorrt")
-      draft_vision/ ... draft_decode/
+      target_decoder/                               (model.plan with backend="tensorrt"; weights in model.onnx's data file)
+      draft_vision/ draft_decoder/
       pruning_fused/ pruning_specvlm/               the pruning graphs (always ONNX)
       hippo/         config.pbtxt 1/model.py work/  the speculative loop (Python backend)
       hippo_stream/  config.pbtxt 1/model.py work/  the same, decoupled: a response per commit
@@ -37,7 +37,7 @@ import numpy as np
 
 from hippo_trt.atomic import staged_dir, write_bytes
 from hippo_trt.errors import HippoError, InputError, WorkDirError
-from hippo_trt.manifest import MANIFEST, FileRecord, Manifest
+from hippo_trt.manifest import MANIFEST, FileRecord, Manifest, external_data_files
 from hippo_trt.runtime.pipeline import GenerationConfig
 from hippo_trt.runtime.serve_handler import ServeLimits, served_with_draft
 from hippo_trt.runtime.serve_protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL
@@ -261,41 +261,10 @@ def _onnx_io(path: Path) -> tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]]:
     return io(graph.input), io(graph.output)
 
 
-def _external_data(path: Path) -> list[str]:
-    """The external-data files an ONNX file refers to (relative to its directory)."""
-    import onnx
-
-    def tensors(graph):
-        yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
-                yield from attr.tensors
-                if attr.HasField("g"):
-                    yield from tensors(attr.g)
-                for sub in attr.graphs:
-                    yield from tensors(sub)
-
-    locations = set()
-    for tensor in tensors(onnx.load(str(path), load_external_data=False).graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = {e.key: e.value for e in tensor.external_data}.get("location", "")
-            if not location or Path(location).is_absolute() or ".." in Path(location).parts:
-                raise WorkDirError(f"'{path}' keeps weights outside its directory ('{location}'); re-export the work dir")
-            locations.add(location)
-    return sorted(locations)
-
-
 def _with_data(path: Path) -> list[Path]:
-    """An ONNX file and its external-data files; any other file alone."""
-    if path.suffix != ".onnx":
-        return [path]
-    extra = [path.parent / loc for loc in _external_data(path)]
-    for p in extra:
-        if not p.is_file():
-            raise WorkDirError(f"'{p}' (external data of '{path}') is missing; re-export the work dir")
-    return [path, *extra]
+    """An ONNX file and its external data files (each at its ``location``, relative to the
+    graph's directory: placed the same way beside ``model.onnx``); any other file alone."""
+    return [path, *external_data_files(path)] if path.suffix == ".onnx" else [path]
 
 
 def _engine_record(work: Path, manifest: Manifest, backend: str) -> Mapping:

@@ -310,20 +310,22 @@ def check_model(model: onnx.ModelProto, graph: str, base_dir: Path = Path(".")) 
 
 
 def check_graph(path: Path, name: str | None = None) -> CompatReport:
-    """Check one .onnx file; the report names it ``name`` (default: the file's stem)."""
+    """Check one .onnx file; the report names it ``name`` (default: the file's stem). Only the
+    graph is read: external data files are opened only for the few values checked (a TopK's K)."""
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
     return check_model(model, name or path.stem, path.parent)
 
 
 def check_work_dir(work: Path, manifest: Manifest) -> list[CompatReport]:
-    """Every exported graph of every model, named 'role/graph'."""
+    """Every exported graph of every model, named 'role/graph', then the pruning graphs, named
+    'pruning/name'. A missing or truncated graph or data file is a WorkDirError naming it."""
     work = Path(work)
+    fix = f"re-run hippo-trt export into '{work}'"
     return [
-        check_graph(work / record.path, f"{role}/{name}")
-        for role, model in manifest.models.items()
-        for name, record in model.graphs.items()
-    ] + [check_graph(work / record.path, f"pruning/{name}") for name, record in manifest.pruning.items()]
+        check_graph(record.verify(work, deep=False, fix=fix), f"{role}/{name}")
+        for role, name, record in manifest.graph_records()
+    ]
 
 
 def format_reports(reports: list[CompatReport]) -> str:

@@ -2,40 +2,122 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from hippo_trt.atomic import write_json
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import WorkDirError
 from hippo_trt.model_dir import sha256_file
 
-FORMAT = 2  # 2: prefill reports importance; the pruning graphs
+FORMAT = 3  # 2: prefill reports importance; the pruning graphs. 3: graphs' external data files
 MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One file of the work dir, relative to it, with its size and sha256."""
+    """One file of the work dir, relative to it, with its size and sha256. An ONNX graph's
+    record also holds its external data files (``data``: the weights, beside the graph)."""
 
     path: str
     sha256: str
     bytes: int
+    data: tuple["FileRecord", ...] = ()
+
+    def __post_init__(self) -> None:  # from JSON: data records arrive as dicts
+        object.__setattr__(self, "data", tuple(d if isinstance(d, FileRecord) else FileRecord(**d) for d in self.data))
 
     @classmethod
     def of(cls, root: Path, path: Path) -> "FileRecord":
-        return cls(str(path.relative_to(root)), sha256_file(path), path.stat().st_size)
+        """``path``'s record (streamed sha256); an .onnx file's with its external data files."""
+        path = Path(path)
+        data = tuple(cls.of(root, f) for f in external_data_files(path)) if path.suffix == ".onnx" else ()
+        return cls(str(path.relative_to(root)), sha256_file(path), path.stat().st_size, data)
+
+    @property
+    def total_bytes(self) -> int:
+        """The file's bytes and its data files'."""
+        return self.bytes + sum(d.bytes for d in self.data)
+
+    @property
+    def digest(self) -> str:
+        """The file's sha256, or with data files one sha256 over the file's and theirs."""
+        if not self.data:
+            return self.sha256
+        return hashlib.sha256(" ".join([self.sha256, *(f"{d.path}:{d.sha256}" for d in self.data)]).encode()).hexdigest()
+
+    def files(self) -> list[str]:
+        """Its path, then its data files' (relative to the work dir)."""
+        return [self.path, *(d.path for d in self.data)]
 
     def verify(self, root: Path, deep: bool, fix: str) -> Path:
-        """The file's path; a missing, truncated or (``deep``) altered file is a WorkDirError."""
-        p = root / self.path
-        if not p.is_file():
-            raise WorkDirError(f"'{p}' is missing from the work dir; {fix}")
-        if p.stat().st_size != self.bytes or (deep and sha256_file(p) != self.sha256):
-            raise WorkDirError(f"'{p}' does not match its sha256 in the manifest (truncated or altered); {fix}")
+        """The file's path; a missing, truncated or (``deep``) altered file, or data file, is a
+        WorkDirError naming that file."""
+        p = _verify_one(root, self, deep, fix, "")
+        for d in self.data:
+            _verify_one(root, d, deep, fix, f" (external data of '{p}')")
         return p
+
+
+def _verify_one(root: Path, record: FileRecord, deep: bool, fix: str, what: str) -> Path:
+    p = Path(root) / record.path
+    if not p.is_file():
+        raise WorkDirError(f"'{p}'{what} is missing from the work dir; {fix}")
+    if p.stat().st_size != record.bytes or (deep and sha256_file(p) != record.sha256):
+        raise WorkDirError(f"'{p}'{what} does not match its sha256 in the manifest (truncated or altered); {fix}")
+    return p
+
+
+def _node_tensors(nodes) -> Iterator:
+    """The tensors of nodes' attributes, their subgraphs' included."""
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def _tensors(graph) -> Iterator:
+    """Every tensor a graph holds: initializers (sparse ones too), then its nodes'."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def external_data_locations(path: Path) -> list[str]:
+    """The external data files an ONNX file refers to (``location``s, relative to its
+    directory), read from the graph alone: the data files are not opened."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises several types for a corrupt file
+        raise WorkDirError(f"'{path}' is not a readable ONNX graph ({type(e).__name__}); re-run hippo-trt export") from None
+    locations = set()
+    for tensor in (*_tensors(model.graph), *(t for f in model.functions for t in _node_tensors(f.node))):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+                raise WorkDirError(f"'{path}' keeps weights outside its directory ('{location}'); re-run hippo-trt export")
+            locations.add(location)
+    return sorted(locations)
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The external data files of an ONNX file; a missing one is a WorkDirError."""
+    files = [Path(path).parent / loc for loc in external_data_locations(path)]
+    for f in files:
+        if not f.is_file():
+            raise WorkDirError(f"'{f}' (external data of '{path}') is missing; re-run hippo-trt export")
+    return files
 
 
 @dataclass(frozen=True)
@@ -53,6 +135,7 @@ class ModelRecord:
     vision_input: Mapping[str, int]  # channels, image_size
     graphs: Mapping[str, FileRecord]
     validation: Mapping[str, Mapping[str, float]]
+    dtype: str = "fp32"  # the weights', the KV cache's and the float inputs' dtype (export --dtype)
 
 
 @dataclass(frozen=True)
@@ -95,6 +178,15 @@ class Manifest:
         }
         pruning = {n: FileRecord(**g) for n, g in obj.get("pruning", {}).items()}
         return cls(**{**obj, "models": models, "pruning": pruning})
+
+    def graph_records(self) -> Iterator[tuple[str, str, FileRecord]]:
+        """(role, name, record) of every exported graph: each model's, then the pruning graphs
+        (role "pruning")."""
+        for role, m in self.models.items():
+            for name, g in m.graphs.items():
+                yield role, name, g
+        for name, g in self.pruning.items():
+            yield "pruning", name, g
 
     def save(self, work: Path) -> None:
         write_json(Path(work) / MANIFEST, self.to_json())

@@ -1,37 +1,43 @@
-"""``hippo-trt build --backend onnxruntime``: verify the export and pre-optimise every graph."""
+"""``hippo-trt build --backend onnxruntime``: verify the export and prove every graph loads.
+
+The onnxruntime engines are the exported graphs themselves: every weight is stored once on disk
+(a graph beside its external data file, ``NAME.onnx.data``), and ONNX Runtime applies its graph
+optimisations when a session is created at run time. An optimised copy would hold every weight
+twice, and ORT's ``optimized_model_filepath`` writes no data file beside the copy.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hippo_trt.atomic import staged_dir
 from hippo_trt.errors import WorkDirError
-from hippo_trt.manifest import FileRecord, Manifest
+from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
 from .engine import OrtOptions, ort_session
 
-ORT_DIR = "engines/onnxruntime"
 
 
 def export_id(manifest: Manifest) -> str:
-    """Fingerprint of what was exported: engines built from another export are refused."""
-    graphs = {role: {n: g.sha256 for n, g in m.graphs.items()} for role, m in manifest.models.items()}
-    graphs["pruning"] = {n: g.sha256 for n, g in manifest.pruning.items()}
+    """Fingerprint of what was exported (graphs and their data files): engines built from
+    another export are refused."""
+    graphs: dict[str, dict[str, str]] = {}
+    for role, name, g in manifest.graph_records():
+        graphs.setdefault(role, {})[name] = g.digest
     return hashlib.sha256(json.dumps(graphs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def verify_export(work: Path, manifest: Manifest) -> None:
-    """Every graph intact (sha256) and every still-present source dir holding the same weights."""
+    """Every graph and data file intact (sha256) and every still-present source dir holding
+    the same weights."""
     fix = f"re-run hippo-trt export into '{work}'"
-    for graph in manifest.pruning.values():
+    for _, _, graph in manifest.graph_records():
         graph.verify(work, deep=True, fix=fix)
     for role, record in manifest.models.items():
-        for graph in record.graphs.values():
-            graph.verify(work, deep=True, fix=fix)
         source = Path(record.source)
         if source.is_dir() and ModelDir.open(source).weight_hash() != record.weight_hash:
             raise WorkDirError(
@@ -40,32 +46,31 @@ def verify_export(work: Path, manifest: Manifest) -> None:
             )
 
 
+def _check_loads(path: Path, options: OrtOptions) -> None:
+    """Open ``path`` in an ONNX Runtime session (an EngineError if it cannot), then free it:
+    one graph's weights in memory at a time."""
+    ort_session(path, options)  # not kept: freed on return
+
+
 def build_onnxruntime(work: Path, options: OrtOptions = OrtOptions(), progress: bool = True) -> Manifest:
-    """Write ORT-optimised graphs under ``WORK/engines/onnxruntime`` and record them."""
+    """Verify the export, load every graph once, and record the exported graphs (with their
+    data files) as the onnxruntime engines; only the manifest is written (atomically)."""
     import onnxruntime as ort
 
     work = Path(work)
     manifest = Manifest.load(work)
     verify_export(work, manifest)
-    jobs = [(role, name, g) for role, m in manifest.models.items() for name, g in m.graphs.items()]
-    jobs += [("pruning", name, g) for name, g in manifest.pruning.items()]
-    files: dict[str, dict[str, dict]] = {group: {} for group, _, _ in jobs}
-    final = work / ORT_DIR
-    with staged_dir(final) as stage:
-        for role, name, graph in tqdm(jobs, disable=not progress, unit="graph", desc="onnxruntime"):
-            out = stage / role / f"{name}.onnx"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ort_session(work / graph.path, options, optimized_out=out)
-            files[role][name] = out.relative_to(stage)
+    jobs = list(manifest.graph_records())
+    files: dict[str, dict[str, dict]] = {}
+    for role, name, graph in tqdm(jobs, disable=not progress, unit="graph", desc="onnxruntime"):
+        _check_loads(work / graph.path, options.for_graph(name))
+        files.setdefault(role, {})[name] = asdict(graph)
     record = {
         "backend": "onnxruntime",
         "version": ort.__version__,
         "providers": list(options.providers),
         "export_id": export_id(manifest),
-        "files": {
-            role: {name: FileRecord.of(work, final / rel).__dict__ for name, rel in graphs.items()}
-            for role, graphs in files.items()
-        },
+        "files": files,
     }
     manifest = manifest.with_engines("onnxruntime", record)
     manifest.save(work)

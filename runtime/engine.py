@@ -52,7 +52,7 @@ class OrtOptions:
         return replace(self, intra_op_threads=self.setup_threads, spin=False) if name in SETUP_GRAPHS else self
 
 
-def _session_options(options: OrtOptions, optimized_out: Path | None = None):
+def _session_options(options: OrtOptions):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -62,17 +62,15 @@ def _session_options(options: OrtOptions, optimized_out: Path | None = None):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if not options.spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if optimized_out is not None:
-        so.optimized_model_filepath = str(optimized_out)
     return so
 
 
-def ort_session(path: Path, options: OrtOptions, optimized_out: Path | None = None):
+def ort_session(path: Path, options: OrtOptions):
     """An InferenceSession; a missing, truncated or corrupt file is an EngineError."""
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(str(path), _session_options(options, optimized_out), providers=list(options.providers))
+        return ort.InferenceSession(str(path), _session_options(options), providers=list(options.providers))
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise EngineError(f"ONNX Runtime cannot load '{path}': {first}") from None

@@ -37,7 +37,7 @@ from tests.export import fake_pb_utils as fake  # noqa: E402
 
 DEFAULTS = GenerationConfig(max_new_tokens=12, mode="sd", gamma=3, prune="hippo", keep=0.5)
 PROMPT = "What happens in the video?"
-GRAPH_MODELS = {f"{r}_{g}" for r in ("target", "draft") for g in ("vision", "embed", "prefill", "decode")}
+GRAPH_MODELS = {f"{r}_{g}" for r in ("target", "draft") for g in ("vision", "decoder")}
 PRUNING_MODELS = {"pruning_fused", "pruning_specvlm"}
 
 
@@ -112,9 +112,12 @@ def test_the_python_models_declare_the_served_protocol(repos, work_dirs):
             copy = repo / name / "work"
             assert Manifest.load(copy) == Manifest.load(work_dirs["gqa"])
             assert (copy / "target" / "processor" / "tokenizer.json").samefile(work_dirs["gqa"] / "target" / "processor" / "tokenizer.json")
-            assert (copy / "engines" / "onnxruntime" / "draft" / "decode.onnx").is_file() == (mode == "local")
+            engines = [f for fs in Manifest.load(work_dirs["gqa"]).engines["onnxruntime"]["files"].values() for f in fs.values()]
+            paths = [p for f in engines for p in FileRecord(**f).files()]  # graphs and their data files
+            assert any(p.endswith(".onnx.data") for p in paths)
+            assert {(copy / p).is_file() for p in paths} == {mode == "local"}
     readme = (repos["bls"] / "README.md").read_text()
-    assert "tritonserver --model-repository=/models" in readme and "gpus: [ 1 ]" in readme and "`draft_decode`" in readme
+    assert "tritonserver --model-repository=/models" in readme and "gpus: [ 1 ]" in readme and "`draft_decoder`" in readme
 
 
 def test_an_existing_repository_is_replaced_only_with_overwrite(work_dirs, tmp_path):
@@ -169,9 +172,10 @@ def test_tensorrt_plans_become_tensorrt_models(scratch_work, tmp_path):
 
 def test_external_data_travels_with_its_graph_and_files_are_copied_where_links_fail(scratch_work, tmp_path, monkeypatch):
     manifest = Manifest.load(scratch_work)
-    path = scratch_work / "target" / "embed.onnx"
-    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location="embed.weights", size_threshold=0)
-    graphs = {**manifest.model("target").graphs, "embed": FileRecord.of(scratch_work, path)}
+    name, record = next(iter(manifest.model("target").graphs.items()))  # any graph: no name assumed
+    path = scratch_work / record.path
+    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location=f"{name}.weights")  # small tensors stay inline
+    graphs = {**manifest.model("target").graphs, name: FileRecord.of(scratch_work, path)}
     models = {**manifest.models, "target": replace(manifest.model("target"), graphs=graphs)}
     replace(manifest, models=models).save(scratch_work)
 
@@ -181,10 +185,40 @@ def test_external_data_travels_with_its_graph_and_files_are_copied_where_links_f
     monkeypatch.setattr(os, "link", no_links)
     repo = export_triton_repo(scratch_work, tmp_path / "repo", TritonRepoOptions())
     assert repo.linked == 0 and repo.copied > 0
-    version = repo.path / "target_embed" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["embed.weights", "model.onnx"]
+    version = repo.path / f"target_{name}" / "1"
+    assert sorted(p.name for p in version.iterdir()) == sorted([f"{name}.weights", "model.onnx"])
     session = onnxruntime.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert session.get_outputs()[0].name == "inputs_embeds"
+    assert [o.name for o in session.get_outputs()] == [n for n, _, _ in onnx_io(version / "model.onnx")[1]]
+
+
+def test_graph_models_carry_their_data_files_at_the_location_the_graph_names(repos, work_dirs):
+    manifest = Manifest.load(work_dirs["gqa"])
+    checked = 0
+    for role, model in manifest.models.items():
+        for graph, record in model.graphs.items():
+            version = repos["bls"] / f"{role}_{graph}" / "1"
+            assert record.data, f"{role}/{graph} was exported without a data file"
+            names = sorted(Path(d.path).name for d in record.data)
+            assert sorted(p.name for p in version.iterdir()) == sorted(["model.onnx", *names])
+            for d in record.data:  # the same file, hard-linked: each weight once on disk
+                assert (version / Path(d.path).name).samefile(work_dirs["gqa"] / d.path)
+            # ONNX Runtime opens model.onnx with its weights (a session fails when a data file is missing)
+            session = onnxruntime.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+            assert [o.name for o in session.get_outputs()] == [name for name, _, _ in onnx_io(version / "model.onnx")[1]]
+            checked += 1
+    assert checked == sum(len(m.graphs) for m in manifest.models.values())
+
+
+@pytest.mark.parametrize("engines", ["bls", "local"])
+def test_a_missing_data_file_is_one_line_and_writes_no_repository(scratch_work, tmp_path, engines):
+    record = next(g for g in Manifest.load(scratch_work).model("draft").graphs.values() if g.data)
+    (scratch_work / record.data[0].path).unlink()
+    with pytest.raises(WorkDirError) as err:
+        export_triton_repo(scratch_work, tmp_path / "repo", TritonRepoOptions(engines=engines))
+    message = str(err.value)
+    assert f"'{scratch_work / record.data[0].path}' (external data of " in message and "is missing" in message
+    assert "hippo-trt" in message and "\n" not in message
+    assert not (tmp_path / "repo").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 # --- (b) the Python model in a stand-in Python backend ---------------------------------------
@@ -302,9 +336,9 @@ def test_a_cancelled_stream_stops_and_frees_the_instance(models, clip):
 
 
 def test_a_failing_graph_model_is_an_engine_error(backend, offline):
-    engine = BlsEngine("target_embed", offline.target.embed.spec)
-    with pytest.raises(EngineError, match="Triton model 'target_embed' failed: .*input_ids"):
-        engine.run({"input_ids": np.zeros((1, 3), np.int32)})  # declared INT64
+    engine = BlsEngine("target_vision", offline.target.vision.spec)
+    with pytest.raises(EngineError, match="Triton model 'target_vision' failed: .*pixel_values_videos"):
+        engine.run({"pixel_values_videos": np.zeros((1, 1, 3, 32, 32), np.float64)})  # declared FP32
     assert config_parameters({"parameters": {"a": {"string_value": "1"}}}) == {"a": "1"}
 
 

@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 
 from hippo_trt.cli import main
-from hippo_trt.manifest import MANIFEST
-from hippo_trt.runtime.build import ORT_DIR
+from hippo_trt.manifest import FORMAT, MANIFEST
 from hippo_trt.tiny import WORDS, make_tiny_model_dir
 from tests.conftest import TEST_LIMITS, TINY_SPECS
 
@@ -395,7 +394,8 @@ def test_missing_work_dir(capfd, tmp_path, clip, command):
 
 @pytest.mark.parametrize(
     "content,needle",
-    [("{oops", "is corrupt (JSONDecodeError"), ("[]", "is corrupt"), ('{"format": 2}', "is corrupt (KeyError"), ('{"format": 99}', "has format 99")],
+    [("{oops", "is corrupt (JSONDecodeError"), ("[]", "is corrupt"), (json.dumps({"format": FORMAT}), "is corrupt (KeyError"),
+     ('{"format": 99}', "has format 99"), ('{"format": 2}', "has format 2, this hippo-trt reads 3")],
 )
 def test_corrupt_manifest(capfd, scratch_work, content, needle):
     (scratch_work / MANIFEST).write_text(content)
@@ -404,21 +404,25 @@ def test_corrupt_manifest(capfd, scratch_work, content, needle):
         assert needle in msg and "re-run hippo-trt export" in msg
 
 
+def graph_file(work: Path, role: str, last: bool = True) -> Path:
+    """An exported graph of ``role`` (the last or first in the manifest: no graph name assumed)."""
+    graphs = list(json.loads((work / MANIFEST).read_text())["models"][role]["graphs"].values())
+    return work / graphs[-1 if last else 0]["path"]
+
+
 def test_build_detects_truncated_exported_graph(capfd, scratch_work):
-    graph = scratch_work / "target" / "decode.onnx"
+    graph = graph_file(scratch_work, "target")
     truncate(graph)
     manifest_before = (scratch_work / MANIFEST).read_text()
-    engines_before = {p.name: sha(p) for p in (scratch_work / ORT_DIR / "target").iterdir()}
     msg = error_line(*cli(capfd, "build", scratch_work, "--quiet"), code=WORKDIR_ERROR)
     assert str(graph) in msg and "sha256" in msg and "re-run hippo-trt export" in msg
-    # the failed build left the earlier engines and the manifest as they were
+    # the failed build left the manifest (and its engines record) as it was
     assert (scratch_work / MANIFEST).read_text() == manifest_before
-    assert {p.name: sha(p) for p in (scratch_work / ORT_DIR / "target").iterdir()} == engines_before
-    assert leftovers(scratch_work / "engines") == []
+    assert leftovers(scratch_work) == []
 
 
 def test_build_detects_altered_exported_graph_of_same_size(capfd, scratch_work):
-    graph = scratch_work / "draft" / "embed.onnx"
+    graph = graph_file(scratch_work, "draft", last=False)
     data = bytearray(graph.read_bytes())
     data[-20:] = bytes(b ^ 0xFF for b in data[-20:])
     graph.write_bytes(bytes(data))
@@ -426,21 +430,31 @@ def test_build_detects_altered_exported_graph_of_same_size(capfd, scratch_work):
     assert str(graph) in msg and "truncated or altered" in msg
 
 
-def test_run_detects_truncated_engine_and_build_repairs_it(capfd, scratch_work, clip):
-    engine = scratch_work / ORT_DIR / "target" / "decode.onnx"
+def test_run_detects_truncated_engine_and_build_names_the_export_fix(capfd, scratch_work, clip):
+    engine = graph_file(scratch_work, "target")  # the onnxruntime engines are the exported graphs
     truncate(engine)
     msg = error_line(*cli(capfd, *run_args(scratch_work, clip)), code=WORKDIR_ERROR)
     assert str(engine) in msg
     assert f"hippo-trt build {scratch_work} --backend onnxruntime" in msg
+    msg = error_line(*cli(capfd, "build", scratch_work, "--quiet"), code=WORKDIR_ERROR)
+    assert str(engine) in msg and "re-run hippo-trt export" in msg
 
+
+def test_build_repairs_missing_engines_record(capfd, scratch_work, clip):
+    edit_json(scratch_work / MANIFEST, lambda m: m["engines"].pop("onnxruntime"))
+    msg = error_line(*cli(capfd, *run_args(scratch_work, clip)), code=WORKDIR_ERROR)
+    assert "has no onnxruntime engines" in msg and f"hippo-trt build {scratch_work} --backend onnxruntime" in msg
+
+    manifest = json.loads((scratch_work / MANIFEST).read_text())
+    graphs = sum(len(m["graphs"]) for m in manifest["models"].values()) + len(manifest["pruning"])
     rc, out, err = cli(capfd, "build", scratch_work, "--quiet")
-    assert rc == 0 and err == "" and out.startswith("built 10 onnxruntime")  # target + draft, 4 graphs each, 2 pruning graphs
+    assert rc == 0 and err == "" and out.startswith(f"built {graphs} onnxruntime")
     rc, out, err = cli(capfd, *run_args(scratch_work, clip))
     assert rc == 0 and err == "" and out.endswith("\n")
 
 
 def test_run_detects_same_size_altered_engine(capfd, scratch_work, clip):
-    engine = scratch_work / ORT_DIR / "target" / "prefill.onnx"
+    engine = graph_file(scratch_work, "target", last=False)
     data = bytearray(engine.read_bytes())
     data[-1] ^= 0xFF  # same size, other content
     engine.write_bytes(bytes(data))
@@ -458,7 +472,7 @@ def test_frames_npy_is_read_as_npy_whatever_its_suffix(capfd, work_dirs, tmp_pat
 
 
 def test_run_detects_missing_engine(capfd, scratch_work, clip):
-    engine = scratch_work / ORT_DIR / "target" / "vision.onnx"
+    engine = graph_file(scratch_work, "target", last=False)
     engine.unlink()
     msg = error_line(*cli(capfd, *run_args(scratch_work, clip)), code=WORKDIR_ERROR)
     assert str(engine) in msg and "missing" in msg and "hippo-trt build" in msg
@@ -500,7 +514,7 @@ def test_run_json_happy_path(capfd, work_dirs, clip):
     assert result["input_ids"].count(target["video_token_id"]) == stats["visual_tokens"]
     assert stats["stopped_at_eos"] == (result["tokens"][-1] in target["eos_token_ids"])
     assert all(0 <= t < target["decoder"]["vocab"] for t in result["tokens"])
-    assert {"video_decode", "preprocess", "vision", "embed", "prefill"} <= set(result["timings_ms"])
+    assert {"video_decode", "preprocess", "vision", "prefill"} <= set(result["timings_ms"])
     assert all(v >= 0 for v in result["timings_ms"].values())
 
     # plain output is the same answer (greedy decoding is deterministic)
@@ -568,3 +582,118 @@ def test_module_run_corrupt_video(work_dirs, tmp_path):
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("hippo-trt: error: cannot decode video"), proc.stderr
+
+
+# --- external data (each graph's weights in NAME.onnx.data beside it) ----------------------
+
+
+def data_file(work: Path, role: str) -> Path:
+    """The external data file of ``role``'s first graph that has one, from the manifest."""
+    graphs = json.loads((work / MANIFEST).read_text())["models"][role]["graphs"].values()
+    return work / next(g["data"][0]["path"] for g in graphs if g["data"])
+
+
+DAMAGE = {"missing": Path.unlink, "truncated": truncate}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_run_detects_damaged_data_file(capfd, scratch_work, clip, damage):
+    data = data_file(scratch_work, "target")
+    DAMAGE[damage](data)
+    msg = error_line(*cli(capfd, *run_args(scratch_work, clip)), code=WORKDIR_ERROR)
+    assert f"'{data}' (external data of " in msg and f"hippo-trt build {scratch_work} --backend onnxruntime" in msg
+    assert ("is missing" if damage == "missing" else "truncated or altered") in msg
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_build_detects_damaged_data_file_and_writes_nothing(capfd, scratch_work, damage):
+    data = data_file(scratch_work, "draft")
+    DAMAGE[damage](data)
+    manifest_before = (scratch_work / MANIFEST).read_text()
+    files_before = sorted(p.relative_to(scratch_work) for p in scratch_work.rglob("*"))
+    msg = error_line(*cli(capfd, "build", scratch_work, "--quiet"), code=WORKDIR_ERROR)
+    assert f"'{data}' (external data of " in msg and f"re-run hippo-trt export into '{scratch_work}'" in msg
+    assert (scratch_work / MANIFEST).read_text() == manifest_before
+    assert sorted(p.relative_to(scratch_work) for p in scratch_work.rglob("*")) == files_before
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_check_detects_damaged_data_file(capfd, scratch_work, damage):
+    data = data_file(scratch_work, "target")
+    DAMAGE[damage](data)
+    msg = error_line(*cli(capfd, "check", scratch_work), code=WORKDIR_ERROR)
+    assert f"'{data}' (external data of " in msg and "re-run hippo-trt export" in msg
+
+
+def test_same_size_altered_data_file_is_refused_by_build(capfd, scratch_work):
+    data = data_file(scratch_work, "target")
+    raw = bytearray(data.read_bytes())
+    raw[: 16] = bytes(b ^ 0xFF for b in raw[: 16])
+    data.write_bytes(bytes(raw))
+    msg = error_line(*cli(capfd, "build", scratch_work, "--quiet"), code=WORKDIR_ERROR)
+    assert str(data) in msg and "truncated or altered" in msg
+
+
+def test_build_stores_each_weight_once(capfd, scratch_work):
+    """The onnxruntime engines are the exported graphs and their data files: no copies."""
+    rc, out, err = cli(capfd, "build", scratch_work, "--quiet", "--json")
+    assert rc == 0, err
+    record = json.loads(out)
+    manifest = json.loads((scratch_work / MANIFEST).read_text())
+    exported = {role: m["graphs"] for role, m in manifest["models"].items()} | {"pruning": manifest["pruning"]}
+    assert record["files"] == exported
+    assert all(g["data"] for role, graphs in exported.items() if role != "pruning" for g in graphs.values())
+    assert not (scratch_work / "engines").exists()
+    datas = [p for p in scratch_work.rglob("*.data")]
+    assert len({sha(p) for p in datas}) == len(datas)  # no data file twice
+
+    rc, out, err = cli(capfd, "info", scratch_work)
+    assert rc == 0 and "the exported graphs, not a copy" in out and "(with 1 data file)" in out
+
+
+# --- export: sharded checkpoints and the default --max-seq ---------------------------------
+
+
+@pytest.fixture
+def sharded_model(tmp_path) -> Path:
+    """The gqa model saved as a published checkpoint is: shards plus model.safetensors.index.json."""
+    return make_tiny_model_dir(tmp_path / "sharded", TINY_SPECS["gqa"], max_shard_size="150KB")
+
+
+def test_export_sharded_model_missing_a_shard(capfd, sharded_model, tmp_path):
+    shard = sorted(sharded_model.glob("model-*-of-*.safetensors"))[-1]
+    shard.unlink()
+    out = tmp_path / "w"
+    msg = error_line(*cli(capfd, *export_args(sharded_model, out)), code=USER_ERROR)
+    assert f"shard '{shard.name}'" in msg and "model.safetensors.index.json" in msg and "download the missing shard" in msg
+    assert_nothing_written(out)
+
+
+def test_export_sharded_model_with_corrupt_index(capfd, sharded_model, tmp_path):
+    (sharded_model / "model.safetensors.index.json").write_text('{"weight_map": ')
+    out = tmp_path / "w"
+    msg = error_line(*cli(capfd, *export_args(sharded_model, out)), code=USER_ERROR)
+    assert "model.safetensors.index.json' is not valid JSON" in msg
+    assert_nothing_written(out)
+
+
+def test_export_help_documents_the_default_max_seq(capfd):
+    from hippo_trt.dims import TEXT_BUDGET
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = " ".join(capfd.readouterr().out.split())
+    assert f"visual tokens of a --max-frames video plus {TEXT_BUDGET}" in out
+
+
+def test_export_sharded_model_without_max_seq_fits_the_video_and_text(capfd, sharded_model, tmp_path):
+    """--max-seq left out: the longest video's visual tokens plus the text budget."""
+    from hippo_trt.dims import TEXT_BUDGET
+
+    out = tmp_path / "w"
+    rc, stdout, err = cli(capfd, "export", "--target", sharded_model, "--out", out, "--max-frames", 4, "--quiet")
+    assert rc == 0, err
+    seq = 4 * 4 + 1 + TEXT_BUDGET  # 4 frames of 4 pooled tokens, a newline, the text budget
+    assert stdout.strip().endswith(f"into {out}, up to {seq} tokens per sequence")
+    dims = json.loads((out / MANIFEST).read_text())["dims"]
+    assert dims["vis_tokens"]["max"] == 17 and dims["seq"]["max"] == dims["past"]["max"] == seq
