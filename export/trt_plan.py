@@ -645,13 +645,14 @@ def _kv_elements(name: str, s: Mapping[str, DimRange], d: DecoderShape) -> int:
 
 
 def _memory(
-    name: str, onnx_bytes: int, profiles: list[Mapping[str, DimRange]], d: DecoderShape, precision: str, batch: int
+    name: str, onnx_bytes: int, profiles: list[Mapping[str, DimRange]], d: DecoderShape, precision: str, batch: int,
+    stored: str = "fp32",
 ) -> dict[str, int]:
     """Size estimates in bytes, for sizing a GPU (not measurements), of one engine over all its
     profiles: the weights once, the activations and KV cache of its largest profile.
 
     weights      ONNX bytes: the graph and its external data files (``FileRecord.total_bytes``;
-                 fp32 weights) x bytes_per_element / 4, once per engine (the decoder's prefill
+                 weights in the export's ``stored`` dtype) x bytes_per_element / its bytes, once per engine (the decoder's prefill
                  and step profiles share them; the pruning graphs have no weights: their file
                  is a few KiB)
     activations  batch x bytes_per_element x the largest live tensors, the max over the profiles:
@@ -668,7 +669,7 @@ def _memory(
     """
     bpe = BYTES_PER_ELEMENT[precision]
     return {
-        "weight_bytes": onnx_bytes * bpe // 4,
+        "weight_bytes": onnx_bytes * bpe // BYTES_PER_ELEMENT[stored],
         "activation_bytes": batch * bpe * max(ACTIVATIONS[name](s, d) for s in profiles),
         "kv_bytes": batch * bpe * max(_kv_elements(name, s, d) for s in profiles),
     }
@@ -686,7 +687,7 @@ class _Ranges:
     batch: int
 
 
-def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: DecoderShape) -> EnginePlan:
+def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: DecoderShape, stored: str = "fp32") -> EnginePlan:
     profiles = tuple(
         ProfilePlan(name, MappingProxyType(symbols), MappingProxyType(_profile(spec, symbols)), MappingProxyType(values))
         for name, symbols, values in r.profiles
@@ -697,7 +698,7 @@ def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: Decoder
         onnx=file.path,
         profiles=profiles,
         precision=r.precision,
-        **_memory(spec.name, file.total_bytes, [p.symbols for p in profiles], d, r.precision, r.batch),
+        **_memory(spec.name, file.total_bytes, [p.symbols for p in profiles], d, r.precision, r.batch, stored),
     )
 
 
@@ -715,7 +716,7 @@ def _model_engine(
         for profile, ranges in SYMBOL_RANGES[(role, name)]
     )
     return _engine(role, specs[name], record.graphs[name], _Ranges(profiles, b.limits.precision, b.limits.max_batch),
-                   DecoderShape(**record.decoder))
+                   DecoderShape(**record.decoder), record.dtype)
 
 
 def _prune_order(name: str) -> int:

@@ -15,6 +15,7 @@ from hippo_trt.model_dir import sha256_file
 
 FORMAT = 3  # 2: prefill reports importance; the pruning graphs. 3: graphs' external data files
 MANIFEST = "manifest.json"
+IF_CHANGED = "if_changed"  # FileRecord.verify's deep mode for every run's start
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class FileRecord:
     sha256: str
     bytes: int
     data: tuple["FileRecord", ...] = ()
+    mtime_ns: int = 0  # when it was hashed: ``verify(deep=IF_CHANGED)`` rehashes only a file touched since
 
     def __post_init__(self) -> None:  # from JSON: data records arrive as dicts
         object.__setattr__(self, "data", tuple(d if isinstance(d, FileRecord) else FileRecord(**d) for d in self.data))
@@ -35,7 +37,8 @@ class FileRecord:
         """``path``'s record (streamed sha256); an .onnx file's with its external data files."""
         path = Path(path)
         data = tuple(cls.of(root, f) for f in external_data_files(path)) if path.suffix == ".onnx" else ()
-        return cls(str(path.relative_to(root)), sha256_file(path), path.stat().st_size, data)
+        stat = path.stat()
+        return cls(str(path.relative_to(root)), sha256_file(path), stat.st_size, data, stat.st_mtime_ns)
 
     @property
     def total_bytes(self) -> int:
@@ -53,9 +56,10 @@ class FileRecord:
         """Its path, then its data files' (relative to the work dir)."""
         return [self.path, *(d.path for d in self.data)]
 
-    def verify(self, root: Path, deep: bool, fix: str) -> Path:
+    def verify(self, root: Path, deep: bool | str, fix: str) -> Path:
         """The file's path; a missing, truncated or (``deep``) altered file, or data file, is a
-        WorkDirError naming that file."""
+        WorkDirError naming that file. ``deep=IF_CHANGED`` hashes only a file whose mtime is not
+        the recorded one (a run's start: a 7B model's data is GBs, hashed at build and check)."""
         p = _verify_one(root, self, deep, fix, "")
         for d in self.data:
             _verify_one(root, d, deep, fix, f" (external data of '{p}')")
@@ -66,7 +70,10 @@ def _verify_one(root: Path, record: FileRecord, deep: bool, fix: str, what: str)
     p = Path(root) / record.path
     if not p.is_file():
         raise WorkDirError(f"'{p}'{what} is missing from the work dir; {fix}")
-    if p.stat().st_size != record.bytes or (deep and sha256_file(p) != record.sha256):
+    stat = p.stat()
+    if deep == IF_CHANGED:
+        deep = not record.mtime_ns or stat.st_mtime_ns != record.mtime_ns
+    if stat.st_size != record.bytes or (deep and sha256_file(p) != record.sha256):
         raise WorkDirError(f"'{p}'{what} does not match its sha256 in the manifest (truncated or altered); {fix}")
     return p
 

@@ -15,7 +15,7 @@ from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError, InputError, WorkDirError
 from hippo_trt.export.architectures import family
 from hippo_trt.export.specs import DecoderShape, GraphSpec
-from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
+from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir
 from .arrays import FLOAT_DTYPES, HOST_PLACEMENT, Placement
 from .build import export_id
@@ -60,7 +60,7 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
         raise WorkDirError(f"engines in '{work}' were built from another export; {build_cmd}")
     files = {n: FileRecord(**f) for n, f in record["files"][role].items()}
     specs = specs_from_record(manifest.model(role))
-    return {n: OrtEngine(files[n].verify(work, deep=True, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
+    return {n: OrtEngine(files[n].verify(work, deep=IF_CHANGED, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
 
 
 def _load_model(manifest: Manifest, role: str, dtype: str = "fp32"):

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hippo_trt.errors import EngineError, ProfileError, WorkDirError
-from hippo_trt.manifest import FileRecord, Manifest
+from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
 from .arrays import Placement, is_torch, to_host
 
 DEFAULT_DEVICE = "cuda"
@@ -299,7 +299,7 @@ def _engine(work: Path, record: Mapping, role: str, graph: str, spec, device: st
     files = record["files"].get(role, {})
     if graph not in files:
         raise WorkDirError(f"'{work}' has no TensorRT engine for '{role}/{graph}'; {fix}")
-    path = FileRecord(**files[graph]).verify(work, deep=True, fix=fix)
+    path = FileRecord(**files[graph]).verify(work, deep=IF_CHANGED, fix=fix)  # a plan is GBs: hashed when touched
     return TrtEngine(path, _plan_entry(record, role, graph), f"{role}/{graph}", spec, device)
 
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hippo_trt.errors import WorkDirError
-from hippo_trt.manifest import FORMAT, FileRecord, Manifest, ModelRecord, external_data_locations
+from hippo_trt.manifest import FORMAT, IF_CHANGED, FileRecord, Manifest, ModelRecord, external_data_locations
 
 FIX = "re-run hippo-trt export into 'W'"
 
@@ -65,7 +65,7 @@ def test_a_graphs_record_holds_its_data_file(tmp_path):
     data = tmp_path / "target" / "vision.onnx.data"
     record = FileRecord.of(tmp_path, path)
     assert (record.path, record.sha256, record.bytes) == ("target/vision.onnx", sha(path), path.stat().st_size)
-    assert record.data == (FileRecord("target/vision.onnx.data", sha(data), data.stat().st_size),)
+    assert record.data == (FileRecord("target/vision.onnx.data", sha(data), data.stat().st_size, (), data.stat().st_mtime_ns),)
     assert record.data[0].bytes == (4 * 3 + 3) * 4  # every weight lives in the data file
     assert record.total_bytes == path.stat().st_size + data.stat().st_size
     assert record.files() == ["target/vision.onnx", "target/vision.onnx.data"]
@@ -159,6 +159,26 @@ def test_a_same_size_altered_data_file_is_caught_only_by_deep_verify(tmp_path):
     assert record.verify(tmp_path, deep=False, fix=FIX) == tmp_path / record.path  # sizes only: cheap
     with pytest.raises(WorkDirError, match=f"'{data}' .*does not match its sha256"):
         record.verify(tmp_path, deep=True, fix=FIX)
+
+
+def test_a_runs_check_rehashes_only_a_file_touched_since_it_was_recorded(tmp_path, monkeypatch):
+    """IF_CHANGED (every run's start): an untouched file is checked by size and mtime only (a 7B
+    model's data is GBs); one written since its record is hashed, and an alteration is named."""
+    import hippo_trt.manifest as manifest_module
+
+    path = save_external(matmul_model(), tmp_path / "g.onnx")
+    record = FileRecord.of(tmp_path, path)
+    hashed = []
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    assert record.verify(tmp_path, deep=IF_CHANGED, fix=FIX) == path and hashed == []
+    data = tmp_path / "g.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF
+    data.write_bytes(bytes(raw))  # same size, new mtime
+    with pytest.raises(WorkDirError, match=f"'{data}' .*does not match its sha256"):
+        record.verify(tmp_path, deep=IF_CHANGED, fix=FIX)
+    assert hashed == ["g.onnx.data"]
 
 
 def test_an_intact_graph_verifies_to_its_path(tmp_path):
