@@ -167,6 +167,14 @@ def test_export_without_weights(capfd, scratch_model, tmp_path):
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("dtype, needle", [("bf16", "no bfloat16 Conv"), ("fp8", "unknown dtype 'fp8'")])
+def test_export_dtype_the_graphs_cannot_take_is_refused_before_loading(capfd, scratch_model, tmp_path, dtype, needle):
+    out = tmp_path / "w"
+    msg = error_line(*cli(capfd, *export_args(scratch_model, out), "--dtype", dtype), code=USER_ERROR)
+    assert needle in msg and "fp16" in msg
+    assert_nothing_written(out)
+
+
 def test_export_unsupported_sliding_window(capfd, scratch_model, tmp_path):
     def sliding(c):
         c["text_config"]["use_sliding_window"] = True
