@@ -1,8 +1,9 @@
 """How the CPU cores are split between the two lanes (ONNX Runtime intra-op threads).
 
-Each model's decode graph gets its own session and thread pool; the setup graphs (vision,
-embed, prefill) run while nothing else does and take every core (see ``OrtOptions``). Which
-split is fastest depends on the schedule, so it is chosen per mode:
+Each model's decoder graph (its prefill and its steps: one session, so its weights are loaded
+once) gets its own thread pool; the vision graph runs while nothing else does and takes every
+core (see ``OrtOptions``). Which split is fastest depends on the schedule, so it is chosen per
+mode:
 
 * ``ar``: the target alone, on every core.
 * ``sd``: the lanes take turns, never run together, so the target still gets every core, and
@@ -11,8 +12,8 @@ split is fastest depends on the schedule, so it is chosen per mode:
 * ``parallel``: the lanes run together, so the cores are split: the draft keeps its
   ``DRAFT_THREADS`` and the target the rest. Oversubscribing instead (target on every core,
   draft beside it) made the target's fork-join steps wait on a preempted worker. The draft's
-  setup graphs (vision, embed, prefill) keep to the draft's threads too: they run while the
-  target decodes its first tokens alone (see parallel.py).
+  vision graph keeps to the draft's threads too: it runs while the target decodes its first
+  tokens alone (see parallel.py).
 
 Measured on the 2-core CI machine with the demo pair (``bench decode --gamma 6 --prune hippo
 --keep 0.1``): a 7-token verification takes 5.1 ms on one thread and about 3.5 ms on two,
@@ -50,7 +51,7 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class LaneThreads:
-    """Intra-op threads of each lane's decode graph, and of the draft's setup graphs (0: every
+    """Intra-op threads of each lane's decoder graph, and of the draft's vision graph (0: every
     core; in ``parallel`` the draft sets up while the target decodes, so it keeps to its lane)."""
 
     target: int
