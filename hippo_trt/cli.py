@@ -340,7 +340,7 @@ def _add_common(p: argparse.ArgumentParser, threads: bool = False) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if threads:
-        p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads of the target (0: all cores, or all but the draft's in --mode parallel)")
+        p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads of the target (0: all cores)")
 
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:

@@ -9,11 +9,12 @@ mode:
 * ``sd``: the lanes take turns, never run together, so the target still gets every core, and
   the draft ``DRAFT_THREADS``: a small draft's step is too short for a pool to pay back its
   hand-offs, and a second pool's spinning workers would compete with the target's.
-* ``parallel``: the lanes run together, so the cores are split: the draft keeps its
-  ``DRAFT_THREADS`` and the target the rest. Oversubscribing instead (target on every core,
-  draft beside it) made the target's fork-join steps wait on a preempted worker. The draft's
-  vision graph keeps to the draft's threads too: it runs while the target decodes its first
-  tokens alone (see parallel.py).
+* ``parallel``: the lanes run together; the draft keeps its ``DRAFT_THREADS`` and the target
+  still gets every core. Since the target's prefill runs in its decoder session (one session,
+  its weights once), a target held to the cores the draft leaves would prefill on fewer
+  threads: on the demo pair that cost more time to first token than the oversubscribed steps
+  cost (README, Decoding speed). The draft's vision graph keeps to the
+  draft's threads: it runs while the target decodes its first tokens alone (see parallel.py).
 
 Measured on the 2-core CI machine with the demo pair (``bench decode --gamma 6 --prune hippo
 --keep 0.1``): a 7-token verification takes 5.1 ms on one thread and about 3.5 ms on two,
@@ -73,7 +74,7 @@ def lane_threads(mode: str, threads: int = 0, draft_threads: int = 0, cores: int
     draft = draft_threads or DRAFT_THREADS
     if mode != "parallel":
         return LaneThreads(threads or cores, draft)
-    return LaneThreads(threads or max(1, cores - draft), draft, draft_setup=draft)
+    return LaneThreads(threads or cores, draft, draft_setup=draft)
 
 
 class LanePipelines:

@@ -12,11 +12,11 @@ from hippo_trt.runtime.lanes import LanePipelines, LaneThreads, available_cores,
 
 
 @given(cores=st.integers(1, 64))
-def test_only_parallel_splits_the_cores(cores):
+def test_the_target_takes_every_core_and_parallels_draft_sets_up_on_its_lane(cores):
     for mode in ("ar", "sd"):
         assert lane_threads(mode, cores=cores) == LaneThreads(cores, DRAFT_THREADS)
     split = lane_threads("parallel", cores=cores)
-    assert split == LaneThreads(max(1, cores - DRAFT_THREADS), DRAFT_THREADS, draft_setup=DRAFT_THREADS)
+    assert split == LaneThreads(cores, DRAFT_THREADS, draft_setup=DRAFT_THREADS)
 
 
 @given(mode=st.sampled_from(["ar", "sd", "parallel"]), threads=st.integers(1, 8), draft=st.integers(1, 8))
