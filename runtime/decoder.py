@@ -82,6 +82,17 @@ def _floats(x) -> np.ndarray:
     return to_host(x).astype(np.float32, copy=False)
 
 
+def prefill_chunks(seq: int, first_query: int, chunk: int | None) -> list[tuple[int, int]]:
+    """(start, end) of the decoder calls that prefill ``seq`` tokens, each of at most ``chunk``
+    tokens over the KV the ones before it wrote (chunked prefill), except the last: it starts no
+    later than ``first_query``, so the rows that score the visual tokens are all in it, and it
+    scores them over every cached column. ``chunk`` None: one call."""
+    if chunk is None or seq <= chunk:
+        return [(0, seq)]
+    last = min(first_query, seq - chunk)
+    return [(a, min(a + chunk, last)) for a in range(0, last, chunk)] + [(last, seq)]
+
+
 def uses_mrope(spec) -> bool:
     """Whether the decoder graph takes position ids [3, B, S] (Qwen2.5-VL's M-RoPE)."""
     return len(next(t for t in spec.inputs if t.name == "position_ids").axes) == 3
@@ -102,20 +113,31 @@ class DecoderSession:
             self._no_table = self.placement.put(np.zeros((1, 1, shape.hidden), dtype=self.float_dtype))  # [1, 1, d]
 
     def prefill(self, prompt: Prompt) -> PrefillOut:
-        """The prompt's KV fills the cache from 0; logits and importance come back to the host."""
+        """The prompt's KV fills the cache from 0, in calls of at most ``engines.prefill_chunk``
+        tokens (see ``prefill_chunks``); logits and importance come back to the host."""
         check_prefill(self.dims, prompt)
         self.cache.truncate(0)
         visual_index, query_index = prompt.scored
-        feeds = {
-            "input_ids": prompt.input_ids, "prompt_table": prompt.table, "position_ids": prompt.position_ids,
-            "visual_index": visual_index, "query_index": query_index,
-            "logit_index": np.array([prompt.seq - 1], dtype=np.int64), **self.cache.past(),
-        }
+        cuts = prefill_chunks(prompt.seq, int(query_index.min()), self.engines.prefill_chunk)
         with self.placement.lane():
-            out = self.engines.decoder.run(feeds, into=self.cache.slots(prompt.seq))
-            result = PrefillOut(_floats(out["logits"])[:, 0], _floats(out["importance"]))
-        self.cache.advance(prompt.seq)
-        return result
+            for start, end in cuts[:-1]:  # the prompt before the question: its KV only
+                self._prefill_call(prompt, start, end, NO_ROWS, NO_ROWS)
+            start, end = cuts[-1]
+            out = self._prefill_call(prompt, start, end, visual_index, query_index - start)
+            return PrefillOut(_floats(out["logits"])[:, 0], _floats(out["importance"]))
+
+    def _prefill_call(self, prompt: Prompt, start: int, end: int, visual_index, query_rows) -> dict:
+        """Prefill prompt rows [start, end) over the cache's first ``start`` entries: the visual
+        columns are cache positions, the query rows the call's own; logits of its last row."""
+        ids, positions = prompt.input_ids[:, start:end], prompt.position_ids[..., start:end]
+        feeds = {
+            "input_ids": np.ascontiguousarray(ids), "prompt_table": prompt.table, "position_ids": np.ascontiguousarray(positions),
+            "visual_index": visual_index, "query_index": query_rows,
+            "logit_index": np.array([end - start - 1], dtype=np.int64), **self.cache.past(),
+        }
+        out = self.engines.decoder.run(feeds, into=self.cache.slots(end - start))
+        self.cache.advance(end - start)
+        return out
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """input_ids, position_ids [1, n] -> logits [1, n, V]; the n new entries join the cache."""

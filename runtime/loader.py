@@ -22,18 +22,26 @@ from .build import export_id
 from .engine import DeviceTorchEngine, Engine, OrtEngine, OrtOptions, TorchEngine
 
 
+# Prompt tokens one host decoder call prefills: the eager attention's scores are
+# [heads, chunk, past + chunk], so a 32-frame video's prompt is not one [heads, S, S] block.
+PREFILL_CHUNK = 2048
+
+
 @dataclass(frozen=True)
 class ModelEngines:
     """``placement``: where the engines' tensors live, and the model's lane (arrays.py).
     ``session``: when set, ``session(dims, max_len)`` opens a request's decoder session (one
     with DecoderSession's interface) in place of a DecoderSession over ``decoder``
-    (the torch device path decodes through a StaticDecoder, static_decode.py)."""
+    (the torch device path decodes through a StaticDecoder, static_decode.py).
+    ``prefill_chunk``: the most prompt tokens one decoder call prefills (None: the whole prompt
+    in one call, as a TensorRT engine's prefill profile takes it; see decoder.prefill_chunks)."""
 
     record: ModelRecord
     vision: Engine
     decoder: Engine  # prefill and decode/verify steps: one graph, every weight once
     placement: Placement = HOST_PLACEMENT
     session: Callable[[DimsTable, int], object] | None = None
+    prefill_chunk: int | None = None
 
     @property
     def shape(self) -> DecoderShape:
@@ -79,7 +87,7 @@ def _graph_modules(manifest: Manifest, role: str, model=None) -> dict:
 def _torch_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
     modules = _graph_modules(manifest, role)
     engines = {name: TorchEngine(modules[name], spec) for name, spec in specs_from_record(manifest.model(role)).items()}
-    return ModelEngines(record=manifest.model(role), **engines)
+    return ModelEngines(record=manifest.model(role), **engines, prefill_chunk=PREFILL_CHUNK)
 
 
 def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs: bool = True, dtype: str = "fp32") -> ModelEngines:
@@ -111,7 +119,7 @@ def _torch_cuda_loader(work: Path, manifest: Manifest, role: str, options: OrtOp
 
 
 def _ort_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
-    return ModelEngines(record=manifest.model(role), **_ort_engines(work, manifest, role, options))
+    return ModelEngines(record=manifest.model(role), **_ort_engines(work, manifest, role, options), prefill_chunk=PREFILL_CHUNK)
 
 
 def _trt_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
