@@ -79,10 +79,28 @@ def ort_session(path: Path, options: OrtOptions):
 ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+STEP_ROWS = 64  # a decoder call of more rows is a prefill (a step feeds at most gamma + 1 <= 33)
+
+
+def _shrinking_run_options():
+    """Run options that hand the arena's unused memory back after the run (the CPU arena keeps
+    its peak otherwise: a 32-frame video's vision and prefill activations stayed resident
+    through decoding, measured 12.5 GiB peak instead of 7.5)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 class OrtEngine:
+    """``run``: a vision call or a prefill-sized decoder call (more than STEP_ROWS rows) frees
+    its activations' arena memory after it; steps keep the arena warm."""
+
     def __init__(self, path: Path, spec: GraphSpec, options: OrtOptions = OrtOptions()):
         self.spec, self.path = spec, Path(path)
         self.session = ort_session(self.path, options)
+        self._shrink = _shrinking_run_options()
         self._outputs = [t.name for t in spec.outputs]
         # float feeds in the graph's own float type (an fp16 export takes fp16 pixels and tables)
         self._dtypes = {i.name: ORT_FLOATS.get(i.type) for i in self.session.get_inputs()}
@@ -100,11 +118,16 @@ class OrtEngine:
             io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
         for name in returned:
             io.bind_output(name, "cpu")
-        self.session.run_with_iobinding(io)
+        self.session.run_with_iobinding(io, self._shrink if self._large(feeds) else None)
         if not returned:  # everything was written in place: skip wrapping every output
             return {}
         values = io.get_outputs()[len(into) :]
         return {name: v.numpy() for name, v in zip(returned, values)}
+
+
+    def _large(self, feeds) -> bool:
+        ids = feeds.get("input_ids")
+        return self.spec.name in SETUP_GRAPHS or (ids is not None and ids.shape[-1] > STEP_ROWS)
 
 
 class TorchEngine:
