@@ -155,7 +155,11 @@ def _run_job(job: str, result: str) -> None:
         out = (True, fn(*args))
     except Exception as e:  # sent back whole: the parent raises it
         out = (False, e)
-    Path(result).write_bytes(pickle.dumps(out))
+    try:
+        data = pickle.dumps(out)
+    except Exception:  # an exception that does not pickle goes back as its type and message
+        data = pickle.dumps((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+    Path(result).write_bytes(data)
 
 
 def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm) -> ModelRecord:

@@ -157,3 +157,12 @@ def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_di
     inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "w" / record.graphs["decoder"].path), load_external_data=False).graph.input}
     half = onnx.TensorProto.FLOAT16
     assert inputs["prompt_table"] == inputs["past_key_0"] == half and inputs["input_ids"] == onnx.TensorProto.INT64
+
+
+def test_an_isolated_job_returns_its_value_and_raises_its_error_here():
+    """Each model's export runs in a fresh process; its result and its errors come back."""
+    from hippo_trt.export.api import _isolated
+
+    assert _isolated(sum, [1, 2, 3]) == 6
+    with pytest.raises(ValueError, match="invalid literal"):
+        _isolated(int, "not a number")
