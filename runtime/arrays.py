@@ -37,21 +37,6 @@ def to_host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def index_for(x: Any, index: np.ndarray) -> Any:
-    """``index`` [k] as an index into ``x``: itself for numpy, a tensor on ``x``'s device for torch."""
-    if is_torch(x):
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(index)).to(x.device)
-    return index
-
-
-def take_rows(x: Any, index: np.ndarray) -> Any:
-    """``x[:, index]`` as a contiguous array of ``x``'s kind. x [B, S, ...] -> [B, k, ...]"""
-    rows = x[:, index_for(x, index)]
-    return rows.contiguous() if is_torch(rows) else np.ascontiguousarray(rows)
-
-
 FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # a device model's precision
 _TORCH_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32"}
 

@@ -171,7 +171,7 @@ class DeviceTorchEngine:
         from hippo_trt.export.onnx_export import torch_args
 
         into = into or {}
-        with torch.no_grad():  # not inference_mode: the pipeline writes into the outputs (merge_visual)
+        with torch.no_grad():  # not inference_mode: callers may write into the outputs
             outs = self.module(*torch_args(self.spec, feeds, self.placement.put))
         outs = outs if isinstance(outs, tuple) else (outs,)
         result = {}
