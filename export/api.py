@@ -138,7 +138,7 @@ def _isolated(fn, *args):
         job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
         job.write_bytes(pickle.dumps((fn, args)))
         code = "import sys; from hippo_trt.export.api import _run_job; _run_job(sys.argv[1], sys.argv[2])"
-        proc = subprocess.run([sys.executable, "-c", code, str(job), str(result)], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run([sys.executable, "-c", code, str(job), str(result)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if not result.is_file():
             last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise ModelError(f"the export process died ({last}); free memory, or export with --dtype fp16")
