@@ -23,7 +23,7 @@ import numpy as np
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError
 from hippo_trt.export.specs import GraphSpec
-from hippo_trt.export.validate import Tolerance
+from hippo_trt.export.validate import TOLERANCES, Tolerance
 from hippo_trt.manifest import Manifest
 from .engine import Engine, OrtOptions
 from hippo_trt.export.architectures import graph_feeds
@@ -229,10 +229,11 @@ def compare_backend(
     work: Path,
     backend: str,
     roles: Sequence[str] | None = None,
-    tolerance: Tolerance = Tolerance(),
+    tolerance: Tolerance | None = None,
     sizes: CheckSizes = CheckSizes(),
 ) -> list[CompareRow]:
-    """Every output of every graph of ``roles`` (default: all models) on ``backend`` vs torch."""
+    """Every output of every graph of ``roles`` (default: all models) on ``backend`` vs torch
+    (``tolerance`` None: the export's for the model's dtype, ``TOLERANCES``)."""
     require_backend(backend)
     work = Path(work)
     manifest = Manifest.load(work)
@@ -240,7 +241,7 @@ def compare_backend(
     return [
         row
         for role in (roles or tuple(manifest.models))
-        for row in compare_role(work, manifest, role, backend, resolved, tolerance)
+        for row in compare_role(work, manifest, role, backend, resolved, tolerance or TOLERANCES[manifest.model(role).dtype])
     ]
 
 
