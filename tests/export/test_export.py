@@ -147,7 +147,7 @@ def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_di
     from hippo_trt.export.api import export_work_dir
     from hippo_trt.export.validate import TOLERANCES
 
-    manifest = export_work_dir(tiny_dirs["gqa"], tmp_path / "w", limits=TEST_LIMITS, progress=False, dtype="fp16")
+    manifest = export_work_dir(tiny_dirs["gqa"], tmp_path / "w", limits=TEST_LIMITS, progress=False, dtype="fp16")  # target alone
     record, fp32 = manifest.model("target"), Manifest.load(work_dirs["gqa"]).model("target")
     assert record.dtype == "fp16" and fp32.dtype == "fp32"
     for name, graph in record.graphs.items():
@@ -157,6 +157,12 @@ def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_di
     inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "w" / record.graphs["decoder"].path), load_external_data=False).graph.input}
     half = onnx.TensorProto.FLOAT16
     assert inputs["prompt_table"] == inputs["past_key_0"] == half and inputs["input_ids"] == onnx.TensorProto.INT64
+    from hippo_trt.runtime.build import build_onnxruntime
+    from hippo_trt.runtime.compare import compare_backend
+
+    build_onnxruntime(tmp_path / "w", progress=False)
+    rows = compare_backend(tmp_path / "w", "onnxruntime")  # fp16 graphs on ONNX Runtime vs the torch reference
+    assert rows and all(r.passed for r in rows) and max(r.allowed_abs for r in rows) > TOLERANCES["fp32"].atol
 
 
 def test_an_isolated_job_returns_its_value_and_raises_its_error_here():
