@@ -31,6 +31,20 @@ from .verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_tok
 DRAFT_FEEDS = 2  # a draft lane's steps: 1 token, or 2 after a fully accepted block (propose, parallel.py)
 
 
+def fit_vocab(logits: np.ndarray, vocab: int | None) -> np.ndarray:
+    """logits [n, V'] as [n, vocab]: a draft whose embedding has fewer rows than the target's
+    (LLaVA-OneVision 0.5B: 151936, 7B: 152064, one tokenizer) gives the missing ids -inf, so
+    probability 0 (verification stays exact: the target's residual covers them); extra rows
+    are ids the target cannot produce, dropped. None: as they are."""
+    width = logits.shape[-1]
+    if vocab is None or width == vocab:
+        return logits
+    if width > vocab:
+        return logits[..., :vocab]
+    pad = np.full(logits.shape[:-1] + (vocab - width,), -np.inf, dtype=logits.dtype)
+    return np.concatenate([logits, pad], axis=-1)
+
+
 @dataclass
 class Lane:
     """A decoder session over one request's output: output token i sits at cache entry
@@ -46,6 +60,7 @@ class Lane:
     phase: str = "step"
     tracer: object = NULL_TRACER
     last_ns: tuple[int, int] = (0, 0)  # (start, end) of the latest step on the monotonic clock
+    vocab: int | None = None  # logits come out this wide (a draft's, fitted to the target's: fit_vocab)
 
     def feed(self, tokens: list[int]) -> np.ndarray:
         """Append ``tokens`` (the output's tokens ``fed..fed+n``) -> logits [n, V]."""
@@ -53,7 +68,7 @@ class Lane:
         with self.tracer.span(self.track, self.phase, first=self.fed, n=len(tokens)), self._faults():
             ids = np.array([tokens], dtype=np.int64)  # [1, n]
             pos = (self.base_pos + self.fed + np.arange(len(tokens), dtype=np.int64))[None]  # [1, n]
-            logits = self.session.step(ids, pos)[0]  # [n, V]
+            logits = fit_vocab(self.session.step(ids, pos)[0], self.vocab)  # [n, V]
         self.fed += len(tokens)
         self.last_ns = (start, time.perf_counter_ns())
         self.busy_ms += (self.last_ns[1] - start) / 1e6

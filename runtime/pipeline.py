@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hippo_trt.errors import InputError, ProfileError, WorkDirError
+from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import load_processor
 from hippo_trt.preprocess import Request, prepare_request, video_pixels
@@ -99,8 +99,6 @@ class Pipeline:
         self.draft, self.draft_processor = draft, draft_processor
         self.pruner = pruner or ReferencePruner()
         self.dims = manifest.dims_table
-        if draft is not None and draft.shape.vocab != target.shape.vocab:
-            raise WorkDirError(f"the draft's vocabulary ({draft.shape.vocab}) differs from the target's ({target.shape.vocab})")
 
     def _draft_pixels(self, request: Request) -> np.ndarray:
         """pixel_values_videos for the draft: the target's, or its own processor's from the frames."""
@@ -261,7 +259,10 @@ class Pipeline:
                     kept.extend(self.pruner.select(config.prune, config.keep, scores, config.prune_options))
                     index = kept_positions(ids, record.video_token_id, kept)
                 d_session, _, d_pos = self._prefill(self.draft, request, d_visual, index, config.max_new_tokens, timer, "draft_", config.repack)
-                return Lane(d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer)
+                return Lane(
+                    d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer,
+                    vocab=self.target.shape.vocab,  # one tokenizer; the embeddings may be padded to other sizes
+                )
 
             if config.mode == "parallel":
                 options = ParallelOptions(config.gamma, config.pre_verify, config.adaptive_gamma)

@@ -167,3 +167,13 @@ def test_the_same_seed_gives_the_same_sampled_output(case, gamma, seed):
     first, _ = run_sd(target, draft, budget, gamma, sampling, kept)
     again, _ = run_sd(target, draft, budget, gamma, sampling, kept)
     assert first == again
+
+
+def test_fit_vocab_pads_with_minus_infinity_or_drops_ids_the_target_has_not():
+    from hippo_trt.runtime.generate import fit_vocab
+
+    logits = np.arange(6, dtype=np.float32).reshape(2, 3)  # [n, V'] = [2, 3]
+    assert fit_vocab(logits, None) is logits and fit_vocab(logits, 3) is logits
+    wide = fit_vocab(logits, 5)
+    assert wide.shape == (2, 5) and np.all(wide[:, 3:] == -np.inf) and np.array_equal(wide[:, :3], logits)
+    assert np.array_equal(fit_vocab(logits, 2), logits[:, :2])

@@ -14,6 +14,7 @@ from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.verify import Sampling
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import _hf_model, hf_greedy, prompts
 
@@ -128,3 +129,35 @@ def test_cli_run_modes_give_the_same_answer(capfd, work_dirs, clip):
     assert outputs["parallel"]["stats"]["mat"] >= 1.0
     rc, out, err = cli(capfd, "run", work_dirs["gqa"], "--video", clip, "--prompt", "x", "--mode", "warp", "--quiet")
     assert "unknown --mode 'warp'" in error_line(rc, out, err, USER_ERROR)
+
+
+@pytest.fixture(scope="module", params=[8, 72], ids=["draft-vocab-smaller", "draft-vocab-larger"])
+def other_vocab_work(request, tiny_dirs, tmp_path_factory):
+    """The gqa target with a draft of one tokenizer but another embedding size (the target has
+    40 rows past the tokenizer, the draft 8 or 72), as LLaVA-OneVision's 0.5B (151936 rows) and
+    7B (152064) are."""
+    from dataclasses import replace as with_fields
+
+    from hippo_trt.export.api import export_work_dir
+    from hippo_trt.runtime.build import build_onnxruntime
+    from hippo_trt.tiny import make_tiny_model_dir
+    from tests.conftest import TINY_SPECS
+
+    root = tmp_path_factory.mktemp(f"vocab-{request.param}")
+    draft = make_tiny_model_dir(root / "draft", with_fields(TINY_SPECS["mqa"], extra_vocab=request.param))
+    export_work_dir(tiny_dirs["gqa"], root / "work", draft=draft, limits=TEST_LIMITS, progress=False)
+    build_onnxruntime(root / "work", progress=False)
+    return root / "work"
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), frames=st.integers(1, TEST_LIMITS.max_frames), gamma=st.integers(1, 6), mode=st.sampled_from(["sd", "parallel"]))
+def test_a_draft_with_another_embedding_size_stays_lossless(other_vocab_work, tiny_dirs, seed, frames, gamma, mode):
+    pipe = _sd_pipeline(str(other_vocab_work))
+    assert pipe.draft.shape.vocab != pipe.target.shape.vocab
+    request = prepare_request(pipe.processor, random_frames(seed, frames), "what moves")
+    expected = hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, 12)
+    result = pipe.generate(request, GenerationConfig(max_new_tokens=12, mode=mode, gamma=gamma, prune="hippo", keep=0.5))
+    assert result.tokens == expected
+    sampled = GenerationConfig(max_new_tokens=8, mode=mode, gamma=gamma, sampling=Sampling(temperature=0.9, seed=seed))
+    assert all(t < pipe.target.shape.vocab for t in pipe.generate(request, sampled).tokens)
