@@ -14,8 +14,9 @@ and only ``layers`` decoder layers and ``vision_layers`` vision layers. Weights 
 published checkpoints. The tokenizer is the tiny word-level one of ``hippo_trt.tiny``: its
 ids are all below the real ``vocab_size``, so the embedding and LM head keep their real shapes.
 
-Draft and target must share one tokenizer, so both use the target's vocabulary size (152064):
-the published 0.5B and 3B drafts have 151936 rows, a difference of 128 unused rows.
+Draft and target share one tokenizer, and their embeddings have the published row counts:
+152064 for the 7B targets, 151936 for the 0.5B and 3B drafts (the runtime fits the draft's
+logits to the target's width).
 
 ``scaled`` divides every width by a factor (keeping head dimensions) for quick development runs
 and tests; the real widths are the specs' defaults.
@@ -31,7 +32,8 @@ from hippo_trt.tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, build_tokenizer
 
 FAMILIES = ("llava", "qwen")
 ROLES = ("target", "draft")
-VOCAB = 152064  # Qwen2-7B / Qwen2.5-VL-7B; the drafts use it too (one shared tokenizer)
+VOCAB = 152064  # Qwen2-7B / Qwen2.5-VL-7B embedding rows
+DRAFT_VOCAB = 151936  # Qwen2-0.5B / Qwen2.5-VL-3B embedding rows (the same tokenizer)
 DEFAULT_SHARD = "2GB"
 
 # llava-onevision-qwen2-7b-ov-hf: anyres tiles of 1..6 x 1..6 times 384 px (image_grid_pinpoints)
@@ -84,9 +86,9 @@ class VisionWidths:
 
 # Qwen2-7B / Qwen2.5-VL-7B text; Qwen2-0.5B; Qwen2.5-VL-3B text
 QWEN2_7B = TextWidths(hidden=3584, intermediate=18944, heads=28, kv_heads=4)
-QWEN2_0_5B = TextWidths(hidden=896, intermediate=4864, heads=14, kv_heads=2, tie_embeddings=True)
+QWEN2_0_5B = TextWidths(hidden=896, intermediate=4864, heads=14, kv_heads=2, vocab=DRAFT_VOCAB, tie_embeddings=True)
 QWEN25_VL_7B = replace(QWEN2_7B, max_positions=128000)
-QWEN25_VL_3B = TextWidths(hidden=2048, intermediate=11008, heads=16, kv_heads=2, tie_embeddings=True, max_positions=128000)
+QWEN25_VL_3B = TextWidths(hidden=2048, intermediate=11008, heads=16, kv_heads=2, vocab=DRAFT_VOCAB, tie_embeddings=True, max_positions=128000)
 SIGLIP_SO400M = VisionWidths(hidden=1152, intermediate=4304, heads=16)
 QWEN25_VL_VISION = VisionWidths(hidden=1280, intermediate=3420, heads=16)
 
