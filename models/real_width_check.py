@@ -413,7 +413,12 @@ def reference_main(argv: list[str]) -> int:
     model_dir = ModelDir.open(a.model)
     model = model_dir.load_model("fp32")
     request = prepare_request(model_dir.load_processor(), decode_video(a.video, a.frames), a.prompt)
-    extra = {"assistant_model": ModelDir.open(a.assistant).load_model("fp32")} if a.assistant else {}
+    extra = {}
+    if a.assistant:
+        from hippo_trt.runtime.bench_decode import assisted_tokenizers
+
+        assistant = ModelDir.open(a.assistant).load_model("fp32")
+        extra = {"assistant_model": assistant, **assisted_tokenizers(model, assistant, model_dir.load_processor().tokenizer)}
     with torch.inference_mode():
         out = model.generate(**request.hf_inputs(), max_new_tokens=a.max_new_tokens, do_sample=False, **extra)
     tokens = out[0, request.input_ids.shape[1] :].tolist()

@@ -130,6 +130,7 @@ class _FirstTokens:
 class _HF:
     target: object
     draft: object  # its generation_config holds the assisted-generation settings
+    tokenizers: dict  # {"tokenizer", "assistant_tokenizer"} where the embeddings' sizes differ (see assisted_kwargs)
 
     def generate(self, request: Request, max_new_tokens: int, assisted: bool) -> tuple[list[int], _FirstTokens]:
         import torch
@@ -137,7 +138,7 @@ class _HF:
         clock = _FirstTokens()
         kwargs = dict(request.hf_inputs(), max_new_tokens=max_new_tokens, do_sample=False, streamer=clock)
         if assisted:
-            kwargs["assistant_model"] = self.draft
+            kwargs.update(assistant_model=self.draft, **self.tokenizers)
         with torch.inference_mode():
             out = self.target.generate(**kwargs)
         return out[0, request.input_ids.shape[1] :].tolist(), clock
@@ -151,7 +152,15 @@ def _load_hf(pipeline: Pipeline, gamma: int) -> _HF:
     draft.generation_config.num_assistant_tokens = gamma
     draft.generation_config.num_assistant_tokens_schedule = "constant"
     draft.generation_config.assistant_confidence_threshold = 0.0
-    return _HF(target, draft)
+    return _HF(target, draft, assisted_tokenizers(target, draft, pipeline.processor.tokenizer))
+
+
+def assisted_tokenizers(target, draft, tokenizer) -> dict:
+    """transformers' assisted generation takes embeddings of another size (one tokenizer, as
+    LLaVA-OneVision's 0.5B and 7B) only as universal assisted decoding, given both tokenizers."""
+    if target.config.get_text_config().vocab_size == draft.config.get_text_config().vocab_size:
+        return {}
+    return {"tokenizer": tokenizer, "assistant_tokenizer": tokenizer}
 
 
 def _timed(fn: Callable):
