@@ -87,3 +87,17 @@ def test_cli_json_rows(capfd, work_dirs, clip):
 def test_cli_bad_options_are_one_line_errors(capfd, work_dirs, extra, needle):
     rc, out, err = cli(capfd, "bench", "decode", work_dirs["gqa"], "--quiet", *extra)
     assert needle in error_line(rc, out, err, USER_ERROR)
+
+
+def test_assisted_generation_gets_the_tokenizers_only_for_embeddings_of_another_size():
+    from types import SimpleNamespace
+
+    from hippo_trt.runtime.bench_decode import assisted_tokenizers
+
+    def model(vocab: int):
+        text = SimpleNamespace(vocab_size=vocab)
+        return SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: text))
+
+    tokenizer = object()
+    assert assisted_tokenizers(model(152064), model(152064), tokenizer) == {}
+    assert assisted_tokenizers(model(152064), model(151936), tokenizer) == {"tokenizer": tokenizer, "assistant_tokenizer": tokenizer}
