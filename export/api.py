@@ -64,13 +64,8 @@ def _sizes(base: Mapping[str, int], dims: DimsTable) -> dict[str, int]:
 
 def _source(role: str, path: Path) -> Source:
     """The model's dir, config and processor, checked; its weights stay on disk until its turn."""
-    from transformers import AutoConfig
-
     model_dir = ModelDir.open(path)
-    try:
-        config = AutoConfig.from_pretrained(model_dir.path, local_files_only=True)
-    except Exception as e:
-        raise ModelError(f"cannot read the config of '{model_dir.path}': {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    config = model_dir.load_config()
     arch = family(model_dir.architecture)
     arch.check_supported(config)
     return Source(role, model_dir, config, arch.prepare_processor(model_dir.load_processor()))

@@ -122,6 +122,15 @@ class ModelDir:
         except Exception as e:  # safetensors/transformers raise many types for bad files
             raise ModelError(f"cannot load model weights from '{self.path}': {_first_line(e)}") from None
 
+    def load_config(self):
+        """The transformers config (no weights loaded); an unreadable one is a ModelError."""
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(self.path, local_files_only=True)
+        except Exception as e:  # transformers raises several types for a bad config
+            raise ModelError(f"cannot read the config of '{self.path}': {_first_line(e)}") from None
+
     def load_processor(self):
         return load_processor(self.path)
 
