@@ -9,7 +9,7 @@ A symbol without a range is an error, never a silent default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -120,10 +120,6 @@ class ExportLimits:
         if self.max_seq is not None:
             return self.max_seq
         return self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice) + TEXT_BUDGET
-
-    def resolved(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> "ExportLimits":
-        """These limits with ``max_seq`` filled in for this model (what a manifest records)."""
-        return replace(self, max_seq=self.resolved_max_seq(vis_tokens_per_frame, newline, frames_per_slice))
 
     def dims(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> DimsTable:
         """Dims table for a model whose video yields ``vis_tokens_per_frame`` per slice of

@@ -206,16 +206,7 @@ def test_llava_onevision_real_video_refused_by_the_old_4096_but_not_by_default()
 def test_explicit_max_seq_wins_and_is_not_resolved():
     lim = ExportLimits(max_frames=6, max_seq=200)
     assert lim.resolved_max_seq(4) == 200
-    assert lim.resolved(4) == lim
     assert lim.dims(4)["seq"].max == 200
-
-
-def test_resolved_limits_fill_in_max_seq_only():
-    lim = ExportLimits(max_frames=6, max_spec_len=5)
-    got = lim.resolved(4)
-    assert got == ExportLimits(max_frames=6, max_seq=6 * 4 + 1 + TEXT_BUDGET, max_spec_len=5)
-    assert got.dims(4) == lim.dims(4)  # the same table either way
-    assert lim.max_seq is None  # frozen: resolving returns a copy
 
 
 def test_too_small_explicit_max_seq_says_how_to_fix_it():
