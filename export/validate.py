@@ -57,13 +57,19 @@ def reference_outputs(spec: GraphSpec, module: torch.nn.Module, feeds: Mapping[s
     return [r.detach().float().numpy() if r.is_floating_point() else r.detach().numpy() for r in ref]
 
 
+ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def input_float_types(session) -> dict[str, type | None]:
+    """Each input's numpy float type in an ONNX Runtime session (None: not a float input), so
+    float feeds can be given in the graph's own type (an fp16 export takes fp16)."""
+    return {i.name: ORT_FLOATS.get(i.type) for i in session.get_inputs()}
+
+
 def ort_feeds(session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``feeds`` in the dtypes the session's inputs take (float32 samples -> float16 for an fp16 graph)."""
-    types = {i.name: i.type for i in session.get_inputs()}
-    return {name: np.ascontiguousarray(a, dtype=ORT_NUMPY.get(types[name], a.dtype)) for name, a in feeds.items()}
-
-
-ORT_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+    types = input_float_types(session)
+    return {name: np.ascontiguousarray(a, dtype=types[name]) for name, a in feeds.items()}
 
 
 def compare_outputs(

@@ -76,9 +76,6 @@ def ort_session(path: Path, options: OrtOptions):
         raise EngineError(f"ONNX Runtime cannot load '{path}': {first}") from None
 
 
-ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-
-
 STEP_ROWS = 64  # a decoder call of more rows is a prefill (a step feeds at most gamma + 1 <= 33)
 
 
@@ -102,8 +99,9 @@ class OrtEngine:
         self.session = ort_session(self.path, options)
         self._shrink = _shrinking_run_options()
         self._outputs = [t.name for t in spec.outputs]
-        # float feeds in the graph's own float type (an fp16 export takes fp16 pixels and tables)
-        self._dtypes = {i.name: ORT_FLOATS.get(i.type) for i in self.session.get_inputs()}
+        from hippo_trt.export.validate import input_float_types
+
+        self._dtypes = input_float_types(self.session)  # an fp16 export takes fp16 pixels and tables
 
     def run(self, feeds, into=None):
         import onnxruntime as ort
