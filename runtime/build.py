@@ -21,7 +21,6 @@ from hippo_trt.model_dir import ModelDir
 from .engine import OrtOptions, ort_session
 
 
-
 def export_id(manifest: Manifest) -> str:
     """Fingerprint of what was exported (graphs and their data files): engines built from
     another export are refused."""
