@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from .specs import GraphSpec
+from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.dims import DimsTable
 
 OPSET = 18

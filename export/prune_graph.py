@@ -286,7 +286,7 @@ class PruneFeeds:
 
 def _float32(features):
     """features [n, D] as contiguous float32: a numpy array, or a torch tensor where it is."""
-    from hippo_trt.runtime.arrays import is_torch  # numpy only: no torch import
+    from hippo_trt.runtime.backends.arrays import is_torch  # numpy only: no torch import
 
     if is_torch(features):
         return features.float().contiguous()

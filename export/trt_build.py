@@ -31,7 +31,7 @@ from tqdm import tqdm
 from hippo_trt.atomic import staged_dir
 from hippo_trt.errors import EngineError
 from hippo_trt.manifest import FileRecord, Manifest
-from .trt_plan import BuildLimits, BuildPlan, EnginePlan, plan_build
+from hippo_trt.export.trt_plan import BuildLimits, BuildPlan, EnginePlan, plan_build
 
 TRT_DIR = "engines/tensorrt"
 TIMING_CACHE = "engines/tensorrt-timing.cache"
@@ -104,7 +104,7 @@ def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Pat
 
 def build_tensorrt(work: Path, limits: BuildLimits, progress: bool = True) -> Manifest:
     """Build every planned engine; record TensorRT version, GPU, precision, profiles, sha256."""
-    from hippo_trt.runtime.build import export_id, verify_export
+    from hippo_trt.export.ort_build import export_id, verify_export
 
     trt = require_tensorrt()
     work = Path(work)

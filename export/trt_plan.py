@@ -58,12 +58,12 @@ A video's visual tokens come in temporal slices; how many, and how big, depends 
                                value of grid  (slices(1), h.min, w.min)      (slices(F), h.max, w.max)
 
 Each model exports one decoder graph for its prefill and its decode/verify steps
-(``export/specs.py`` ``decoder_spec``), so each model has ONE decoder engine holding every
+(``hippo_trt/graphs/specs.py`` ``decoder_spec``), so each model has ONE decoder engine holding every
 weight once, with two optimization profiles (as TensorRT-LLM's context and generation
 profiles): ``prefill`` (an empty past, the prompt table of the video, importance scored, one
 logit row) and ``step`` (a cached past, 1..gamma+1 tokens, nothing scored, a one-row dummy
 prompt table, a logit row per token). The runtime picks, per call, the profile whose ranges
-hold the call's shapes (``runtime/trt_engine.py``). The vision and pruning engines have one
+hold the call's shapes (``runtime/backends/tensorrt.py``). The vision and pruning engines have one
 profile, ``default``. ``spec_len`` stays in the dims table (the budget checks gamma + 1
 against it) but no graph axis uses it.
 
@@ -101,13 +101,13 @@ from typing import Callable, Mapping
 
 from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
 from hippo_trt.errors import InputError, ProfileError
-from hippo_trt.export.specs import DecoderShape, GraphSpec, TensorSpec
+from hippo_trt.graphs.specs import DecoderShape, GraphSpec, TensorSpec
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BYTES_PER_ELEMENT: Mapping[str, int] = MappingProxyType({"fp32": 4, "fp16": 2, "bf16": 2})
 ROLES = ("target", "draft")
-GRAPHS = ("vision", "decoder")  # each model's graphs (export/specs.py), one engine each
+GRAPHS = ("vision", "decoder")  # each model's graphs (hippo_trt/graphs/specs.py), one engine each
 DEFAULT_PROFILE = "default"  # the one profile of the vision and pruning engines
 DECODER_PROFILES = ("prefill", "step")  # the decoder engine's profiles, in build order (profile 0, 1)
 PRUNING = "pruning"  # the role of the pruning subgraphs' engines (manifest.pruning)
@@ -557,7 +557,7 @@ def _values(*ranges: DimRange) -> ShapeRange:
 
 def topk_max() -> int:
     """The largest K TensorRT's TopK takes (the parser rules' data, export/data)."""
-    from .trt_compat import load_rules
+    from hippo_trt.export.trt_compat import load_rules
 
     return load_rules().max_topk_k
 
@@ -750,7 +750,7 @@ def plan_build(manifest: Manifest, limits: BuildLimits) -> BuildPlan:
     """Every engine of every exported model (target, then draft), then of the pruning graphs,
     with profiles and estimates."""
     # imported here: the runtime loader may itself import the TensorRT build (and so this module)
-    from hippo_trt.runtime.loader import specs_from_record
+    from hippo_trt.runtime.backends.loader import specs_from_record
 
     b, dims = budget(manifest, limits), manifest.dims_table
     engines = []

@@ -11,8 +11,8 @@ import onnx
 import torch
 
 from hippo_trt.errors import ExportValidationError
-from .onnx_export import as_tensor, torch_args
-from .specs import GraphSpec
+from hippo_trt.export.onnx_export import as_tensor, torch_args
+from hippo_trt.graphs.specs import GraphSpec
 
 
 @dataclass(frozen=True)

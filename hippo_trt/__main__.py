@@ -1,5 +1,5 @@
 import sys
 
-from hippo_trt.cli import main
+from hippo_trt.cli.main import main
 
 sys.exit(main())

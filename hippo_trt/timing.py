@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from .trace import NULL_TRACER, Span
+from hippo_trt.trace import NULL_TRACER, Span
 
 
 class PhaseTimer:

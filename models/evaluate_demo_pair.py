@@ -23,10 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from hippo_trt.atomic import write_json
-from hippo_trt.demo_pair import Batcher, answer_logits, answer_predictions, greedy_answer, held_out_samples, mean_accepted
+from hippo_trt.testing.demo_pair import Batcher, answer_logits, answer_predictions, greedy_answer, held_out_samples, mean_accepted
 from hippo_trt.model_dir import ModelDir, load_processor
 from hippo_trt.pruning import uniform_indices
-from hippo_trt.synthetic import QUESTIONS
+from hippo_trt.testing.synthetic import QUESTIONS
 
 DRAFT_LENGTHS = (2, 4, 6)
 KEEP = 0.1
@@ -73,9 +73,9 @@ def draft_correct(draft, batcher: Batcher, samples, outputs, kept, batch: int = 
 def step_ratio(pair: Path, context: int) -> list:
     from hippo_trt.dims import ExportLimits
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.runtime.bench import bench_pair_steps
-    from hippo_trt.runtime.build import build_onnxruntime
-    from hippo_trt.runtime.engine import OrtOptions
+    from hippo_trt.runtime.bench.kv import bench_pair_steps
+    from hippo_trt.export.ort_build import build_onnxruntime
+    from hippo_trt.runtime.backends.onnxruntime import OrtOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     if not args.skip_onnx:
         context = int(first.input_ids.shape[1] + np.mean([len(o) for o in outputs]) / 2)
         rows = step_ratio(args.pair, context)
-        from hippo_trt.runtime.bench import format_pair_table
+        from hippo_trt.runtime.bench.kv import format_pair_table
 
         result["decode_steps"] = [r.__dict__ | {"ratio": r.ratio} for r in rows]
         lines += ["", "ONNX Runtime, CPU, one thread per model:", format_pair_table(rows)]

@@ -3,7 +3,7 @@
     python models/real_width_check.py --family llava|qwen --out DIR \
         [--layers 1 --draft-layers 2 --vision-layers 2 --frames 4 --dtype bf16 --width-scale 1]
 
-Writes (or reuses) DIR/models/{target,draft} with ``hippo_trt.real_widths``, a synthetic clip
+Writes (or reuses) DIR/models/{target,draft} with ``hippo_trt.testing.real_widths``, a synthetic clip
 DIR/clip.mp4 (384 x 384), then runs each step as a subprocess, measuring wall time and peak
 RSS (GNU ``/usr/bin/time -v``, or polling /proc over the child's process tree without it):
 
@@ -195,7 +195,7 @@ def _self(*args: str) -> list[str]:
 
 def write_clip(path: Path, frames: int, seed: int = 0) -> str:
     """A synthetic shapes clip of ``frames`` frames scaled to 384 x 384; returns its prompt."""
-    from hippo_trt.synthetic import SIZE, make_sample
+    from hippo_trt.testing.synthetic import SIZE, make_sample
     from hippo_trt.video import write_video
 
     sample = make_sample(seed, "describe", frames=frames)
@@ -380,7 +380,7 @@ class Report:
 
 def models_main(argv: list[str]) -> int:
     """``_models``: write the pair (one model in memory at a time)."""
-    from hippo_trt.real_widths import make_real_width_pair
+    from hippo_trt.testing.real_widths import make_real_width_pair
 
     p = argparse.ArgumentParser(prog="real_width_check.py _models")
     p.add_argument("--family", required=True)
@@ -415,7 +415,7 @@ def reference_main(argv: list[str]) -> int:
     request = prepare_request(model_dir.load_processor(), decode_video(a.video, a.frames), a.prompt)
     extra = {}
     if a.assistant:
-        from hippo_trt.runtime.bench_decode import assisted_tokenizers
+        from hippo_trt.runtime.bench.decode import assisted_tokenizers
 
         assistant = ModelDir.open(a.assistant).load_model("fp32")
         extra = {"assistant_model": assistant, **assisted_tokenizers(model, assistant, model_dir.load_processor().tokenizer)}

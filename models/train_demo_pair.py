@@ -29,9 +29,9 @@ import torch
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.demo_pair import IGNORE, Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
-from hippo_trt.synthetic import GRID, NUM_CLASSES, frames_curriculum
-from hippo_trt.tiny import TinySpec, build_model, build_processor, build_tokenizer
+from hippo_trt.testing.demo_pair import IGNORE, Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
+from hippo_trt.testing.synthetic import GRID, NUM_CLASSES, frames_curriculum
+from hippo_trt.testing.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
 VISION = dict(vision_layers=2, vision_hidden=128, vision_heads=4, vision_intermediate=256, image_size=64, patch_size=8, frames=8)
 TARGET = TinySpec(layers=6, hidden=512, heads=8, kv_heads=2, intermediate=1024, extra_vocab=0, init_range=0.02, **VISION)
@@ -102,7 +102,7 @@ def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
     Background tokens name no cell: an attention that is not yet sharp reads some of every
     background token, and with their positions in them that blur held every position equally
     and drowned the shape's own (both models learned shapes but no positions in 800 steps)."""
-    from hippo_trt.synthetic import CELL_NAMES, COLOURS, SHAPES
+    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, SHAPES
 
     ids = tokenizer.convert_tokens_to_ids
     none = ids("none")
@@ -194,7 +194,7 @@ def lookup_queries(b, video_token_id: int) -> tuple[torch.Tensor, torch.Tensor, 
     For every answer word that names a shape or a cell, the position that predicts it (the
     colour or shape word before it) and the visual tokens of that colour's shape (all frames
     it is visible in). Absent colours ("none") and template words have no such token."""
-    from hippo_trt.synthetic import CELL_NAMES, COLOURS, GRID, SHAPES
+    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, GRID, SHAPES
 
     content = set(SHAPES) | set(CELL_NAMES)
     rows, queries, keys = [], [], []

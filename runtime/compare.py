@@ -22,13 +22,13 @@ import numpy as np
 
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError
-from hippo_trt.export.specs import GraphSpec
+from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.export.validate import TOLERANCES, Tolerance
 from hippo_trt.manifest import Manifest
-from .engine import Engine, OrtOptions
-from hippo_trt.export.architectures import graph_feeds
-from .arrays import to_host
-from .loader import LOADERS, ModelEngines, load_engines, specs_from_record
+from hippo_trt.runtime.backends.onnxruntime import Engine, OrtOptions
+from hippo_trt.graphs.families import graph_feeds
+from hippo_trt.runtime.backends.arrays import to_host
+from hippo_trt.runtime.backends.loader import LOADERS, ModelEngines, load_engines, specs_from_record
 
 try:
     from polygraphy.backend.base import BaseRunner

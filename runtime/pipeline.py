@@ -18,13 +18,13 @@ from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
-from .decoder import Prompt, open_session, prompt_ids, scoring_rows
-from .engine import DRAFT_THREADS, OrtOptions
-from .generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
-from .loader import ModelEngines, load_engines
-from .parallel import ParallelDecoder, ParallelOptions
-from .pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
-from .verify import AcceptanceStats, Sampling
+from hippo_trt.runtime.decoding.decoder import Prompt, open_session, prompt_ids, scoring_rows
+from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS, OrtOptions
+from hippo_trt.runtime.decoding.generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.backends.loader import ModelEngines, load_engines
+from hippo_trt.runtime.decoding.parallel import ParallelDecoder, ParallelOptions
+from hippo_trt.runtime.pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
+from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling
 
 MODES = ("ar", "sd", "parallel")
 MAX_NEW_TOKENS = 4096

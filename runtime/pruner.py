@@ -18,8 +18,8 @@ import numpy as np
 from hippo_trt.errors import WorkDirError
 from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.pruning import PruneOptions, TokenGrid, select_kept
-from .arrays import Placement, to_host
-from .engine import OrtOptions, ort_session
+from hippo_trt.runtime.backends.arrays import Placement, to_host
+from hippo_trt.runtime.backends.onnxruntime import OrtOptions, ort_session
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def load_pruner(work: Path, manifest: Manifest, backend: str) -> Pruner:
     """The pruner of ``backend``: the built graphs for onnxruntime and tensorrt, the reference
     for the torch backends."""
     if backend == "tensorrt":
-        from .trt_engine import load_trt_pruner
+        from hippo_trt.runtime.backends.tensorrt import load_trt_pruner
 
         return load_trt_pruner(work, manifest)
     if backend != "onnxruntime":

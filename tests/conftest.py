@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hippo_trt.dims import ExportLimits
-from hippo_trt.tiny import TinyQwenSpec, TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
+from hippo_trt.testing.tiny import TinyQwenSpec, TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
 from hippo_trt.video import write_video
 
 # Different layer counts, head layouts (GQA, MHA, MQA), hidden sizes and image grids
@@ -57,7 +57,7 @@ def qwen_dirs(tmp_path_factory) -> dict[str, Path]:
 def qwen_work_dirs(qwen_dirs, tmp_path_factory) -> dict[str, Path]:
     """Each tiny Qwen2.5-VL target exported with its draft and built for onnxruntime."""
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.runtime.build import build_onnxruntime
+    from hippo_trt.export.ort_build import build_onnxruntime
 
     root = tmp_path_factory.mktemp("qwen-work")
     works = {}
@@ -78,7 +78,7 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 def work_dirs(tiny_dirs, tmp_path_factory) -> dict[str, Path]:
     """Each tiny target exported (with its draft where it has one) and built for onnxruntime."""
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.runtime.build import build_onnxruntime
+    from hippo_trt.export.ort_build import build_onnxruntime
 
     root = tmp_path_factory.mktemp("work")
     works = {}

@@ -33,7 +33,7 @@ def test_plain_install_imports_subpackages_and_runs_help(tmp_path):
     )
     probe = (
         "import hippo_trt, hippo_trt.export, hippo_trt.runtime, hippo_trt.export.api, hippo_trt.runtime.pipeline;"
-        "import hippo_trt.models, hippo_trt.demo; assert hippo_trt.demo.Path;"
+        "import hippo_trt.models, hippo_trt.cli.demo; assert hippo_trt.cli.demo.Path;"
         "import hippo_trt.export.trt_compat as c; assert 'Add' in c.load_rules().supported;"
         "print(hippo_trt.__file__); print(hippo_trt.export.__file__); print(hippo_trt.runtime.__file__)"
     )

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hippo_trt.errors import ExportValidationError, ModelError
-from hippo_trt.export import llava_onevision as arch
+from hippo_trt.graphs import llava_onevision as arch
 from hippo_trt.export.validate import Tolerance, check_onnx, validate_graph
 from hippo_trt.manifest import FORMAT, Manifest
 from hippo_trt.model_dir import ModelDir, sha256_file
@@ -157,7 +157,7 @@ def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_di
     inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "w" / record.graphs["decoder"].path), load_external_data=False).graph.input}
     half = onnx.TensorProto.FLOAT16
     assert inputs["prompt_table"] == inputs["past_key_0"] == half and inputs["input_ids"] == onnx.TensorProto.INT64
-    from hippo_trt.runtime.build import build_onnxruntime
+    from hippo_trt.export.ort_build import build_onnxruntime
     from hippo_trt.runtime.compare import compare_backend
 
     build_onnxruntime(tmp_path / "w", progress=False)

@@ -27,7 +27,7 @@ from hippo_trt.export.trt_plan import (
     plan_build,
 )
 from hippo_trt.manifest import FileRecord, Manifest
-from hippo_trt.runtime.loader import specs_from_record
+from hippo_trt.runtime.backends.loader import specs_from_record
 from tests.conftest import TEST_LIMITS
 
 GRAPHS = ("vision", "decoder")
@@ -605,7 +605,7 @@ def test_qwen_limits_the_export_cannot_serve_are_named(qwen_manifests):
 
 
 def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
-    from hippo_trt.cli import main
+    from hippo_trt.cli.main import main
 
     work = qwen_work_dirs["qwen_mqa"]
     rc = main(["build", str(work), "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", "32", "--max-frames", "3"])

@@ -12,7 +12,7 @@ import torch
 
 from hippo_trt.errors import InputError, ModelError
 from hippo_trt.model_dir import EXPORT_DTYPES, SHARD_INDEX, ModelDir, sha256_file, torch_dtype
-from hippo_trt.tiny import TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
+from hippo_trt.testing.tiny import TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
 
 SPEC = TinySpec(seed=5)
 SHARD = "150KB"  # the ~0.5 MB tiny model in a few shards
@@ -164,7 +164,7 @@ def test_export_dtypes_map_to_torch_dtypes():
 
 
 def test_export_dtypes_agree_with_the_runtime_names():
-    from hippo_trt.runtime.arrays import FLOAT_DTYPES
+    from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES
 
     assert {d: str(torch_dtype(d)).removeprefix("torch.") for d in EXPORT_DTYPES} == FLOAT_DTYPES
 

@@ -15,7 +15,7 @@ from hippo_trt.errors import InputError
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import Request, prepare_request
 from hippo_trt.pruning import TokenGrid
-from hippo_trt.tiny import WORDS, TinyQwenSpec, build_qwen_model, build_qwen_processor, build_tokenizer, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL
+from hippo_trt.testing.tiny import WORDS, TinyQwenSpec, build_qwen_model, build_qwen_processor, build_tokenizer, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL
 from hippo_trt.video_layout import LlavaOnevisionLayout, Qwen25VLLayout, next_position
 from tests.conftest import random_frames
 
@@ -95,7 +95,7 @@ def test_qwen_grid_and_vision_feeds_follow_the_processor(tokens_per_second, wind
 
 
 def test_qwen_vision_graph_equals_the_hf_tower():
-    from hippo_trt.export.qwen2_5_vl import VisionGraph
+    from hippo_trt.graphs.qwen2_5_vl import VisionGraph
 
     model, processor = _qwen(2, 16)
     for frames, height, width in ((1, 8, 8), (4, 40, 56), (5, 60, 24)):
@@ -116,7 +116,7 @@ def test_qwen_request_without_its_grid_is_refused():
 
 
 def test_shipped_qwen_dir_loads_with_its_own_classes(tmp_path):
-    from hippo_trt.tiny import make_tiny_qwen_dir
+    from hippo_trt.testing.tiny import make_tiny_qwen_dir
 
     model_dir = ModelDir.open(make_tiny_qwen_dir(tmp_path / "qwen", TinyQwenSpec(layers=1, vision_depth=1)))
     assert model_dir.architecture == "Qwen2_5_VLForConditionalGeneration"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from hippo_trt.cli import main
-from hippo_trt.demo import run_demo, untrained_pair
+from hippo_trt.cli.main import main
+from hippo_trt.cli.demo import run_demo, untrained_pair
 from hippo_trt.model_dir import ModelDir, load_processor
 
 MAX_SHIPPED_BYTES = 80 * 2**20

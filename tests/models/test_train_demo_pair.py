@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings, strategies as st
 
-from hippo_trt.demo_pair import IGNORE
+from hippo_trt.testing.demo_pair import IGNORE
 from hippo_trt.models.train_demo_pair import distill_loss
 
 
@@ -39,8 +39,8 @@ def test_alignment_targets_name_each_tokens_colour_shape_and_cell(seed):
     import numpy as np
 
     from hippo_trt.models.train_demo_pair import token_words
-    from hippo_trt.synthetic import GRID, cell_name, make_scene
-    from hippo_trt.tiny import build_tokenizer
+    from hippo_trt.testing.synthetic import GRID, cell_name, make_scene
+    from hippo_trt.testing.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     scene = make_scene(np.random.default_rng(seed))
@@ -68,10 +68,10 @@ def test_lookups_point_from_each_colour_or_shape_word_to_its_shapes_tokens():
     it (the colour, or the shape), its keys are exactly that shape's visual tokens."""
     import numpy as np
 
-    from hippo_trt.demo_pair import Batcher, train_samples
+    from hippo_trt.testing.demo_pair import Batcher, train_samples
     from hippo_trt.models.train_demo_pair import DRAFT, lookup_queries
-    from hippo_trt.synthetic import CELL_NAMES, COLOURS, SHAPES, class_of
-    from hippo_trt.tiny import build_processor, build_tokenizer
+    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, SHAPES, class_of
+    from hippo_trt.testing.tiny import build_processor, build_tokenizer
 
     tokenizer = build_tokenizer()
     batch = Batcher(build_processor(DRAFT, tokenizer))(train_samples(0, 6, 11, frames=4))

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.runtime.decoder import scoring_rows
+from hippo_trt.runtime.decoding.decoder import scoring_rows
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.timing import PhaseTimer
-from hippo_trt.tiny import WORDS
+from hippo_trt.testing.tiny import WORDS
 from tests.conftest import TEST_LIMITS, random_frames
 
 _cache: dict = {}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
-from hippo_trt.runtime.decoder import prompt_ids
+from hippo_trt.runtime.decoding.decoder import prompt_ids
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
 from tests.conftest import QWEN_SPECS, TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import hf_greedy, prompts
@@ -138,7 +138,7 @@ def test_kept_tokens_carry_the_positions_they_have_in_the_full_sequence(qwen_wor
 
 def test_cli_run_on_a_qwen_work_dir_equals_transformers(capfd, qwen_work_dirs, qwen_dirs, tmp_path):
     from hippo_trt.video import write_video
-    from tests.hippo_trt.test_cli_errors import cli
+    from tests.hippo_trt.cli.test_cli_errors import cli
 
     clip = tmp_path / "clip.mp4"
     write_video(clip, random_frames(9, 6, 40, 48))

@@ -14,7 +14,7 @@ from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
-from hippo_trt.runtime.verify import Sampling
+from hippo_trt.runtime.decoding.verify import Sampling
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import _hf_model, hf_greedy, prompts
 
@@ -28,7 +28,7 @@ def _sd_pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
 def self_draft_work(tiny_dirs, tmp_path_factory):
     """The gqa target with itself as the draft: every draft token is accepted."""
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.runtime.build import build_onnxruntime
+    from hippo_trt.export.ort_build import build_onnxruntime
 
     work = tmp_path_factory.mktemp("self-draft") / "work"
     export_work_dir(tiny_dirs["gqa"], work, draft=tiny_dirs["gqa"], limits=TEST_LIMITS, progress=False)
@@ -115,7 +115,7 @@ def test_bad_generation_options_are_input_errors(kwargs, needle):
 
 
 def test_cli_run_modes_give_the_same_answer(capfd, work_dirs, clip):
-    from tests.hippo_trt.test_cli_errors import USER_ERROR, cli, error_line
+    from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
 
     outputs = {}
     for mode in ("ar", "sd", "parallel"):
@@ -139,8 +139,8 @@ def other_vocab_work(request, tiny_dirs, tmp_path_factory):
     from dataclasses import replace as with_fields
 
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.runtime.build import build_onnxruntime
-    from hippo_trt.tiny import make_tiny_model_dir
+    from hippo_trt.export.ort_build import build_onnxruntime
+    from hippo_trt.testing.tiny import make_tiny_model_dir
     from tests.conftest import TINY_SPECS
 
     root = tmp_path_factory.mktemp(f"vocab-{request.param}")

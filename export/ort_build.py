@@ -1,0 +1,76 @@
+"""``hippo-trt build --backend onnxruntime``: verify the export and prove every graph loads.
+
+The onnxruntime engines are the exported graphs themselves: every weight is stored once on disk
+(a graph beside its external data file, ``NAME.onnx.data``), and ONNX Runtime applies its graph
+optimisations when a session is created at run time. An optimised copy would hold every weight
+twice, and ORT's ``optimized_model_filepath`` writes no data file beside the copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hippo_trt.errors import WorkDirError
+from hippo_trt.manifest import Manifest
+from hippo_trt.model_dir import ModelDir
+from hippo_trt.runtime.backends.onnxruntime import OrtOptions, ort_session
+
+
+def export_id(manifest: Manifest) -> str:
+    """Fingerprint of what was exported (graphs and their data files): engines built from
+    another export are refused."""
+    graphs: dict[str, dict[str, str]] = {}
+    for role, name, g in manifest.graph_records():
+        graphs.setdefault(role, {})[name] = g.digest
+    return hashlib.sha256(json.dumps(graphs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def verify_export(work: Path, manifest: Manifest) -> None:
+    """Every graph and data file intact (sha256) and every still-present source dir holding
+    the same weights."""
+    fix = f"re-run hippo-trt export into '{work}'"
+    for _, _, graph in manifest.graph_records():
+        graph.verify(work, deep=True, fix=fix)
+    for role, record in manifest.models.items():
+        source = Path(record.source)
+        if source.is_dir() and ModelDir.open(source).weight_hash() != record.weight_hash:
+            raise WorkDirError(
+                f"'{work}' was exported from other weights than {role} dir '{source}' now holds "
+                f"(hash mismatch); {fix}"
+            )
+
+
+def _check_loads(path: Path, options: OrtOptions) -> None:
+    """Open ``path`` in an ONNX Runtime session (an EngineError if it cannot), then free it:
+    one graph's weights in memory at a time."""
+    ort_session(path, options)  # not kept: freed on return
+
+
+def build_onnxruntime(work: Path, options: OrtOptions = OrtOptions(), progress: bool = True) -> Manifest:
+    """Verify the export, load every graph once, and record the exported graphs (with their
+    data files) as the onnxruntime engines; only the manifest is written (atomically)."""
+    import onnxruntime as ort
+
+    work = Path(work)
+    manifest = Manifest.load(work)
+    verify_export(work, manifest)
+    jobs = list(manifest.graph_records())
+    files: dict[str, dict[str, dict]] = {}
+    for role, name, graph in tqdm(jobs, disable=not progress, unit="graph", desc="onnxruntime"):
+        _check_loads(work / graph.path, options.for_graph(name))
+        files.setdefault(role, {})[name] = asdict(graph)
+    record = {
+        "backend": "onnxruntime",
+        "version": ort.__version__,
+        "providers": list(options.providers),
+        "export_id": export_id(manifest),
+        "files": files,
+    }
+    manifest = manifest.with_engines("onnxruntime", record)
+    manifest.save(work)
+    return manifest

@@ -1,0 +1,34 @@
+"""The supported model families, by the ``architectures`` name of their config.json.
+
+Each family module gives the same functions: ``check_supported(config)``,
+``prepare_processor(processor)`` (the processor the work dir keeps),
+``vision_input(config, processor)`` (the settings saved in the manifest), ``grid_key``,
+``dims(limits, vision_input)``, ``specs(decoder_shape, vision_input)``,
+``vision_sample(vision_input, sizes, seed)`` and ``graph_modules(model)``; and
+``decoder_shape(config)``, shared by both (the Qwen2 language model).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Mapping
+
+import numpy as np
+
+from hippo_trt.errors import ModelError
+from hippo_trt.graphs import llava_onevision, qwen2_5_vl
+
+FAMILIES: dict[str, ModuleType] = {m.ARCHITECTURE: m for m in (llava_onevision, qwen2_5_vl)}
+
+
+def family(architecture: str) -> ModuleType:
+    if architecture not in FAMILIES:
+        raise ModelError(f"unsupported architecture '{architecture}' (supported: {', '.join(FAMILIES)})")
+    return FAMILIES[architecture]
+
+
+def graph_feeds(architecture: str, vision_input: Mapping, spec, sizes: Mapping[str, int], vocab: int, seed: int) -> dict[str, np.ndarray]:
+    """Valid random feeds for one graph: the family's own for its vision graph (Qwen2.5-VL's
+    window layout must be a real one), else random values of the spec's shapes."""
+    custom = family(architecture).vision_sample(vision_input, sizes, seed) if spec.name == "vision" else None
+    return custom if custom is not None else spec.sample_inputs(sizes, vocab, seed)

@@ -1,0 +1,266 @@
+"""Tiny random LLaVA-OneVision and Qwen2.5-VL model directories, with tokenizer and processor.
+
+Tests build these in fixtures, and ``hippo-trt demo`` uses them until the trained demo pair
+ships in ``models/``. They are real ``LlavaOnevisionForConditionalGeneration`` checkpoints
+saved with ``save_pretrained``: config.json, safetensors, tokenizer.json, processor files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hippo_trt.testing.synthetic import WORDS as TASK_WORDS
+
+# The demo task's words plus the chat template's role names: one vocabulary for the tiny
+# test models and the trained demo pair.
+WORDS = list(dict.fromkeys(list(TASK_WORDS) + ["user", "assistant", "system"]))
+SPECIAL = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<video>", "<image>", "<|endoftext|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }} "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'video' %}<video> {% elif item['type'] == 'image' %}<image> "
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    " <|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of one tiny model; defaults give a ~1 MB model that runs in milliseconds."""
+
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vision_layers: int = 1
+    vision_hidden: int = 32
+    vision_heads: int = 2
+    image_size: int = 32
+    patch_size: int = 8
+    frames: int = 4
+    extra_vocab: int = 40
+    init_range: float = 0.2
+    seed: int = 0
+    vision_intermediate: int = 0  # 0: twice vision_hidden
+    grid_pinpoints: tuple[tuple[int, int], ...] = ()  # anyres tile layouts (image_grid_pinpoints); (): one image_size tile
+
+    def pinpoints(self) -> list[list[int]]:
+        """``image_grid_pinpoints`` of the config and image processor."""
+        return [list(p) for p in self.grid_pinpoints] or [[self.image_size, self.image_size]]
+
+
+QWEN_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"]
+QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<video> ", "<|vision_start|><|video_pad|><|vision_end|> ").replace(
+    "<image> ", "<|vision_start|><|image_pad|><|vision_end|> "
+)
+
+
+def build_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str = CHAT_TEMPLATE):
+    """A word-level fast tokenizer with the special tokens and chat template LLaVA-OV needs
+    (``extra_special``: more special tokens after the vocabulary, e.g. Qwen2.5-VL's)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + list(dict.fromkeys(WORDS)) + list(extra_special))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces, keeps " ."
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        clean_up_tokenization_spaces=False,  # answers keep " ." exactly as written
+        additional_special_tokens=["<|im_start|>", "<video>", "<image>", "<|endoftext|>", *extra_special],
+    )
+    fast.chat_template = chat_template
+    return fast
+
+
+def build_processor(spec: TinySpec, tokenizer):
+    from transformers import (
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    size = {"height": spec.image_size, "width": spec.image_size}
+    video = LlavaOnevisionVideoProcessor(size=size, num_frames=spec.frames)
+    image = LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=spec.pinpoints())
+    return LlavaOnevisionProcessor(
+        image_processor=image,
+        tokenizer=tokenizer,
+        video_processor=video,
+        num_image_tokens=(spec.image_size // spec.patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(spec: TinySpec, tokenizer):
+    import torch
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    vocab_size = len(tokenizer) + spec.extra_vocab
+    config = LlavaOnevisionConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_intermediate or spec.vision_hidden * 2,
+            "num_hidden_layers": spec.vision_layers,
+            "num_attention_heads": spec.vision_heads,
+            "image_size": spec.image_size,
+            "patch_size": spec.patch_size,
+            "vision_use_head": False,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": vocab_size,
+            "hidden_size": spec.hidden,
+            "intermediate_size": spec.intermediate,
+            "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads,
+            "num_key_value_heads": spec.kv_heads,
+            "max_position_embeddings": 4096,
+            "initializer_range": spec.init_range,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "tie_word_embeddings": False,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=spec.pinpoints(),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def save_weights(model, out: Path, max_shard_size: int | str | None = None) -> None:
+    """``save_pretrained`` as safetensors: one ``model.safetensors``, or with ``max_shard_size``
+    (bytes, or e.g. "200KB") shards ``model-0000i-of-0000n.safetensors`` plus
+    ``model.safetensors.index.json``, as published checkpoints are laid out."""
+    extra = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(out, safe_serialization=True, **extra)
+
+
+def make_tiny_model_dir(out: Path, spec: TinySpec = TinySpec(), max_shard_size: int | str | None = None) -> Path:
+    """Write a complete tiny random LLaVA-OneVision model directory to ``out`` (weights
+    sharded when ``max_shard_size`` is given)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    tokenizer = build_tokenizer()
+    processor = build_processor(spec, tokenizer)
+    model = build_model(spec, tokenizer)
+    save_weights(model, out, max_shard_size)
+    processor.save_pretrained(out)
+    return out
+
+
+@dataclass(frozen=True)
+class TinyQwenSpec:
+    """Sizes of one tiny Qwen2.5-VL model. The defaults differ from the published ones where
+    the export must not assume them: M-RoPE sections, window size, full-attention blocks,
+    tokens per second."""
+
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    mrope_section: tuple[int, int, int] = (2, 3, 3)  # sums to head_dim / 2
+    vision_depth: int = 2
+    vision_hidden: int = 32
+    vision_heads: int = 2
+    fullatt_blocks: tuple[int, ...] = (1,)
+    patch_size: int = 4
+    window_size: int = 16  # 2 x 2 merged tokens per window with patch 4, merge 2
+    tokens_per_second: int = 3
+    max_pixels: int = 32 * 32
+    min_pixels: int = 8 * 8
+    extra_vocab: int = 8
+    init_range: float = 0.2
+    seed: int = 0
+
+
+def build_qwen_processor(spec: TinyQwenSpec, tokenizer):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = {"patch_size": spec.patch_size, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels}
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**sizes, do_sample_frames=False, cap_pixels_per_frame=False),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+
+
+def build_qwen_model(spec: TinyQwenSpec, tokenizer):
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
+        ("video_token_id", "<|video_pad|>"), ("image_token_id", "<|image_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
+    )}
+    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer) + spec.extra_vocab,
+            "hidden_size": spec.hidden,
+            "intermediate_size": spec.intermediate,
+            "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads,
+            "num_key_value_heads": spec.kv_heads,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(spec.mrope_section)},
+            "max_position_embeddings": 4096,
+            "initializer_range": spec.init_range,
+            "tie_word_embeddings": False,
+            **special,
+        },
+        vision_config={
+            "depth": spec.vision_depth,
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_hidden * 2,
+            "num_heads": spec.vision_heads,
+            "patch_size": spec.patch_size,
+            "temporal_patch_size": 2,
+            "spatial_merge_size": 2,
+            "window_size": spec.window_size,
+            "fullatt_block_indexes": list(spec.fullatt_blocks),
+            "out_hidden_size": spec.hidden,
+            "tokens_per_second": spec.tokens_per_second,
+            "initializer_range": spec.init_range,
+        },
+        **ids,
+        **special,
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+def make_tiny_qwen_dir(out: Path, spec: TinyQwenSpec = TinyQwenSpec(), max_shard_size: int | str | None = None) -> Path:
+    """Write a complete tiny random Qwen2.5-VL model directory to ``out`` (weights sharded
+    when ``max_shard_size`` is given)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    tokenizer = build_tokenizer(tuple(QWEN_SPECIAL), QWEN_CHAT_TEMPLATE)
+    save_weights(build_qwen_model(spec, tokenizer), out, max_shard_size)
+    build_qwen_processor(spec, tokenizer).save_pretrained(out)
+    return out

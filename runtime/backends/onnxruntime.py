@@ -1,0 +1,181 @@
+"""Engines: one exported graph behind ``run(feeds, into)``, on ONNX Runtime, torch or TensorRT.
+
+``into`` maps output names to preallocated arrays the engine writes in place (the KV slots);
+every other output is returned. ONNX Runtime binds both inputs and ``into`` outputs by pointer
+(IOBinding), so feeding the cached prefix and storing the new entries copy nothing.
+
+Host engines (ONNX Runtime, ``TorchEngine``) take and return numpy arrays. Device engines
+(``DeviceTorchEngine`` here, ``trt_engine.TrtEngine``) take numpy or torch feeds, return torch
+tensors on their device, write ``into`` tensors there, and do not synchronize: the caller reads
+results back with ``arrays.to_host`` on the model's lane (see ``arrays.Placement``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from hippo_trt.errors import EngineError
+from hippo_trt.graphs.specs import GraphSpec
+
+
+class Engine(Protocol):
+    spec: GraphSpec
+
+    def run(self, feeds: Mapping[str, np.ndarray], into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        ...
+
+
+SETUP_GRAPHS = ("vision",)  # run once per request, with the other lane idle
+DRAFT_THREADS = 1  # the draft lane's default decode threads on CPU (see lanes.py)
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """``intra_op_threads``: the decoder graph's threads (a lane's prefill and per-token steps,
+    which may run beside the other lane's; one session, so the weights are loaded once).
+    ``setup_threads``: the vision graph's, which runs once per request before decoding, while
+    nothing else runs, so by default it takes every core. 0 means ONNX Runtime's default (all cores)."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0
+    setup_threads: int = 0
+    spin: bool = True  # idle worker threads spin for a while before sleeping
+
+    def for_graph(self, name: str) -> "OrtOptions":
+        """The options a graph's session is made with. The setup graphs take ``setup_threads``
+        and never spin: idle sessions' spinning workers would starve whatever runs after them
+        (measured: preprocessing 2 ms -> 29 ms), and one wake-up is nothing next to a prefill."""
+        return replace(self, intra_op_threads=self.setup_threads, spin=False) if name in SETUP_GRAPHS else self
+
+
+def _session_options(options: OrtOptions):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if not options.spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def ort_session(path: Path, options: OrtOptions):
+    """An InferenceSession; a missing, truncated or corrupt file is an EngineError."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), _session_options(options), providers=list(options.providers))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EngineError(f"ONNX Runtime cannot load '{path}': {first}") from None
+
+
+STEP_ROWS = 64  # a decoder call of more rows is a prefill (a step feeds at most gamma + 1 <= 33)
+
+
+def _shrinking_run_options():
+    """Run options that hand the arena's unused memory back after the run (the CPU arena keeps
+    its peak otherwise: a 32-frame video's vision and prefill activations stayed resident
+    through decoding, measured 12.5 GiB peak instead of 7.5)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
+class OrtEngine:
+    """``run``: a vision call or a prefill-sized decoder call (more than STEP_ROWS rows) frees
+    its activations' arena memory after it; steps keep the arena warm."""
+
+    def __init__(self, path: Path, spec: GraphSpec, options: OrtOptions = OrtOptions()):
+        self.spec, self.path = spec, Path(path)
+        self.session = ort_session(self.path, options)
+        self._shrink = _shrinking_run_options()
+        self._outputs = [t.name for t in spec.outputs]
+        from hippo_trt.export.validate import input_float_types
+
+        self._dtypes = input_float_types(self.session)  # an fp16 export takes fp16 pixels and tables
+
+    def run(self, feeds, into=None):
+        import onnxruntime as ort
+
+        into = into or {}
+        io = self.session.io_binding()
+        for name, arr in feeds.items():  # the binding keeps each array (or its contiguous copy) alive
+            io.bind_cpu_input(name, np.ascontiguousarray(arr, dtype=self._dtypes.get(name)))
+        returned = [n for n in self._outputs if n not in into]
+        for name, buf in into.items():  # written in place: buf must be a contiguous view
+            assert buf.flags.c_contiguous, name
+            io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
+        for name in returned:
+            io.bind_output(name, "cpu")
+        self.session.run_with_iobinding(io, self._shrink if self._large(feeds) else None)
+        if not returned:  # everything was written in place: skip wrapping every output
+            return {}
+        values = io.get_outputs()[len(into) :]
+        return {name: v.numpy() for name, v in zip(returned, values)}
+
+
+    def _large(self, feeds) -> bool:
+        ids = feeds.get("input_ids")
+        return self.spec.name in SETUP_GRAPHS or (ids is not None and ids.shape[-1] > STEP_ROWS)
+
+
+class TorchEngine:
+    """The reference: the same graph module run eagerly in torch."""
+
+    def __init__(self, module, spec: GraphSpec):
+        self.module, self.spec = module, spec
+
+    def run(self, feeds, into=None):
+        import torch
+
+        from hippo_trt.export.onnx_export import torch_args
+
+        into = into or {}
+        with torch.inference_mode():
+            outs = self.module(*torch_args(self.spec, {k: np.ascontiguousarray(v) for k, v in feeds.items()}))
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        result = {}
+        for t, value in zip(self.spec.outputs, outs, strict=True):
+            if t.name in into:
+                into[t.name][...] = value.numpy()
+            else:
+                result[t.name] = value.numpy()
+        return result
+
+
+
+class DeviceTorchEngine:
+    """The same graph module on a torch device (CUDA, or the CPU in tests): feeds are moved
+    there, outputs stay there, ``into`` tensors are written in place. The eager torch path of
+    the device pipeline, and the stand-in that tests it where there is no GPU."""
+
+    def __init__(self, module, spec: GraphSpec, device: str, dtype: str = "fp32"):
+        from hippo_trt.runtime.backends.arrays import Placement
+
+        self.module, self.spec, self.placement = module, spec, Placement(device, dtype)
+
+    def run(self, feeds, into=None):
+        import torch
+
+        from hippo_trt.export.onnx_export import torch_args
+
+        into = into or {}
+        with torch.no_grad():  # not inference_mode: callers may write into the outputs
+            outs = self.module(*torch_args(self.spec, feeds, self.placement.put))
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        result = {}
+        for t, value in zip(self.spec.outputs, outs, strict=True):
+            if t.name in into:
+                into[t.name].copy_(value)
+            else:
+                result[t.name] = value
+        return result

@@ -1,0 +1,190 @@
+"""Served requests -> pipeline runs -> responses, for one model instance, whatever the server.
+
+``hippo-trt serve`` (PyTriton) and the Python model of ``hippo-trt export-triton`` both hand
+each request's input arrays to a ``RequestHandler``, which owns one pipeline: its engines and,
+while a request runs, that request's KV caches; nothing is shared between instances.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from hippo_trt.errors import HippoError, InputError
+from hippo_trt.manifest import Manifest
+from hippo_trt.timing import PhaseTimer
+from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
+from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline, RunResult
+from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
+
+MAX_VIDEO_BYTES = 512 << 20
+
+
+class RequestTimeout(HippoError):
+    """A request ran past the server's --request-timeout."""
+
+
+class Cancelled(HippoError):
+    """A streaming request's consumer went away (its client disconnected)."""
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """``request_timeout_s``: a request still decoding after this long is ended with an error
+    (it frees its instance; checked as tokens are committed). ``max_video_bytes``: the largest
+    upload accepted."""
+
+    request_timeout_s: float = 600.0
+    max_video_bytes: int = MAX_VIDEO_BYTES
+
+    def __post_init__(self) -> None:
+        if not self.request_timeout_s > 0:
+            raise InputError(f"--request-timeout must be > 0 seconds, got {self.request_timeout_s}")
+        if self.max_video_bytes < 1:
+            raise InputError(f"--max-video-bytes must be >= 1, got {self.max_video_bytes}")
+
+
+def instance_ort_options(threads: int, instances: int) -> OrtOptions:
+    """ONNX Runtime options of each of ``instances`` instances: ``threads`` for every graph
+    (0: the cores divided among the instances)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // instances)
+    return OrtOptions(intra_op_threads=threads, setup_threads=threads)
+
+
+def served_with_draft(manifest: Manifest, defaults: GenerationConfig) -> bool:
+    """Whether instances load the work dir's draft (whenever it has one, so a request may pick
+    any mode); refused when the default mode needs a draft the work dir lacks."""
+    if defaults.speculative and "draft" not in manifest.models:
+        raise InputError(f"--mode {defaults.mode} needs a draft: export the work dir with --draft, or use --mode ar")
+    return "draft" in manifest.models
+
+
+class RequestHandler:
+    """One model instance: a pipeline, the server's default generation config and limits."""
+
+    def __init__(self, pipeline: Pipeline, defaults: GenerationConfig, limits: ServeLimits = ServeLimits(), name: str = "0"):
+        self.pipeline, self.defaults, self.limits, self.name = pipeline, defaults, limits, name
+        self.served = 0  # requests finished, for stats and tests
+        self.running = 0  # requests holding this instance's caches right now (0 or 1)
+
+    def _frames(self, served: ServedRequest) -> np.ndarray:
+        count = served.options.frames
+        check_frame_count(count)
+        if served.video is not None:
+            return decode_video_bytes(served.video, count or self.pipeline.target.record.default_frames)
+        return subsample_frames(served.frames, count)
+
+    def _prepare(self, tensors: dict[str, np.ndarray]):
+        """(engine request, generation config, timer); Pipeline.generate then refuses what
+        does not fit the engines before any runs."""
+        timer = PhaseTimer()
+        served = ServedRequest.from_tensors(tensors, self.limits.max_video_bytes)
+        config = served.options.apply(self.defaults)
+        with timer.phase("video_decode"):
+            frames = self._frames(served)
+        return self.pipeline.prepare_frames(frames, served.prompt, timer), config, timer
+
+    def _deadline_check(self, started: float):
+        def check(_tokens) -> None:
+            if time.monotonic() - started > self.limits.request_timeout_s:
+                raise RequestTimeout(f"the request ran past the server's request timeout of {self.limits.request_timeout_s:g} s")
+
+        return check
+
+    def _stats(self, result: RunResult, started: float) -> dict:
+        return {**result.stats, "timings_ms": result.timings_ms, "server_ms": round((time.monotonic() - started) * 1e3, 3), "instance": self.name}
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self.served += 1
+
+    def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request, one response."""
+        started = time.monotonic()
+        with self._busy():
+            request, config, timer = self._prepare(tensors)
+            result = self.pipeline.generate(request, config, timer, on_commit=self._deadline_check(started))
+        return response(result.text, result.tokens, self._stats(result, started))
+
+    def stream(self, tensors: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """One request, a response per commit (its new tokens and the text they settle), then
+        a last one with the rest of the text and the stats. Closing the iterator early (the
+        client is gone) stops decoding at the next commit and frees the caches."""
+        started = time.monotonic()
+        with self._busy():
+            request, config, timer = self._prepare(tensors)
+            yield from self._pieces(request, config, timer, started)
+
+    def _pieces(self, request, config, timer, started: float) -> Iterator[dict[str, np.ndarray]]:
+        pieces: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        deadline = self._deadline_check(started)
+
+        def on_commit(tokens) -> None:
+            if stop.is_set():
+                raise Cancelled("the client went away")
+            deadline(tokens)
+            pieces.put(("tokens", list(tokens)))
+
+        def work() -> None:
+            try:
+                pieces.put(("done", self.pipeline.generate(request, config, timer, on_commit=on_commit)))
+            except BaseException as e:  # handed to the consumer, raised there
+                pieces.put(("error", e))
+
+        worker = threading.Thread(target=work, name=f"hippo-stream-{self.name}", daemon=True)
+        worker.start()
+        text = TextStream(self.pipeline.processor.tokenizer)
+        try:
+            while True:
+                kind, value = pieces.get()
+                if kind == "tokens":
+                    yield response(text.push(value), value, None)
+                elif kind == "done":
+                    yield response(text.finish(), [], self._stats(value, started))
+                    return
+                else:
+                    raise value
+        finally:
+            stop.set()
+            worker.join()
+
+
+class HandlerPool:
+    """The instances, lent one request at a time: a request waits for a free instance and
+    never shares one (its KV caches are its own)."""
+
+    def __init__(self, handlers: list[RequestHandler]):
+        self.handlers = handlers
+        self._free: queue.Queue[RequestHandler] = queue.Queue()
+        for handler in handlers:
+            self._free.put(handler)
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[RequestHandler]:
+        handler = self._free.get()
+        try:
+            yield handler
+        finally:
+            self._free.put(handler)
+
+    def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lend() as handler:
+            return handler.run(tensors)
+
+    def stream(self, tensors: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        with self.lend() as handler:
+            yield from handler.stream(tensors)

@@ -1,0 +1,220 @@
+"""What a served request and its responses hold, independent of the server that carries them.
+
+The same tensors are bound by ``hippo-trt serve`` (PyTriton) and written into the
+``config.pbtxt`` of ``hippo-trt export-triton``'s Python model, so a client talks to both alike.
+
+Request: ``prompt`` (UTF-8 bytes), the video as ``video`` (the encoded file's bytes) or
+``frames`` (uint8 [T, H, W, 3]), and ``options``, a JSON object of generation options that
+override the server's defaults (``RequestOptions``). Response: ``text``, ``tokens`` and
+``stats`` (JSON). A streaming response is a sequence of the same three: each ``text`` and
+``tokens`` a new piece, ``stats`` empty (``{}``) until the last one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from hippo_trt.errors import HippoError, InputError
+from hippo_trt.runtime.pipeline import MODES, GenerationConfig
+
+UNARY_MODEL = "hippo"
+STREAM_MODEL = "hippo_stream"
+MAX_PROMPT_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: its name, numpy dtype (``np.bytes_``: Triton BYTES) and shape
+    without the batch dim (-1: any size)."""
+
+    name: str
+    dtype: type
+    shape: tuple[int, ...]
+    optional: bool = False
+
+
+INPUTS = (
+    TensorSpec("prompt", np.bytes_, (1,)),
+    TensorSpec("video", np.bytes_, (1,), optional=True),
+    TensorSpec("frames", np.uint8, (-1, -1, -1, 3), optional=True),
+    TensorSpec("options", np.bytes_, (1,), optional=True),
+)
+OUTPUTS = (
+    TensorSpec("text", np.bytes_, (1,)),
+    TensorSpec("tokens", np.int64, (-1,)),
+    TensorSpec("stats", np.bytes_, (1,)),
+)
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Per-request generation options (every one optional: None keeps the server's default)."""
+
+    max_new_tokens: int | None = None
+    mode: str | None = None
+    gamma: int | None = None
+    prune: str | None = None
+    keep: float | None = None
+    adaptive_gamma: bool | None = None
+    pre_verify: bool | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    frames: int | None = None  # frames sampled from an uploaded video (default: the model's)
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> "RequestOptions":
+        try:
+            text = text.decode("utf-8") if isinstance(text, bytes) else text
+            if text is None or not text.strip():
+                return cls()
+            raw = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"'options' is not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise InputError("'options' must be a JSON object, e.g. {\"max_new_tokens\": 32}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        return cls(**{name: _typed(name, value, known[name].type) for name, value in raw.items()})
+
+    def apply(self, defaults: GenerationConfig) -> GenerationConfig:
+        """The server's defaults with this request's options; ranges are checked there."""
+        sampling = {k: getattr(self, k) for k in ("temperature", "top_k", "top_p", "seed") if getattr(self, k) is not None}
+        overrides = {
+            k: getattr(self, k)
+            for k in ("max_new_tokens", "mode", "gamma", "prune", "keep", "adaptive_gamma", "pre_verify")
+            if getattr(self, k) is not None
+        }
+        if self.mode is not None and self.mode not in MODES:
+            raise InputError(f"unknown mode '{self.mode}' (available: {', '.join(MODES)})")
+        return replace(defaults, sampling=replace(defaults.sampling, **sampling), **overrides)
+
+    def to_json(self) -> str:
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None})
+
+
+def _typed(name: str, value, annotation: str):
+    """``value`` checked against the field's type (bool is not an int; an int is a float)."""
+    kind = annotation.split(" |")[0]
+    if value is None:
+        return None
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise InputError(f"option '{name}' must be a{'n' if kind == 'int' else ''} {kind}, got {json.dumps(value)}")
+    return float(value) if kind == "float" else value
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """One request's inputs, decoded from the wire."""
+
+    prompt: str
+    video: bytes | None
+    frames: np.ndarray | None  # [T, H, W, 3] uint8
+    options: RequestOptions
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], max_video_bytes: int) -> "ServedRequest":
+        """The named input arrays of one request (batch dim already removed)."""
+        prompt = _one_string(tensors, "prompt")
+        if prompt is None:
+            raise InputError("the request has no 'prompt' input")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InputError(f"the prompt is {len(prompt)} characters, more than the {MAX_PROMPT_CHARS} accepted")
+        video = _one_bytes(tensors, "video")
+        frames = tensors.get("frames")
+        if (video is None) == (frames is None):
+            raise InputError("send exactly one of 'video' (the encoded file) or 'frames' (uint8 [T, H, W, 3])")
+        if video is not None and len(video) > max_video_bytes:
+            raise InputError(f"the video is {len(video)} bytes, more than the server's limit of {max_video_bytes}")
+        if frames is not None:
+            frames = np.asarray(frames)
+            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+                raise InputError(f"'frames' must be uint8 [T, H, W, 3] with T, H, W > 0, got {frames.dtype} {list(frames.shape)}")
+        return cls(prompt, video, frames, RequestOptions.from_json(_one_bytes(tensors, "options")))
+
+
+def _one_bytes(tensors: dict[str, np.ndarray], name: str) -> bytes | None:
+    value = tensors.get(name)
+    if value is None:
+        return None
+    flat = np.asarray(value).reshape(-1)
+    if flat.size != 1:
+        raise InputError(f"'{name}' must hold one element, got {flat.size}")
+    item = flat[0]
+    return item if isinstance(item, bytes) else str(item).encode("utf-8")
+
+
+def _one_string(tensors: dict[str, np.ndarray], name: str) -> str | None:
+    data = _one_bytes(tensors, name)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"'{name}' is not UTF-8 text") from None
+
+
+def response(text: str, tokens: list[int], stats: dict | None) -> dict[str, np.ndarray]:
+    """One response's output arrays (``stats`` None: a streamed piece before the last)."""
+    return {
+        "text": np.array([text.encode("utf-8")], dtype=np.object_),
+        "tokens": np.asarray(tokens, dtype=np.int64).reshape(-1),
+        "stats": np.array([json.dumps(stats or {}).encode("utf-8")], dtype=np.object_),
+    }
+
+
+class TextStream:
+    """Token pieces -> text pieces whose concatenation is the decoded whole.
+
+    The text of the newest token is held back until the next one arrives (or ``finish``): a
+    token may end inside a UTF-8 character, and decoding may join or clean up text at the
+    boundary, so only text that later tokens can no longer change is sent."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.sent = ""
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def push(self, tokens) -> str:
+        self.tokens.extend(int(t) for t in tokens)
+        stable = self._decode(self.tokens[:-1])
+        if stable.endswith("\ufffd") or not stable.startswith(self.sent):
+            return ""
+        piece, self.sent = stable[len(self.sent) :], stable
+        return piece
+
+    def finish(self) -> str:
+        """The rest of the text (everything if the pieces so far were not a prefix of it)."""
+        whole = self._decode(self.tokens)
+        if not whole.startswith(self.sent):
+            raise HippoError("streamed text diverged from the decoded whole")  # never with HF tokenizers (tested)
+        piece, self.sent = whole[len(self.sent) :], whole
+        return piece
+
+
+__all__ = [
+    "INPUTS",
+    "OUTPUTS",
+    "RequestOptions",
+    "ServedRequest",
+    "STREAM_MODEL",
+    "TensorSpec",
+    "TextStream",
+    "UNARY_MODEL",
+    "response",
+]

@@ -1,0 +1,105 @@
+"""How the CPU cores are split between the two lanes (ONNX Runtime intra-op threads).
+
+Each model's decoder graph (its prefill and its steps: one session, so its weights are loaded
+once) gets its own thread pool; the vision graph runs while nothing else does and takes every
+core (see ``OrtOptions``). Which split is fastest depends on the schedule, so it is chosen per
+mode:
+
+* ``ar``: the target alone, on every core.
+* ``sd``: the lanes take turns, never run together, so the target still gets every core, and
+  the draft ``DRAFT_THREADS``: a small draft's step is too short for a pool to pay back its
+  hand-offs, and a second pool's spinning workers would compete with the target's.
+* ``parallel``: the lanes run together; the draft keeps its ``DRAFT_THREADS`` and the target
+  still gets every core. Since the target's prefill runs in its decoder session (one session,
+  its weights once), a target held to the cores the draft leaves would prefill on fewer
+  threads: on the demo pair that cost more time to first token than the oversubscribed steps
+  cost (README, Decoding speed). The draft's vision graph keeps to the
+  draft's threads: it runs while the target decodes its first tokens alone (see parallel.py).
+
+Measured on the 2-core CI machine with the demo pair (``bench decode --gamma 6 --prune hippo
+--keep 0.1``): a 7-token verification takes 5.1 ms on one thread and about 3.5 ms on two,
+while the draft's 6 steps take about 1.5 ms. So on 2 cores ``sd`` (two threads verifying,
+then drafting) decodes faster than ``parallel`` (one thread verifying while the other
+drafts): parallel's decode phase ran at 0.85x sd's. With both on the same 1/1 lanes the two
+are even (0.90-1.03x over four runs): the overlap hides the drafting, but the core it needs
+costs the verification as much. ``parallel`` pays off where the draft's steps do not take a
+core from the target's (a GPU's streams, more cores). Explicit ``threads`` /
+``draft_threads`` override it all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hippo_trt.errors import InputError
+from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS, OrtOptions
+from hippo_trt.runtime.pipeline import Pipeline
+
+SETTLE_S = 0.2  # untimed pause before each timed run: the previous run's idle workers spin for a while
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class LaneThreads:
+    """Intra-op threads of each lane's decoder graph, and of the draft's vision graph (0: every
+    core; in ``parallel`` the draft sets up while the target decodes, so it keeps to its lane)."""
+
+    target: int
+    draft: int
+    draft_setup: int = 0
+
+    def options(self, base: OrtOptions = OrtOptions()) -> tuple[OrtOptions, OrtOptions]:
+        """(target's options, draft's options) from ``base`` (its providers, setup threads, spin)."""
+        draft = replace(base, intra_op_threads=self.draft, setup_threads=self.draft_setup or base.setup_threads)
+        return replace(base, intra_op_threads=self.target), draft
+
+
+def lane_threads(mode: str, threads: int = 0, draft_threads: int = 0, cores: int | None = None) -> LaneThreads:
+    """The split for ``mode`` on ``cores`` (default: the available ones); ``threads`` and
+    ``draft_threads`` (0: chosen here) are the user's and win."""
+    if threads < 0 or draft_threads < 0:
+        raise InputError(f"--threads and --draft-threads must be >= 0 (0: chosen per mode), got {threads} and {draft_threads}")
+    cores = cores or available_cores()
+    draft = draft_threads or DRAFT_THREADS
+    if mode != "parallel":
+        return LaneThreads(threads or cores, draft)
+    return LaneThreads(threads or cores, draft, draft_setup=draft)
+
+
+class LanePipelines:
+    """The pipelines a benchmark's modes need: one per distinct split (ar and sd share one,
+    parallel has its own), each with the target and the draft on ONNX Runtime."""
+
+    def __init__(self, work: Path, modes: Iterable[str], threads: int = 0, draft_threads: int = 0):
+        self.lanes = {m: lane_threads(m, threads, draft_threads) for m in modes}
+        self._loaded = {split: self._load(work, split) for split in dict.fromkeys(self.lanes.values())}
+
+    @staticmethod
+    def _load(work: Path, split: LaneThreads) -> Pipeline:
+        options, draft_options = split.options()
+        return Pipeline.load(work, options=options, with_draft=True, draft_options=draft_options)
+
+    def __getitem__(self, mode: str) -> Pipeline:
+        return self._loaded[self.lanes[mode]]
+
+    def each(self) -> list[Pipeline]:
+        return list(self._loaded.values())
+
+    @staticmethod
+    def settle() -> None:
+        """Before a timed run: let the previous run's spinning workers (ONNX Runtime's, torch's)
+        go to sleep, so each run starts from a quiet machine. Measured on 2 cores: parallel's
+        decode phase 38.2 ms right after sd's run, 31.9 ms after a pause; the time to first
+        token 42 ms right after another run, 40 ms after 20 ms, 34 ms after 200 ms."""
+        time.sleep(SETTLE_S)

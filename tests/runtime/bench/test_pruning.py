@@ -1,0 +1,49 @@
+"""`bench pruning`: a row per (method, keep), outputs unchanged, options checked before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hippo_trt.errors import InputError
+from hippo_trt.runtime.bench.decode import Clip
+from hippo_trt.runtime.bench.pruning import PruneBenchConfig, bench_pruning, format_pruning_table
+from hippo_trt.runtime.pipeline import GenerationConfig
+from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
+
+GEN = GenerationConfig(mode="sd", gamma=3, max_new_tokens=8)
+
+
+def test_rows_per_method_and_keep_with_unchanged_output(work_dirs, clip):
+    config = PruneBenchConfig(GEN, keeps=(1.0, 0.1), methods=("none", "uniform", "hippo"))
+    rows = bench_pruning(work_dirs["gqa"], [Clip(clip, "what moves")], config, progress=False)
+    got = [(r.method, r.keep, r.positions) for r in rows]
+    assert got == [
+        ("none", 1.0, "original"),
+        ("uniform", 0.1, "original"), ("uniform", 0.1, "repacked"),
+        ("hippo", 0.1, "original"), ("hippo", 0.1, "repacked"),
+    ]
+    for r in rows:
+        j = r.to_json()
+        assert j["matches_target"] and 1.0 <= j["mat"] <= GEN.gamma + 1 and j["draft_prefill_ms"] > 0
+    table = format_pruning_table(rows, config)
+    assert "| hippo | repacked |" in table and "NO" not in table
+
+
+def test_bad_options_are_refused_before_anything_loads():
+    with pytest.raises(InputError, match="unknown --prune method 'bogus'"):
+        PruneBenchConfig(GEN, methods=("hippo", "bogus"))
+
+
+def test_cli_json_rows(capfd, work_dirs, clip):
+    rc, out, err = cli(
+        capfd, "bench", "pruning", work_dirs["gqa"], "--video", clip, "--prompt", "what moves",
+        "--methods", "none,specvlm", "--keeps", "1,0.25", "--no-repack", "--max-new-tokens", "6", "--json", "--quiet",
+    )
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert [(r["method"], r["keep"]) for r in rows] == [("none", 1.0), ("specvlm", 0.25)]
+    assert {"method", "keep", "mat", "draft_prefill_ms"} <= set(rows[0])
+    msg = error_line(*cli(capfd, "bench", "pruning", work_dirs["gqa"], "--methods", "nope", "--quiet"), code=USER_ERROR)
+    assert "unknown --prune method 'nope'" in msg

@@ -1,0 +1,110 @@
+"""One served instance without a server: requests equal the offline run, streams add up,
+an abandoned stream or a request past its deadline frees the instance, the pool never lends
+an instance twice."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.serving.handler import Cancelled, HandlerPool, RequestHandler, RequestTimeout, ServeLimits
+from tests.conftest import random_frames
+
+DEFAULTS = GenerationConfig(max_new_tokens=24, mode="sd", prune="hippo", keep=0.5)
+
+
+@pytest.fixture(scope="module")
+def pipeline(work_dirs):
+    return Pipeline.load(work_dirs["gqa"], with_draft=True)
+
+
+def wire(prompt: str, video=None, frames=None, options: bytes | None = None) -> dict:
+    out = {"prompt": np.array([prompt.encode()], dtype=object)}
+    if video is not None:
+        out["video"] = np.array([video], dtype=object)
+    if frames is not None:
+        out["frames"] = frames
+    if options is not None:
+        out["options"] = np.array([options], dtype=object)
+    return out
+
+
+def decoded(out: dict) -> tuple[str, list[int]]:
+    return out["text"][0].decode(), out["tokens"].tolist()
+
+
+def test_a_request_equals_the_offline_run_from_bytes_and_from_frames(pipeline, clip):
+    handler = RequestHandler(pipeline, DEFAULTS)
+    offline = pipeline.run(clip, "What is it?", frames=3, config=DEFAULTS)
+    assert decoded(handler.run(wire("What is it?", video=clip.read_bytes(), options=b'{"frames": 3}'))) == (offline.text, offline.tokens)
+    frames = random_frames(4, 5)
+    offline = pipeline.generate(pipeline.prepare_frames(frames, "And now?"), DEFAULTS)
+    assert decoded(handler.run(wire("And now?", frames=frames))) == (offline.text, offline.tokens)
+    assert handler.served == 2 and handler.running == 0
+
+
+def test_a_stream_adds_up_to_the_offline_run_and_ends_with_the_stats(pipeline, clip):
+    handler = RequestHandler(pipeline, DEFAULTS)
+    offline = pipeline.run(clip, "What is it?", config=DEFAULTS)
+    pieces = list(handler.stream(wire("What is it?", video=clip.read_bytes())))
+    text = "".join(p["text"][0].decode() for p in pieces)
+    tokens = [t for p in pieces for t in p["tokens"].tolist()]
+    assert (text, tokens) == (offline.text, offline.tokens)
+    stats = [p["stats"][0] for p in pieces]
+    assert all(s == b"{}" for s in stats[:-1]) and b'"new_tokens"' in stats[-1]
+    assert len(pieces) > 2  # several commits, not one response
+
+
+def test_an_abandoned_stream_stops_decoding_and_frees_the_instance(pipeline, clip):
+    handler = RequestHandler(pipeline, GenerationConfig(max_new_tokens=150, mode="ar"))
+    raised, generate = [], pipeline.generate
+
+    def watched(*args, **kw):
+        try:
+            return generate(*args, **kw)
+        except Exception as e:
+            raised.append(e)
+            raise
+
+    pipeline.generate = watched
+    try:
+        stream = handler.stream(wire("Go on.", video=clip.read_bytes()))
+        first = next(stream)
+        stream.close()  # what the server does when the client is gone
+    finally:
+        del pipeline.generate
+    assert first["tokens"].size == 1 and handler.running == 0
+    assert len(raised) == 1 and isinstance(raised[0], Cancelled)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_request_past_its_deadline_ends_with_an_error_and_frees_the_instance(pipeline, clip, streaming):
+    handler = RequestHandler(pipeline, DEFAULTS, ServeLimits(request_timeout_s=1e-9))
+    request = wire("What is it?", video=clip.read_bytes())
+    with pytest.raises(RequestTimeout, match="request timeout of 1e-09 s"):
+        list(handler.stream(request)) if streaming else handler.run(request)
+    assert handler.running == 0
+
+
+def test_the_pool_lends_each_instance_to_one_request_at_a_time(pipeline):
+    handlers = [RequestHandler(pipeline, DEFAULTS, name=str(i)) for i in range(2)]
+    pool, lock = HandlerPool(handlers), threading.Lock()
+    holding, most, lent = {}, [0], []
+
+    def request(i: int):
+        with pool.lend() as handler:
+            with lock:
+                holding[handler.name] = holding.get(handler.name, 0) + 1
+                most[0] = max(most[0], holding[handler.name])
+                lent.append(handler.name)
+            threading.Event().wait(0.01)
+            with lock:
+                holding[handler.name] -= 1
+
+    with ThreadPoolExecutor(6) as ex:
+        list(ex.map(request, range(30)))
+    assert most[0] == 1 and set(lent) == {"0", "1"} and len(lent) == 30

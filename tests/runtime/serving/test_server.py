@@ -1,0 +1,238 @@
+"""The pipeline behind a real Triton server (PyTriton's tritonserver) on loopback: concurrent
+requests over HTTP, gRPC and gRPC streaming each equal the offline run of the same input;
+bad requests get one-line errors and the server keeps serving; a client that disconnects
+frees its instance; stopping drains in-flight requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
+
+from hippo_trt.errors import ServingError  # noqa: E402
+from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline  # noqa: E402
+from hippo_trt.runtime.serving.client import HippoClient  # noqa: E402
+from hippo_trt.runtime.serving.handler import ServeLimits  # noqa: E402
+from hippo_trt.runtime.serving.protocol import RequestOptions  # noqa: E402
+from hippo_trt.runtime.serving.server import HippoServer, ServeOptions, free_ports  # noqa: E402
+from tests.conftest import random_frames  # noqa: E402
+
+DEFAULTS = GenerationConfig(max_new_tokens=12, mode="parallel", prune="hippo", keep=0.5)
+
+
+def serve_options(instances: int, **kw) -> ServeOptions:
+    import tempfile
+
+    http, grpc, metrics = free_ports(3)
+    log = Path(tempfile.mkdtemp(prefix="hippo-serve-test-")) / "triton.log"
+    return ServeOptions(
+        http_port=http, grpc_port=grpc, metrics_port=metrics, instances=instances, threads=1, drain_timeout_s=20, log_file=log, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def server(work_dirs):
+    with HippoServer.load(work_dirs["gqa"], DEFAULTS, serve_options(2)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def offline(work_dirs):
+    return Pipeline.load(work_dirs["gqa"], with_draft=True)
+
+
+# (prompt, video source, options): files and frame arrays, every mode, greedy and sampled.
+CASES = [
+    ("What happens in the video?", "clip", {}),
+    ("Describe the colours.", "frames:1", {"mode": "sd", "gamma": 3, "keep": 0.25}),
+    ("Count the objects.", "frames:2", {"mode": "ar", "max_new_tokens": 20}),
+    ("Is it moving?", "clip", {"mode": "parallel", "prune": "uniform", "keep": 0.5, "frames": 3}),
+    ("Tell me more.", "frames:3", {"temperature": 0.8, "top_k": 5, "seed": 7}),
+    ("Where is it?", "clip", {"mode": "sd", "prune": "specvlm", "temperature": 1.0, "top_p": 0.9, "seed": 3}),
+]
+
+
+def source(name: str, clip):
+    if name == "clip":
+        return clip
+    return random_frames(int(name.split(":")[1]), 4)
+
+
+def expected(offline: Pipeline, prompt: str, video, options: dict):
+    opts = RequestOptions.from_json(RequestOptions(**options).to_json())
+    config = opts.apply(DEFAULTS)
+    if isinstance(video, np.ndarray):
+        frames = video if opts.frames is None else video[np.linspace(0, len(video) - 1, opts.frames).round().astype(int)]
+        return offline.generate(offline.prepare_frames(frames, prompt), config)
+    return offline.run(video, prompt, frames=opts.frames, config=config)
+
+
+def ask(server: HippoServer, how: str, prompt: str, video, options: dict):
+    url = server.options.grpc_url if how != "http" else server.options.http_url
+    with HippoClient(url, "http" if how == "http" else "grpc") as client:
+        if how == "stream":
+            return client.stream_reply(prompt, video, options)
+        return client.generate(prompt, video, options)
+
+
+def test_concurrent_requests_over_every_protocol_equal_the_offline_run(server, offline, clip):
+    jobs = [(how, *case) for case in CASES for how in ("http", "grpc", "stream")]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda job: ask(server, job[0], job[1], source(job[2], clip), job[3]), jobs))
+    for (how, prompt, video, options), reply in zip(jobs, replies):
+        want = expected(offline, prompt, source(video, clip), options)
+        assert (reply.tokens, reply.text) == (want.tokens, want.text), (how, prompt, options)
+        assert reply.stats["new_tokens"] == len(want.tokens) and reply.stats["mode"] == options.get("mode", "parallel")
+    instances = {reply.stats["instance"] for reply in replies}
+    assert instances == {"0", "1"}  # both instances served
+
+
+def test_a_stream_sends_tokens_as_they_are_committed(server, offline, clip):
+    options = {"mode": "ar", "max_new_tokens": 16}
+    want = expected(offline, "Describe it.", clip, options)
+    with HippoClient(server.options.grpc_url) as client:
+        pieces = list(client.stream("Describe it.", clip, options))
+    assert len(pieces) == len(want.tokens) + 1  # ar commits one token at a time, then the stats
+    assert [t for p in pieces for t in p.tokens] == want.tokens and "".join(p.text for p in pieces) == want.text
+    assert [p.last for p in pieces] == [False] * len(want.tokens) + [True]
+    assert all(a.elapsed_ms <= b.elapsed_ms for a, b in zip(pieces, pieces[1:]))
+
+
+BAD = [
+    ({"prompt": None}, "no 'prompt'"),
+    ({"video": b"\x00garbage" * 100}, "cannot decode video the uploaded video"),
+    ({"options": {"keep": 1.5}}, "keep"),
+    ({"options": {"mode": "beam"}}, "unknown mode 'beam'"),
+    ({"options": {"gamma": "four"}}, "option 'gamma' must be an int"),
+    ({"options": {"colour": 1}}, "unknown option"),
+    ({"prompt": "why? " * 400}, "longer than the exported maximum"),
+    ({"options": {"max_new_tokens": 190}}, "exceed the exported maximum"),
+    ({"video": np.zeros((2, 4, 4, 3), np.uint8), "options": {"frames": 0}}, "frames must be between 1"),
+]
+
+
+@pytest.mark.parametrize("how", ["http", "grpc", "stream"])
+def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(server, offline, clip, how):
+    for change, message in BAD:
+        prompt = change.get("prompt", "Describe it.")
+        video = change.get("video", clip)
+        with pytest.raises(ServingError, match=message) as err:
+            if prompt is None:
+                _send_without_prompt(server, how, clip)
+            else:
+                ask(server, how, prompt, video, change.get("options", {}))
+        assert "\n" not in str(err.value) and "Traceback" not in str(err.value), str(err.value)
+    reply = ask(server, how, "Describe it.", clip, {})
+    assert reply.tokens == expected(offline, "Describe it.", clip, {}).tokens
+
+
+def _send_without_prompt(server: HippoServer, how: str, clip):
+    client = HippoClient(server.options.grpc_url if how != "http" else server.options.http_url, "http" if how == "http" else "grpc")
+    inputs = [i for i in client._inputs("x", clip, None) if i.name() != "prompt"]
+    try:
+        if how == "stream":
+            client._inputs = lambda *a: inputs
+            list(client.stream("x", clip))
+        else:
+            client._inputs = lambda *a: inputs
+            client.generate("x", clip)
+    finally:
+        client.close()
+
+
+def test_a_client_that_leaves_a_stream_frees_its_instance(server, offline, clip):
+    options = {"mode": "ar", "max_new_tokens": 150}
+    with HippoClient(server.options.grpc_url) as client:
+        for piece in client.stream("Go on and on.", clip, options):
+            break  # disconnect after the first piece
+    deadline = time.monotonic() + 30
+    while any(h.running for h in server.pool.handlers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(h.running for h in server.pool.handlers)
+    assert piece.tokens and not piece.last
+    reply = ask(server, "grpc", "Describe it.", clip, {})
+    assert reply.tokens == expected(offline, "Describe it.", clip, {}).tokens
+
+
+def test_one_instance_serves_concurrent_streams_in_turn_then_stopping_drains_an_in_flight_request(work_dirs, offline, clip):
+    srv = HippoServer.load(work_dirs["gqa"], DEFAULTS, serve_options(1)).start()
+    # Streams beyond the instances wait their turn (a decoupled model's requests share one
+    # event loop: a waiting stream must not block the one being served).
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda _: ask(srv, "stream", "Describe it.", clip, {"mode": "ar"}), range(3)))
+    assert all(r.tokens == expected(offline, "Describe it.", clip, {"mode": "ar"}).tokens for r in replies)
+    handler = srv.pool.handlers[0]
+    release, entered = threading.Event(), threading.Event()
+    generate = handler.pipeline.generate
+
+    def held(*args, **kw):  # the request is in flight until the test lets it go
+        entered.set()
+        release.wait(30)
+        return generate(*args, **kw)
+
+    handler.pipeline.generate = held
+    with ThreadPoolExecutor(2) as pool:
+        reply = pool.submit(ask, srv, "grpc", "Describe it.", clip, {})
+        assert entered.wait(30)
+        stopping = pool.submit(srv.stop)
+        time.sleep(1.0)
+        assert not stopping.done()  # waits for the request
+        release.set()
+        assert reply.result(60).tokens  # answered in full
+        stopping.result(60)
+    assert not srv.alive()
+    with pytest.raises(ServingError, match="cannot reach|unavailable|failed to connect|Connection refused"):
+        ask(srv, "http", "Describe it.", clip, {})
+
+
+def test_options_are_validated_before_the_server_starts(work_dirs):
+    from hippo_trt.errors import InputError
+
+    with pytest.raises(InputError, match="instances"):
+        ServeOptions(instances=0)
+    with pytest.raises(InputError, match="must differ"):
+        ServeOptions(http_port=9000, grpc_port=9000)
+    with pytest.raises(InputError, match="request-timeout"):
+        ServeLimits(request_timeout_s=0)
+    busy = serve_options(1)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", busy.http_port))
+        s.listen()
+        with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{busy.http_port}.*--http-port"):
+            HippoServer.load(work_dirs["gqa"], replace(DEFAULTS), busy).start()
+
+
+@pytest.mark.parametrize(
+    "error,calls,started",
+    [
+        (RuntimeError("load failed for model 'hippo_stream': ... get_config_from_handshake_server ... Connection refused"), 2, True),
+        (RuntimeError("unsupported model configuration"), 1, False),
+    ],
+)
+def test_a_missed_pytriton_handshake_is_retried_once_and_nothing_else_is(monkeypatch, error, calls, started):
+    """PyTriton's model/stub handshake can miss on a loaded machine; a configuration error must not be retried."""
+    server, tries, stops = HippoServer([], serve_options(1)), [], []
+
+    def start_once():
+        tries.append(1)
+        if len(tries) == 1:
+            raise error
+        return server
+
+    monkeypatch.setattr(server, "_start_once", start_once)
+    monkeypatch.setattr(server, "stop", lambda: stops.append(1))
+    if started:
+        assert server.start() is server
+    else:
+        with pytest.raises(RuntimeError, match="unsupported"):
+            server.start()
+    assert len(tries) == calls and len(stops) == 1
