@@ -22,7 +22,10 @@ from hippo_trt.model_dir import ModelDir, torch_dtype
 from hippo_trt.preprocess import default_frame_count
 from hippo_trt.graphs.families import family, graph_feeds
 from hippo_trt.export.onnx_export import OPSET, export_graph
-from hippo_trt.export.validate import TOLERANCES, compare_outputs, reference_outputs
+from hippo_trt.export.validate import compare_outputs, reference_outputs
+from hippo_trt.graphs.numerics import TOLERANCES
+from hippo_trt.export.prune_graph import save_prune_graph
+from hippo_trt.graphs.specs import PRUNE_GRAPHS as GRAPHS
 
 # Export traces at one set of sizes; validation runs at others, so a size baked into the
 # graph by mistake shows up as a shape error or a mismatch.
@@ -187,7 +190,6 @@ def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm
 
 def _export_pruning(stage: Path) -> dict[str, FileRecord]:
     """The pruning subgraphs (authored with onnxscript) that pick the draft's visual tokens."""
-    from hippo_trt.export.prune_graph import GRAPHS, save_prune_graph
 
     return {name: FileRecord.of(stage, save_prune_graph(stage / "pruning" / f"{name}.onnx", name)) for name in GRAPHS}
 

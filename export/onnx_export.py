@@ -7,34 +7,16 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.dims import DimsTable
+from hippo_trt.graphs.torch_feeds import PAST_PREFIX, as_tensor, torch_args
 
 OPSET = 18
-PAST_PREFIX = "past_"
-
-
-def as_tensor(dtype: torch.dtype | None) -> Callable[[np.ndarray], torch.Tensor]:
-    """numpy -> torch, floating arrays in ``dtype`` (the model's; None: as they are)."""
-
-    def convert(a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
-
-    return convert
-
-
-def torch_args(spec: GraphSpec, feeds: Mapping[str, np.ndarray], to_tensor: Callable = torch.from_numpy) -> tuple:
-    """Positional args for the graph's module: plain inputs, then the past KV as one list
-    (each feed made a tensor by ``to_tensor``)."""
-    plain = [to_tensor(feeds[t.name]) for t in spec.inputs if not t.name.startswith(PAST_PREFIX)]
-    past = [to_tensor(feeds[t.name]) for t in spec.inputs if t.name.startswith(PAST_PREFIX)]
-    return (*plain, past) if past else tuple(plain)
 
 
 def _dynamic_shapes(spec: GraphSpec, dims: DimsTable) -> tuple:

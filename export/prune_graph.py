@@ -28,22 +28,19 @@ log/exp differ by an ulp between numpy and ONNX runtimes, which would break exac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.inliner
 from onnxscript import FLOAT, INT64, script
 from onnxscript import opset18 as op
 
-from hippo_trt import atomic, pruning
+from hippo_trt import atomic
 from hippo_trt.errors import InputError
+from hippo_trt.graphs.specs import PRUNE_GRAPHS
 
 OPSET = op.version  # 18, as the model graphs (onnx_export.OPSET; not imported here: it pulls torch)
-GRAPHS = ("fused", "specvlm")
 N, D = "n", "D"  # symbolic dims of the graph inputs: visual tokens, feature size
-GRAPH_OF_METHOD = {"hippo": "fused", "attention": "fused", "local": "fused", "specvlm": "specvlm"}
 
 
 # --- building blocks (inlined into the graphs) ----------------------------------------------
@@ -243,7 +240,7 @@ def build_prune_model(graph: str = "fused") -> onnx.ModelProto:
     """The ``fused`` or ``specvlm`` pruning graph (opset ``OPSET``), local functions inlined,
     outputs named and typed as in the module docstring, checked by onnx's checker."""
     if graph not in _SCRIPTS:
-        raise InputError(f"unknown pruning graph '{graph}' (available: {', '.join(GRAPHS)})")
+        raise InputError(f"unknown pruning graph '{graph}' (available: {', '.join(PRUNE_GRAPHS)})")
     model = _SCRIPTS[graph].to_model_proto()
     model = onnx.inliner.inline_local_functions(model)
     del model.functions[:]
@@ -276,76 +273,3 @@ def save_prune_graph(path: Path, graph: str = "fused") -> Path:
 # --- feeds: from a method and its raw inputs to the graph's inputs --------------------------
 
 
-@dataclass(frozen=True)
-class PruneFeeds:
-    """Which graph runs a method, and its input feeds (name -> array)."""
-
-    graph: str
-    feeds: dict
-
-
-def _float32(features):
-    """features [n, D] as contiguous float32: a numpy array, or a torch tensor where it is."""
-    from hippo_trt.runtime.backends.arrays import is_torch  # numpy only: no torch import
-
-    if is_torch(features):
-        return features.float().contiguous()
-    return np.ascontiguousarray(features, dtype=np.float32)
-
-
-def prune_feeds(
-    method: str,
-    grid: pruning.TokenGrid,
-    keep: float,
-    *,
-    features: np.ndarray,
-    importance: np.ndarray | None = None,
-    position_ids: np.ndarray | None = None,
-    reference: np.ndarray | None = None,
-    options: pruning.PruneOptions | None = None,
-) -> PruneFeeds:
-    """The feeds that make the graph select exactly what ``pruning.select_kept`` selects.
-    features [n, D] (numpy, or a torch tensor left on its device); importance [n] raw attention;
-    position_ids [n] (default 0..n-1)."""
-    options = options or pruning.PruneOptions()
-    if method not in GRAPH_OF_METHOD:
-        raise InputError(f"pruning method '{method}' has no graph (graph-backed: {', '.join(GRAPH_OF_METHOD)})")
-    if importance is None and method != "local":
-        raise InputError(f"pruning method '{method}' needs importance (the target's attention to each visual token)")
-    n = grid.n
-    features = _float32(features)
-    if features.ndim != 2 or features.shape[0] != n:
-        raise InputError(f"features must be [{n}, D] (one row per visual token), got {list(features.shape)}")
-    if position_ids is not None and np.shape(position_ids) != (n,):
-        raise InputError(f"position_ids must be [{n}] (one per visual token), got {list(np.shape(position_ids))}")
-    common = {
-        "features": features,
-        "grid": np.array(grid.shape, dtype=np.int64),
-        "keep_count": np.array(pruning.kept_count(n, keep), dtype=np.int64),
-        "position_ids": np.arange(n, dtype=np.int64) if position_ids is None else np.asarray(position_ids, np.int64),
-    }
-    if method == "specvlm":
-        mass = pruning.specvlm_mass(importance, grid, options, reference)  # [G]
-        extra = np.zeros(grid.extra, dtype=np.float32)
-        fraction = np.array(options.specvlm_fraction, dtype=np.float32)
-        return PruneFeeds("specvlm", {**common, "importance": np.concatenate([mass, extra]), "fraction": fraction})
-    weights = pruning.method_weights(method, options)
-    if weights[0] > 0:
-        score = pruning.debiased_importance(importance, grid, options.debias, reference)  # [G]
-    else:
-        score = np.zeros(grid.grid_count, dtype=np.float32)
-    padded = np.concatenate([score, np.zeros(grid.extra, dtype=np.float32)])  # [n]
-    return PruneFeeds("fused", {**common, "importance": padded, "weights": weights})
-
-
-def prune_session(path: Path):
-    """An onnxruntime CPU session for a saved pruning graph (tests and tools)."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def run_prune_graph(session, feeds: dict) -> dict:
-    """Run a pruning graph's onnxruntime ``session`` on ``feeds``: output name -> array."""
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))

@@ -29,35 +29,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.errors import EngineError
+from hippo_trt import tensorrt_env
 from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.export.trt_plan import BuildLimits, BuildPlan, EnginePlan, plan_build
+from hippo_trt.fingerprint import export_id, verify_export
 
 TRT_DIR = "engines/tensorrt"
 TIMING_CACHE = "engines/tensorrt-timing.cache"
-INSTALL_HINT = (
-    "install TensorRT 10 on a machine with an NVIDIA GPU (pip install tensorrt from NVIDIA's "
-    "package index, or the TensorRT tarball), then re-run (hippo-trt build WORK --backend tensorrt --dry-run prints the plan without it)"
-)
-
-
-def require_tensorrt():
-    """The ``tensorrt`` module, or a one-line EngineError saying what is missing and how to get it."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as e:
-        raise EngineError(f"TensorRT is not installed ({e}); {INSTALL_HINT}") from None
-    return tensorrt
-
-
-def gpu_identity() -> dict[str, str]:
-    """Name and compute capability of GPU 0; engines are only valid there."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise EngineError("TensorRT engines need a CUDA GPU and none is visible (CUDA_VISIBLE_DEVICES, driver)")
-    major, minor = torch.cuda.get_device_capability(0)
-    return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
 
 
 def onnx_path(plan: EnginePlan, work: Path) -> str:
@@ -104,14 +82,13 @@ def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Pat
 
 def build_tensorrt(work: Path, limits: BuildLimits, progress: bool = True) -> Manifest:
     """Build every planned engine; record TensorRT version, GPU, precision, profiles, sha256."""
-    from hippo_trt.export.ort_build import export_id, verify_export
 
-    trt = require_tensorrt()
+    trt = tensorrt_env.require_tensorrt()
     work = Path(work)
     manifest = Manifest.load(work)
     verify_export(work, manifest)
     plan = plan_build(manifest, limits)
-    identity = gpu_identity()
+    identity = tensorrt_env.gpu_identity()
     final, timing_cache = work / TRT_DIR, work / TIMING_CACHE
     files: dict[tuple[str, str], Path] = {}
     with staged_dir(final) as stage:

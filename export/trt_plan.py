@@ -103,6 +103,8 @@ from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.graphs.specs import DecoderShape, GraphSpec, TensorSpec
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
+from hippo_trt.export.trt_compat import load_rules
+from hippo_trt.graphs.families import specs_from_record
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BYTES_PER_ELEMENT: Mapping[str, int] = MappingProxyType({"fp32": 4, "fp16": 2, "bf16": 2})
@@ -557,7 +559,6 @@ def _values(*ranges: DimRange) -> ShapeRange:
 
 def topk_max() -> int:
     """The largest K TensorRT's TopK takes (the parser rules' data, export/data)."""
-    from hippo_trt.export.trt_compat import load_rules
 
     return load_rules().max_topk_k
 
@@ -750,7 +751,6 @@ def plan_build(manifest: Manifest, limits: BuildLimits) -> BuildPlan:
     """Every engine of every exported model (target, then draft), then of the pruning graphs,
     with profiles and estimates."""
     # imported here: the runtime loader may itself import the TensorRT build (and so this module)
-    from hippo_trt.runtime.backends.loader import specs_from_record
 
     b, dims = budget(manifest, limits), manifest.dims_table
     engines = []

@@ -75,7 +75,7 @@ def step_ratio(pair: Path, context: int) -> list:
     from hippo_trt.export.api import export_work_dir
     from hippo_trt.runtime.bench.kv import bench_pair_steps
     from hippo_trt.export.ort_build import build_onnxruntime
-    from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+    from hippo_trt.ort_session import OrtOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"

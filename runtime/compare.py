@@ -23,12 +23,16 @@ import numpy as np
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError
 from hippo_trt.graphs.specs import GraphSpec
-from hippo_trt.export.validate import TOLERANCES, Tolerance
+from hippo_trt.graphs.numerics import TOLERANCES, Tolerance
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.backends.onnxruntime import Engine, OrtOptions
+from hippo_trt.runtime.backends.base import Engine
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.graphs.families import graph_feeds
 from hippo_trt.runtime.backends.arrays import to_host
-from hippo_trt.runtime.backends.loader import LOADERS, ModelEngines, load_engines, specs_from_record
+from hippo_trt.runtime.backends.loader import LOADERS, load_engines
+from hippo_trt.runtime.backends.base import ModelEngines
+from hippo_trt.graphs.families import specs_from_record
+from hippo_trt.tensorrt_env import require_tensorrt
 
 try:
     from polygraphy.backend.base import BaseRunner
@@ -122,7 +126,6 @@ class EngineRunner(BaseRunner):
 
 
 def _require_tensorrt() -> None:
-    from hippo_trt.export.trt_build import require_tensorrt
 
     require_tensorrt()
 

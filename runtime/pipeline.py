@@ -18,10 +18,13 @@ from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
-from hippo_trt.runtime.decoding.decoder import Prompt, open_session, prompt_ids, scoring_rows
-from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS, OrtOptions
+from hippo_trt.runtime.decoding.decoder import open_session, prompt_ids, scoring_rows
+from hippo_trt.runtime.backends.base import Prompt
+from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.decoding.generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
-from hippo_trt.runtime.backends.loader import ModelEngines, load_engines
+from hippo_trt.runtime.backends.loader import load_engines
+from hippo_trt.runtime.backends.base import ModelEngines
 from hippo_trt.runtime.decoding.parallel import ParallelDecoder, ParallelOptions
 from hippo_trt.runtime.pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling

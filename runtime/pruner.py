@@ -19,7 +19,12 @@ from hippo_trt.errors import WorkDirError
 from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.pruning import PruneOptions, TokenGrid, select_kept
 from hippo_trt.runtime.backends.arrays import Placement, to_host
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions, ort_session
+from hippo_trt.ort_session import OrtOptions, ort_session
+from hippo_trt import pruning
+from hippo_trt.errors import InputError
+from hippo_trt.graphs.specs import GRAPH_OF_METHOD
+from hippo_trt.runtime.backends.arrays import is_torch
+from hippo_trt.runtime.backends.tensorrt import trt_pruning_engines
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,6 @@ class GraphPruner:
         return to_host(inputs.features)
 
     def _kept_index(self, graph: str, feeds: dict) -> np.ndarray:
-        from hippo_trt.export.prune_graph import run_prune_graph
 
         return run_prune_graph(self.sessions[graph], feeds)["kept_index"]
 
@@ -65,7 +69,6 @@ class GraphPruner:
         return graph in self.sessions
 
     def select(self, method, keep, inputs, options):
-        from hippo_trt.export.prune_graph import GRAPH_OF_METHOD, prune_feeds
 
         if method not in GRAPH_OF_METHOD:
             return ReferencePruner().select(method, keep, inputs, options)
@@ -104,7 +107,6 @@ def load_pruner(work: Path, manifest: Manifest, backend: str) -> Pruner:
     """The pruner of ``backend``: the built graphs for onnxruntime and tensorrt, the reference
     for the torch backends."""
     if backend == "tensorrt":
-        from hippo_trt.runtime.backends.tensorrt import load_trt_pruner
 
         return load_trt_pruner(work, manifest)
     if backend != "onnxruntime":
@@ -115,3 +117,86 @@ def load_pruner(work: Path, manifest: Manifest, backend: str) -> Pruner:
         raise WorkDirError(f"'{work}' has no built pruning graphs (exported without a draft, or built before they existed); {fix}")
     options = OrtOptions(intra_op_threads=1)  # O(n) work: one thread
     return GraphPruner({name: ort_session(FileRecord(**f).verify(work, deep=True, fix=fix), options) for name, f in files.items()})
+
+
+# --- feeds: from a method and its raw inputs to the pruning graph's inputs ---
+
+
+@dataclass(frozen=True)
+class PruneFeeds:
+    """Which graph runs a method, and its input feeds (name -> array)."""
+
+    graph: str
+    feeds: dict
+
+
+def _float32(features):
+    """features [n, D] as contiguous float32: a numpy array, or a torch tensor where it is."""
+
+    if is_torch(features):
+        return features.float().contiguous()
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def prune_feeds(
+    method: str,
+    grid: pruning.TokenGrid,
+    keep: float,
+    *,
+    features: np.ndarray,
+    importance: np.ndarray | None = None,
+    position_ids: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    options: pruning.PruneOptions | None = None,
+) -> PruneFeeds:
+    """The feeds that make the graph select exactly what ``pruning.select_kept`` selects.
+    features [n, D] (numpy, or a torch tensor left on its device); importance [n] raw attention;
+    position_ids [n] (default 0..n-1)."""
+    options = options or pruning.PruneOptions()
+    if method not in GRAPH_OF_METHOD:
+        raise InputError(f"pruning method '{method}' has no graph (graph-backed: {', '.join(GRAPH_OF_METHOD)})")
+    if importance is None and method != "local":
+        raise InputError(f"pruning method '{method}' needs importance (the target's attention to each visual token)")
+    n = grid.n
+    features = _float32(features)
+    if features.ndim != 2 or features.shape[0] != n:
+        raise InputError(f"features must be [{n}, D] (one row per visual token), got {list(features.shape)}")
+    if position_ids is not None and np.shape(position_ids) != (n,):
+        raise InputError(f"position_ids must be [{n}] (one per visual token), got {list(np.shape(position_ids))}")
+    common = {
+        "features": features,
+        "grid": np.array(grid.shape, dtype=np.int64),
+        "keep_count": np.array(pruning.kept_count(n, keep), dtype=np.int64),
+        "position_ids": np.arange(n, dtype=np.int64) if position_ids is None else np.asarray(position_ids, np.int64),
+    }
+    if method == "specvlm":
+        mass = pruning.specvlm_mass(importance, grid, options, reference)  # [G]
+        extra = np.zeros(grid.extra, dtype=np.float32)
+        fraction = np.array(options.specvlm_fraction, dtype=np.float32)
+        return PruneFeeds("specvlm", {**common, "importance": np.concatenate([mass, extra]), "fraction": fraction})
+    weights = pruning.method_weights(method, options)
+    if weights[0] > 0:
+        score = pruning.debiased_importance(importance, grid, options.debias, reference)  # [G]
+    else:
+        score = np.zeros(grid.grid_count, dtype=np.float32)
+    padded = np.concatenate([score, np.zeros(grid.extra, dtype=np.float32)])  # [n]
+    return PruneFeeds("fused", {**common, "importance": padded, "weights": weights})
+
+
+def prune_session(path: Path):
+    """An onnxruntime CPU session for a saved pruning graph (tests and tools)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def run_prune_graph(session, feeds: dict) -> dict:
+    """Run a pruning graph's onnxruntime ``session`` on ``feeds``: output name -> array."""
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def load_trt_pruner(work: Path, manifest: Manifest, device: str | None = None) -> "EnginePruner":
+    """The pruning graphs' TensorRT engines behind the pruner interface."""
+    engines, device = trt_pruning_engines(work, manifest, device)
+    return EnginePruner(engines, Placement(device))

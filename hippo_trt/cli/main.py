@@ -61,7 +61,7 @@ def cmd_export(args) -> int:
 
 
 def _ort_options(args):
-    from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+    from hippo_trt.ort_session import OrtOptions
 
     return OrtOptions(intra_op_threads=args.threads)
 

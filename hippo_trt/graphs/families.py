@@ -17,6 +17,8 @@ import numpy as np
 
 from hippo_trt.errors import ModelError
 from hippo_trt.graphs import llava_onevision, qwen2_5_vl
+from hippo_trt.graphs.specs import DecoderShape, GraphSpec
+from hippo_trt.manifest import ModelRecord
 
 FAMILIES: dict[str, ModuleType] = {m.ARCHITECTURE: m for m in (llava_onevision, qwen2_5_vl)}
 
@@ -32,3 +34,8 @@ def graph_feeds(architecture: str, vision_input: Mapping, spec, sizes: Mapping[s
     window layout must be a real one), else random values of the spec's shapes."""
     custom = family(architecture).vision_sample(vision_input, sizes, seed) if spec.name == "vision" else None
     return custom if custom is not None else spec.sample_inputs(sizes, vocab, seed)
+
+
+def specs_from_record(record: ModelRecord) -> dict[str, GraphSpec]:
+    specs = family(record.architecture).specs(DecoderShape(**record.decoder), record.vision_input)
+    return {spec.name: spec for spec in specs}

@@ -149,3 +149,8 @@ def decoder_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
         (TensorSpec("logits", ("batch", "logit_rows", shape.vocab)), TensorSpec("importance", ("batch", "scored_tokens")))
         + _kv("new", shape.layers, "seq", shape),
     )
+
+
+# The pruning subgraphs (export/prune_graph.py) and the score-based method each one runs.
+PRUNE_GRAPHS = ("fused", "specvlm")
+GRAPH_OF_METHOD = {"hippo": "fused", "attention": "fused", "local": "fused", "specvlm": "specvlm"}

@@ -26,6 +26,7 @@ from hippo_trt.preprocess import chat_text
 from hippo_trt.pruning import kept_positions
 from hippo_trt.testing.synthetic import FRAMES, QUESTIONS, Sample, make_sample
 from hippo_trt.video import decode_video, write_video
+from hippo_trt.atomic import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -193,7 +194,6 @@ def pruned_forward(model, b: Batch, kept: np.ndarray):
 
 def write_sample_clips(clips_dir: Path, count: int = 6) -> None:
     """The first ``count`` held-out clips as .mp4 with their prompts and reference answers."""
-    from hippo_trt.atomic import write_json
 
     clips_dir = Path(clips_dir)
     clips_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hippo_trt.testing.tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, build_tokenizer
+from hippo_trt.testing.tiny import CHAT_TEMPLATE
+from hippo_trt.model_dir import torch_dtype
 
 FAMILIES = ("llava", "qwen")
 ROLES = ("target", "draft")
@@ -179,7 +181,6 @@ def build_llava_processor(spec: RealWidthSpec, tokenizer):
     tiles) and video frames, 729 tokens a tile, anyres_max_9."""
     from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
 
-    from hippo_trt.testing.tiny import CHAT_TEMPLATE
 
     size = {"height": spec.vision.image_size, "width": spec.vision.image_size}
     norm = {"image_mean": list(SIGLIP_MEAN), "image_std": list(SIGLIP_STD)}
@@ -315,7 +316,6 @@ def build_model(spec: RealWidthSpec, tokenizer):
     import torch
     import transformers
 
-    from hippo_trt.model_dir import torch_dtype
 
     config = qwen_config(spec, tokenizer) if spec.family == "qwen" else llava_config(spec, tokenizer)
     cls_name = "Qwen2_5_VLForConditionalGeneration" if spec.family == "qwen" else "LlavaOnevisionForConditionalGeneration"

@@ -7,50 +7,26 @@ built engines, device tensors; see trt_engine.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError, InputError, WorkDirError
 from hippo_trt.graphs.families import family
-from hippo_trt.graphs.specs import DecoderShape, GraphSpec
-from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest, ModelRecord
+from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
 from hippo_trt.model_dir import ModelDir
-from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, HOST_PLACEMENT, Placement
-from hippo_trt.export.ort_build import export_id
-from hippo_trt.runtime.backends.onnxruntime import DeviceTorchEngine, Engine, OrtEngine, OrtOptions, TorchEngine
+from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, Placement
+from hippo_trt.fingerprint import export_id
+from hippo_trt.runtime.backends.onnxruntime import DeviceTorchEngine, OrtEngine, TorchEngine
+from hippo_trt.runtime.backends.base import Engine
+from hippo_trt.ort_session import OrtOptions
+from hippo_trt.graphs.families import specs_from_record
+from hippo_trt.runtime.backends.torch_static import static_sessions
+from hippo_trt.runtime.backends.tensorrt import load_trt_engines
+from hippo_trt.runtime.backends.base import ModelEngines
 
 
 # Prompt tokens one host decoder call prefills: the eager attention's scores are
 # [heads, chunk, past + chunk], so a 32-frame video's prompt is not one [heads, S, S] block.
 PREFILL_CHUNK = 2048
-
-
-@dataclass(frozen=True)
-class ModelEngines:
-    """``placement``: where the engines' tensors live, and the model's lane (arrays.py).
-    ``session``: when set, ``session(dims, max_len)`` opens a request's decoder session (one
-    with DecoderSession's interface) in place of a DecoderSession over ``decoder``
-    (the torch device path decodes through a StaticDecoder, static_decode.py).
-    ``prefill_chunk``: the most prompt tokens one decoder call prefills (None: the whole prompt
-    in one call, as a TensorRT engine's prefill profile takes it; see decoder.prefill_chunks)."""
-
-    record: ModelRecord
-    vision: Engine
-    decoder: Engine  # prefill and decode/verify steps: one graph, every weight once
-    placement: Placement = HOST_PLACEMENT
-    session: Callable[[DimsTable, int], object] | None = None
-    prefill_chunk: int | None = None
-
-    @property
-    def shape(self) -> DecoderShape:
-        return DecoderShape(**self.record.decoder)
-
-
-def specs_from_record(record: ModelRecord) -> dict[str, GraphSpec]:
-    specs = family(record.architecture).specs(DecoderShape(**record.decoder), record.vision_input)
-    return {spec.name: spec for spec in specs}
 
 
 def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> dict[str, Engine]:
@@ -95,7 +71,6 @@ def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs
     ``dtype`` (fp32, bf16, fp16); a request prefills and decodes through the model's
     StaticDecoder (static_decode.py), its steps CUDA graphs with ``cuda_graphs`` on a CUDA
     device and eager elsewhere."""
-    from hippo_trt.runtime.backends.torch_static import static_sessions
 
     placement = Placement(device, dtype)  # checks the dtype
     model = _load_model(manifest, role, dtype).to(device=device)  # loaded in dtype: no fp32 copy first
@@ -123,7 +98,6 @@ def _ort_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) 
 
 
 def _trt_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions) -> ModelEngines:
-    from hippo_trt.runtime.backends.tensorrt import load_trt_engines
 
     return load_trt_engines(work, manifest, role)
 

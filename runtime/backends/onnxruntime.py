@@ -12,68 +12,18 @@ results back with ``arrays.to_host`` on the model's lane (see ``arrays.Placement
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Protocol
 
 import numpy as np
 
-from hippo_trt.errors import EngineError
 from hippo_trt.graphs.specs import GraphSpec
+from hippo_trt.ort_session import SETUP_GRAPHS, OrtOptions, ort_session
+from hippo_trt.graphs.numerics import input_float_types
+from hippo_trt.graphs.torch_feeds import torch_args
+from hippo_trt.runtime.backends.arrays import Placement
 
 
-class Engine(Protocol):
-    spec: GraphSpec
-
-    def run(self, feeds: Mapping[str, np.ndarray], into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        ...
-
-
-SETUP_GRAPHS = ("vision",)  # run once per request, with the other lane idle
 DRAFT_THREADS = 1  # the draft lane's default decode threads on CPU (see lanes.py)
-
-
-@dataclass(frozen=True)
-class OrtOptions:
-    """``intra_op_threads``: the decoder graph's threads (a lane's prefill and per-token steps,
-    which may run beside the other lane's; one session, so the weights are loaded once).
-    ``setup_threads``: the vision graph's, which runs once per request before decoding, while
-    nothing else runs, so by default it takes every core. 0 means ONNX Runtime's default (all cores)."""
-
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    intra_op_threads: int = 0
-    setup_threads: int = 0
-    spin: bool = True  # idle worker threads spin for a while before sleeping
-
-    def for_graph(self, name: str) -> "OrtOptions":
-        """The options a graph's session is made with. The setup graphs take ``setup_threads``
-        and never spin: idle sessions' spinning workers would starve whatever runs after them
-        (measured: preprocessing 2 ms -> 29 ms), and one wake-up is nothing next to a prefill."""
-        return replace(self, intra_op_threads=self.setup_threads, spin=False) if name in SETUP_GRAPHS else self
-
-
-def _session_options(options: OrtOptions):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = options.intra_op_threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if not options.spin:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return so
-
-
-def ort_session(path: Path, options: OrtOptions):
-    """An InferenceSession; a missing, truncated or corrupt file is an EngineError."""
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(path), _session_options(options), providers=list(options.providers))
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise EngineError(f"ONNX Runtime cannot load '{path}': {first}") from None
 
 
 STEP_ROWS = 64  # a decoder call of more rows is a prefill (a step feeds at most gamma + 1 <= 33)
@@ -99,7 +49,6 @@ class OrtEngine:
         self.session = ort_session(self.path, options)
         self._shrink = _shrinking_run_options()
         self._outputs = [t.name for t in spec.outputs]
-        from hippo_trt.export.validate import input_float_types
 
         self._dtypes = input_float_types(self.session)  # an fp16 export takes fp16 pixels and tables
 
@@ -137,7 +86,6 @@ class TorchEngine:
     def run(self, feeds, into=None):
         import torch
 
-        from hippo_trt.export.onnx_export import torch_args
 
         into = into or {}
         with torch.inference_mode():
@@ -159,14 +107,12 @@ class DeviceTorchEngine:
     the device pipeline, and the stand-in that tests it where there is no GPU."""
 
     def __init__(self, module, spec: GraphSpec, device: str, dtype: str = "fp32"):
-        from hippo_trt.runtime.backends.arrays import Placement
 
         self.module, self.spec, self.placement = module, spec, Placement(device, dtype)
 
     def run(self, feeds, into=None):
         import torch
 
-        from hippo_trt.export.onnx_export import torch_args
 
         into = into or {}
         with torch.no_grad():  # not inference_mode: callers may write into the outputs

@@ -34,9 +34,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hippo_trt import tensorrt_env
 from hippo_trt.errors import EngineError, ProfileError, WorkDirError
 from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
 from hippo_trt.runtime.backends.arrays import Placement, is_torch, to_host
+from hippo_trt.fingerprint import export_id
+from hippo_trt.runtime.backends.base import ModelEngines
+from hippo_trt.graphs.families import specs_from_record
 
 DEFAULT_DEVICE = "cuda"
 Ranges = Mapping[str, Mapping[str, Sequence]]  # input -> {"min", "opt", "max"}
@@ -165,9 +169,8 @@ class TrtEngine:
     def __init__(self, path: Path, plan: Mapping, name: str, spec=None, device: str = DEFAULT_DEVICE):
         import torch
 
-        from hippo_trt.export import trt_build
 
-        self.trt = trt_build.require_tensorrt()
+        self.trt = tensorrt_env.require_tensorrt()
         self.name, self.spec, self.device = name, spec, _indexed(torch.device(device))
         self.profiles = _plan_profiles(plan)
         self.profile_names = [p["name"] for p in self.profiles]
@@ -275,15 +278,13 @@ class TrtEngine:
 
 def trt_record(work: Path, manifest: Manifest) -> dict:
     """The manifest's TensorRT record, refused when built by another TensorRT, GPU or export."""
-    from hippo_trt.export import trt_build
 
-    from hippo_trt.export.ort_build import export_id
 
-    trt = trt_build.require_tensorrt()
+    trt = tensorrt_env.require_tensorrt()
     record = manifest.engines.get("tensorrt")
     if record is None:
         raise WorkDirError(f"'{work}' has no TensorRT engines; run: hippo-trt build {work} --backend tensorrt")
-    check_engine_record(record, work, export_id(manifest), trt.__version__, trt_build.gpu_identity())
+    check_engine_record(record, work, export_id(manifest), trt.__version__, tensorrt_env.gpu_identity())
     return record
 
 
@@ -306,7 +307,6 @@ def _engine(work: Path, record: Mapping, role: str, graph: str, spec, device: st
 def load_trt_engines(work: Path, manifest: Manifest, role: str, device: str | None = None):
     """The ``role`` model's engines (``ModelEngines``: vision, and the decoder with its
     prefill and step profiles) on ``device`` (default CUDA)."""
-    from hippo_trt.runtime.backends.loader import ModelEngines, specs_from_record
 
     work, device = Path(work), device or DEFAULT_DEVICE
     record = trt_record(work, manifest)
@@ -315,13 +315,10 @@ def load_trt_engines(work: Path, manifest: Manifest, role: str, device: str | No
     return ModelEngines(record=manifest.model(role), **engines, placement=Placement(device))
 
 
-def load_trt_pruner(work: Path, manifest: Manifest, device: str | None = None):
-    """The pruning graphs' engines behind the pruner interface (runtime/pruner.py)."""
-    from hippo_trt.runtime.pruner import EnginePruner
-
+def trt_pruning_engines(work: Path, manifest: Manifest, device: str | None = None) -> tuple[dict[str, TrtEngine], str]:
+    """The pruning graphs' engines (name -> engine) and the device they run on."""
     work, device = Path(work), device or DEFAULT_DEVICE
     record = trt_record(work, manifest)
     if not record["files"].get("pruning"):
         raise WorkDirError(f"'{work}' has no TensorRT pruning engines; rebuild with: hippo-trt build {work} --backend tensorrt")
-    engines = {name: _engine(work, record, "pruning", name, None, device) for name in record["files"]["pruning"]}
-    return EnginePruner(engines, Placement(device))
+    return {name: _engine(work, record, "pruning", name, None, device) for name in record["files"]["pruning"]}, device

@@ -33,8 +33,10 @@ from tqdm import tqdm
 
 from hippo_trt.errors import EngineError
 from hippo_trt.preprocess import Request
-from hippo_trt.runtime.threads import LanePipelines, LaneThreads, lane_threads
+from hippo_trt.runtime.threads import LaneThreads, lane_threads
+from hippo_trt.runtime.bench.common import LanePipelines
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.model_dir import ModelDir
 
 METHODS = ("ar", "sd", "parallel", "hf_generate", "hf_assisted")
 
@@ -145,7 +147,6 @@ class _HF:
 
 
 def _load_hf(pipeline: Pipeline, gamma: int) -> _HF:
-    from hippo_trt.model_dir import ModelDir
 
     target = ModelDir.open(pipeline.target.record.source).load_model()
     draft = ModelDir.open(pipeline.draft.record.source).load_model()

@@ -48,6 +48,10 @@ from hippo_trt.errors import EngineError, InputError
 from hippo_trt.pruning import kept_count
 from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, Placement
 from hippo_trt.runtime.backends.replay import Outcomes, gamma_for, windows
+from hippo_trt.runtime.backends.torch_static import StaticDecoder
+from hippo_trt.testing.gpu_presets import random_video
+from hippo_trt.pruning import select_kept
+from hippo_trt.testing.gpu_presets import build_models, preset
 
 KEEPS = (1.0, 0.25, 0.1)
 MATS = (2.0, 3.0, 4.0, 6.0, 8.0)
@@ -231,7 +235,6 @@ class Rig:
 
     def decoders(self, graphs: bool):
         """(target, draft) StaticDecoders with fresh caches; graphs captured where asked."""
-        from hippo_trt.runtime.backends.torch_static import StaticDecoder
 
         device = self.config.device
         target = StaticDecoder(self.target_model, self.max_len, range(1, max(self.gammas) + 2), device, cuda_graphs=graphs)
@@ -264,7 +267,6 @@ class Rig:
 
 
 def _vision_ms(rig: Rig) -> PhaseRow:
-    from hippo_trt.testing.gpu_presets import random_video
 
     model = rig.target_model
     feeds = random_video(rig.spec, rig.config.device, rig.dtype, rig.config.seed)
@@ -290,7 +292,6 @@ def _prefill_rows(rig: Rig, target, draft) -> list[PhaseRow]:
 
 def _pruning_row(rig: Rig) -> PhaseRow:
     """HIPPO's selection over the video's tokens (numpy reference, host) at keep 0.1."""
-    from hippo_trt.pruning import select_kept
 
     spec = rig.spec
     rng = np.random.default_rng(rig.config.seed)
@@ -505,7 +506,6 @@ def bench_gpu(config: GpuBenchConfig, progress: bool = True) -> GpuBenchResult:
     """Every phase and every replayed decode of ``config`` in one run (see the module docstring)."""
     import torch
 
-    from hippo_trt.testing.gpu_presets import build_models, preset
 
     spec = preset(config.preset)
     if config.frames:

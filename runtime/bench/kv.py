@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hippo_trt.errors import ProfileError
 from hippo_trt.manifest import Manifest
 from hippo_trt.runtime.decoding.decoder import DecoderSession
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.backends.loader import load_engines
 
 

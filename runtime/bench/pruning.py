@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
-from hippo_trt.runtime.threads import LanePipelines
+from hippo_trt.runtime.bench.common import LanePipelines
 from hippo_trt.runtime.pipeline import GenerationConfig
 
 KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)

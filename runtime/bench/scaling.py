@@ -35,7 +35,7 @@ from hippo_trt.preprocess import prepare_request
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, load_frames
 from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
-from hippo_trt.runtime.threads import LanePipelines
+from hippo_trt.runtime.bench.common import LanePipelines
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline, RunResult
 
 AXES = ("frames", "keep", "gamma")

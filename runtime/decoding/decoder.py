@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from hippo_trt.dims import DimsTable
 from hippo_trt.runtime.backends.arrays import to_host
 from hippo_trt.runtime.decoding.kv_cache import KVCache
-from hippo_trt.runtime.backends.loader import ModelEngines
-
-
-@dataclass(frozen=True)
-class PrefillOut:
-    logits: np.ndarray  # [1, V] of the last prompt token
-    importance: np.ndarray  # [1, N] attention of the text after the video to each visual token
+from hippo_trt.runtime.backends.base import ModelEngines
+from hippo_trt.runtime.backends.base import PrefillOut, Prompt, check_prefill, check_step
 
 
 def scoring_rows(fed_ids: np.ndarray, video_token_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,34 +31,6 @@ def prompt_ids(fed_ids: np.ndarray, video_token_id: int, vocab: int) -> np.ndarr
     slots = np.flatnonzero(ids == video_token_id)
     ids[slots] = vocab + np.arange(len(slots))
     return ids
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """What a prefill feeds: input_ids [1, S] (video tokens as ``vocab + j``), the prompt table
-    [1, Nv, d] those ids read (where the engines keep it), position_ids [1, S] or [3, 1, S], and
-    the scored rows (visual_index [N], query_index [Q])."""
-
-    input_ids: np.ndarray
-    table: object
-    position_ids: np.ndarray
-    scored: tuple[np.ndarray, np.ndarray]
-
-    @property
-    def seq(self) -> int:
-        return self.input_ids.shape[1]
-
-
-def check_prefill(dims: DimsTable, prompt: Prompt) -> None:
-    """The dims checks of a prefill (every session kind makes them)."""
-    dims.check("seq", prompt.seq, what="prefill")
-    dims.check("prompt_rows", prompt.table.shape[1], what="prefill")
-
-
-def check_step(dims: DimsTable, n: int, past: int) -> None:
-    """The dims checks of a decode step of ``n`` tokens over ``past`` cached ones."""
-    dims.check("spec_len", n, what="decode")
-    dims.check("past", past, what="decode")
 
 
 def open_session(engines: ModelEngines, dims: DimsTable, max_len: int):

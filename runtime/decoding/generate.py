@@ -28,9 +28,6 @@ from hippo_trt.runtime.decoding.decoder import DecoderSession
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_token, verify_greedy, verify_sampling
 
 
-DRAFT_FEEDS = 2  # a draft lane's steps: 1 token, or 2 after a fully accepted block (propose, parallel.py)
-
-
 def fit_vocab(logits: np.ndarray, vocab: int | None) -> np.ndarray:
     """logits [n, V'] as [n, vocab]: a draft whose embedding has fewer rows than the target's
     (LLaVA-OneVision 0.5B: 151936, 7B: 152064, one tokenizer) gives the missing ids -inf, so

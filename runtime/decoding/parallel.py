@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hippo_trt.trace import Span
-from hippo_trt.runtime.decoding.generate import DRAFT_FEEDS, Budget, DraftLength, Lane, TokenChooser
+from hippo_trt.runtime.decoding.generate import Budget, DraftLength, Lane, TokenChooser
+from hippo_trt.runtime.backends.base import DRAFT_FEEDS
 from hippo_trt.runtime.decoding.verify import AcceptanceStats
 
 

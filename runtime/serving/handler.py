@@ -21,7 +21,7 @@ from hippo_trt.errors import HippoError, InputError
 from hippo_trt.manifest import Manifest
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline, RunResult
 from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
 

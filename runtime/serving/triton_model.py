@@ -32,10 +32,13 @@ from hippo_trt.errors import EngineError, HippoError, InputError, WorkDirError
 from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.manifest import Manifest
 from hippo_trt.pruning import Debias, PruneOptions
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
 from hippo_trt.runtime.serving.handler import RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, RequestOptions
+from hippo_trt.runtime.backends.base import ModelEngines
+from hippo_trt.graphs.families import specs_from_record
+from hippo_trt.runtime.pruner import GraphPruner
 
 ENGINE_MODES = ("bls", "local")
 WORK_DIR = "work"  # the work dir's copy, inside each Python model's directory
@@ -207,7 +210,6 @@ class BlsSession:
 
 
 def _bls_engines(manifest: Manifest, role: str):
-    from hippo_trt.runtime.backends.loader import ModelEngines, specs_from_record
 
     record = manifest.model(role)
     engines = {name: BlsEngine(graph_model(role, name), spec) for name, spec in specs_from_record(record).items()}
@@ -217,7 +219,6 @@ def _bls_engines(manifest: Manifest, role: str):
 def bls_pipeline(work: Path, manifest: Manifest) -> Pipeline:
     """A pipeline whose graphs are the repository's Triton models (the draft's too when the
     work dir has one; the pruning graphs' when it has them, else the numpy reference)."""
-    from hippo_trt.runtime.pruner import GraphPruner
 
     target = _bls_engines(manifest, "target")
     if "draft" not in manifest.models:

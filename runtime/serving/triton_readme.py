@@ -8,6 +8,7 @@ from typing import Sequence
 from hippo_trt import __version__
 from hippo_trt.manifest import Manifest
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, RequestOptions
+from hippo_trt.runtime.serving.triton_config import instance_kind
 
 GRAPH_ROLES = {
     "vision": "vision encoder: pixels -> visual tokens",
@@ -30,7 +31,6 @@ def _what(name: str, kind: str) -> str:
 
 
 def _models_table(models, options) -> list[str]:
-    from hippo_trt.runtime.serving.triton_repo import instance_kind
 
     lines = ["| model | what | platform / backend | instances |", "|---|---|---|---|"]
     for m in models:

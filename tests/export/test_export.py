@@ -10,9 +10,10 @@ import onnx
 import pytest
 import torch
 
-from hippo_trt.errors import ExportValidationError, ModelError
+from hippo_trt.errors import ExportValidationError
 from hippo_trt.graphs import llava_onevision as arch
-from hippo_trt.export.validate import Tolerance, check_onnx, validate_graph
+from hippo_trt.export.validate import check_onnx, validate_graph
+from hippo_trt.graphs.numerics import Tolerance
 from hippo_trt.manifest import FORMAT, Manifest
 from hippo_trt.model_dir import ModelDir, sha256_file
 from tests.conftest import TEST_LIMITS
@@ -145,7 +146,7 @@ def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_di
     """The model is loaded in fp16 and exported as it is: half the fp32 export's bytes, float
     inputs and KV in fp16, validated against the torch model in fp16 (TOLERANCES["fp16"])."""
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.export.validate import TOLERANCES
+    from hippo_trt.graphs.numerics import TOLERANCES
 
     manifest = export_work_dir(tiny_dirs["gqa"], tmp_path / "w", limits=TEST_LIMITS, progress=False, dtype="fp16")  # target alone
     record, fp32 = manifest.model("target"), Manifest.load(work_dirs["gqa"]).model("target")

@@ -18,7 +18,8 @@ from onnx import TensorProto, helper
 from hippo_trt.errors import EngineError, WorkDirError
 from hippo_trt.manifest import MANIFEST, FileRecord, Manifest
 from hippo_trt.export import ort_build as build
-from hippo_trt.export.ort_build import build_onnxruntime, export_id, verify_export
+from hippo_trt.export.ort_build import build_onnxruntime
+from hippo_trt.fingerprint import export_id, verify_export
 from tests.hippo_trt.test_manifest import manifest_with, matmul_model, save_external
 
 GRAPHS = ("vision", "decoder")

@@ -11,17 +11,19 @@ from hypothesis import strategies as st
 from hippo_trt import pruning as P
 from hippo_trt.errors import InputError
 from hippo_trt.export import prune_graph as G
+from hippo_trt.graphs.specs import GRAPH_OF_METHOD, PRUNE_GRAPHS
+from hippo_trt.runtime.pruner import prune_feeds, prune_session, run_prune_graph
 from hippo_trt.export.onnx_export import OPSET
 from hippo_trt.export.trt_compat import check_graph, check_model, format_reports, load_rules
 from hippo_trt.pruning import PruneOptions, TokenGrid
 
-GRAPH_METHODS = tuple(G.GRAPH_OF_METHOD)
+GRAPH_METHODS = tuple(GRAPH_OF_METHOD)
 
 
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     root = tmp_path_factory.mktemp("prune")
-    return {g: G.prune_session(G.save_prune_graph(root / f"{g}.onnx", g)) for g in G.GRAPHS}
+    return {g: prune_session(G.save_prune_graph(root / f"{g}.onnx", g)) for g in PRUNE_GRAPHS}
 
 
 def _check_agreement(sessions, method, grid, keep, importance, features, options=None):
@@ -29,10 +31,10 @@ def _check_agreement(sessions, method, grid, keep, importance, features, options
     options = options or PruneOptions()
     ref = P.select_kept(method, grid.n, keep, grid=grid, importance=importance, features=features, options=options)
     position_ids = np.arange(grid.n, dtype=np.int64) * 3 + 100  # [n] anything but 0..n-1
-    feeds = G.prune_feeds(
+    feeds = prune_feeds(
         method, grid, keep, features=features, importance=importance, position_ids=position_ids, options=options
     )
-    out = G.run_prune_graph(sessions[feeds.graph], feeds.feeds)
+    out = run_prune_graph(sessions[feeds.graph], feeds.feeds)
     np.testing.assert_array_equal(out["kept_index"], ref, err_msg=f"{method} {grid} keep={keep}")
     np.testing.assert_array_equal(out["kept_features"], features[ref])
     np.testing.assert_array_equal(out["kept_position_ids"], position_ids[ref])
@@ -137,7 +139,7 @@ def test_all_tied_scores_keep_the_lowest_indices(sessions):
 # --- the saved model ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("graph", G.GRAPHS)
+@pytest.mark.parametrize("graph", PRUNE_GRAPHS)
 def test_saved_graph_is_a_valid_opset_model_with_named_io(tmp_path, graph):
     path = G.save_prune_graph(tmp_path / "sub" / f"{graph}.onnx", graph)
     assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == [f"{graph}.onnx"]  # no temp file left
@@ -162,11 +164,11 @@ def test_unknown_graph_and_graphless_methods_are_input_errors(tmp_path):
     grid = TokenGrid(1, 2, 2)
     features = np.ones((grid.n, 2), np.float32)
     with pytest.raises(InputError, match="'uniform' has no graph"):
-        G.prune_feeds("uniform", grid, 0.5, features=features)
+        prune_feeds("uniform", grid, 0.5, features=features)
     with pytest.raises(InputError, match="'hippo' needs importance"):
-        G.prune_feeds("hippo", grid, 0.5, features=features)
+        prune_feeds("hippo", grid, 0.5, features=features)
     with pytest.raises(InputError, match=r"features must be \[5, D\]"):
-        G.prune_feeds("local", grid, 0.5, features=features[:3])
+        prune_feeds("local", grid, 0.5, features=features[:3])
 
 
 def test_specvlm_graph_matches_the_reference_for_every_budget(sessions):
@@ -193,14 +195,14 @@ def test_specvlm_graph_matches_the_reference_for_every_budget(sessions):
                         "fraction": np.array(fraction, np.float32),
                         "position_ids": position_ids,
                     }
-                    out = G.run_prune_graph(sessions["specvlm"], feeds)
+                    out = run_prune_graph(sessions["specvlm"], feeds)
                     ref = P.with_extra(P.specvlm_grid_indices(mass, budget, fraction), grid)
                     np.testing.assert_array_equal(out["kept_index"], ref, err_msg=f"{grid} {budget} {fraction} {mass}")
                     np.testing.assert_array_equal(out["kept_features"], features[ref])
                     np.testing.assert_array_equal(out["kept_position_ids"], position_ids[ref])
 
 
-@pytest.mark.parametrize("graph", G.GRAPHS)
+@pytest.mark.parametrize("graph", PRUNE_GRAPHS)
 def test_pruning_graph_has_no_data_dependent_shapes_and_passes_the_trt_check(tmp_path, graph):
     model = G.build_prune_model(graph)
     ops = {node.op_type for node in model.graph.node}

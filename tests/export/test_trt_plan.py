@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hippo_trt import tensorrt_env
 from hippo_trt.dims import DimRange
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.export.trt_plan import (
@@ -27,7 +28,7 @@ from hippo_trt.export.trt_plan import (
     plan_build,
 )
 from hippo_trt.manifest import FileRecord, Manifest
-from hippo_trt.runtime.backends.loader import specs_from_record
+from hippo_trt.graphs.families import specs_from_record
 from tests.conftest import TEST_LIMITS
 
 GRAPHS = ("vision", "decoder")
@@ -689,7 +690,7 @@ def test_the_keep_range_moves_keep_count_only(gqa):
 def test_the_pruning_specs_are_the_exported_graphs_inputs(gqa, work_dirs):
     import onnx
 
-    from hippo_trt.export.prune_graph import GRAPHS as EXPORTED
+    from hippo_trt.graphs.specs import PRUNE_GRAPHS as EXPORTED
 
     assert tuple(PRUNE_SPECS) == EXPORTED == tuple(gqa.pruning)
     for name, spec in PRUNE_SPECS.items():
@@ -837,8 +838,8 @@ def test_build_tensorrt_builds_and_records_the_pruning_engines(fake_polygraphy, 
 
     from hippo_trt.export import trt_build
 
-    monkeypatch.setattr(trt_build, "require_tensorrt", lambda: SimpleNamespace(__version__="10.fake"))
-    monkeypatch.setattr(trt_build, "gpu_identity", lambda: {"gpu": "fake", "compute_capability": "9.0"})
+    monkeypatch.setattr(tensorrt_env, "require_tensorrt", lambda: SimpleNamespace(__version__="10.fake"))
+    monkeypatch.setattr(tensorrt_env, "gpu_identity", lambda: {"gpu": "fake", "compute_capability": "9.0"})
     manifest = trt_build.build_tensorrt(scratch_work, SMALL, progress=False)
     record = manifest.engines["tensorrt"]
     assert set(record["files"]) == {"target", "draft", PRUNING}

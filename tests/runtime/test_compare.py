@@ -17,7 +17,7 @@ from hippo_trt.runtime.compare import (
     format_rows,
     sample_feeds,
 )
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.backends.loader import load_engines
 
 GRAPHS = ("vision", "decoder (prefill)", "decoder (step)")  # the decoder checked as each kind of call

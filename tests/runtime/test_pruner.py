@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hippo_trt.errors import WorkDirError
-from hippo_trt.export.prune_graph import GRAPH_OF_METHOD
+from hippo_trt.graphs.specs import GRAPH_OF_METHOD
 from hippo_trt.manifest import Manifest
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import PruneOptions, kept_count

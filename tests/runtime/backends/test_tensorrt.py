@@ -170,7 +170,7 @@ def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pra
     from hippo_trt.export.trt_plan import BuildLimits
     from hippo_trt.manifest import FileRecord
     from hippo_trt.runtime.backends.onnxruntime import OrtEngine
-    from hippo_trt.runtime.backends.loader import specs_from_record
+    from hippo_trt.graphs.families import specs_from_record
     from hippo_trt.runtime.backends.tensorrt import TrtEngine
 
     work = shutil.copytree(work_dirs["gqa"], tmp_path / "work")

@@ -19,7 +19,7 @@ from hippo_trt.graphs.qwen2_decoder import DecoderGraph
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.runtime.backends.arrays import Placement
-from hippo_trt.runtime.decoding.decoder import Prompt
+from hippo_trt.runtime.backends.base import Prompt
 from hippo_trt.runtime.backends.loader import torch_device_engines
 from hippo_trt.runtime.backends.torch_static import StaticDecoder, StaticDecoderSession, StaticSessions, decode_buckets
 from tests.conftest import TEST_LIMITS

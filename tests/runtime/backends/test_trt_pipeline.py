@@ -20,12 +20,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hippo_trt import tensorrt_env
 from hippo_trt.cli.main import main
 from hippo_trt.errors import EngineError, ProfileError, WorkDirError
 from hippo_trt.export import trt_build
 from hippo_trt.export.trt_plan import BuildLimits
 from hippo_trt.manifest import Manifest
-from hippo_trt.export.prune_graph import prune_feeds
+from hippo_trt.runtime.pruner import prune_feeds
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import TokenGrid
 from hippo_trt.runtime.backends import tensorrt as trt_engine
@@ -51,7 +52,7 @@ def fake_trt():
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "tensorrt", fake_tensorrt)
         mp.setattr(trt_build, "_build_engine", _fake_build_engine)
-        mp.setattr(trt_build, "gpu_identity", lambda: dict(FAKE_GPU))
+        mp.setattr(tensorrt_env, "gpu_identity", lambda: dict(FAKE_GPU))
         mp.setattr(trt_engine, "DEFAULT_DEVICE", "cpu")
         yield mp
 
@@ -202,10 +203,10 @@ def test_a_wrong_sized_output_buffer_is_refused(pipelines):
 
 
 def test_engines_built_for_another_gpu_or_altered_are_refused(trt_work, fake_trt, tmp_path):
-    fake_trt.setattr(trt_build, "gpu_identity", lambda: {**FAKE_GPU, "gpu": "Other GPU"})
+    fake_trt.setattr(tensorrt_env, "gpu_identity", lambda: {**FAKE_GPU, "gpu": "Other GPU"})
     with pytest.raises(WorkDirError, match="built for gpu Fake GPU, this is Other GPU.*--backend tensorrt"):
         Pipeline.load(trt_work, backend="tensorrt")
-    fake_trt.setattr(trt_build, "gpu_identity", lambda: dict(FAKE_GPU))
+    fake_trt.setattr(tensorrt_env, "gpu_identity", lambda: dict(FAKE_GPU))
     work = shutil.copytree(trt_work, tmp_path / "work")
     record = Manifest.load(work).engines["tensorrt"]
     plan = work / record["files"]["target"]["decoder"]["path"]

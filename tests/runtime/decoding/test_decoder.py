@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.decoding.decoder import DecoderSession, Prompt, prefill_chunks
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.runtime.decoding.decoder import DecoderSession, prefill_chunks
+from hippo_trt.runtime.backends.base import Prompt
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.backends.loader import PREFILL_CHUNK, load_engines
 
 

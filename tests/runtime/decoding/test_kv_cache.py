@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from hippo_trt.errors import ProfileError
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.decoding.decoder import DecoderSession, Prompt
-from hippo_trt.runtime.backends.onnxruntime import OrtOptions
+from hippo_trt.runtime.decoding.decoder import DecoderSession
+from hippo_trt.runtime.backends.base import Prompt
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.decoding.kv_cache import KVCache
 from hippo_trt.runtime.backends.loader import load_engines
 
