@@ -5,7 +5,7 @@ in the same order; sums over the feature axis are sequential, via CumSum, as the
 ``seq_sum``; TopK breaks ties by the lower index as the reference's stable sort):
 
 ``fused`` (methods ``hippo``, ``attention``, ``local``: the fusion weights are a runtime input)
-    inputs   importance    float32 [n]     debiased log-importance (``pruning.debiased_importance``;
+    inputs   importance    float32 [n]     debiased log-importance (``pruning_scores.debiased_importance``;
                                            the extra tokens' values are ignored)
              features      float32 [n, D]  visual token features (grid tokens frame-major, then extra)
              grid          int64   [3]     (frames, height, width); n - F*H*W trailing extra tokens
@@ -142,7 +142,7 @@ def _fused_graph(
 ):
     """score = (w_g * minmax(importance) + w_t * frame_minmax(temporal)) + w_s * frame_minmax(spatial)
     over the G grid tokens, top (k - extra) of it (ties: lower index), then the extra tokens.
-    importance: the debiased log-importance (``pruning.debiased_importance``), not raw attention."""
+    importance: the debiased log-importance (``pruning_scores.debiased_importance``), not raw attention."""
     zero = op.Constant(value_ints=[0])
     n = op.Shape(importance)  # [1]
     g = op.ReduceProd(grid, keepdims=1)  # [1]: G = F * H * W
@@ -174,7 +174,7 @@ def _specvlm_graph(
     fraction: FLOAT,
     position_ids: INT64[N],
 ):
-    """SpecVLM's two stages over the G grid tokens (``pruning.specvlm_grid_indices``), then the
+    """SpecVLM's two stages over the G grid tokens (``pruning_scores.specvlm_grid_indices``), then the
     extra tokens. importance: the attention mass >= 0 (``pruning.specvlm_mass``).
 
     Every intermediate has a shape fixed by the inputs' shapes or keep_count (no NonZero): each

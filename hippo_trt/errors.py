@@ -63,3 +63,15 @@ class ServingError(HippoError):
     """A server cannot start or stay up, or a served request failed (the server's one-line reason)."""
 
     exit_code = 6
+
+
+class OptionError(InputError):
+    """An option out of range. The library's message names the option's field (``gamma``); a
+    surface that spells it otherwise (the CLI's ``--gamma``) re-words it with ``spelled``."""
+
+    def __init__(self, name: str, template: str):
+        self.name, self.template = name, template
+        super().__init__(template.format(name=name))
+
+    def spelled(self, spelling: str) -> str:
+        return self.template.format(name=spelling)

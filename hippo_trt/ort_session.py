@@ -26,7 +26,8 @@ class OrtOptions:
     def for_graph(self, name: str) -> "OrtOptions":
         """The options a graph's session is made with. The setup graphs take ``setup_threads``
         and never spin: idle sessions' spinning workers would starve whatever runs after them
-        (measured: preprocessing 2 ms -> 29 ms), and one wake-up is nothing next to a prefill."""
+        (the next request's preprocessing, many times slower), and one wake-up is nothing next
+        to a prefill."""
         return replace(self, intra_op_threads=self.setup_threads, spin=False) if name in SETUP_GRAPHS else self
 
 

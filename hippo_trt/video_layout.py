@@ -26,7 +26,7 @@ import numpy as np
 
 from hippo_trt.errors import InputError
 from hippo_trt.preprocess import Request
-from hippo_trt.pruning import TokenGrid
+from hippo_trt.token_grid import TokenGrid
 
 LLAVA_ONEVISION = "LlavaOnevisionForConditionalGeneration"
 QWEN2_5_VL = "Qwen2_5_VLForConditionalGeneration"

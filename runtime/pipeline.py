@@ -13,62 +13,22 @@ from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import load_processor
 from hippo_trt.preprocess import Request, prepare_request, video_pixels
-from hippo_trt.pruning import METHODS as PRUNE_METHODS, PruneOptions, kept_count, kept_positions
+from hippo_trt.pruning import kept_positions
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
 from hippo_trt.runtime.decoding.decoder import open_session, prompt_ids, scoring_rows
-from hippo_trt.runtime.backends.base import Prompt
+from hippo_trt.runtime.backends.base import PrefillOut, Prompt
 from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.decoding.generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.decoding.generate import OutputBudget, Lane, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.backends.loader import load_engines
 from hippo_trt.runtime.backends.base import ModelEngines
 from hippo_trt.runtime.decoding.parallel import ParallelDecoder, ParallelOptions
 from hippo_trt.runtime.pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
-from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling
-
-MODES = ("ar", "sd", "parallel")
-MAX_NEW_TOKENS = 4096
-MAX_GAMMA = 32
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """``mode`` ar: the target alone; sd: the draft (reading the ``prune``d ``keep`` fraction of
-    the visual tokens, scored as ``prune_options`` say) proposes ``gamma`` tokens per target
-    verification; parallel: the same with drafting and verification overlapped on two lanes
-    (``pre_verify``: see parallel.py). The pruned draft reads its tokens at their original
-    position ids, or, with ``repack``, at contiguous ones as SpecVLM does. ``adaptive_gamma``:
-    the draft length follows the verdicts, at most ``gamma`` (see generate.DraftLength)."""
-
-    max_new_tokens: int = 64
-    mode: str = "ar"
-    gamma: int = 4
-    sampling: Sampling = Sampling()
-    prune: str = "none"
-    keep: float = 1.0
-    pre_verify: bool = False
-    prune_options: PruneOptions = PruneOptions()
-    repack: bool = False
-    adaptive_gamma: bool = False
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise InputError(f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
-        if self.mode not in MODES:
-            raise InputError(f"unknown --mode '{self.mode}' (available: {', '.join(MODES)})")
-        if not 1 <= self.gamma <= MAX_GAMMA:
-            raise InputError(f"--gamma must be between 1 and {MAX_GAMMA}, got {self.gamma}")
-        if self.prune not in PRUNE_METHODS:
-            raise InputError(f"unknown --prune method '{self.prune}' (available: {', '.join(PRUNE_METHODS)})")
-        kept_count(1, self.keep)  # range check
-
-    @property
-    def speculative(self) -> bool:
-        return self.mode != "ar"
-
+from hippo_trt.runtime.decoding.verify import AcceptanceStats
 
 @dataclass(frozen=True)
 class RunResult:
@@ -80,6 +40,16 @@ class RunResult:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TargetStart:
+    """The target after its prefill: its lane (at output token 0), the prefill's outputs
+    (first logits, visual-token importance) and the number of visual tokens."""
+
+    lane: Lane
+    prefilled: PrefillOut
+    n_visual: int
 
 
 def check_visual(input_ids: np.ndarray, visual, video_token_id: int) -> None:
@@ -235,70 +205,78 @@ class Pipeline:
         self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None, on_commit: Callable[[Sequence[int]], None] | None = None
     ) -> RunResult:
         """``on_commit`` (streaming) sees the tokens as they are committed; it may raise to
-        end the request early (see generate.Budget)."""
+        end the request early (see generate.OutputBudget). Three steps: the target's prefill, the
+        draft's setup (speculative modes; in parallel while the target decodes alone), decoding."""
         timer = timer or PhaseTimer()
         self._check(request, config)
-        ids, record = request.input_ids, self.target.record
-        seq = ids.shape[1]
-        n_visual = int((ids[0] == record.video_token_id).sum())
-        visual = self._encode(self.target, request, request.pixel_values_videos, timer)
-        session, prefilled, next_pos = self._prefill(self.target, request, visual, np.arange(seq), config.max_new_tokens, timer)
-        logits = prefilled.logits
-        tracer = timer.tracer
+        started = self._target_prefill(request, config, timer)
         stats: dict[str, object] = {"mode": config.mode, "ttft_ms": round(timer.since_start_ms(), 3)}
-        step_phase = "verify" if config.speculative else "decode_step"
-        target = Lane(session, base_len=seq, base_pos=next_pos, track="target", phase=step_phase, tracer=tracer)
-        budget, chooser = Budget(config.max_new_tokens, record.eos_token_ids, on_commit), TokenChooser(config.sampling, tracer=tracer)
+        budget = OutputBudget(config.max_new_tokens, self.target.record.eos_token_ids, on_commit)
+        chooser = TokenChooser(config.sampling, tracer=timer.tracer)
         start = time.perf_counter()
-        if config.speculative:
-            acceptance, kept = AcceptanceStats(), []
-
-            def draft_lane() -> Lane:
-                """The draft's vision, pruning and prefill -> its lane (in parallel: while the target decodes alone)."""
-                d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
-                with timer.phase("pruning", "draft"):
-                    grid = self.layout(self.draft).token_grid(request, n_visual)
-                    scores = PruneInputs(grid, prefilled.importance[0], d_visual[0])
-                    kept.extend(self.pruner.select(config.prune, config.keep, scores, config.prune_options))
-                    index = kept_positions(ids, record.video_token_id, kept)
-                d_session, _, d_pos = self._prefill(self.draft, request, d_visual, index, config.max_new_tokens, timer, "draft_", config.repack)
-                return Lane(
-                    d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=tracer,
-                    vocab=self.target.shape.vocab,  # one tokenizer; the embeddings may be padded to other sizes
-                )
-
-            if config.mode == "parallel":
-                options = ParallelOptions(config.gamma, config.pre_verify, config.adaptive_gamma)
-                decoder = ParallelDecoder(target, draft_lane, budget, chooser, options, acceptance)
-                tokens, draft = decoder.run(logits), decoder.draft
-            else:
-                draft = draft_lane()
-                tokens = generate_sd(target, draft, logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma)
-            stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=len(kept))
-            stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3) if draft is not None else 0.0)
-        else:
-            tokens = generate_ar(target, logits, budget, chooser)
-            steps = len(tokens) - 1  # the first token comes from the prefill
-            stats["decode_ms_per_token"] = round(target.busy_ms / steps, 4) if steps else None
+        decode = self._decode_speculative if config.speculative else self._decode_ar
+        tokens = decode(request, config, started, budget, chooser, timer, stats)
         timer.add("decode", (time.perf_counter() - start) * 1e3)
         stats.update(
             frames=request.frames,
-            prompt_tokens=seq,
-            visual_tokens=n_visual,
+            prompt_tokens=request.input_ids.shape[1],
+            visual_tokens=started.n_visual,
             new_tokens=len(tokens),
-            stopped_at_eos=tokens[-1] in record.eos_token_ids,
-            kv_cache_bytes=session.cache.nbytes,
-            target_busy_ms=round(target.busy_ms, 3),
+            stopped_at_eos=tokens[-1] in self.target.record.eos_token_ids,
+            kv_cache_bytes=started.lane.session.cache.nbytes,
+            target_busy_ms=round(started.lane.busy_ms, 3),
         )
         with timer.phase("detokenize"):
             text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-        return RunResult(
-            text=text,
-            input_ids=ids[0].tolist(),
-            tokens=tokens,
-            timings_ms=timer.rounded(),
-            stats=stats,
+        return RunResult(text=text, input_ids=request.input_ids[0].tolist(), tokens=tokens, timings_ms=timer.rounded(), stats=stats)
+
+    def _target_prefill(self, request: Request, config: GenerationConfig, timer: PhaseTimer) -> TargetStart:
+        """The target's vision and prefill over the whole prompt: its lane, ready to decode."""
+        ids, record = request.input_ids, self.target.record
+        seq = ids.shape[1]
+        visual = self._encode(self.target, request, request.pixel_values_videos, timer)
+        session, prefilled, next_pos = self._prefill(self.target, request, visual, np.arange(seq), config.max_new_tokens, timer)
+        phase = "verify" if config.speculative else "decode_step"
+        lane = Lane(session, base_len=seq, base_pos=next_pos, track="target", phase=phase, tracer=timer.tracer)
+        return TargetStart(lane, prefilled, int((ids[0] == record.video_token_id).sum()))
+
+    def _draft_setup(self, request: Request, config: GenerationConfig, started: TargetStart, timer: PhaseTimer, kept: list) -> Lane:
+        """The draft's vision, pruning (the kept visual tokens go into ``kept``) and prefill -> its lane."""
+        ids, record = request.input_ids, self.target.record
+        d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
+        with timer.phase("pruning", "draft"):
+            grid = self.layout(self.draft).token_grid(request, started.n_visual)
+            scores = PruneInputs(grid, started.prefilled.importance[0], d_visual[0])
+            kept.extend(self.pruner.select(config.prune, config.keep, scores, config.prune_options))
+            index = kept_positions(ids, record.video_token_id, kept)
+        d_session, _, d_pos = self._prefill(self.draft, request, d_visual, index, config.max_new_tokens, timer, "draft_", config.repack)
+        return Lane(
+            d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=timer.tracer,
+            vocab=self.target.shape.vocab,  # one tokenizer; the embeddings may be padded to other sizes
         )
+
+    def _decode_ar(self, request, config, started: TargetStart, budget, chooser, timer, stats: dict) -> list[int]:
+        tokens = generate_ar(started.lane, started.prefilled.logits, budget, chooser)
+        steps = len(tokens) - 1  # the first token comes from the prefill
+        stats["decode_ms_per_token"] = round(started.lane.busy_ms / steps, 4) if steps else None
+        return tokens
+
+    def _decode_speculative(self, request, config, started: TargetStart, budget, chooser, timer, stats: dict) -> list[int]:
+        acceptance, kept = AcceptanceStats(), []
+
+        def draft_lane() -> Lane:
+            return self._draft_setup(request, config, started, timer, kept)
+
+        if config.mode == "parallel":
+            options = ParallelOptions(config.gamma, config.pre_verify, config.adaptive_gamma)
+            decoder = ParallelDecoder(started.lane, draft_lane, budget, chooser, options, acceptance)
+            tokens, draft = decoder.run(started.prefilled.logits), decoder.draft
+        else:
+            draft = draft_lane()
+            tokens = generate_sd(started.lane, draft, started.prefilled.logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma)
+        stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=len(kept))
+        stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3) if draft is not None else 0.0)
+        return tokens
 
     def run(
         self,

@@ -17,7 +17,9 @@ import numpy as np
 
 from hippo_trt.errors import WorkDirError
 from hippo_trt.manifest import FileRecord, Manifest
-from hippo_trt.pruning import PruneOptions, TokenGrid, select_kept
+from hippo_trt.pruning import PruneOptions, select_kept
+from hippo_trt.pruning_scores import debiased_importance
+from hippo_trt.token_grid import TokenGrid
 from hippo_trt.runtime.backends.arrays import Placement, to_host
 from hippo_trt.ort_session import OrtOptions, ort_session
 from hippo_trt import pruning
@@ -92,7 +94,7 @@ class EnginePruner(GraphPruner):
 
     def _serves(self, graph: str, feeds: dict) -> bool:
         """A TensorRT engine exists for the graph and was built for this many kept tokens (the
-        plan leaves out what TensorRT's TopK limit forbids: export/trt_plan.py)."""
+        plan leaves out what TensorRT's TopK limit forbids: export/trt_prune_profiles.py)."""
         if graph not in self.sessions:
             return False
         built = getattr(self.sessions[graph], "values", {}).get("keep_count")
@@ -140,7 +142,7 @@ def _float32(features):
 
 def prune_feeds(
     method: str,
-    grid: pruning.TokenGrid,
+    grid: TokenGrid,
     keep: float,
     *,
     features: np.ndarray,
@@ -176,7 +178,7 @@ def prune_feeds(
         return PruneFeeds("specvlm", {**common, "importance": np.concatenate([mass, extra]), "fraction": fraction})
     weights = pruning.method_weights(method, options)
     if weights[0] > 0:
-        score = pruning.debiased_importance(importance, grid, options.debias, reference)  # [G]
+        score = debiased_importance(importance, grid, options.debias, reference)  # [G]
     else:
         score = np.zeros(grid.grid_count, dtype=np.float32)
     padded = np.concatenate([score, np.zeros(grid.extra, dtype=np.float32)])  # [n]

@@ -16,14 +16,12 @@ mode:
   cost (README, Decoding speed). The draft's vision graph keeps to the
   draft's threads: it runs while the target decodes its first tokens alone (see parallel.py).
 
-Measured on the 2-core CI machine with the demo pair (``bench decode --gamma 6 --prune hippo
---keep 0.1``): a 7-token verification takes 5.1 ms on one thread and about 3.5 ms on two,
-while the draft's 6 steps take about 1.5 ms. So on 2 cores ``sd`` (two threads verifying,
-then drafting) decodes faster than ``parallel`` (one thread verifying while the other
-drafts): parallel's decode phase ran at 0.85x sd's. With both on the same 1/1 lanes the two
-are even (0.90-1.03x over four runs): the overlap hides the drafting, but the core it needs
-costs the verification as much. ``parallel`` pays off where the draft's steps do not take a
-core from the target's (a GPU's streams, more cores). Explicit ``threads`` /
+On few cores a verification gains more from a second thread than the draft's short steps
+take, so ``sd`` (every thread verifying, then drafting) decodes faster than ``parallel`` (one
+thread verifying while another drafts); on the same one-thread lanes the two are about even:
+the overlap hides the drafting, but the core it needs costs the verification as much (README,
+Decoding speed, has the measurements). ``parallel`` pays off where the draft's steps do not
+take a core from the target's (a GPU's streams, more cores). Explicit ``threads`` /
 ``draft_threads`` override it all.
 """
 

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from hippo_trt.cli.main import RUN_BACKENDS, _add_bench_source, _add_common, _add_decoding, _bench_clips, _generation_config, _positive, _positives, _print_json, _progress
+from hippo_trt.cli.options import add_flag, add_generation_flags, request_options
+from hippo_trt.runtime.serving.protocol import FRAMES
 from hippo_trt.errors import InputError
+from hippo_trt.cli.common import RUN_BACKENDS, add_bench_source, add_common, add_decoding, bench_clips, generation_from_args, positives, print_json, progress
+from hippo_trt.cli.options import positive
 
 
 def _serve_options(args):
@@ -24,7 +27,7 @@ def _serve_options(args):
 def cmd_serve(args) -> int:
     from hippo_trt.runtime.serving.server import HippoServer
 
-    server = HippoServer.load(args.work, _generation_config(args), _serve_options(args), progress=_progress(args))
+    server = HippoServer.load(args.work, generation_from_args(args), _serve_options(args), progress=progress(args))
     server.start()
     o = server.options
     print(
@@ -37,13 +40,6 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _request_options(args):
-    from hippo_trt.runtime.serving.protocol import RequestOptions
-
-    names = ("max_new_tokens", "mode", "gamma", "prune", "keep", "temperature", "top_k", "top_p", "seed", "frames")
-    return RequestOptions(**{n: getattr(args, n) for n in names})
-
-
 def cmd_client(args) -> int:
     from hippo_trt.runtime.serving.client import HippoClient
 
@@ -51,9 +47,9 @@ def cmd_client(args) -> int:
     with HippoClient(args.url, args.protocol, timeout_s=args.timeout) as client:
         if args.stream:
             return _print_stream(client, args, video)
-        reply = client.generate(args.prompt, video, _request_options(args))
+        reply = client.generate(args.prompt, video, request_options(args))
     if args.json:
-        _print_json({"text": reply.text, "tokens": reply.tokens, "stats": reply.stats, "latency_ms": round(reply.latency_ms, 3)})
+        print_json({"text": reply.text, "tokens": reply.tokens, "stats": reply.stats, "latency_ms": round(reply.latency_ms, 3)})
     else:
         print(reply.text)
     return 0
@@ -67,12 +63,12 @@ def _npy_frames(path: Path):
 
 def _print_stream(client, args, video) -> int:
     pieces = []
-    for piece in client.stream(args.prompt, video, _request_options(args)):
+    for piece in client.stream(args.prompt, video, request_options(args)):
         pieces.append(piece)
         if not args.json:
             print(piece.text, end="", flush=True)
     if args.json:
-        _print_json({"pieces": [{"text": p.text, "tokens": p.tokens, "ms": round(p.elapsed_ms, 3)} for p in pieces], "stats": pieces[-1].stats})
+        print_json({"pieces": [{"text": p.text, "tokens": p.tokens, "ms": round(p.elapsed_ms, 3)} for p in pieces], "stats": pieces[-1].stats})
     else:
         print()
     return 0
@@ -84,18 +80,18 @@ def cmd_bench_serve(args) -> int:
 
     streaming = {"both": (False, True), "off": (False,), "only": (True,)}[args.streaming]
     config = LoadConfig(tuple(args.concurrency), args.requests, streaming, args.time_limit)
-    defaults = _generation_config(args)
+    defaults = generation_from_args(args)
     if args.url:
         jobs = [Job(args.prompt or "Describe the video.", read_video(args.video))] if args.video else None
         if jobs is None:
             raise InputError("bench serve --url: give --video and --prompt (the server's work dir is not known here)")
-        points = load_points(args.url, jobs, config, instances=0, progress=_progress(args))
+        points = load_points(args.url, jobs, config, instances=0, progress=progress(args))
     else:
-        work, clips = _bench_clips(args)
+        work, clips = bench_clips(args)
         jobs = [Job(c.prompt, read_video(c.video)) for c in clips]
-        points = bench_serve(work, jobs, tuple(args.instances), defaults, config, progress=_progress(args))
+        points = bench_serve(work, jobs, tuple(args.instances), defaults, config, progress=progress(args))
     if args.json:
-        _print_json([p.to_json() for p in points])
+        print_json([p.to_json() for p in points])
     else:
         print(format_serve_table(points, None if args.url else defaults))
     return 0
@@ -106,7 +102,7 @@ def cmd_export_triton(args) -> int:
 
     options = TritonRepoOptions(
         backend=args.backend, device=args.device, instances=args.instances, engines=args.engines, overwrite=args.overwrite,
-        defaults=_generation_config(args),
+        defaults=generation_from_args(args),
     )
     repo = export_triton_repo(args.work, args.out, options)
     print(repo.summary())
@@ -119,7 +115,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--http-port", type=int, default=8000)
     g.add_argument("--grpc-port", type=int, default=8001)
     g.add_argument("--metrics-port", type=int, default=8002)
-    g.add_argument("--instances", type=_positive, default=1, help="model instances, each with its own engines and caches")
+    g.add_argument("--instances", type=positive, default=1, help="model instances, each with its own engines and caches")
     g.add_argument("--backend", choices=RUN_BACKENDS, default="onnxruntime", help="as hippo-trt run's (each instance loads its own engines)")
     g.add_argument("--drain-timeout", type=int, default=30, help="seconds in-flight requests get to finish on shutdown")
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds after which a request is ended with an error")
@@ -128,8 +124,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
 
 def _serving_defaults(p: argparse.ArgumentParser) -> None:
     """HIPPO's deployment defaults: parallel SD over a draft reading 10% of the video tokens."""
-    p.add_argument("--max-new-tokens", type=_positive, default=64)
-    _add_decoding(p)
+    add_decoding(p)
     p.set_defaults(mode="parallel", prune="hippo", keep=0.1)
 
 
@@ -138,7 +133,7 @@ def add_commands(sub, bench) -> None:
     p.add_argument("work", type=Path)
     _add_server_args(p)
     _serving_defaults(p)
-    _add_common(p, threads=True)
+    add_common(p, threads=True)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("client", help="ask a running server (hippo-trt serve or an export-triton repository)")
@@ -151,22 +146,21 @@ def add_commands(sub, bench) -> None:
     p.add_argument("--stream", action="store_true", help="print the text as it is generated (gRPC)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
     g = p.add_argument_group("options (default: the server's)")
-    for flag, kind in (("--max-new-tokens", int), ("--mode", str), ("--gamma", int), ("--prune", str), ("--keep", float),
-                       ("--temperature", float), ("--top-k", int), ("--top-p", float), ("--seed", int), ("--frames", int)):  # fmt: skip
-        g.add_argument(flag, type=kind, default=None)
-    _add_common(p)
+    add_generation_flags(g, server_defaults=True)
+    add_flag(g, FRAMES, None)
+    add_common(p)
     p.set_defaults(func=cmd_client)
 
     p = bench.add_parser("serve", help="load test of a loopback server: throughput, latency and TTFT percentiles")
-    _add_bench_source(p)
+    add_bench_source(p)
     p.add_argument("--url", help="an already running loopback server's gRPC host:port (default: start one per --instances)")
-    p.add_argument("--instances", type=_positives, default=(1, 2), help="instance counts, comma-separated")
-    p.add_argument("--concurrency", type=_positives, default=(1, 2, 4), help="client threads, comma-separated")
-    p.add_argument("--requests", type=_positive, default=16, help="requests per point")
+    p.add_argument("--instances", type=positives, default=(1, 2), help="instance counts, comma-separated")
+    p.add_argument("--concurrency", type=positives, default=(1, 2, 4), help="client threads, comma-separated")
+    p.add_argument("--requests", type=positive, default=16, help="requests per point")
     p.add_argument("--streaming", choices=["both", "off", "only"], default="both")
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds per point; later requests are not sent")
     _serving_defaults(p)
-    _add_common(p, threads=True)
+    add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_serve)
 
     p = sub.add_parser("export-triton", help="a Triton model repository for a standalone Triton deployment")
@@ -174,9 +168,9 @@ def add_commands(sub, bench) -> None:
     p.add_argument("--out", type=Path, required=True, help="the repository directory to create")
     p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="ONNX models or TensorRT plans")
     p.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="instance_group kind")
-    p.add_argument("--instances", type=_positive, default=1, help="instances of every model")
+    p.add_argument("--instances", type=positive, default=1, help="instances of every model")
     p.add_argument("--engines", choices=["bls", "local"], default="bls", help="the loop calls the graph models (bls) or runs them in-process")
     p.add_argument("--overwrite", action="store_true", help="replace an existing repository")
     _serving_defaults(p)
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_export_triton)

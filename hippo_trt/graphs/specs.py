@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
@@ -23,6 +24,7 @@ class Kind(Enum):
     TOKEN_IDS = "token_ids"
     POSITIONS = "positions"
     SEQ_INDEX = "seq_index"  # indices into the graph's seq axis
+    INDEX = "index"  # other int64 indices and sizes (the pruning graphs' grid, keep_count, kept_index)
 
 
     @property
@@ -80,6 +82,8 @@ class GraphSpec:
                 ).copy()
             elif t.kind is Kind.SEQ_INDEX:
                 feeds[t.name] = rng.integers(0, sizes["seq"], shape, dtype=np.int64)
+            elif t.kind is Kind.INDEX:  # the values must agree with the other inputs: no random draw
+                raise ValueError(f"graph '{self.name}' input '{t.name}' has no random sample (runtime/pruner.py makes its feeds)")
             elif t.kind is Kind.PIXELS:
                 feeds[t.name] = rng.uniform(-1, 1, shape).astype(np.float32)
             else:
@@ -154,3 +158,34 @@ def decoder_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
 # The pruning subgraphs (export/prune_graph.py) and the score-based method each one runs.
 PRUNE_GRAPHS = ("fused", "specvlm")
 GRAPH_OF_METHOD = {"hippo": "fused", "attention": "fused", "local": "fused", "specvlm": "specvlm"}
+
+
+def _prune_spec(name: str, mix: TensorSpec, extra_outputs: tuple[TensorSpec, ...] = ()) -> GraphSpec:
+    """A pruning graph (``export/prune_graph.py``; one video, no batch axis). Its own symbols, not
+    in the dims table: n visual tokens (extra tokens included) of feature size D (the draft's
+    hidden), k = keep_count's value of them kept, G = the grid tokens (the product of grid's values).
+    ``grid`` [3] (slices, h, w) and ``keep_count`` [] decide output shapes: TensorRT shape tensors."""
+    inputs = (
+        TensorSpec("importance", ("n",)),
+        TensorSpec("features", ("n", "D")),
+        TensorSpec("grid", (3,), Kind.INDEX),
+        TensorSpec("keep_count", (), Kind.INDEX),
+        mix,
+        TensorSpec("position_ids", ("n",), Kind.POSITIONS),
+    )
+    kept = (
+        TensorSpec("kept_index", ("k",), Kind.INDEX),
+        TensorSpec("kept_features", ("k", "D")),
+        TensorSpec("kept_position_ids", ("k",), Kind.POSITIONS),
+    )
+    return GraphSpec(name, inputs, kept + extra_outputs)
+
+
+# Each pruning graph's inputs and outputs, in PRUNE_GRAPHS order: ``fused`` mixes its scores with
+# ``weights`` [3] and also returns each grid token's score; ``specvlm`` takes stage I's ``fraction`` [].
+PRUNE_SPECS: Mapping[str, GraphSpec] = MappingProxyType(
+    {
+        "fused": _prune_spec("fused", TensorSpec("weights", (3,)), (TensorSpec("grid_score", ("G",)),)),
+        "specvlm": _prune_spec("specvlm", TensorSpec("fraction", ())),
+    }
+)

@@ -17,7 +17,7 @@ from typing import Mapping
 
 from hippo_trt.errors import InputError
 from hippo_trt.video_layout import LLAVA_ONEVISION, QWEN2_5_VL
-from hippo_trt.pruning import TokenGrid
+from hippo_trt.token_grid import TokenGrid
 
 # family -> the ``architectures`` name hippo_trt.graphs.families.FAMILIES is keyed by
 ARCHITECTURES = MappingProxyType({"llava_onevision": LLAVA_ONEVISION, "qwen2_5_vl": QWEN2_5_VL})
@@ -142,7 +142,7 @@ class PairPreset:
         return self.visual_tokens + self.text_tokens
 
     def token_grid(self):
-        """The video's visual tokens as the pruning methods see them (``hippo_trt.pruning.TokenGrid``):
+        """The video's visual tokens as the pruning methods see them (``hippo_trt.token_grid.TokenGrid``):
         LLaVA-OV frames x pooled side^2 + the newline; Qwen2.5-VL slices x merged side^2."""
 
         v = self.vision

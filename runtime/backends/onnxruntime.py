@@ -31,8 +31,8 @@ STEP_ROWS = 64  # a decoder call of more rows is a prefill (a step feeds at most
 
 def _shrinking_run_options():
     """Run options that hand the arena's unused memory back after the run (the CPU arena keeps
-    its peak otherwise: a 32-frame video's vision and prefill activations stayed resident
-    through decoding, measured 12.5 GiB peak instead of 7.5)."""
+    its peak otherwise: a long video's vision and prefill activations stay resident through
+    decoding, and raise the peak memory well above what decoding needs)."""
     import onnxruntime as ort
 
     options = ort.RunOptions()

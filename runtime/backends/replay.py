@@ -11,13 +11,19 @@ verification commits the accepted run plus the target's own token, and its expec
 ``acceptance_rate`` inverts it. A recorded trace (tokens committed per verification, e.g.
 from a real pair's run) replays as draws too: c committed = c - 1 accepted, then the position
 the target's own token takes (a rejected draft token, or after a full window the bonus).
+
+``ReplaySession`` replays the outcomes through the real decoding loops: it wraps a decoder
+session, runs every real step, and steers each row's greedy choice to ``ReplayScript``'s token
+for the output index the row predicts, so the loops' own verification accepts exactly what
+the outcomes accept (``hippo-trt bench gpu`` times ``generate_ar``, ``generate_sd`` and
+``ParallelDecoder`` over such sessions).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -94,3 +100,60 @@ def windows(outcomes: Outcomes, gamma: int, tokens: int) -> list[int]:
         out.append(c)
         done += c
     return out
+
+
+@dataclass(frozen=True)
+class ReplayScript:
+    """The greedy tokens of a replayed decode, by output index (output 0 is the prefill's).
+    The target's token at index i is a fixed sequence; the draft proposes the same token where
+    the outcomes accept it and another one where they reject it (the draft token at index i
+    is ``outcomes.accepted[i - 1]``'s: the first verification covers draws 0..). The decoding
+    loops' own greedy verification then commits the accepted run and the target's own token,
+    as ``Outcomes.window`` counts, and a bonus token equals the draft's next proposal exactly
+    when ``Outcomes.continues`` says so; every loop's output is the target's sequence."""
+
+    outcomes: Outcomes
+    first: int = 10  # ids first .. first + 2 * span - 1: in any vocabulary, and no EOS of the presets
+    span: int = 97
+
+    def target_token(self, i: int) -> int:
+        return self.first + i % self.span
+
+    def draft_token(self, i: int) -> int:
+        accepted = self.outcomes.accepted[(i - 1) % len(self.outcomes.accepted)]
+        return self.target_token(i) + (0 if accepted else self.span)
+
+    def first_logits(self, vocab: int) -> np.ndarray:
+        """The prefill's last logits [1, V] that choose output 0."""
+        logits = np.zeros((1, vocab), dtype=np.float32)
+        logits[0, self.target_token(0)] = 1.0
+        return logits
+
+
+class ReplaySession:
+    """A decoder session (DecoderSession's interface) over ``session``: every step runs the
+    real step, then sets each returned row's largest logit at ``token(i)``, where i is the
+    output index the row predicts (the row that fed position id ``base_pos + i - 1``). The
+    engines do all their work; only the greedy choice is replayed (for greedy decoding)."""
+
+    def __init__(self, session, token: Callable[[int], int], base_pos: int):
+        self.session, self.token, self.base_pos = session, token, base_pos
+
+    @property
+    def cache(self):
+        return self.session.cache
+
+    def prefill(self, prompt):
+        return self.session.prefill(prompt)
+
+    def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """input_ids, position_ids [1, n] -> the session's logits [1, n, V], steered."""
+        logits = self.session.step(input_ids, position_ids)  # [1, n, V] host
+        n = input_ids.shape[1]
+        top = np.finfo(logits.dtype).max
+        for row, pos in enumerate(np.asarray(position_ids).reshape(-1, n)[0]):  # [n]
+            logits[0, row, self.token(int(pos) - self.base_pos + 1)] = top
+        return logits
+
+    def rollback(self, length: int) -> None:
+        self.session.rollback(length)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import contextlib
+import statistics
 import time
 from collections.abc import Iterable
 
@@ -10,7 +12,7 @@ from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.threads import SETTLE_S, LaneThreads, lane_threads
 
 
-class LanePipelines:
+class SplitPipelines:
     """The pipelines a benchmark's modes need: one per distinct split (ar and sd share one,
     parallel has its own), each with the target and the draft on ONNX Runtime."""
 
@@ -32,7 +34,63 @@ class LanePipelines:
     @staticmethod
     def settle() -> None:
         """Before a timed run: let the previous run's spinning workers (ONNX Runtime's, torch's)
-        go to sleep, so each run starts from a quiet machine. Measured on 2 cores: parallel's
-        decode phase 38.2 ms right after sd's run, 31.9 ms after a pause; the time to first
-        token 42 ms right after another run, 40 ms after 20 ms, 34 ms after 200 ms."""
+        go to sleep, so each run starts from a quiet machine: right after another run, the
+        decode phase and the time to first token are measurably slower, and a pause shorter
+        than ``SETTLE_S`` leaves part of the slowdown."""
         time.sleep(SETTLE_S)
+
+
+KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)  # the draft's keep ratios the benchmarks sweep
+
+
+class Clock:
+    """Marks for timing: CUDA events on the current stream (a CUDA device), or the host clock
+    (a CPU device, or ``wall``: host time after everything enqueued so far has run)."""
+
+    def __init__(self, device: str = "cpu", wall: bool = False):
+        self.cuda = device.startswith("cuda")
+        self.events = self.cuda and not wall
+
+    def mark(self):
+        if self.events:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return self.wall()
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def wall(self) -> float:
+        """Host time after everything enqueued so far has run (throughput is wall time)."""
+        self.sync()
+        return time.perf_counter()
+
+    def ms(self, start, end) -> float:
+        return start.elapsed_time(end) if self.events else (end - start) * 1e3
+
+
+def median_ms(run, reps: int, clock: Clock | None = None, warmup: bool = True, after=lambda: None, lane=None) -> float:
+    """Median over ``reps`` of one call of ``run`` in ms (after one untimed call with
+    ``warmup``), ``after`` between calls. ``clock``: the host clock unless given; with CUDA
+    events the marks are on ``lane``'s stream (a Placement), where ``run`` enqueues its work."""
+    clock = clock or Clock()
+    enter = lane.lane if lane is not None else contextlib.nullcontext
+    if warmup:
+        run()
+        after()
+    times = []
+    for _ in range(reps):
+        with enter():
+            start = clock.mark()
+            run()
+            end = clock.mark()
+        clock.sync()
+        times.append(clock.ms(start, end))
+        after()
+    return statistics.median(times)

@@ -34,8 +34,9 @@ from tqdm import tqdm
 from hippo_trt.errors import EngineError
 from hippo_trt.preprocess import Request
 from hippo_trt.runtime.threads import LaneThreads, lane_threads
-from hippo_trt.runtime.bench.common import LanePipelines
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.bench.common import SplitPipelines
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.model_dir import ModelDir
 
 METHODS = ("ar", "sd", "parallel", "hf_generate", "hf_assisted")
@@ -179,7 +180,7 @@ def bench_decode(
 ) -> list[MethodRow]:
     engine_methods = [m for m in methods if not m.startswith("hf_")]
     loaded = engine_methods or ["sd"]  # transformers' methods alone still load their models through a pipeline
-    pipelines = LanePipelines(work, loaded, config.threads, config.draft_threads)
+    pipelines = SplitPipelines(work, loaded, config.threads, config.draft_threads)
     first = pipelines[loaded[0]]
     hf = _load_hf(first, config.generation.gamma) if any(m.startswith("hf_") for m in methods) else None
     rows = {m: MethodRow(m, pipelines.lanes.get(m)) for m in methods}
@@ -200,7 +201,7 @@ def bench_decode(
 WARMUP_TOKENS = 4  # enough for a drafted block: every engine of a speculative mode runs
 
 
-def _warm_up(pipelines: LanePipelines, modes: list[str], request: Request, config: DecodeBenchConfig) -> None:
+def _warm_up(pipelines: SplitPipelines, modes: list[str], request: Request, config: DecodeBenchConfig) -> None:
     """Each engine mode once on its own pipeline, unmeasured, so no measured run pays a
     session's first-run cost (the first request with a pruning engine took 170 ms more: 29 ms
     per request over 6 clips)."""

@@ -9,8 +9,6 @@ Two ways of keeping the cache, measured in the same run on the same engine:
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hippo_trt.errors import ProfileError
+from hippo_trt.runtime.bench.common import median_ms
 from hippo_trt.manifest import Manifest
 from hippo_trt.runtime.decoding.decoder import DecoderSession
 from hippo_trt.ort_session import OrtOptions
@@ -33,15 +32,6 @@ class DecodeStepRow:
     @property
     def ratio(self) -> float:
         return self.copying_ms / self.in_place_ms
-
-
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def bench_decode_steps(work: Path, contexts: list[int], repeats: int, options: OrtOptions = OrtOptions(), progress: bool = True
@@ -73,7 +63,7 @@ def bench_decode_steps(work: Path, contexts: list[int], repeats: int, options: O
                 cache[name] = np.concatenate([cache[name], new])[:context]  # keep the context fixed
 
         session.rollback(context)
-        rows.append(DecodeStepRow(context, _median_ms(in_place, repeats), _median_ms(copying, repeats)))
+        rows.append(DecodeStepRow(context, median_ms(in_place, repeats, warmup=False), median_ms(copying, repeats, warmup=False)))
     return rows
 
 
@@ -109,7 +99,7 @@ def _step_ms(work: Path, manifest: Manifest, role: str, context: int, spec_len: 
         session.step(ids, pos)
 
     step()  # warm-up
-    return _median_ms(step, repeats)
+    return median_ms(step, repeats, warmup=False)
 
 
 def bench_pair_steps(work: Path, context: int, spec_lens: list[int], repeats: int, options: OrtOptions = OrtOptions()) -> list[PairStepRow]:

@@ -17,10 +17,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
-from hippo_trt.runtime.bench.common import LanePipelines
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.bench.common import KEEPS, SplitPipelines
+from hippo_trt.runtime.generation import GenerationConfig
 
-KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)
 DEFAULT_METHODS = ("none", "uniform", "random", "attention", "local", "specvlm", "hippo")
 REPACK_KEEP = 0.1  # where the position-id variants are compared
 
@@ -78,7 +77,7 @@ def bench_pruning(
     work: Path, clips: list[Clip], config: PruneBenchConfig = PruneBenchConfig(), threads: int = 0, progress: bool = True
 ) -> list[PruneRow]:
     """Every setting in ``sd`` on sd's lanes (``lanes.lane_threads``; ``threads``: the target's)."""
-    pipeline = LanePipelines(work, ("sd",), threads)["sd"]
+    pipeline = SplitPipelines(work, ("sd",), threads)["sd"]
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     settings = _settings(config)
     rows = [PruneRow(m, k, "repacked" if r else "original") for m, k, r in settings]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hippo_trt.errors import HippoError, InputError, ServingError
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.serving.client import HippoClient, Reply
 from hippo_trt.runtime.serving.server import HippoServer, ServeOptions, free_ports
 

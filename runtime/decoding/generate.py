@@ -119,7 +119,7 @@ class TokenChooser:
 
 
 @dataclass(frozen=True)
-class Budget:
+class OutputBudget:
     """How many tokens a request may produce and which end it. ``on_commit`` (streaming) sees
     every token as it is committed, in order, exactly once; it may raise to stop the request
     (a disconnected client, a deadline): the exception leaves the decoding loop."""
@@ -164,7 +164,7 @@ class DraftLength:
             self.k = min(self.gamma, self.k + 2) if accepted == proposed else max(1, self.k - 1)
 
 
-def generate_ar(target: Lane, first_logits: np.ndarray, budget: Budget, chooser: TokenChooser) -> list[int]:
+def generate_ar(target: Lane, first_logits: np.ndarray, budget: OutputBudget, chooser: TokenChooser) -> list[int]:
     """Tokens after a prefill whose last logits are ``first_logits`` [1, V] (step time: ``target.busy_ms``)."""
     out: list[int] = []
     budget.commit(out, [chooser.pick(first_logits)[0]])
@@ -190,7 +190,7 @@ def propose(draft: Lane, out: list[int], k: int, chooser: TokenChooser, eos_ids:
 
 
 def generate_sd(
-    target: Lane, draft: Lane, first_logits: np.ndarray, budget: Budget, gamma: int, chooser: TokenChooser, stats: AcceptanceStats,
+    target: Lane, draft: Lane, first_logits: np.ndarray, budget: OutputBudget, gamma: int, chooser: TokenChooser, stats: AcceptanceStats,
     adaptive: bool = False,
 ) -> list[int]:
     """Speculative decoding with draft length ``gamma`` (``adaptive``: at most gamma, see

@@ -5,8 +5,8 @@ on its own lane with its own ONNX Runtime session and threads (a CUDA stream per
 GPU). On CPU the target's lane is a worker thread and the draft's lane is the scheduler's own
 thread: it drafts a step, looks whether a verdict has come in, and blocks only when it has
 nothing left to draft. A third thread for the draft would add two thread hand-offs per draft
-token, and with both cores busy running the two engines each hand-off waits for a time slice
-(measured 2-3 ms per hand-off on 2 cores, against a 0.4 ms draft step)::
+token, and with both cores busy running the two engines each hand-off waits for a time slice,
+far longer than a draft step::
 
     draft : [vision, pruning, prefill][c][d1][d2][d3][d4][e1][e2][e3][e4][f1]..  drafts past the window
     target: [t1    ][t2    ][t3    ]            [verify t3,d1..d4][verify e1,e2..f1]..
@@ -15,8 +15,7 @@ token, and with both cores busy running the two engines each hand-off waits for 
               catches up on t1..t3                 next window (e2..) starts at once
 
 * While the draft sets up (its vision, pruning and prefill), the target decodes alone: the
-  lead (``ParallelOptions.lead``; measured on the demo pair at gamma 6 on 2 cores: 2.3
-  tokens per request, decode phase 28.1 ms against 29.3 ms without it).
+  lead (``ParallelOptions.lead``; a few tokens per request, which shortens the decode phase).
 * The target verifies a window of up to ``gamma`` draft tokens as soon as they exist
   (``pre_verify``: as soon as one exists after a rejection, PEARL's pre-verify).
 * Meanwhile the draft keeps extending its path up to ``2 * gamma + 1`` tokens ahead: the
@@ -46,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hippo_trt.trace import Span
-from hippo_trt.runtime.decoding.generate import Budget, DraftLength, Lane, TokenChooser
+from hippo_trt.runtime.decoding.generate import OutputBudget, DraftLength, Lane, TokenChooser
 from hippo_trt.runtime.backends.base import DRAFT_FEEDS
 from hippo_trt.runtime.decoding.verify import AcceptanceStats
 
@@ -56,11 +55,11 @@ class _Path:
     """The committed tokens, the draft's unverified tokens after them and their distributions."""
 
     out: list[int]
-    spec: list[int] = field(default_factory=list)
+    drafted: list[int] = field(default_factory=list)
     dists: list = field(default_factory=list)
 
     def reset(self) -> None:
-        self.spec, self.dists = [], []
+        self.drafted, self.dists = [], []
 
 
 SAMPLING_LEAD = 2  # tokens the target decodes alone while the draft sets up, when sampling
@@ -83,7 +82,7 @@ class ParallelOptions:
         """Draft tokens kept ahead of the committed ones: a window, the token the target's bonus
         is expected to be, and the next whole window, so that after a full acceptance the next
         verification starts on the verdict without a draft step in between (with 2 * gamma the
-        draft owed one step there: measured 0.35 ms of target idle per window)."""
+        draft owed one step there, and the target sat idle for it every window)."""
         return 2 * self.gamma + 1
 
 
@@ -93,7 +92,7 @@ class ParallelDecoder:
     decodes alone on its lane while this thread sets the draft up (the lead, see ParallelOptions)."""
 
     def __init__(
-        self, target: Lane, draft: Lane | Callable[[], Lane], budget: Budget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
+        self, target: Lane, draft: Lane | Callable[[], Lane], budget: OutputBudget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
     ):
         self.target, self.budget, self.chooser, self.options = target, budget, chooser, options
         self.draft, self._setup = (draft, None) if isinstance(draft, Lane) else (None, draft)
@@ -112,10 +111,10 @@ class ParallelDecoder:
             verifying: tuple[Future, int] | None = None  # (job, window)
             while not self.budget.done(path.out):
                 if verifying is None and self._ready(path):
-                    window = min(len(path.spec), self._want(), self._remaining(path) - 1)
-                    verifying = (self._submit(t_lane, self.target, [path.out[-1], *path.spec[:window]]), window)
+                    window = min(len(path.drafted), self._want(), self._remaining(path) - 1)
+                    verifying = (self._submit(t_lane, self.target, [path.out[-1], *path.drafted[:window]]), window)
                 if self._may_draft(path) and not (verifying is not None and verifying[0].done()):
-                    self._extend(path, self.draft.feed((path.out + path.spec)[self.draft.fed :]))
+                    self._extend(path, self.draft.feed((path.out + path.drafted)[self.draft.fed :]))
                     continue
                 # Nothing to draft, or a verdict is in: take it (a draft step never runs beside
                 # this, so rolling the draft's cache back is safe).
@@ -176,7 +175,7 @@ class ParallelDecoder:
         return self.budget.max_new_tokens - len(path.out)
 
     def _draft_stopped(self, path: _Path) -> bool:
-        return bool(path.spec) and path.spec[-1] in self.eos
+        return bool(path.drafted) and path.drafted[-1] in self.eos
 
     def _want(self) -> int:
         """Draft tokens per verification: gamma, or 1 right after a rejection with pre-verify.
@@ -184,35 +183,35 @@ class ParallelDecoder:
         return 1 if (self.options.pre_verify and self.fresh) else self.length.k
 
     def _ready(self, path: _Path) -> bool:
-        return len(path.spec) >= min(self._want(), self._remaining(path) - 1) or self._draft_stopped(path)
+        return len(path.drafted) >= min(self._want(), self._remaining(path) - 1) or self._draft_stopped(path)
 
     def _may_draft(self, path: _Path) -> bool:
-        return not self._draft_stopped(path) and len(path.spec) < min(self.options.lookahead, self._remaining(path) - 1)
+        return not self._draft_stopped(path) and len(path.drafted) < min(self.options.lookahead, self._remaining(path) - 1)
 
     def _extend(self, path: _Path, logits: np.ndarray) -> None:
-        token, q = self.chooser.at(0, len(path.out) + len(path.spec)).pick(logits)
-        path.spec.append(token)
+        token, q = self.chooser.at(0, len(path.out) + len(path.drafted)).pick(logits)
+        path.drafted.append(token)
         path.dists.append(q)
 
     def _settle(self, path: _Path, logits: np.ndarray, window: int) -> bool:
         """Commit a verification's tokens; False when the draft's path no longer matches them."""
-        verdict = self.chooser.at(1, len(path.out)).verify(path.spec[:window], path.dists[:window], logits)
+        verdict = self.chooser.at(1, len(path.out)).verify(path.drafted[:window], path.dists[:window], logits)
         committed = self.budget.clip(verdict.tokens)
         self.stats.record(window, verdict.accepted, len(committed))
         self.length.update(window, verdict.accepted)
         self.target.rollback(len(path.out) + verdict.accepted)
         # The target's own token may be the one the draft already proposed next: then its
         # path (drafted from that very token) stays valid and the next window is ready.
-        on_path = verdict.accepted == window and len(path.spec) > window and committed[-1] == path.spec[window]
+        on_path = verdict.accepted == window and len(path.drafted) > window and committed[-1] == path.drafted[window]
         self.stats.path_kept.append(on_path)
         self.budget.commit(path.out, committed)
         if on_path:
-            path.spec, path.dists = path.spec[window + 1 :], path.dists[window + 1 :]
+            path.drafted, path.dists = path.drafted[window + 1 :], path.dists[window + 1 :]
             self.fresh = False
         return on_path
 
 
 def generate_parallel(
-    target: Lane, draft: Lane, first_logits: np.ndarray, budget: Budget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
+    target: Lane, draft: Lane, first_logits: np.ndarray, budget: OutputBudget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
 ) -> list[int]:
     return ParallelDecoder(target, draft, budget, chooser, options, stats).run(first_logits)

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hippo_trt.errors import InputError
+from hippo_trt.options import Option, check_all
+
+
+SAMPLING_OPTIONS = (
+    Option("temperature", float, "0: greedy", low=0.0, high=100.0),
+    Option("top_k", int, "0: off", low=0),
+    Option("top_p", float, "sample from the smallest set of tokens holding this probability", low=0.0, high=1.0, open_low=True),
+    Option("seed", int, "sampling seed: the same seed gives the same output", low=0),
+)
 
 
 @dataclass(frozen=True)
@@ -34,14 +42,7 @@ class Sampling:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.temperature <= 100.0:
-            raise InputError(f"--temperature must be in [0, 100], got {self.temperature}")
-        if self.top_k < 0:
-            raise InputError(f"--top-k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.seed < 0:
-            raise InputError(f"--seed must be >= 0, got {self.seed}")
+        check_all(self, SAMPLING_OPTIONS)
 
     @property
     def greedy(self) -> bool:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from hippo_trt.errors import InputError
 from hippo_trt.trace import NULL_TRACER, Span, Tracer
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline, RunResult
+from hippo_trt.runtime.pipeline import Pipeline, RunResult
+from hippo_trt.runtime.generation import GenerationConfig
 
 COVERAGE_TOLERANCE = 0.05  # the named phases must account for the wall time within this
 OVERHEAD_LIMIT = 0.10

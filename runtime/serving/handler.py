@@ -22,7 +22,8 @@ from hippo_trt.manifest import Manifest
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline, RunResult
+from hippo_trt.runtime.pipeline import Pipeline, RunResult
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
 
 MAX_VIDEO_BYTES = 512 << 20

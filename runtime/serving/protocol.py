@@ -13,12 +13,13 @@ override the server's defaults (``RequestOptions``). Response: ``text``, ``token
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass
 
 import numpy as np
 
 from hippo_trt.errors import HippoError, InputError
-from hippo_trt.runtime.pipeline import MODES, GenerationConfig
+from hippo_trt.options import Option
+from hippo_trt.runtime.generation import OPTIONS, GenerationConfig, with_options
 
 UNARY_MODEL = "hippo"
 STREAM_MODEL = "hippo_stream"
@@ -49,22 +50,13 @@ OUTPUTS = (
 )
 
 
-@dataclass(frozen=True)
-class RequestOptions:
-    """Per-request generation options (every one optional: None keeps the server's default)."""
+FRAMES = Option("frames", int, "frames sampled from an uploaded video (default: the model's)")
+REQUEST_OPTIONS = OPTIONS + (FRAMES,)  # the generation options, and how to sample the video
 
-    max_new_tokens: int | None = None
-    mode: str | None = None
-    gamma: int | None = None
-    prune: str | None = None
-    keep: float | None = None
-    adaptive_gamma: bool | None = None
-    pre_verify: bool | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    frames: int | None = None  # frames sampled from an uploaded video (default: the model's)
+
+class _RequestOptions:
+    """Per-request options (every one optional: None keeps the server's default); its fields
+    are ``REQUEST_OPTIONS``, the generation options' table (runtime/generation.py) and ``frames``."""
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> "RequestOptions":
@@ -77,42 +69,46 @@ class RequestOptions:
             raise InputError(f"'options' is not valid JSON ({e})") from None
         if not isinstance(raw, dict):
             raise InputError("'options' must be a JSON object, e.g. {\"max_new_tokens\": 32}")
-        known = {f.name: f for f in fields(cls)}
+        known = {o.name: o for o in REQUEST_OPTIONS}
         unknown = sorted(set(raw) - set(known))
         if unknown:
             raise InputError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        return cls(**{name: _typed(name, value, known[name].type) for name, value in raw.items()})
+        return cls(**{name: _typed(known[name], value) for name, value in raw.items()})
+
+    def set_options(self) -> dict:
+        """The options this request sets (not None), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     def apply(self, defaults: GenerationConfig) -> GenerationConfig:
-        """The server's defaults with this request's options; ranges are checked there."""
-        sampling = {k: getattr(self, k) for k in ("temperature", "top_k", "top_p", "seed") if getattr(self, k) is not None}
-        overrides = {
-            k: getattr(self, k)
-            for k in ("max_new_tokens", "mode", "gamma", "prune", "keep", "adaptive_gamma", "pre_verify")
-            if getattr(self, k) is not None
-        }
-        if self.mode is not None and self.mode not in MODES:
-            raise InputError(f"unknown mode '{self.mode}' (available: {', '.join(MODES)})")
-        return replace(defaults, sampling=replace(defaults.sampling, **sampling), **overrides)
+        """The server's defaults with this request's options; each is checked there."""
+        return with_options(defaults, {k: v for k, v in self.set_options().items() if k != FRAMES.name})
 
     def to_json(self) -> str:
-        return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None})
+        return json.dumps(self.set_options())
 
 
-def _typed(name: str, value, annotation: str):
-    """``value`` checked against the field's type (bool is not an int; an int is a float)."""
-    kind = annotation.split(" |")[0]
+RequestOptions = make_dataclass(
+    "RequestOptions", [(o.name, f"{o.type.__name__} | None", field(default=None)) for o in REQUEST_OPTIONS],
+    bases=(_RequestOptions,), frozen=True,
+)
+RequestOptions.__module__ = __name__  # made from the table, kept importable (and picklable) from here
+
+
+def _typed(option: Option, value):
+    """``value`` checked against the option's type (bool is not an int; an int is a float)."""
     if value is None:
         return None
+    kind = option.type
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
     }[kind]
     if not ok:
-        raise InputError(f"option '{name}' must be a{'n' if kind == 'int' else ''} {kind}, got {json.dumps(value)}")
-    return float(value) if kind == "float" else value
+        name = kind.__name__
+        raise InputError(f"option '{option.name}' must be a{'n' if name == 'int' else ''} {name}, got {json.dumps(value)}")
+    return float(value) if kind is float else value
 
 
 @dataclass(frozen=True)

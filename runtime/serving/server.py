@@ -27,7 +27,8 @@ from pathlib import Path
 from hippo_trt.errors import HippoError, InputError, ServingError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.serving.handler import HandlerPool, RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, TensorSpec
 

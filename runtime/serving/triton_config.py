@@ -11,7 +11,7 @@ import numpy as np
 
 from hippo_trt.atomic import write_bytes
 from hippo_trt.errors import HippoError, InputError, WorkDirError
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.serving.handler import ServeLimits
 from hippo_trt.runtime.serving.triton_model import ENGINE_MODES
 

@@ -31,9 +31,11 @@ import numpy as np
 from hippo_trt.errors import EngineError, HippoError, InputError, WorkDirError
 from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.manifest import Manifest
-from hippo_trt.pruning import Debias, PruneOptions
+from hippo_trt.pruning import PruneOptions
+from hippo_trt.pruning_scores import Debias
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig, option_values
 from hippo_trt.runtime.serving.handler import RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, RequestOptions
 from hippo_trt.runtime.backends.base import ModelEngines
@@ -59,13 +61,7 @@ def pruning_model(name: str) -> str:
 
 def _defaults_json(config: GenerationConfig) -> str:
     """The defaults as ``RequestOptions`` (what a request may override, under the same names)."""
-    s = config.sampling
-    options = RequestOptions(
-        max_new_tokens=config.max_new_tokens, mode=config.mode, gamma=config.gamma, prune=config.prune, keep=config.keep,
-        adaptive_gamma=config.adaptive_gamma, pre_verify=config.pre_verify, temperature=s.temperature, top_k=s.top_k,
-        top_p=s.top_p, seed=s.seed,
-    )  # fmt: skip
-    return options.to_json()
+    return RequestOptions(**option_values(config)).to_json()
 
 
 def _prune_options_json(options: PruneOptions) -> str:

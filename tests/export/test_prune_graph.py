@@ -9,13 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hippo_trt import pruning as P
+from hippo_trt import pruning_scores as S
 from hippo_trt.errors import InputError
 from hippo_trt.export import prune_graph as G
-from hippo_trt.graphs.specs import GRAPH_OF_METHOD, PRUNE_GRAPHS
+from hippo_trt.graphs.specs import GRAPH_OF_METHOD, PRUNE_GRAPHS, PRUNE_SPECS
 from hippo_trt.runtime.pruner import prune_feeds, prune_session, run_prune_graph
 from hippo_trt.export.onnx_export import OPSET
 from hippo_trt.export.trt_compat import check_graph, check_model, format_reports, load_rules
-from hippo_trt.pruning import PruneOptions, TokenGrid
+from hippo_trt.pruning import PruneOptions
+from hippo_trt.token_grid import TokenGrid
 
 GRAPH_METHODS = tuple(GRAPH_OF_METHOD)
 
@@ -40,8 +42,8 @@ def _check_agreement(sessions, method, grid, keep, importance, features, options
     np.testing.assert_array_equal(out["kept_position_ids"], position_ids[ref])
     if feeds.graph == "fused":
         weights = P.method_weights(method, options)
-        g = P.debiased_importance(importance, grid, options.debias) if weights[0] > 0 else None
-        np.testing.assert_array_equal(out["grid_score"], P.fused_score(grid, weights, g, features))
+        g = S.debiased_importance(importance, grid, options.debias) if weights[0] > 0 else None
+        np.testing.assert_array_equal(out["grid_score"], S.fused_score(grid, weights, g, features))
     return ref
 
 
@@ -89,7 +91,7 @@ def test_graph_matches_the_reference_on_random_inputs_with_ties(sessions, case, 
     case=cases(),
     weights=st.tuples(*[st.sampled_from([0.0, 0.1, 0.25, 1.0, 3.0])] * 3).filter(lambda w: any(w)),
     fraction=st.sampled_from([0.05, 0.4, 0.77, 1.0]),
-    debias=st.sampled_from(list(P.Debias)[:2]),
+    debias=st.sampled_from(list(S.Debias)[:2]),
 )
 def test_graph_matches_the_reference_for_other_options(sessions, case, weights, fraction, debias):
     grid, keep, importance, features = case
@@ -157,6 +159,28 @@ def test_saved_graph_is_a_valid_opset_model_with_named_io(tmp_path, graph):
     assert [d.dim_param for d in outputs["kept_features"].shape.dim] == ["k", "D"]
 
 
+@pytest.mark.parametrize("graph", PRUNE_GRAPHS)
+def test_the_declared_pruning_specs_are_the_built_graphs_io(graph):
+    """``graphs/specs.py`` PRUNE_SPECS (what the TensorRT plan profiles) declares each built graph's
+    inputs and outputs: names in order, axes (symbols and fixed sizes) and dtypes."""
+
+    def built(values) -> list:
+        return [
+            (v.name, tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim),
+             onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+            for v in values
+        ]
+
+    def declared(tensors) -> list:
+        return [(t.name, t.axes, t.kind.dtype) for t in tensors]
+
+    assert tuple(PRUNE_SPECS) == PRUNE_GRAPHS
+    model, spec = G.build_prune_model(graph), PRUNE_SPECS[graph]
+    assert spec.name == graph
+    assert built(model.graph.input) == declared(spec.inputs)
+    assert built(model.graph.output) == declared(spec.outputs)
+
+
 def test_unknown_graph_and_graphless_methods_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="unknown pruning graph 'topk'.*fused, specvlm"):
         G.save_prune_graph(tmp_path / "x.onnx", "topk")
@@ -196,7 +220,7 @@ def test_specvlm_graph_matches_the_reference_for_every_budget(sessions):
                         "position_ids": position_ids,
                     }
                     out = run_prune_graph(sessions["specvlm"], feeds)
-                    ref = P.with_extra(P.specvlm_grid_indices(mass, budget, fraction), grid)
+                    ref = P.with_extra(S.specvlm_grid_indices(mass, budget, fraction), grid)
                     np.testing.assert_array_equal(out["kept_index"], ref, err_msg=f"{grid} {budget} {fraction} {mass}")
                     np.testing.assert_array_equal(out["kept_features"], features[ref])
                     np.testing.assert_array_equal(out["kept_position_ids"], position_ids[ref])

@@ -8,8 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt import pruning as P
+from hippo_trt import pruning_scores as S
 from hippo_trt.errors import InputError
-from hippo_trt.pruning import Debias, PruneOptions, TokenGrid, select_kept
+from hippo_trt.pruning import PruneOptions, select_kept
+from hippo_trt.pruning_scores import Debias
+from hippo_trt.token_grid import TokenGrid
 
 SCORE_METHODS = ("attention", "local", "hippo", "specvlm")
 
@@ -78,11 +81,11 @@ def test_random_is_seeded_and_differs_across_seeds():
 
 def test_top_k_ties_go_to_the_lower_index():
     score = np.array([1, 3, 3, 2, 3, 1], dtype=np.float32)
-    assert P.top_k(score, 2).tolist() == [1, 2]
-    assert P.top_k(np.zeros(6, np.float32), 3).tolist() == [0, 1, 2]
+    assert S.top_k(score, 2).tolist() == [1, 2]
+    assert S.top_k(np.zeros(6, np.float32), 3).tolist() == [0, 1, 2]
     score = np.random.default_rng(0).integers(0, 3, 500).astype(np.float32)  # long runs of ties
     by_score_then_index = np.lexsort((np.arange(500), -score))
-    assert P.top_k(score, 200).tolist() == sorted(by_score_then_index[:200].tolist())
+    assert S.top_k(score, 200).tolist() == sorted(by_score_then_index[:200].tolist())
 
 
 # --- local: spatial-temporal distinctiveness ------------------------------------------------
@@ -105,7 +108,7 @@ def test_local_ranks_a_moving_object_above_the_static_background():
     keep = (len(obj) + grid.extra) / grid.n
     kept = _select("local", grid, keep, features=features)
     assert kept.tolist() == obj + [grid.grid_count]
-    score = P.fused_score(grid, P.method_weights("local", PruneOptions()), features=features)
+    score = S.fused_score(grid, P.method_weights("local", PruneOptions()), features=features)
     background = np.setdiff1d(np.arange(grid.grid_count), obj)
     assert score[obj].min() > score[background].max()
 
@@ -113,23 +116,23 @@ def test_local_ranks_a_moving_object_above_the_static_background():
 def test_local_scores_single_frame_and_single_token_grids_are_defined():
     for grid in (TokenGrid(1, 3, 3), TokenGrid(2, 1, 1), TokenGrid(1, 1, 1)):
         _, features = _inputs(grid, 0)
-        u = P.unit_features(features, grid)
-        assert np.all(np.isfinite(P.temporal_score(u))) and np.all(np.isfinite(P.spatial_score(u)))
-    assert P.temporal_partner(1).tolist() == [0]
-    assert P.temporal_partner(4).tolist() == [1, 0, 1, 2]
-    u = P.unit_features(np.ones((1, 4), np.float32), TokenGrid(1, 1, 1, extra=0))
-    assert P.spatial_score(u).item() == 1.0  # no neighbours: mean cosine 0
+        u = S.unit_features(features, grid)
+        assert np.all(np.isfinite(S.temporal_score(u))) and np.all(np.isfinite(S.spatial_score(u)))
+    assert S.temporal_partner(1).tolist() == [0]
+    assert S.temporal_partner(4).tolist() == [1, 0, 1, 2]
+    u = S.unit_features(np.ones((1, 4), np.float32), TokenGrid(1, 1, 1, extra=0))
+    assert S.spatial_score(u).item() == 1.0  # no neighbours: mean cosine 0
 
 
 def test_zero_features_stay_finite():
     grid = TokenGrid(2, 2, 2)
-    score = P.fused_score(grid, np.array([0, 1, 1], np.float32), features=np.zeros((grid.n, 4), np.float32))
+    score = S.fused_score(grid, np.array([0, 1, 1], np.float32), features=np.zeros((grid.n, 4), np.float32))
     assert np.all(score == 0)  # every token alike: the per-frame normalisation maps them to 0
 
 
 def test_minmax_maps_a_constant_slice_to_zero_and_spans_unit_range():
     x = np.array([[[2.0, 2.0]], [[1.0, 3.0]]], np.float32)  # [F=2, H=1, W=2]
-    assert P.minmax(x, axis=(1, 2)).tolist() == [[[0.0, 0.0]], [[0.0, 1.0]]]
+    assert S.minmax(x, axis=(1, 2)).tolist() == [[[0.0, 0.0]], [[0.0, 1.0]]]
 
 
 # --- position debiasing ---------------------------------------------------------------------
@@ -140,7 +143,7 @@ def test_trend_debiasing_removes_a_pure_linear_log_trend(slope):
     grid = TokenGrid(3, 4, 5)
     i = np.arange(grid.n)
     importance = np.exp(1.5 + slope * i).astype(np.float32)  # [n] position bias only
-    assert len(np.unique(P.debiased_importance(importance, grid))) == 1
+    assert len(np.unique(S.debiased_importance(importance, grid))) == 1
     kept = _select("attention", grid, 6 / grid.n, importance)
     assert kept.tolist() == [0, 1, 2, 3, 4, grid.grid_count]  # all tied: the lower indices win
     raw = _select("attention", grid, 6 / grid.n, importance, options=PruneOptions(debias=Debias.NONE))
@@ -175,8 +178,8 @@ def test_reference_debiasing_divides_by_the_per_position_reference():
 def test_linear_trend_is_the_least_squares_line():
     y = np.array([1.0, 2.0, 2.0, 5.0])
     beta, alpha = np.polyfit(np.arange(4), y, 1)
-    np.testing.assert_allclose(P.linear_trend(y), alpha + beta * np.arange(4))
-    assert P.linear_trend(np.array([3.0])).tolist() == [3.0]  # one token: its own level
+    np.testing.assert_allclose(S.linear_trend(y), alpha + beta * np.arange(4))
+    assert S.linear_trend(np.array([3.0])).tolist() == [3.0]  # one token: its own level
 
 
 # --- SpecVLM --------------------------------------------------------------------------------
@@ -184,20 +187,20 @@ def test_linear_trend_is_the_least_squares_line():
 
 def test_specvlm_stage1_is_the_fewest_top_tokens_reaching_the_fraction():
     mass = np.array([1, 2, 3, 4], np.float32)  # sorted 4, 3, 2, 1; cumulative 4, 7, 9, 10
-    assert P.specvlm_stage1_count(mass, 4, 0.4) == 1  # 4 >= 4
-    assert P.specvlm_stage1_count(mass, 4, 0.5) == 2  # 7 >= 5
-    assert P.specvlm_stage1_count(mass, 4, 1.0) == 4
-    assert P.specvlm_stage1_count(mass, 2, 1.0) == 2  # capped at the budget
-    assert P.specvlm_stage1_count(np.zeros(5, np.float32), 3, 0.4) == 1  # no attention at all
+    assert S.specvlm_stage1_count(mass, 4, 0.4) == 1  # 4 >= 4
+    assert S.specvlm_stage1_count(mass, 4, 0.5) == 2  # 7 >= 5
+    assert S.specvlm_stage1_count(mass, 4, 1.0) == 4
+    assert S.specvlm_stage1_count(mass, 2, 1.0) == 2  # capped at the budget
+    assert S.specvlm_stage1_count(np.zeros(5, np.float32), 3, 0.4) == 1  # no attention at all
 
 
 def test_specvlm_stage2_spreads_the_rest_evenly_over_the_remaining_tokens():
     mass = np.ones(10, np.float32)
     mass[7] = 20.0  # 20 of 29 >= 0.4: stage I is token 7 alone
     # the 9 remaining tokens [0..6, 8, 9]; 3 positions floor(j * 8 / 2) = 0, 4, 8 -> tokens 0, 4, 9
-    assert P.specvlm_grid_indices(mass, 4, 0.4).tolist() == [0, 4, 7, 9]
-    assert P.specvlm_grid_indices(mass, 0, 0.4).tolist() == []
-    assert P.specvlm_grid_indices(np.ones(6, np.float32), 3, 1.0).tolist() == [0, 1, 2]  # all stage I
+    assert S.specvlm_grid_indices(mass, 4, 0.4).tolist() == [0, 4, 7, 9]
+    assert S.specvlm_grid_indices(mass, 0, 0.4).tolist() == []
+    assert S.specvlm_grid_indices(np.ones(6, np.float32), 3, 1.0).tolist() == [0, 1, 2]  # all stage I
 
 
 def test_specvlm_keeps_the_newline_and_uses_the_fraction_option():
@@ -214,7 +217,7 @@ def test_specvlm_keeps_the_newline_and_uses_the_fraction_option():
 
 @pytest.mark.parametrize("count,length", [(1, 5), (3, 3), (4, 10), (7, 7), (2, 2), (5, 100)])
 def test_linspace_floor_is_unique_and_spans_the_ends(count, length):
-    pos = P.linspace_floor(count, length)
+    pos = S.linspace_floor(count, length)
     assert len(np.unique(pos)) == count and pos[0] == 0
     if count > 1:
         assert pos[-1] == length - 1

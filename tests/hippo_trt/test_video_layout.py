@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hippo_trt.errors import InputError
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import Request, prepare_request
-from hippo_trt.pruning import TokenGrid
+from hippo_trt.token_grid import TokenGrid
 from hippo_trt.testing.tiny import WORDS, TinyQwenSpec, build_qwen_model, build_qwen_processor, build_tokenizer, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL
 from hippo_trt.video_layout import LlavaOnevisionLayout, Qwen25VLLayout, next_position
 from tests.conftest import random_frames

@@ -50,7 +50,8 @@ def test_demo_answers_the_shipped_clip(demo_run):
 @pytest.mark.parametrize("role", ["target", "draft"])
 def test_run_equals_transformers_generate_on_every_shipped_clip(demo_run, hf_models, role):
     import torch
-    from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+    from hippo_trt.runtime.pipeline import Pipeline
+    from hippo_trt.runtime.generation import GenerationConfig
 
     work = demo_run[0] / "work"
     pipeline = Pipeline.load(work, role=role)
@@ -94,7 +95,8 @@ def test_the_demo_pairs_graphs_are_trt10_compatible_and_plan(demo_run):
     """Every graph of the demo pair (the models' and the pruning graphs) passes the TensorRT 10
     parser check (2 graphs a model, the 2 pruning graphs), and the TensorRT build plan covers them all at the demo's limits."""
     from hippo_trt.export.trt_compat import check_work_dir
-    from hippo_trt.export.trt_plan import BuildLimits, plan_build
+    from hippo_trt.export.trt_limits import BuildLimits
+    from hippo_trt.export.trt_plan import plan_build
     from hippo_trt.manifest import Manifest
 
     work = demo_run[0] / "work"

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.testing.tiny import WORDS
 from tests.conftest import TEST_LIMITS, random_frames
 

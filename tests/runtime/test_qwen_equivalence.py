@@ -16,7 +16,8 @@ from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
 from hippo_trt.runtime.decoding.decoder import prompt_ids
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from tests.conftest import QWEN_SPECS, TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import hf_greedy, prompts
 

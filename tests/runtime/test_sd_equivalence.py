@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.decoding.verify import Sampling
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import _hf_model, hf_greedy, prompts
@@ -102,9 +103,9 @@ def test_speculative_mode_without_a_loaded_draft_is_an_input_error(work_dirs):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"mode": "turbo"}, "unknown --mode 'turbo'"),
-        ({"gamma": 0}, "--gamma must be between 1"),
-        ({"prune": "magic"}, "unknown --prune method 'magic'"),
+        ({"mode": "turbo"}, "unknown mode 'turbo'"),
+        ({"gamma": 0}, "gamma must be between 1"),
+        ({"prune": "magic"}, "unknown prune method 'magic'"),
         ({"keep": 0.0}, "keep ratio must be in"),
         ({"keep": 1.5}, "keep ratio must be in"),
     ],

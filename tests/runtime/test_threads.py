@@ -10,7 +10,7 @@ from hippo_trt.errors import InputError
 from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.threads import LaneThreads, available_cores, lane_threads
-from hippo_trt.runtime.bench.common import LanePipelines
+from hippo_trt.runtime.bench.common import SplitPipelines
 
 
 @given(cores=st.integers(1, 64))
@@ -47,10 +47,10 @@ def test_options_keep_the_base_and_set_each_lanes_threads():
 
 
 def test_ar_and_sd_share_a_pipeline_and_parallel_gets_its_own_when_the_split_differs(work_dirs):
-    shared = LanePipelines(work_dirs["gqa"], ("ar", "sd"), threads=2, draft_threads=1)
+    shared = SplitPipelines(work_dirs["gqa"], ("ar", "sd"), threads=2, draft_threads=1)
     assert shared["ar"] is shared["sd"] and len(shared.each()) == 1
     assert shared.lanes["sd"] == LaneThreads(2, 1)
-    split = LanePipelines(work_dirs["gqa"], ("sd", "parallel"))
+    split = SplitPipelines(work_dirs["gqa"], ("sd", "parallel"))
     cores = available_cores()
     assert split["sd"] is not split["parallel"]  # the draft's setup threads differ, even on one core
     assert split.lanes["parallel"] == lane_threads("parallel", cores=cores)

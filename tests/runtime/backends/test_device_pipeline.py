@@ -17,7 +17,8 @@ from hippo_trt.manifest import Manifest
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.runtime.backends.arrays import Placement, to_host
 from hippo_trt.runtime.backends.loader import torch_device_engines
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import prompts
 

@@ -167,7 +167,7 @@ def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pra
     import torch
 
     from hippo_trt.export.trt_build import TRT_DIR, build_tensorrt
-    from hippo_trt.export.trt_plan import BuildLimits
+    from hippo_trt.export.trt_limits import BuildLimits
     from hippo_trt.manifest import FileRecord
     from hippo_trt.runtime.backends.onnxruntime import OrtEngine
     from hippo_trt.graphs.families import specs_from_record

@@ -24,13 +24,14 @@ from hippo_trt import tensorrt_env
 from hippo_trt.cli.main import main
 from hippo_trt.errors import EngineError, ProfileError, WorkDirError
 from hippo_trt.export import trt_build
-from hippo_trt.export.trt_plan import BuildLimits
+from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.manifest import Manifest
 from hippo_trt.runtime.pruner import prune_feeds
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.pruning import TokenGrid
+from hippo_trt.token_grid import TokenGrid
 from hippo_trt.runtime.backends import tensorrt as trt_engine
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.backends import fake_tensorrt
 from tests.runtime.test_ar_equivalence import prompts
@@ -253,9 +254,9 @@ def test_past_tensorrts_topk_limit_the_plan_narrows_and_the_host_reference_selec
     """Real videos have more tokens than TensorRT's TopK takes (3840): with the limit at 6 here,
     specvlm (which ranks every grid token) is not built, the fused engine keeps at most 6 + 1,
     and requests past that are selected by the host reference: the same tokens either way."""
-    from hippo_trt.export import trt_plan
+    from hippo_trt.export import trt_prune_profiles
 
-    fake_trt.setattr(trt_plan, "topk_max", lambda: 6)
+    fake_trt.setattr(trt_prune_profiles, "topk_max", lambda: 6)
     work = shutil.copytree(work_dirs["gqa"], tmp_path / "work")
     manifest = trt_build.build_tensorrt(work, LIMITS, progress=False)
     record = manifest.engines["tensorrt"]

@@ -10,7 +10,7 @@ import pytest
 from hippo_trt.runtime.bench.decode import Clip, DecodeBenchConfig, bench_decode, format_decode_table
 from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 from hippo_trt.runtime.threads import lane_threads
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
 
 METHODS = ("ar", "sd", "parallel", "hf_generate")  # the tiny draft has its own image size: no hf_assisted

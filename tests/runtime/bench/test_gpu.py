@@ -1,5 +1,7 @@
 """bench gpu on the CPU with the tiny preset: every phase and replayed decode in one run, the
-replay labelled as such; bad options are one-line errors. (The real presets need a GPU.)"""
+replay labelled as such; the decode rows run the shipped schedules (ParallelDecoder for
+parallel), whose greedy output is ar's; bad options are one-line errors. (The real presets
+need a GPU.)"""
 
 from __future__ import annotations
 
@@ -10,14 +12,29 @@ import torch
 
 from hippo_trt.cli.main import main
 from hippo_trt.errors import EngineError, InputError
-from hippo_trt.runtime.bench.gpu import Clock, GpuBenchConfig, bench_gpu, format_gpu_tables, overlap_ms
+from hippo_trt.runtime.backends.replay import Outcomes, ReplayScript, windows
+from hippo_trt.runtime.bench.common import KEEPS
+from hippo_trt.runtime.bench.gpu import GpuBenchConfig, bench_gpu, format_gpu_tables, rig_for
+from hippo_trt.runtime.bench.gpu_config import PREFILL_KEEPS
+from hippo_trt.runtime.bench.gpu_decode import PairSessions, overlap
+from hippo_trt.runtime.decoding.parallel import ParallelDecoder
 
 CONFIG = GpuBenchConfig(preset="tiny", device="cpu", dtype="fp32", mats=(2.0, 6.0), new_tokens=24, reps=2, graphs=(False,))
+PARALLEL_RUNS: list[int] = []  # tokens of every ParallelDecoder.run during the module's bench run
 
 
 @pytest.fixture(scope="module")
 def result():
-    return bench_gpu(CONFIG, progress=False)
+    shipped = ParallelDecoder.run
+
+    def spy(self, first_logits):
+        tokens = shipped(self, first_logits)
+        PARALLEL_RUNS.append(len(tokens))
+        return tokens
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ParallelDecoder, "run", spy)
+        return bench_gpu(CONFIG, progress=False)
 
 
 def test_every_phase_is_measured_and_decode_steps_sit_beside_their_bound(result):
@@ -43,7 +60,37 @@ def test_decode_rows_cover_every_method_and_mat_with_ratios_from_the_same_run(re
         assert r.speedup_vs_hf_generate == pytest.approx(r.tokens_per_s / hf.tokens_per_s, rel=1e-2)
     assert rows[("sd", 6.0)].gamma == 6 and rows[("sd", 2.0)].gamma == 4  # MAT 6 needs a longer draft
     assert 1 <= rows[("sd", 2.0)].replayed_mat < rows[("sd", 6.0)].replayed_mat <= 7
-    assert rows[("parallel", 2.0)].draft_hidden == 0.0  # no streams on a CPU: nothing is hidden
+    for mat in (2.0, 6.0):  # on a CPU the lanes are threads: the draft's steps may overlap the target's
+        assert 0.0 <= rows[("parallel", mat)].draft_hidden <= 1.0 and rows[("sd", mat)].draft_hidden is None
+
+
+def test_parallel_rows_run_the_shipped_parallel_decoder(result):
+    assert PARALLEL_RUNS == [CONFIG.new_tokens + 1] * 2  # one per MAT; output 0 is the prefill's
+
+
+def test_the_shipped_loops_follow_the_replayed_outcomes_and_parallel_gives_ar_s_tokens():
+    config = GpuBenchConfig(preset="tiny", device="cpu", dtype="fp32", mats=(6.0,), new_tokens=20, reps=1, graphs=(False,))
+    rig = rig_for(config)
+    gamma = rig.gammas[-1]
+    outcomes = Outcomes.at_mat(6.0, gamma, 4 * config.new_tokens, config.seed)
+    script = ReplayScript(outcomes)
+    with torch.no_grad():
+        target, draft = rig.decoders(False)
+        rig.prefill(target, rig.embeds(rig.target_model, rig.context), rig.target_lane)
+        rig.prefill(draft, rig.embeds(rig.draft_model, rig.draft_context), rig.draft_lane)
+        pair = PairSessions(rig, target, draft)
+        runs = {m: pair.decode(m, script, gamma) for m in ("ar", "sd", "parallel", "ar")}  # ar again: caches restored
+    expected = [script.target_token(i) for i in range(config.new_tokens + 1)]
+    assert all(run.tokens == expected for run in runs.values())
+    plan = windows(outcomes, gamma, config.new_tokens)  # tokens committed per verification, as the outcomes say
+    assert runs["sd"].stats.committed == plan and runs["parallel"].stats.committed == plan
+    assert len(runs["parallel"].stats.path_kept) == len(plan)  # recorded by ParallelDecoder only
+    assert not runs["sd"].stats.path_kept and runs["ar"].stats.verifications == 0
+    assert {s.track for s in runs["parallel"].spans} >= {"target", "draft"} and 0.0 <= runs["parallel"].draft_hidden <= 1.0
+
+
+def test_the_prefill_keeps_come_from_the_one_keeps():
+    assert set(PREFILL_KEEPS) <= set(KEEPS) and PREFILL_KEEPS[0] == 1.0 and PREFILL_KEEPS[-1] == 0.1
 
 
 def test_every_output_says_it_is_a_replay(result):
@@ -53,9 +100,8 @@ def test_every_output_says_it_is_a_replay(result):
 
 
 def test_overlap_of_two_intervals():
-    clock = Clock("cpu")
-    assert overlap_ms(clock, (1.0, 3.0), (2.0, 5.0), 0.0) == pytest.approx(1000.0)
-    assert overlap_ms(clock, (1.0, 2.0), (3.0, 5.0), 0.0) == 0.0
+    assert overlap((1.0, 3.0), (2.0, 5.0)) == pytest.approx(1.0)
+    assert overlap((1.0, 2.0), (3.0, 5.0)) == 0.0
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-qwen"])

@@ -9,7 +9,7 @@ import pytest
 from hippo_trt.errors import InputError
 from hippo_trt.runtime.bench.decode import Clip
 from hippo_trt.runtime.bench.pruning import PruneBenchConfig, bench_pruning, format_pruning_table
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
 
 GEN = GenerationConfig(mode="sd", gamma=3, max_new_tokens=8)
@@ -32,7 +32,7 @@ def test_rows_per_method_and_keep_with_unchanged_output(work_dirs, clip):
 
 
 def test_bad_options_are_refused_before_anything_loads():
-    with pytest.raises(InputError, match="unknown --prune method 'bogus'"):
+    with pytest.raises(InputError, match="unknown prune method 'bogus'"):
         PruneBenchConfig(GEN, methods=("hippo", "bogus"))
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from hippo_trt.errors import InputError
 from hippo_trt.runtime.bench import scaling as bs
+from hippo_trt.runtime.bench import scaling_report as report
 from hippo_trt.runtime.bench.decode import Clip
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +48,7 @@ def test_a_row_per_axis_value_all_matching_ar(rows):
 
 
 def test_table_has_a_section_per_axis(rows):
-    table = bs.format_scaling_table(rows, CONFIG)
+    table = report.format_scaling_table(rows, CONFIG)
     for head in ("### frames (keep 0.25, gamma 3)", "### keep (4 frames, gamma 3)", "### gamma (4 frames, keep 0.25)"):
         assert head in table
     assert "| frames | visual tokens |" in table and "| sd decode ms |" in table
@@ -56,7 +57,7 @@ def test_table_has_a_section_per_axis(rows):
 
 def test_plot_is_a_png_written_atomically(rows, tmp_path):
     path = tmp_path / "plots" / "scaling.png"
-    bs.plot_scaling(rows, path, CONFIG)
+    report.plot_scaling(rows, path, CONFIG)
     assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
     assert [p.name for p in path.parent.iterdir()] == ["scaling.png"]  # no temp file left
 
@@ -90,7 +91,7 @@ def test_config_refuses_ar_and_empty_axes():
         bs.ScalingConfig(GenerationConfig(mode="ar"))
     with pytest.raises(InputError, match="--gammas is empty"):
         bs.ScalingConfig(GEN, gammas=())
-    with pytest.raises(InputError, match="--gamma must be between 1 and 32"):
+    with pytest.raises(InputError, match="gamma must be between 1 and 32"):
         bs.ScalingConfig(GEN, gammas=(4, 40))
 
 

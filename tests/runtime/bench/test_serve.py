@@ -6,7 +6,7 @@ import pytest
 
 from hippo_trt.errors import InputError
 from hippo_trt.runtime.bench.serve import Job, LoadConfig, check_loopback, format_serve_table
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8001", "localhost:8001", "[::1]:8001"])

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hippo_trt.runtime.decoding.generate import Budget, DraftLength, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.decoding.generate import OutputBudget, DraftLength, Lane, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling
 from tests.runtime.decoding.fake_decoder import FakeSession, ToyLM
 
@@ -27,7 +27,7 @@ def lanes(target_lm: ToyLM, draft_lm: ToyLM, kept: list[int], delay_seed: int | 
     return Lane(target, n, n), Lane(draft, len(kept), n, track="draft", phase="draft_step"), target.first_logits()
 
 
-def reference(lm: ToyLM, budget: Budget) -> list[int]:
+def reference(lm: ToyLM, budget: OutputBudget) -> list[int]:
     """The target alone, greedy, written plainly."""
     out: list[int] = []
     while not out or not budget.done(out):
@@ -50,7 +50,7 @@ def cases(draw):
     mix = draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))  # 1.0: the draft is the target
     draft = ToyLM(vocab, draw(st.integers(0, 10**6)), like=target, mix=mix)
     eos = tuple(draw(st.sets(st.integers(0, vocab - 1), max_size=2)))
-    budget = Budget(draw(st.integers(1, 40)), eos)
+    budget = OutputBudget(draw(st.integers(1, 40)), eos)
     kept = sorted(draw(st.sets(st.integers(0, len(PROMPT) - 1), min_size=1)))
     return target, draft, budget, kept
 
@@ -92,16 +92,16 @@ def test_greedy_ar_equals_target_alone(case):
 
 def test_a_perfect_draft_commits_gamma_plus_one_per_verification():
     target = ToyLM(7, 0)
-    out, stats = run_sd(target, target, Budget(1 + 5 * 4, ()), gamma=4)
+    out, stats = run_sd(target, target, OutputBudget(1 + 5 * 4, ()), gamma=4)
     assert len(out) == 21 and stats.committed == [5, 5, 5, 5]
     assert stats.acceptance_by_position() == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_eos_inside_a_drafted_block_ends_generation_there():
     target = ToyLM(6, 1)
-    free = reference(target, Budget(12, ()))
+    free = reference(target, OutputBudget(12, ()))
     eos = free[3]  # the 4th token: in the middle of the first gamma=6 block
-    out, _ = run_sd(target, target, Budget(12, (eos,)), gamma=6)
+    out, _ = run_sd(target, target, OutputBudget(12, (eos,)), gamma=6)
     assert out == free[: free.index(eos) + 1]
 
 
@@ -141,7 +141,7 @@ def test_sampling_sd_follows_the_targets_distribution():
         counts: dict = {}
         for seed in range(n):
             cfg = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, seed=seed)
-            out, _ = run_sd(target, draft, Budget(3, ()), gamma=2, sampling=cfg, kept=[1, 3])
+            out, _ = run_sd(target, draft, OutputBudget(3, ()), gamma=2, sampling=cfg, kept=[1, 3])
             counts[tuple(out)] = counts.get(tuple(out), 0) + 1
         assert chi_square_p(counts, expected, n) > 1e-3, sampling
         assert all(expected[k] > 0 for k in counts), "sampled a token the processed target excludes"
@@ -154,7 +154,7 @@ def test_sampling_ar_follows_the_targets_distribution():
     counts: dict = {}
     for seed in range(2000):
         lane, _, first = lanes(target, target, [0])
-        out = generate_ar(lane, first, Budget(2, ()), TokenChooser(Sampling(1.3, 0, 0.8, seed)))
+        out = generate_ar(lane, first, OutputBudget(2, ()), TokenChooser(Sampling(1.3, 0, 0.8, seed)))
         counts[tuple(out)] = counts.get(tuple(out), 0) + 1
     assert chi_square_p(counts, expected, 2000) > 1e-3
 

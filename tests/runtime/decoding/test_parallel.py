@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import EngineError
-from hippo_trt.runtime.decoding.generate import Budget, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.decoding.generate import OutputBudget, Lane, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.decoding.parallel import ParallelOptions, generate_parallel
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling
 from hippo_trt.trace import Tracer
@@ -51,10 +51,10 @@ def test_greedy_parallel_equals_target_alone(case, gamma, pre_verify, adaptive, 
 
 def test_the_target_decodes_alone_until_the_draft_is_set_up():
     lm = ToyLM(7, 0)
-    out, stats = run_parallel(lm, lm, Budget(30, ()), ParallelOptions(gamma=6), delay_seed=1, setup_s=0.02)
-    assert out == reference(lm, Budget(30, ())) and stats.target_alone == 6  # 20 ms of setup, steps of <= 0.3 ms: capped at gamma
-    out, stats = run_parallel(lm, lm, Budget(30, ()), ParallelOptions(gamma=6, lead=2), delay_seed=1, setup_s=0.0)
-    assert out == reference(lm, Budget(30, ())) and stats.target_alone == 2  # a fixed lead: however quick the setup
+    out, stats = run_parallel(lm, lm, OutputBudget(30, ()), ParallelOptions(gamma=6), delay_seed=1, setup_s=0.02)
+    assert out == reference(lm, OutputBudget(30, ())) and stats.target_alone == 6  # 20 ms of setup, steps of <= 0.3 ms: capped at gamma
+    out, stats = run_parallel(lm, lm, OutputBudget(30, ()), ParallelOptions(gamma=6, lead=2), delay_seed=1, setup_s=0.0)
+    assert out == reference(lm, OutputBudget(30, ())) and stats.target_alone == 2  # a fixed lead: however quick the setup
 
 
 def test_a_failing_draft_setup_ends_the_request_with_its_error():
@@ -65,13 +65,13 @@ def test_a_failing_draft_setup_ends_the_request_with_its_error():
         raise EngineError("the draft's vision failed")
 
     with pytest.raises(EngineError, match="the draft's vision failed"):
-        generate_parallel(target, setup, first, Budget(20, ()), TokenChooser(), ParallelOptions(gamma=3), AcceptanceStats())
+        generate_parallel(target, setup, first, OutputBudget(20, ()), TokenChooser(), ParallelOptions(gamma=3), AcceptanceStats())
 
 
 def test_a_perfect_draft_keeps_the_target_verifying_full_windows():
     target = ToyLM(7, 0)
-    out, stats = run_parallel(target, target, Budget(41, ()), ParallelOptions(gamma=4), delay_seed=3)
-    assert out == reference(target, Budget(41, ()))
+    out, stats = run_parallel(target, target, OutputBudget(41, ()), ParallelOptions(gamma=4), delay_seed=3)
+    assert out == reference(target, OutputBudget(41, ()))
     assert stats.mat > 4.0  # windows of 4 + the next draft token checked with the last row
 
 
@@ -88,7 +88,7 @@ def test_after_a_full_acceptance_the_next_window_is_verified_without_waiting_for
     lm, tracer, n = ToyLM(7, 0), Tracer(), len(PROMPT)
     target = Lane(_SlowSession(lm, PROMPT, list(range(n))), n, n, tracer=tracer)
     draft = Lane(FakeSession(lm, PROMPT, list(range(n))), n, n, track="draft", phase="draft_step", tracer=tracer)
-    budget, stats = Budget(33, ()), AcceptanceStats()
+    budget, stats = OutputBudget(33, ()), AcceptanceStats()
     out = generate_parallel(target, draft, target.session.first_logits(), budget, TokenChooser(), ParallelOptions(gamma=3), stats)
     assert out == reference(lm, budget)
     spans = tracer.sorted_spans()
@@ -110,7 +110,7 @@ def test_sampling_parallel_follows_the_targets_distribution():
         counts: dict = {}
         for seed in range(n):
             cfg = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, seed=seed)
-            out, _ = run_parallel(target, draft, Budget(3, ()), ParallelOptions(gamma=1), cfg, kept=(1, 3))
+            out, _ = run_parallel(target, draft, OutputBudget(3, ()), ParallelOptions(gamma=1), cfg, kept=(1, 3))
             counts[tuple(out)] = counts.get(tuple(out), 0) + 1
         assert chi_square_p(counts, expected, n) > 1e-3, sampling
 
@@ -122,7 +122,7 @@ def test_sampling_with_the_target_leading_follows_the_targets_distribution():
     expected = exact_distribution(target, sampling, 4)
     for seed in range(n):  # 1 token from the prefill, 1 led, 2 from speculation
         cfg = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, seed=seed)
-        out, stats = run_parallel(target, draft, Budget(4, ()), ParallelOptions(gamma=2, lead=1), cfg, kept=(1, 3), setup_s=0.0)
+        out, stats = run_parallel(target, draft, OutputBudget(4, ()), ParallelOptions(gamma=2, lead=1), cfg, kept=(1, 3), setup_s=0.0)
         counts[tuple(out)] = counts.get(tuple(out), 0) + 1
     assert stats.target_alone == 1 and chi_square_p(counts, expected, n) > 1e-3
 
@@ -158,7 +158,7 @@ class _Failing:
 def test_a_failing_lane_ends_the_request_with_one_error_and_the_next_request_works(role, mode, error):
     target_lm = ToyLM(23, seed=1)
     draft_lm = ToyLM(23, seed=2, like=target_lm, mix=0.9)
-    budget = Budget(24, ())
+    budget = OutputBudget(24, ())
     target, draft, first = lanes(target_lm, draft_lm, [0, 1, 2], delay_seed=3)
     lane = target if role == "target" else draft
     lane.session = _Failing(lane.session, fail_at=3, error=error)
@@ -177,7 +177,7 @@ class Stop(Exception):
     pass
 
 
-def streamed(run, budget: Budget, stop_after: int | None = None) -> tuple[list[int], list[list[int]]]:
+def streamed(run, budget: OutputBudget, stop_after: int | None = None) -> tuple[list[int], list[list[int]]]:
     """(output, the pieces ``on_commit`` saw); with ``stop_after`` the listener raises once it
     has seen that many tokens, as a disconnected client's would."""
     pieces: list[list[int]] = []
@@ -188,7 +188,7 @@ def streamed(run, budget: Budget, stop_after: int | None = None) -> tuple[list[i
             raise Stop
 
     try:
-        out = run(Budget(budget.max_new_tokens, budget.eos_ids, listen))
+        out = run(OutputBudget(budget.max_new_tokens, budget.eos_ids, listen))
     except Stop:
         out = None
     return out, pieces
@@ -200,7 +200,7 @@ def test_every_committed_token_is_streamed_once_in_order_and_a_raising_listener_
     target_lm, draft_lm, budget, kept = case
     expected = reference(target_lm, budget)
 
-    def run(b: Budget) -> list[int]:
+    def run(b: OutputBudget) -> list[int]:
         target, draft, first = lanes(target_lm, draft_lm, kept)
         if mode == "ar":
             return generate_ar(target, first, b, TokenChooser())

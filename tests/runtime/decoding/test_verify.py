@@ -93,7 +93,7 @@ def test_acceptance_stats_mat_and_rate_by_position():
 
 @pytest.mark.parametrize(
     "kwargs, needle",
-    [({"temperature": -1}, "--temperature"), ({"top_k": -2}, "--top-k"), ({"top_p": 0.0}, "--top-p"), ({"top_p": 1.5}, "--top-p")],
+    [({"temperature": -1}, "^temperature must"), ({"top_k": -2}, "^top_k must"), ({"top_p": 0.0}, "^top_p must"), ({"top_p": 1.5}, "^top_p must")],
 )
 def test_out_of_range_sampling_options_are_input_errors(kwargs, needle):
     with pytest.raises(InputError, match=needle):

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.profiling.profile import critical_path, draft_marks, format_profile, lane_rows, profile_request
 from hippo_trt.runtime.profiling.outputs import chrome_trace, timeline_png
 from hippo_trt.trace import NULL_TRACER, Span, Tracer

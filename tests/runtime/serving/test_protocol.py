@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.pipeline import GenerationConfig
+from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.serving.protocol import RequestOptions, ServedRequest, TextStream, response
 from hippo_trt.runtime.serving.client import server_reason
 from hippo_trt.runtime.decoding.verify import Sampling
@@ -49,10 +49,10 @@ def test_options_override_exactly_the_defaults_they_name(max_new_tokens, mode, g
         ('{"keep": "all"}', "'keep' must be a float"),
         ('{"pre_verify": 1}', "'pre_verify' must be a bool"),
         ('{"keep": 0}', "keep"),
-        ('{"max_new_tokens": 0}', "max-new-tokens"),
-        ('{"top_p": 0}', "top-p"),
+        ('{"max_new_tokens": 0}', "max_new_tokens"),
+        ('{"top_p": 0}', "top_p"),
         ('{"mode": "beam"}', "unknown mode 'beam'"),
-        ('{"prune": "fancy"}', "unknown --prune method"),
+        ('{"prune": "fancy"}', "unknown prune method"),
     ],
 )
 def test_bad_options_are_refused_with_the_reason(text, message):

@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
 
 from hippo_trt.errors import ServingError  # noqa: E402
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline  # noqa: E402
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
 from hippo_trt.runtime.serving.client import HippoClient  # noqa: E402
 from hippo_trt.runtime.serving.handler import ServeLimits  # noqa: E402
 from hippo_trt.runtime.serving.protocol import RequestOptions  # noqa: E402

@@ -30,7 +30,8 @@ from hippo_trt.errors import EngineError, InputError, WorkDirError  # noqa: E402
 from hippo_trt.runtime.serving.triton_repo import TritonRepoOptions, export_triton_repo, triton_type  # noqa: E402
 from hippo_trt.manifest import FileRecord, Manifest  # noqa: E402
 from hippo_trt.fingerprint import export_id  # noqa: E402
-from hippo_trt.runtime.pipeline import GenerationConfig, Pipeline  # noqa: E402
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, RequestOptions  # noqa: E402
 from hippo_trt.runtime.serving.triton_model import BackendParameters, BlsEngine, TritonPythonModel, config_parameters  # noqa: E402
 from tests.runtime.serving import fake_pb_utils as fake  # noqa: E402
