@@ -7,9 +7,9 @@ import pickle
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 from tqdm import tqdm
 
@@ -17,26 +17,74 @@ from hippo_trt import __version__
 from hippo_trt.atomic import staged_dir
 from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import InputError, ModelError
+from hippo_trt.export.onnx_export import OPSET, export_graph
+from hippo_trt.export.prune_graph import save_prune_graph
+from hippo_trt.export.validate import compare_outputs, reference_outputs
+from hippo_trt.graphs.families import family, graph_feeds
+from hippo_trt.graphs.numerics import TOLERANCES
+from hippo_trt.graphs.specs import PRUNE_GRAPHS as GRAPHS
 from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.model_dir import ModelDir, torch_dtype
 from hippo_trt.preprocess import default_frame_count
-from hippo_trt.graphs.families import family, graph_feeds
-from hippo_trt.export.onnx_export import OPSET, export_graph
-from hippo_trt.export.validate import compare_outputs, reference_outputs
-from hippo_trt.graphs.numerics import TOLERANCES
-from hippo_trt.export.prune_graph import save_prune_graph
-from hippo_trt.graphs.specs import PRUNE_GRAPHS as GRAPHS
 
 # Export traces at one set of sizes; validation runs at others, so a size baked into the
 # graph by mistake shows up as a shape error or a mismatch.
 # Every symbolic size is at least 2 at export (torch.export specialises 0 and 1); validation
 # feeds both kinds of decoder call: a prefill (no past, importance scored, one logit row) and
 # steps (a cached past, nothing scored, a logit row per token), at the sizes' extremes.
-EXPORT_SIZES = {"batch": 1, "frames": 2, "seq": 24, "past": 16, "spec_len": 3, "scored_tokens": 6, "queries": 3, "prompt_rows": 5, "logit_rows": 3, "grid_t": 2, "grid_tokens": 6}
+EXPORT_SIZES = {
+    "batch": 1,
+    "frames": 2,
+    "seq": 24,
+    "past": 16,
+    "spec_len": 3,
+    "scored_tokens": 6,
+    "queries": 3,
+    "prompt_rows": 5,
+    "logit_rows": 3,
+    "grid_t": 2,
+    "grid_tokens": 6,
+}
 VALIDATION_SIZES = (
-    {"batch": 1, "frames": 3, "seq": 37, "past": 0, "spec_len": 1, "scored_tokens": 11, "queries": 4, "prompt_rows": 11, "logit_rows": 1, "grid_t": 3, "grid_tokens": 12},
-    {"batch": 1, "frames": 1, "seq": 5, "past": 29, "spec_len": 5, "scored_tokens": 0, "queries": 0, "prompt_rows": 1, "logit_rows": 5, "grid_t": 1, "grid_tokens": 4},
-    {"batch": 1, "frames": 1, "seq": 1, "past": 3, "spec_len": 1, "scored_tokens": 0, "queries": 0, "prompt_rows": 1, "logit_rows": 1, "grid_t": 1, "grid_tokens": 4},
+    {
+        "batch": 1,
+        "frames": 3,
+        "seq": 37,
+        "past": 0,
+        "spec_len": 1,
+        "scored_tokens": 11,
+        "queries": 4,
+        "prompt_rows": 11,
+        "logit_rows": 1,
+        "grid_t": 3,
+        "grid_tokens": 12,
+    },
+    {
+        "batch": 1,
+        "frames": 1,
+        "seq": 5,
+        "past": 29,
+        "spec_len": 5,
+        "scored_tokens": 0,
+        "queries": 0,
+        "prompt_rows": 1,
+        "logit_rows": 5,
+        "grid_t": 1,
+        "grid_tokens": 4,
+    },
+    {
+        "batch": 1,
+        "frames": 1,
+        "seq": 1,
+        "past": 3,
+        "spec_len": 1,
+        "scored_tokens": 0,
+        "queries": 0,
+        "prompt_rows": 1,
+        "logit_rows": 1,
+        "grid_t": 1,
+        "grid_tokens": 4,
+    },
 )
 
 
@@ -136,7 +184,9 @@ def _isolated(fn, *args):
         job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
         job.write_bytes(pickle.dumps((fn, args)))
         code = "import sys; from hippo_trt.export.api import _run_job; _run_job(sys.argv[1], sys.argv[2])"
-        proc = subprocess.run([sys.executable, "-c", code, str(job), str(result)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(job), str(result)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         if not result.is_file():
             last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise ModelError(f"the export process died ({last}); free memory, or export with --dtype fp16")

@@ -6,14 +6,14 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
 
-from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.dims import DimsTable
+from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.graphs.torch_feeds import PAST_PREFIX, as_tensor, torch_args
 
 OPSET = 18
@@ -21,11 +21,7 @@ OPSET = 18
 
 def _dynamic_shapes(spec: GraphSpec, dims: DimsTable) -> tuple:
     # torch.export needs min >= 2 to keep a dim symbolic; the runtime still checks the real min.
-    symbols = {
-        s: torch.export.Dim(s, min=max(2, dims[s].min), max=dims[s].max)
-        for s in spec.symbols()
-        if not dims[s].static
-    }
+    symbols = {s: torch.export.Dim(s, min=max(2, dims[s].min), max=dims[s].max) for s in spec.symbols() if not dims[s].static}
 
     def shapes_of(t):
         return {i: symbols[s] for i, s in t.symbols().items() if s in symbols} or None

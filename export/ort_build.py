@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from hippo_trt.fingerprint import export_id, verify_export
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions, ort_session
-from hippo_trt.fingerprint import export_id, verify_export
 
 
 def _check_loads(path: Path, options: OrtOptions) -> None:

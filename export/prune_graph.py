@@ -271,5 +271,3 @@ def save_prune_graph(path: Path, graph: str = "fused") -> Path:
 
 
 # --- feeds: from a method and its raw inputs to the graph's inputs --------------------------
-
-

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.manifest import Manifest
 from hippo_trt.export.trt_limits import BuildLimits
+from hippo_trt.manifest import Manifest
 
 OPT_FRAMES = 8  # frames TensorRT tunes for (or all of them, when fewer)
 OPT_TEXT = 64  # text tokens of a typical prompt

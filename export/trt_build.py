@@ -28,12 +28,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hippo_trt.atomic import staged_dir
 from hippo_trt import tensorrt_env
-from hippo_trt.manifest import FileRecord, Manifest
+from hippo_trt.atomic import staged_dir
 from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.export.trt_plan import BuildPlan, EnginePlan, plan_build
 from hippo_trt.fingerprint import export_id, verify_export
+from hippo_trt.manifest import FileRecord, Manifest
 
 TRT_DIR = "engines/tensorrt"
 TIMING_CACHE = "engines/tensorrt-timing.cache"

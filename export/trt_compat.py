@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -50,7 +50,7 @@ class TrtRules:
     data_dependent: frozenset[str]
 
     @classmethod
-    def from_json(cls, obj: Mapping) -> "TrtRules":
+    def from_json(cls, obj: Mapping) -> TrtRules:
         checks = obj["checks"]
         return cls(
             source=obj["source"],
@@ -70,9 +70,7 @@ class TrtRules:
 
 def _frozen(table: Mapping[str, Mapping], entry: Callable) -> Mapping[str, Mapping]:
     """A read-only ``{op: {key: value}}`` with each entry converted by ``entry(key, value)``."""
-    return MappingProxyType(
-        {op: MappingProxyType(dict(entry(k, v) for k, v in inner.items())) for op, inner in table.items()}
-    )
+    return MappingProxyType({op: MappingProxyType(dict(entry(k, v) for k, v in inner.items())) for op, inner in table.items()})
 
 
 @functools.cache
@@ -277,7 +275,9 @@ def _opset_findings(ctx: _Context) -> Findings:
     r = ctx.rules
     if not r.min_opset <= ctx.opset <= r.max_opset:
         span = f"{r.min_opset}..{r.max_opset}"
-        return [f"{ctx.graph}: opset {ctx.opset} is outside TensorRT {r.tensorrt}'s parser range {span}; re-export at an opset within it"], []
+        return [
+            f"{ctx.graph}: opset {ctx.opset} is outside TensorRT {r.tensorrt}'s parser range {span}; re-export at an opset within it"
+        ], []
     if ctx.opset > r.max_opset_10_0:
         newer = f"needs a TensorRT 10 newer than 10.0 (which parses up to opset {r.max_opset_10_0})"
         return [], [f"{ctx.graph}: opset {ctx.opset} {newer}"]
@@ -322,10 +322,7 @@ def check_work_dir(work: Path, manifest: Manifest) -> list[CompatReport]:
     'pruning/name'. A missing or truncated graph or data file is a WorkDirError naming it."""
     work = Path(work)
     fix = f"re-run hippo-trt export into '{work}'"
-    return [
-        check_graph(record.verify(work, deep=False, fix=fix), f"{role}/{name}")
-        for role, name, record in manifest.graph_records()
-    ]
+    return [check_graph(record.verify(work, deep=False, fix=fix), f"{role}/{name}") for role, name, record in manifest.graph_records()]
 
 
 def format_reports(reports: list[CompatReport]) -> str:

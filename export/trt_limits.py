@@ -5,9 +5,9 @@ Every range of the build plan (``trt_plan``) follows from these and the exported
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 from hippo_trt.errors import InputError
 
@@ -32,8 +32,7 @@ class BuildLimits:
             _check_count(name, getattr(self, name))
         if not 0 < self.keep_min <= self.keep_max <= 1:
             raise InputError(
-                f"--keep range keep_min={self.keep_min} keep_max={self.keep_max} is invalid; "
-                "need 0 < keep_min <= keep_max <= 1"
+                f"--keep range keep_min={self.keep_min} keep_max={self.keep_max} is invalid; need 0 < keep_min <= keep_max <= 1"
             )
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision '{self.precision}' is unknown (choose from {', '.join(PRECISIONS)})")

@@ -7,12 +7,12 @@ whatever its number of profiles, and the activations and KV cache of its largest
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from hippo_trt.dims import DimRange
-from hippo_trt.graphs.specs import DecoderShape
 from hippo_trt.export.trt_limits import BYTES_PER_ELEMENT
+from hippo_trt.graphs.specs import DecoderShape
 
 
 def _heads(shape: DecoderShape) -> int:
@@ -45,7 +45,12 @@ def _kv_elements(name: str, s: Mapping[str, DimRange], d: DecoderShape) -> int:
 
 
 def memory_estimates(
-    name: str, onnx_bytes: int, profiles: list[Mapping[str, DimRange]], d: DecoderShape, precision: str, batch: int,
+    name: str,
+    onnx_bytes: int,
+    profiles: list[Mapping[str, DimRange]],
+    d: DecoderShape,
+    precision: str,
+    batch: int,
     stored: str = "fp32",
 ) -> dict[str, int]:
     """Size estimates in bytes, for sizing a GPU (not measurements), of one engine over all its

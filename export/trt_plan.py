@@ -15,15 +15,12 @@ pruning graphs) and its JSON and Markdown forms.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.graphs.families import specs_from_record
-from hippo_trt.graphs.specs import PRUNE_GRAPHS, PRUNE_SPECS, DecoderShape, GraphSpec
-from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 from hippo_trt.export.trt_budget import ShapeBudget, budget
 from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.export.trt_memory import memory_estimates
@@ -36,6 +33,9 @@ from hippo_trt.export.trt_prune_profiles import (
     pruning_notes,
     shape_values,
 )
+from hippo_trt.graphs.families import specs_from_record
+from hippo_trt.graphs.specs import PRUNE_GRAPHS, PRUNE_SPECS, DecoderShape, GraphSpec
+from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
 
 ROLES = ("target", "draft")
 GRAPHS = ("vision", "decoder")  # each model's graphs (hippo_trt/graphs/specs.py), one engine each
@@ -127,13 +127,28 @@ class BuildPlan:
         profiles = [p for e in self.engines for p in e.profiles]
         symbols = [s for s in (*SYMBOLS, *PRUNE_SYMBOLS) if any(s in p.symbols for p in profiles)]
         values = [v for v in SHAPE_INPUTS if any(v in p.values for p in profiles)]
-        header = ["role", "graph", "profile", "precision", *symbols, *(f"{v} value" for v in values),
-                  *(f"{c} MiB" for c, _ in MEMORY_COLUMNS), "total MiB"]
+        header = [
+            "role",
+            "graph",
+            "profile",
+            "precision",
+            *symbols,
+            *(f"{v} value" for v in values),
+            *(f"{c} MiB" for c, _ in MEMORY_COLUMNS),
+            "total MiB",
+        ]
         rows = [_table_row(e, i, symbols, values) for e in self.engines for i in range(len(e.profiles))]
         totals = self.totals()
         rows.append(
-            ["**total**", "", "", "", *([""] * (len(symbols) + len(values))), *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
-             _mib(totals["total_bytes"])]
+            [
+                "**total**",
+                "",
+                "",
+                "",
+                *([""] * (len(symbols) + len(values))),
+                *(_mib(totals[a]) for _, a in MEMORY_COLUMNS),
+                _mib(totals["total_bytes"]),
+            ]
         )
         lines = [header, ["---"] * len(header), *rows]
         table = "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
@@ -187,17 +202,20 @@ def _unknown(role: str, name: str) -> ProfileError:
     return ProfileError(f"graph '{role}/{name}' in the manifest is unknown to the TensorRT build plan")
 
 
-def _model_engine(
-    role: str, name: str, record: ModelRecord, specs: Mapping[str, GraphSpec], b: ShapeBudget, dims: DimsTable
-) -> EnginePlan:
+def _model_engine(role: str, name: str, record: ModelRecord, specs: Mapping[str, GraphSpec], b: ShapeBudget, dims: DimsTable) -> EnginePlan:
     if (role, name) not in SYMBOL_RANGES or name not in specs:
         raise _unknown(role, name)
     profiles = tuple(
-        (profile, checked_symbols(role, specs[name], profile, ranges(b), dims), {})
-        for profile, ranges in SYMBOL_RANGES[(role, name)]
+        (profile, checked_symbols(role, specs[name], profile, ranges(b), dims), {}) for profile, ranges in SYMBOL_RANGES[(role, name)]
     )
-    return _engine(role, specs[name], record.graphs[name], _Ranges(profiles, b.limits.precision, b.limits.max_batch),
-                   DecoderShape(**record.decoder), record.dtype)
+    return _engine(
+        role,
+        specs[name],
+        record.graphs[name],
+        _Ranges(profiles, b.limits.precision, b.limits.max_batch),
+        DecoderShape(**record.decoder),
+        record.dtype,
+    )
 
 
 def _prune_order(name: str) -> int:

@@ -57,14 +57,14 @@ weights [3], fraction []) get no profile entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from hippo_trt.dims import SYMBOLS, DimRange, DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.export.trt_budget import ShapeBudget, clamped
+from hippo_trt.graphs.specs import GraphSpec
 
 DEFAULT_PROFILE = "default"  # the one profile of the vision and pruning engines
 DECODER_PROFILES = ("prefill", "step")  # the decoder engine's profiles, in build order (profile 0, 1)
@@ -107,8 +107,13 @@ def _prefill(b: ShapeBudget, prompt: DimRange, scored: DimRange) -> dict[str, Di
     """A prefill: the prompt over an empty past, the video's visual tokens as the prompt
     table, ``scored`` of them scored by the text after the video, the last token's logits."""
     return {
-        "batch": b.batch, "seq": prompt, "past": NONE, "scored_tokens": scored, "queries": _queries(b),
-        "prompt_rows": b.visual(), "logit_rows": ONE,
+        "batch": b.batch,
+        "seq": prompt,
+        "past": NONE,
+        "scored_tokens": scored,
+        "queries": _queries(b),
+        "prompt_rows": b.visual(),
+        "logit_rows": ONE,
     }
 
 
@@ -117,8 +122,13 @@ def _step(b: ShapeBudget, tokens: int, past: DimRange) -> dict[str, DimRange]:
     scored, a one-row dummy prompt table."""
     fed = DimRange(1, 1, tokens)
     return {
-        "batch": b.batch, "seq": fed, "past": past, "scored_tokens": NONE, "queries": NONE,
-        "prompt_rows": ONE, "logit_rows": fed,
+        "batch": b.batch,
+        "seq": fed,
+        "past": past,
+        "scored_tokens": NONE,
+        "queries": NONE,
+        "prompt_rows": ONE,
+        "logit_rows": fed,
     }
 
 
@@ -158,9 +168,7 @@ def checked_symbols(role: str, graph: GraphSpec, profile: str, ranges: Mapping[s
     symbols = {}
     for s in sorted(graph.symbols(), key=list(SYMBOLS).index):
         if s not in ranges:
-            raise ProfileError(
-                f"graph '{role}/{name}' ({profile} profile): symbolic dim '{s}' has no range in the TensorRT build plan"
-            )
+            raise ProfileError(f"graph '{role}/{name}' ({profile} profile): symbolic dim '{s}' has no range in the TensorRT build plan")
         exported = dims[s]
         if not (exported.min <= ranges[s].min and ranges[s].max <= exported.max):
             raise ProfileError(

@@ -26,14 +26,14 @@ square. TensorRT's TopK takes at most ``topk_max()`` K: keep_count is capped the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from hippo_trt.dims import DimRange
-from hippo_trt.graphs.specs import DecoderShape
 from hippo_trt.export.trt_budget import ShapeBudget, clamped
 from hippo_trt.export.trt_compat import load_rules
 from hippo_trt.export.trt_profiles import ShapeRange
+from hippo_trt.graphs.specs import DecoderShape
 
 PRUNE_PRECISION = "fp32"  # the selection matches the reference only in float32 (module docstring)
 # The pruning graphs' symbolic dims; not in the dims table (they come from the ShapeBudget).

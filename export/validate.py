@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import onnx
 import torch
 
 from hippo_trt.errors import ExportValidationError
-from hippo_trt.graphs.torch_feeds import as_tensor, torch_args
-from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.graphs.numerics import Tolerance, ort_feeds
+from hippo_trt.graphs.specs import GraphSpec
+from hippo_trt.graphs.torch_feeds import as_tensor, torch_args
 
 
 def check_onnx(path: Path) -> None:
@@ -22,7 +22,9 @@ def check_onnx(path: Path) -> None:
         raise ExportValidationError(Path(path).stem, "<graph>", float("inf"), f"onnx.checker: {e}") from None
 
 
-def reference_outputs(spec: GraphSpec, module: torch.nn.Module, feeds: Mapping[str, np.ndarray], dtype: torch.dtype | None = None) -> list[np.ndarray]:
+def reference_outputs(
+    spec: GraphSpec, module: torch.nn.Module, feeds: Mapping[str, np.ndarray], dtype: torch.dtype | None = None
+) -> list[np.ndarray]:
     """The torch module's outputs for ``feeds`` (float feeds cast to ``dtype``, the model's), as
     float32 numpy: computed while the model is loaded, compared after it is freed."""
     with torch.no_grad():

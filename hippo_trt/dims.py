@@ -9,9 +9,9 @@ A symbol without a range is an error, never a silent default.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from hippo_trt.errors import ProfileError
 
@@ -86,7 +86,7 @@ class DimsTable:
         return {name: r.as_dict() for name, r in sorted(self.ranges.items())}
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Mapping[str, int]]) -> "DimsTable":
+    def from_json(cls, obj: Mapping[str, Mapping[str, int]]) -> DimsTable:
         return cls({name: DimRange(**r) for name, r in obj.items()})
 
 

@@ -48,8 +48,7 @@ class ExportValidationError(HippoError):
     def __init__(self, graph: str, output: str, max_diff: float, tolerance: str):
         self.graph, self.output, self.max_diff = graph, output, max_diff
         super().__init__(
-            f"exported graph '{graph}' output '{output}' differs from torch: "
-            f"max |diff| = {max_diff:.3g} exceeds tolerance {tolerance}"
+            f"exported graph '{graph}' output '{output}' differs from torch: max |diff| = {max_diff:.3g} exceeds tolerance {tolerance}"
         )
 
 

@@ -30,7 +30,4 @@ def verify_export(work: Path, manifest: Manifest) -> None:
     for role, record in manifest.models.items():
         source = Path(record.source)
         if source.is_dir() and ModelDir.open(source).weight_hash() != record.weight_hash:
-            raise WorkDirError(
-                f"'{work}' was exported from other weights than {role} dir '{source}' now holds "
-                f"(hash mismatch); {fix}"
-            )
+            raise WorkDirError(f"'{work}' was exported from other weights than {role} dir '{source}' now holds (hash mismatch); {fix}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from hippo_trt.atomic import write_json
 from hippo_trt.dims import DimsTable
@@ -26,14 +27,14 @@ class FileRecord:
     path: str
     sha256: str
     bytes: int
-    data: tuple["FileRecord", ...] = ()
+    data: tuple[FileRecord, ...] = ()
     mtime_ns: int = 0  # when it was hashed: ``verify(deep=IF_CHANGED)`` rehashes only a file touched since
 
     def __post_init__(self) -> None:  # from JSON: data records arrive as dicts
         object.__setattr__(self, "data", tuple(d if isinstance(d, FileRecord) else FileRecord(**d) for d in self.data))
 
     @classmethod
-    def of(cls, root: Path, path: Path) -> "FileRecord":
+    def of(cls, root: Path, path: Path) -> FileRecord:
         """``path``'s record (streamed sha256); an .onnx file's with its external data files."""
         path = Path(path)
         data = tuple(cls.of(root, f) for f in external_data_files(path)) if path.suffix == ".onnx" else ()
@@ -165,14 +166,14 @@ class Manifest:
             raise WorkDirError(f"the work dir has no {role} model; re-run hippo-trt export with --{role}")
         return self.models[role]
 
-    def with_engines(self, backend: str, record: Mapping[str, Any]) -> "Manifest":
+    def with_engines(self, backend: str, record: Mapping[str, Any]) -> Manifest:
         return replace(self, engines={**self.engines, backend: record})
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Manifest":
+    def from_json(cls, obj: Mapping[str, Any]) -> Manifest:
         models = {
             role: ModelRecord(
                 **{
@@ -199,7 +200,7 @@ class Manifest:
         write_json(Path(work) / MANIFEST, self.to_json())
 
     @classmethod
-    def load(cls, work: Path) -> "Manifest":
+    def load(cls, work: Path) -> Manifest:
         path = Path(work) / MANIFEST
         if not Path(work).is_dir():
             raise WorkDirError(f"work dir '{work}' does not exist; create it with hippo-trt export")
@@ -208,9 +209,7 @@ class Manifest:
         try:
             obj = json.loads(path.read_text())
             if obj.get("format") != FORMAT:
-                raise WorkDirError(
-                    f"'{path}' has format {obj.get('format')}, this hippo-trt reads {FORMAT}; re-run hippo-trt export"
-                )
+                raise WorkDirError(f"'{path}' has format {obj.get('format')}, this hippo-trt reads {FORMAT}; re-run hippo-trt export")
             return cls.from_json(obj)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise WorkDirError(f"'{path}' is corrupt ({type(e).__name__}: {e}); re-run hippo-trt export") from None

@@ -44,7 +44,7 @@ class ModelDir:
     config: dict
 
     @classmethod
-    def open(cls, path: str | Path) -> "ModelDir":
+    def open(cls, path: str | Path) -> ModelDir:
         path = Path(path)
         if not path.is_dir():
             raise ModelError(f"model directory '{path}' does not exist or is not a directory")
@@ -62,9 +62,7 @@ class ModelDir:
             raise ModelError(f"'{config_file}' has a malformed 'architectures' field (expected a list of names)")
         arch = archs[0]
         if arch not in SUPPORTED:
-            raise ModelError(
-                f"unsupported architecture '{arch}' in '{path}' (supported: {', '.join(SUPPORTED)})"
-            )
+            raise ModelError(f"unsupported architecture '{arch}' in '{path}' (supported: {', '.join(SUPPORTED)})")
         _check_weights(path)
         return cls(path=path.absolute(), architecture=arch, config=config)
 
@@ -140,7 +138,7 @@ def _convert_in_place(model, torch_type) -> None:
     (a tied weight is converted once and stays tied)."""
     done = {}
     for module in model.modules():
-        for name, p in list(module.named_parameters(recurse=False)):
+        for _name, p in list(module.named_parameters(recurse=False)):
             if p.is_floating_point() and p.dtype != torch_type:
                 if id(p) not in done:
                     p.data = p.data.to(torch_type)
@@ -168,9 +166,7 @@ def _shard_names(index: Path) -> list[str]:
         raise ModelError(f"shard index '{index}' is not valid JSON ({_first_line(e)}); download it again") from None
     weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ModelError(
-            f"shard index '{index}' has no 'weight_map' of tensor names to shard files; download it again"
-        )
+        raise ModelError(f"shard index '{index}' has no 'weight_map' of tensor names to shard files; download it again")
     return sorted(set(weight_map.values()))
 
 

@@ -23,7 +23,7 @@ class OrtOptions:
     setup_threads: int = 0
     spin: bool = True  # idle worker threads spin for a while before sleeping
 
-    def for_graph(self, name: str) -> "OrtOptions":
+    def for_graph(self, name: str) -> OrtOptions:
         """The options a graph's session is made with. The setup graphs take ``setup_threads``
         and never spin: idle sessions' spinning workers would starve whatever runs after them
         (the next request's preprocessing, many times slower), and one wake-up is nothing next

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -43,7 +43,11 @@ class Request:
         import torch
 
         ids = torch.from_numpy(self.input_ids)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values_videos": torch.from_numpy(self.pixel_values_videos)}
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "pixel_values_videos": torch.from_numpy(self.pixel_values_videos),
+        }
         for name, value in self.extras.items():
             value = np.asarray(value)
             inputs[name] = torch.from_numpy(value.astype(np.float32) if value.dtype == np.float64 else value)

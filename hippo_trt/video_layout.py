@@ -19,8 +19,9 @@ continues at ``positions.max() + 1`` in every family (for Qwen2.5-VL that is
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 

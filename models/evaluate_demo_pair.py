@@ -23,9 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 from hippo_trt.atomic import write_json
-from hippo_trt.testing.demo_pair import Batcher, answer_logits, answer_predictions, greedy_answer, held_out_samples, mean_accepted
 from hippo_trt.model_dir import ModelDir, load_processor
 from hippo_trt.pruning import uniform_indices
+from hippo_trt.testing.demo_pair import Batcher, answer_logits, answer_predictions, greedy_answer, held_out_samples, mean_accepted
 from hippo_trt.testing.synthetic import QUESTIONS
 
 DRAFT_LENGTHS = (2, 4, 6)
@@ -73,9 +73,9 @@ def draft_correct(draft, batcher: Batcher, samples, outputs, kept, batch: int = 
 def step_ratio(pair: Path, context: int) -> list:
     from hippo_trt.dims import ExportLimits
     from hippo_trt.export.api import export_work_dir
-    from hippo_trt.runtime.bench.kv import bench_pair_steps
     from hippo_trt.export.ort_build import build_onnxruntime
     from hippo_trt.ort_session import OrtOptions
+    from hippo_trt.runtime.bench.kv import bench_pair_steps
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
@@ -110,13 +110,15 @@ def main(argv=None) -> int:
         "visual_tokens": n_vis,
         "kept_tokens": len(kept),
         "target": em,
-        "draft_token_agreement": {"all_tokens": float(np.mean(np.concatenate(full))), "uniform_keep_0.1": float(np.mean(np.concatenate(pruned)))},
+        "draft_token_agreement": {
+            "all_tokens": float(np.mean(np.concatenate(full))),
+            "uniform_keep_0.1": float(np.mean(np.concatenate(pruned))),
+        },
         "draft_mat": mat,
     }
     lines = [
         f"held-out clips: {args.clips} (visual tokens per clip: {n_vis}; uniform pruning keeps {len(kept)})",
-        f"target exact match: {em['exact_match']:.3f}  ("
-        + ", ".join(f"{q} {v:.3f}" for q, v in em["per_question"].items()) + ")",
+        f"target exact match: {em['exact_match']:.3f}  (" + ", ".join(f"{q} {v:.3f}" for q, v in em["per_question"].items()) + ")",
         "",
         "| draft length k | draft MAT, all visual tokens | draft MAT, uniform keep 0.1 | drop |",
         "|---:|---:|---:|---:|",

@@ -208,8 +208,10 @@ def write_clip(path: Path, frames: int, seed: int = 0) -> str:
 
 def _models_current(cfg: CheckConfig) -> bool:
     stamp = cfg.models / "stamp.json"
-    return stamp.is_file() and json.loads(stamp.read_text()) == cfg.model_stamp() and all(
-        (cfg.models / role / "config.json").is_file() for role in ("target", "draft")
+    return (
+        stamp.is_file()
+        and json.loads(stamp.read_text()) == cfg.model_stamp()
+        and all((cfg.models / role / "config.json").is_file() for role in ("target", "draft"))
     )
 
 
@@ -217,16 +219,42 @@ def _models_current(cfg: CheckConfig) -> bool:
 
 
 def _run_cmd(cfg: CheckConfig, mode: str, prompt: str) -> list[str]:
-    cmd = [*_hippo_trt(), "run", str(cfg.work), "--video", str(cfg.clip), "--frames", str(cfg.frames), "--prompt", prompt,
-           "--json", "--quiet", "--max-new-tokens", str(cfg.max_new_tokens), "--mode", mode]
+    cmd = [
+        *_hippo_trt(),
+        "run",
+        str(cfg.work),
+        "--video",
+        str(cfg.clip),
+        "--frames",
+        str(cfg.frames),
+        "--prompt",
+        prompt,
+        "--json",
+        "--quiet",
+        "--max-new-tokens",
+        str(cfg.max_new_tokens),
+        "--mode",
+        mode,
+    ]
     if mode != "ar":
         cmd += ["--prune", "hippo", "--keep", str(cfg.keep), "--gamma", str(cfg.gamma)]
     return cmd
 
 
 def _reference_cmd(cfg: CheckConfig, prompt: str, assisted: bool) -> list[str]:
-    cmd = _self("_reference", "--model", str(cfg.models / "target"), "--video", str(cfg.clip), "--frames", str(cfg.frames),
-                "--prompt", prompt, "--max-new-tokens", str(cfg.max_new_tokens))
+    cmd = _self(
+        "_reference",
+        "--model",
+        str(cfg.models / "target"),
+        "--video",
+        str(cfg.clip),
+        "--frames",
+        str(cfg.frames),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        str(cfg.max_new_tokens),
+    )
     return cmd + (["--assistant", str(cfg.models / "draft")] if assisted else [])
 
 
@@ -237,9 +265,25 @@ def run_steps(cfg: CheckConfig) -> dict[str, Measured]:
     prompt = write_clip(cfg.clip, cfg.frames * 2, cfg.seed)
     if not _models_current(cfg):
         shutil.rmtree(cfg.models, ignore_errors=True)
-        build = _self("_models", "--family", cfg.family, "--out", str(cfg.models), "--layers", str(cfg.layers),
-                      "--draft-layers", str(cfg.draft_layers), "--vision-layers", str(cfg.vision_layers),
-                      "--dtype", cfg.dtype, "--width-scale", str(cfg.width_scale), "--seed", str(cfg.seed))
+        build = _self(
+            "_models",
+            "--family",
+            cfg.family,
+            "--out",
+            str(cfg.models),
+            "--layers",
+            str(cfg.layers),
+            "--draft-layers",
+            str(cfg.draft_layers),
+            "--vision-layers",
+            str(cfg.vision_layers),
+            "--dtype",
+            cfg.dtype,
+            "--width-scale",
+            str(cfg.width_scale),
+            "--seed",
+            str(cfg.seed),
+        )
         steps["models"] = measure("models", build, cfg.timeout_s, cfg.logs)
         if not steps["models"].ok:
             return steps
@@ -296,7 +340,7 @@ class Comparison:
     same_prompt: bool | None
 
     @classmethod
-    def of(cls, result: dict | None, reference: dict | None) -> "Comparison":
+    def of(cls, result: dict | None, reference: dict | None) -> Comparison:
         if result is None:
             return cls(None, None, None, None)
         tokens = [int(t) for t in result.get("tokens", [])]
@@ -325,11 +369,14 @@ class Report:
     comparisons: dict[str, Comparison] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, cfg: CheckConfig, steps: dict[str, Measured]) -> "Report":
+    def of(cls, cfg: CheckConfig, steps: dict[str, Measured]) -> Report:
         ckpt = {role: tree_bytes(cfg.models / role, "*.safetensors") for role in ("target", "draft")}
         reference = _json_out(steps.get("transformers"))
-        comparisons = {name: Comparison.of(_json_out(m), reference) for name, m in steps.items()
-                       if name.startswith("run ") or name == "transformers+draft"}
+        comparisons = {
+            name: Comparison.of(_json_out(m), reference)
+            for name, m in steps.items()
+            if name.startswith("run ") or name == "transformers+draft"
+        }
         return cls(cfg, steps, ckpt, tree_bytes(cfg.work), tree_bytes(cfg.work, "*.onnx.data"), comparisons)
 
     def markdown(self) -> str:
@@ -344,7 +391,11 @@ class Report:
             "|---|---|---:|---:|---:|---|",
         ]
         for name, m in self.steps.items():
-            ratio = f"{m.peak_rss / ref_rss:.2f}x" if m.peak_rss and ref_rss and (name.startswith("run ") or name.startswith("transformers")) else ""
+            ratio = (
+                f"{m.peak_rss / ref_rss:.2f}x"
+                if m.peak_rss and ref_rss and (name.startswith("run ") or name.startswith("transformers"))
+                else ""
+            )
             comp = self.comparisons.get(name)
             tokens = comp.cell() if comp else ("reference" if name == "transformers" and m.ok else "")
             lines.append(f"| {name} | {m.status()} | {m.wall_s:.1f} | {_gib(m.peak_rss)} | {ratio} | {tokens} |")
@@ -445,9 +496,21 @@ def parse_args(argv: list[str]) -> CheckConfig:
     p.add_argument("--skip-reference", action="store_true", help="no transformers runs")
     a = p.parse_args(argv)
     return CheckConfig(
-        family=a.family, out=a.out.absolute(), layers=a.layers, draft_layers=a.draft_layers, vision_layers=a.vision_layers,
-        frames=a.frames, dtype=a.dtype, width_scale=a.width_scale, seed=a.seed, max_new_tokens=a.max_new_tokens,
-        gamma=a.gamma, keep=a.keep, timeout_s=a.timeout, modes=tuple(a.modes.split(",")), skip_reference=a.skip_reference,
+        family=a.family,
+        out=a.out.absolute(),
+        layers=a.layers,
+        draft_layers=a.draft_layers,
+        vision_layers=a.vision_layers,
+        frames=a.frames,
+        dtype=a.dtype,
+        width_scale=a.width_scale,
+        seed=a.seed,
+        max_new_tokens=a.max_new_tokens,
+        gamma=a.gamma,
+        keep=a.keep,
+        timeout_s=a.timeout,
+        modes=tuple(a.modes.split(",")),
+        skip_reference=a.skip_reference,
     )
 
 

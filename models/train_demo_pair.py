@@ -29,7 +29,16 @@ import torch
 from tqdm import tqdm
 
 from hippo_trt.atomic import staged_dir
-from hippo_trt.testing.demo_pair import IGNORE, Batcher, answer_logits, answer_predictions, held_out_samples, pruned_forward, train_samples, write_sample_clips
+from hippo_trt.testing.demo_pair import (
+    IGNORE,
+    Batcher,
+    answer_logits,
+    answer_predictions,
+    held_out_samples,
+    pruned_forward,
+    train_samples,
+    write_sample_clips,
+)
 from hippo_trt.testing.synthetic import GRID, NUM_CLASSES, frames_curriculum
 from hippo_trt.testing.tiny import TinySpec, build_model, build_processor, build_tokenizer
 
@@ -177,7 +186,13 @@ def _forward(model, b, rng, pruned_share: float, attentions: bool = False):
     random tokens), so a draft learns to answer from whatever tokens a pruning method keeps
     without favouring any method. ``attentions``: also return the attention maps (unpruned only)."""
     if rng.random() >= pruned_share:
-        out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos, labels=b.labels, output_attentions=attentions)
+        out = model(
+            input_ids=b.input_ids,
+            attention_mask=b.attention_mask,
+            pixel_values_videos=b.pixel_values_videos,
+            labels=b.labels,
+            output_attentions=attentions,
+        )
         return out, b.labels
     n = int((b.input_ids[0] == model.config.video_token_id).sum())
     keep = PRUNED_KEEPS[int(rng.integers(len(PRUNED_KEEPS)))]
@@ -223,7 +238,9 @@ def lookup_loss(attention: torch.Tensor, rows: torch.Tensor, queries: torch.Tens
 CE_WEIGHT = 0.2  # of the reference answers' cross-entropy next to the distillation loss
 
 
-def distill_loss(student_logits: torch.Tensor, student_labels: torch.Tensor, teacher_logits: torch.Tensor, teacher_labels: torch.Tensor) -> torch.Tensor:
+def distill_loss(
+    student_logits: torch.Tensor, student_labels: torch.Tensor, teacher_logits: torch.Tensor, teacher_labels: torch.Tensor
+) -> torch.Tensor:
     """KL(teacher || student) of the next-token distributions at the answer positions.
 
     The student may read fewer visual tokens (a pruned draft): its rows are shorter, but the
@@ -235,8 +252,21 @@ def distill_loss(student_logits: torch.Tensor, student_labels: torch.Tensor, tea
 
 
 def train_lm(
-    model, batcher: Batcher, name: str, steps: int, batch: int, lr: float, seed: int, held_out, first_step: int = 0, on_eval=None, pruned_share: float = 0.0,
-    teacher=None, bf16: bool = False, curriculum: float = 0.0, lookup: float = 0.0,
+    model,
+    batcher: Batcher,
+    name: str,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    held_out,
+    first_step: int = 0,
+    on_eval=None,
+    pruned_share: float = 0.0,
+    teacher=None,
+    bf16: bool = False,
+    curriculum: float = 0.0,
+    lookup: float = 0.0,
 ) -> dict:
     """``first_step``: where a continued run picks up, so it sees fresh clips. ``on_eval(log)``
     runs after every held-out evaluation with the stage's log so far (checkpointing).
@@ -273,7 +303,9 @@ def train_lm(
                 loss = loss + lookup * lookup_loss(out.attentions[0], *lookup_queries(b, model.config.video_token_id))
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos).logits
+                    t_logits = teacher(
+                        input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos
+                    ).logits
                 loss = distill_loss(out.logits.float(), labels, t_logits.float(), b.labels) + CE_WEIGHT * loss
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr)
@@ -342,14 +374,26 @@ def main(argv=None) -> None:
     p.add_argument("--draft-steps", type=int, default=800)
     p.add_argument("--target-steps", type=int, default=1200)
     p.add_argument("--draft-lr", type=float, default=2e-3)
-    p.add_argument("--target-lr", type=float, default=6e-4, help="about the draft's rate x its width / the target's (muP): at 1.5e-3 the target stayed on the template plateau for 500+ steps")
+    p.add_argument(
+        "--target-lr",
+        type=float,
+        default=6e-4,
+        help="about the draft's rate x its width / the target's (muP): at 1.5e-3 the target stayed on the template plateau for 500+ steps",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--draft-pruned-share", type=float, default=0.3, help="share of draft steps on randomly pruned visual tokens")
-    p.add_argument("--distill", action="store_true", help="the draft learns the target's next-token distributions (KL) instead of only the references")
+    p.add_argument(
+        "--distill", action="store_true", help="the draft learns the target's next-token distributions (KL) instead of only the references"
+    )
     p.add_argument("--checkpoint", action="store_true", help="save the pair to --out after every held-out evaluation")
     p.add_argument("--lookup", type=float, default=1.0, help="weight of the look-up attention loss (see lookup_loss); 0 turns it off")
     p.add_argument("--curriculum", type=float, default=0.3, help="share of each language model's steps on shorter clips (2 frames, then 4)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="train the language models under CPU bfloat16 autocast (faster where the CPU has AVX512-BF16)")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the language models under CPU bfloat16 autocast (faster where the CPU has AVX512-BF16)",
+    )
     p.add_argument("--init", type=Path, help="continue from a saved pair (its log is kept under 'previous')")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -374,7 +418,10 @@ def main(argv=None) -> None:
         log["vision"] = train_vision(target, batcher, args.vision_steps, args.batch, args.seed)
         draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
         if args.align_steps:
-            log["align"] = {role: align_projector(model, batcher, args.align_steps, args.batch, args.seed) for role, model in (("target", target), ("draft", draft))}
+            log["align"] = {
+                role: align_projector(model, batcher, args.align_steps, args.batch, args.seed)
+                for role, model in (("target", target), ("draft", draft))
+            }
     log["specs"] = {"target": asdict(TARGET), "draft": asdict(DRAFT)}
 
     def checkpoint(role: str):
@@ -387,11 +434,38 @@ def main(argv=None) -> None:
 
     if args.draft_steps:
         log["draft"] = train_lm(
-            draft, batcher, "draft", args.draft_steps, args.batch, args.draft_lr, args.seed + 2, held_out, done["draft"], checkpoint("draft"), args.draft_pruned_share,
-            teacher=target if args.distill else None, bf16=args.bf16, curriculum=args.curriculum, lookup=args.lookup,
+            draft,
+            batcher,
+            "draft",
+            args.draft_steps,
+            args.batch,
+            args.draft_lr,
+            args.seed + 2,
+            held_out,
+            done["draft"],
+            checkpoint("draft"),
+            args.draft_pruned_share,
+            teacher=target if args.distill else None,
+            bf16=args.bf16,
+            curriculum=args.curriculum,
+            lookup=args.lookup,
         )
     if args.target_steps:
-        log["target"] = train_lm(target, batcher, "target", args.target_steps, args.batch, args.target_lr, args.seed + 3, held_out, done["target"], checkpoint("target"), bf16=args.bf16, curriculum=args.curriculum, lookup=args.lookup)
+        log["target"] = train_lm(
+            target,
+            batcher,
+            "target",
+            args.target_steps,
+            args.batch,
+            args.target_lr,
+            args.seed + 3,
+            held_out,
+            done["target"],
+            checkpoint("target"),
+            bf16=args.bf16,
+            curriculum=args.curriculum,
+            lookup=args.lookup,
+        )
     log["minutes"] = round((time.time() - started) / 60, 1)
     save_pair(args.out, target, draft, processor, log)
     print(f"saved {args.out} after {log['minutes']} min")

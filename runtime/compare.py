@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import EngineError
-from hippo_trt.graphs.specs import GraphSpec
+from hippo_trt.graphs.families import graph_feeds, specs_from_record
 from hippo_trt.graphs.numerics import TOLERANCES, Tolerance
+from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.backends.base import Engine
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.graphs.families import graph_feeds
 from hippo_trt.runtime.backends.arrays import to_host
+from hippo_trt.runtime.backends.base import Engine, ModelEngines
 from hippo_trt.runtime.backends.loader import LOADERS, load_engines
-from hippo_trt.runtime.backends.base import ModelEngines
-from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.tensorrt_env import require_tensorrt
 
 try:

@@ -5,12 +5,14 @@ made from this table, so adding an option is one edit here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from hippo_trt.errors import InputError
 from hippo_trt.options import Option, check_all
-from hippo_trt.pruning import METHODS as PRUNE_METHODS, PruneOptions
+from hippo_trt.pruning import METHODS as PRUNE_METHODS
+from hippo_trt.pruning import PruneOptions
 from hippo_trt.runtime.decoding.verify import SAMPLING_OPTIONS, Sampling
 
 MODES = ("ar", "sd", "parallel")
@@ -19,12 +21,15 @@ MAX_GAMMA = 32
 
 GENERATION_OPTIONS = (
     Option("max_new_tokens", int, "tokens to generate at most", low=1, high=MAX_NEW_TOKENS),
-    Option("mode", str, "ar (target alone), sd (draft proposes, target verifies) or parallel (both overlapped on two lanes)", choices=MODES),
+    Option(
+        "mode", str, "ar (target alone), sd (draft proposes, target verifies) or parallel (both overlapped on two lanes)", choices=MODES
+    ),
     Option("gamma", int, "draft tokens per target verification", low=1, high=MAX_GAMMA),
     Option("prune", str, f"which visual tokens the draft reads: {', '.join(PRUNE_METHODS)}", choices=PRUNE_METHODS, noun="method"),
     Option("keep", float, "fraction of visual tokens the draft keeps, in (0, 1]", noun="ratio", low=0.0, high=1.0, open_low=True),
     Option(
-        "adaptive_gamma", bool,
+        "adaptive_gamma",
+        bool,
         "draft length follows the verdicts (+2 after full acceptance, -1 after a rejection), at most --gamma",
     ),
     Option("pre_verify", bool, "parallel: after a rejection, verify as soon as one draft token exists"),

@@ -12,23 +12,23 @@ import numpy as np
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import load_processor
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.preprocess import Request, prepare_request, video_pixels
 from hippo_trt.pruning import kept_positions
+from hippo_trt.runtime.backends.base import ModelEngines, PrefillOut, Prompt
+from hippo_trt.runtime.backends.loader import load_engines
+from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
+from hippo_trt.runtime.decoding.decoder import open_session, prompt_ids, scoring_rows
+from hippo_trt.runtime.decoding.generate import Lane, OutputBudget, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.decoding.parallel import ParallelDecoder, ParallelOptions
+from hippo_trt.runtime.decoding.verify import AcceptanceStats
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pruner import PruneInputs, Pruner, ReferencePruner, load_pruner
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
 from hippo_trt.video import load_frames
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
-from hippo_trt.runtime.decoding.decoder import open_session, prompt_ids, scoring_rows
-from hippo_trt.runtime.backends.base import PrefillOut, Prompt
-from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
-from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.generation import GenerationConfig
-from hippo_trt.runtime.decoding.generate import OutputBudget, Lane, TokenChooser, generate_ar, generate_sd
-from hippo_trt.runtime.backends.loader import load_engines
-from hippo_trt.runtime.backends.base import ModelEngines
-from hippo_trt.runtime.decoding.parallel import ParallelDecoder, ParallelOptions
-from hippo_trt.runtime.pruner import Pruner, PruneInputs, ReferencePruner, load_pruner
-from hippo_trt.runtime.decoding.verify import AcceptanceStats
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -63,7 +63,13 @@ class Pipeline:
     """Generation over a work dir's engines: the target, and the draft for speculative modes."""
 
     def __init__(
-        self, manifest: Manifest, target: ModelEngines, processor, draft: ModelEngines | None = None, draft_processor=None, pruner: Pruner | None = None
+        self,
+        manifest: Manifest,
+        target: ModelEngines,
+        processor,
+        draft: ModelEngines | None = None,
+        draft_processor=None,
+        pruner: Pruner | None = None,
     ):
         """``draft_processor``: the draft's own processor when its video preprocessing differs
         from the target's (None: the draft reads the target's pixels). ``pruner``: picks the
@@ -91,7 +97,7 @@ class Pipeline:
         with_draft: bool = False,
         draft_options: OrtOptions | None = None,
         dtype: str = "fp32",
-    ) -> "Pipeline":
+    ) -> Pipeline:
         """Generation with the ``role`` model's engines ("draft" runs the draft alone, for checks);
         ``with_draft`` also loads the draft's, for speculative modes (``draft_options``: its own
         ONNX Runtime options, e.g. to split the cores between the two lanes; None: ``options``
@@ -109,7 +115,7 @@ class Pipeline:
     @classmethod
     def from_engines(
         cls, work: Path, manifest: Manifest, target: ModelEngines, draft: ModelEngines | None = None, pruner: Pruner | None = None
-    ) -> "Pipeline":
+    ) -> Pipeline:
         """Generation over engines of any kind, with the processors of ``work``: the draft's own
         only when its video preprocessing differs from the target's."""
         processor = load_processor(Path(work) / target.record.processor_dir)
@@ -178,7 +184,15 @@ class Pipeline:
         return visual
 
     def _prefill(
-        self, engines: ModelEngines, request: Request, visual, index: np.ndarray, max_new_tokens: int, timer: PhaseTimer, phase: str = "", repack: bool = False
+        self,
+        engines: ModelEngines,
+        request: Request,
+        visual,
+        index: np.ndarray,
+        max_new_tokens: int,
+        timer: PhaseTimer,
+        phase: str = "",
+        repack: bool = False,
     ):
         """(session, PrefillOut, position id of output token 0): the prompt positions ``index``
         [S'] prefilled (all of them for the target, the kept visual tokens and the text for a
@@ -202,7 +216,11 @@ class Pipeline:
         return session, out, next_pos
 
     def generate(
-        self, request: Request, config: GenerationConfig = GenerationConfig(), timer: PhaseTimer | None = None, on_commit: Callable[[Sequence[int]], None] | None = None
+        self,
+        request: Request,
+        config: GenerationConfig = GenerationConfig(),
+        timer: PhaseTimer | None = None,
+        on_commit: Callable[[Sequence[int]], None] | None = None,
     ) -> RunResult:
         """``on_commit`` (streaming) sees the tokens as they are committed; it may raise to
         end the request early (see generate.OutputBudget). Three steps: the target's prefill, the
@@ -251,7 +269,12 @@ class Pipeline:
             index = kept_positions(ids, record.video_token_id, kept)
         d_session, _, d_pos = self._prefill(self.draft, request, d_visual, index, config.max_new_tokens, timer, "draft_", config.repack)
         return Lane(
-            d_session, base_len=len(index), base_pos=d_pos, track="draft", phase="draft_step", tracer=timer.tracer,
+            d_session,
+            base_len=len(index),
+            base_pos=d_pos,
+            track="draft",
+            phase="draft_step",
+            tracer=timer.tracer,
             vocab=self.target.shape.vocab,  # one tokenizer; the embeddings may be padded to other sizes
         )
 
@@ -273,7 +296,9 @@ class Pipeline:
             tokens, draft = decoder.run(started.prefilled.logits), decoder.draft
         else:
             draft = draft_lane()
-            tokens = generate_sd(started.lane, draft, started.prefilled.logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma)
+            tokens = generate_sd(
+                started.lane, draft, started.prefilled.logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma
+            )
         stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=len(kept))
         stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3) if draft is not None else 0.0)
         return tokens

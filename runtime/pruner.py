@@ -9,24 +9,23 @@ draft's features stay on the device); the torch backends run the numpy reference
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from hippo_trt.errors import WorkDirError
+from hippo_trt import pruning
+from hippo_trt.errors import InputError, WorkDirError
+from hippo_trt.graphs.specs import GRAPH_OF_METHOD
 from hippo_trt.manifest import FileRecord, Manifest
+from hippo_trt.ort_session import OrtOptions, ort_session
 from hippo_trt.pruning import PruneOptions, select_kept
 from hippo_trt.pruning_scores import debiased_importance
-from hippo_trt.token_grid import TokenGrid
-from hippo_trt.runtime.backends.arrays import Placement, to_host
-from hippo_trt.ort_session import OrtOptions, ort_session
-from hippo_trt import pruning
-from hippo_trt.errors import InputError
-from hippo_trt.graphs.specs import GRAPH_OF_METHOD
-from hippo_trt.runtime.backends.arrays import is_torch
+from hippo_trt.runtime.backends.arrays import Placement, is_torch, to_host
 from hippo_trt.runtime.backends.tensorrt import trt_pruning_engines
+from hippo_trt.token_grid import TokenGrid
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,6 @@ def load_pruner(work: Path, manifest: Manifest, backend: str) -> Pruner:
     """The pruner of ``backend``: the built graphs for onnxruntime and tensorrt, the reference
     for the torch backends."""
     if backend == "tensorrt":
-
         return load_trt_pruner(work, manifest)
     if backend != "onnxruntime":
         return ReferencePruner()
@@ -198,7 +196,7 @@ def run_prune_graph(session, feeds: dict) -> dict:
     return dict(zip(names, session.run(names, feeds)))
 
 
-def load_trt_pruner(work: Path, manifest: Manifest, device: str | None = None) -> "EnginePruner":
+def load_trt_pruner(work: Path, manifest: Manifest, device: str | None = None) -> EnginePruner:
     """The pruning graphs' TensorRT engines behind the pruner interface."""
     engines, device = trt_pruning_engines(work, manifest, device)
     return EnginePruner(engines, Placement(device))

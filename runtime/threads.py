@@ -31,8 +31,8 @@ import os
 from dataclasses import dataclass, replace
 
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 from hippo_trt.ort_session import OrtOptions
+from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 
 SETTLE_S = 0.2  # untimed pause before each timed run: the previous run's idle workers spin for a while
 
@@ -70,5 +70,3 @@ def lane_threads(mode: str, threads: int = 0, draft_threads: int = 0, cores: int
     if mode != "parallel":
         return LaneThreads(threads or cores, draft)
     return LaneThreads(threads or cores, draft, draft_setup=draft)
-
-

@@ -17,8 +17,16 @@ from hippo_trt.video import write_video
 TINY_SPECS = {
     "gqa": TinySpec(layers=2, hidden=64, heads=4, kv_heads=2, image_size=32, patch_size=8, seed=11),
     "mha_odd_grid": TinySpec(
-        layers=3, hidden=48, heads=3, kv_heads=3, intermediate=96, vision_layers=2,
-        image_size=40, patch_size=8, frames=3, seed=12,
+        layers=3,
+        hidden=48,
+        heads=3,
+        kv_heads=3,
+        intermediate=96,
+        vision_layers=2,
+        image_size=40,
+        patch_size=8,
+        frames=3,
+        seed=12,
     ),
     "mqa": TinySpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, image_size=24, patch_size=6, seed=13),
 }
@@ -32,14 +40,35 @@ DRAFT_OF = {"gqa": "mqa"}  # same tokenizer and 4 visual tokens per frame
 QWEN_SPECS = {
     "qwen_gqa": TinyQwenSpec(seed=21),
     "qwen_mqa": TinyQwenSpec(
-        layers=3, hidden=48, heads=3, kv_heads=1, intermediate=96, mrope_section=(2, 2, 4), vision_depth=3,
-        vision_heads=4, fullatt_blocks=(0, 2), window_size=24, tokens_per_second=7, max_pixels=40 * 40, seed=22,
+        layers=3,
+        hidden=48,
+        heads=3,
+        kv_heads=1,
+        intermediate=96,
+        mrope_section=(2, 2, 4),
+        vision_depth=3,
+        vision_heads=4,
+        fullatt_blocks=(0, 2),
+        window_size=24,
+        tokens_per_second=7,
+        max_pixels=40 * 40,
+        seed=22,
     ),
 }
 QWEN_DRAFTS = {
-    "qwen_gqa": TinyQwenSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vision_depth=1, fullatt_blocks=(), window_size=24, seed=23),
+    "qwen_gqa": TinyQwenSpec(
+        layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vision_depth=1, fullatt_blocks=(), window_size=24, seed=23
+    ),
     "qwen_mqa": TinyQwenSpec(
-        layers=1, hidden=32, heads=2, kv_heads=2, intermediate=64, vision_depth=2, window_size=16, max_pixels=40 * 40, seed=24,
+        layers=1,
+        hidden=32,
+        heads=2,
+        kv_heads=2,
+        intermediate=64,
+        vision_depth=2,
+        window_size=16,
+        max_pixels=40 * 40,
+        seed=24,
     ),
 }
 

@@ -17,7 +17,9 @@ def test_plain_install_imports_subpackages_and_runs_help(tmp_path):
     python = env_dir / "bin" / "python"
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     # Dependencies come from the running environment (a plain path entry: its .pth files,
     # including any editable finder for hippo_trt, are not processed).
@@ -28,9 +30,7 @@ def test_plain_install_imports_subpackages_and_runs_help(tmp_path):
         shutil.copy(REPO / name, source / name)
     for package in ("hippo_trt", "export", "runtime", "models"):
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "demo-pair"))
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True, capture_output=True, text=True
-    )
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True, capture_output=True, text=True)
     probe = (
         "import hippo_trt, hippo_trt.export, hippo_trt.runtime, hippo_trt.export.api, hippo_trt.runtime.pipeline;"
         "import hippo_trt.models, hippo_trt.cli.demo; assert hippo_trt.cli.demo.Path;"

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from hippo_trt.cli.common import add_bench_source, add_common, add_decoding, add_prune_options, bench_clips, generation_from_args, keeps, ort_options, positives, print_json, progress
+
+from hippo_trt.cli.common import (
+    add_bench_source,
+    add_common,
+    add_decoding,
+    add_prune_options,
+    bench_clips,
+    generation_from_args,
+    keeps,
+    ort_options,
+    positives,
+    print_json,
+    progress,
+)
 from hippo_trt.cli.options import add_generation_flags, positive
 from hippo_trt.errors import InputError
-
 
 
 def cmd_bench_kv(args) -> int:
@@ -120,7 +132,9 @@ def add_commands(bench) -> None:
     add_bench_source(p)
     defaults = _scaling_defaults()
     p.add_argument("--mode", choices=["sd", "parallel"], default="sd", help="the speculative mode compared with ar")
-    p.add_argument("--frames", type=positives, default=defaults.frames, help="frames axis, comma-separated (a shorter clip's frames repeat)")
+    p.add_argument(
+        "--frames", type=positives, default=defaults.frames, help="frames axis, comma-separated (a shorter clip's frames repeat)"
+    )
     p.add_argument("--keeps", type=keeps, default=defaults.keeps, help="keep-ratio axis, comma-separated in (0, 1]")
     p.add_argument("--gammas", type=positives, default=defaults.gammas, help="gamma axis, comma-separated")
     p.add_argument("--base-frames", type=positive, help="frames of the keep and gamma axes (default: the work dir's)")

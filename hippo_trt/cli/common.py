@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
 from hippo_trt.cli.options import add_generation_flags, generation_config, positive
 from hippo_trt.errors import InputError
-
-
 
 INTERNAL_ERROR = 70
 
@@ -76,7 +75,10 @@ def add_prune_options(g) -> None:
 
     d = PruneOptions()
     g.add_argument(
-        "--prune-weights", type=weights, default=(d.w_global, d.w_temporal, d.w_spatial), metavar="G,T,S",
+        "--prune-weights",
+        type=weights,
+        default=(d.w_global, d.w_temporal, d.w_spatial),
+        metavar="G,T,S",
         help="hippo: weights of the target's attention, temporal and spatial distinctiveness",
     )
     g.add_argument("--specvlm-fraction", type=float, default=d.specvlm_fraction, help="specvlm: stage I's share of the attention")

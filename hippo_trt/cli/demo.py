@@ -102,9 +102,13 @@ def _export_is_current(work: Path, pair: DemoPair) -> bool:
     try:
         manifest = Manifest.load(work)
         same_limits = dict(manifest.limits) == asdict(DEMO_LIMITS)
-        return same_limits and "onnxruntime" in manifest.engines and all(
-            manifest.model(role).weight_hash == ModelDir.open(path).weight_hash()
-            for role, path in (("target", pair.target), ("draft", pair.draft))
+        return (
+            same_limits
+            and "onnxruntime" in manifest.engines
+            and all(
+                manifest.model(role).weight_hash == ModelDir.open(path).weight_hash()
+                for role, path in (("target", pair.target), ("draft", pair.draft))
+            )
         )
     except Exception:  # missing or unreadable work dir: export afresh
         return False
@@ -125,8 +129,8 @@ def demo_work(out: Path, progress: bool = True) -> tuple[DemoPair, Path]:
 
 def run_demo(out: Path, clip: int = 0, max_new_tokens: int = 64, progress: bool = True):
     """Export + build (unless current) + run; returns (DemoPair, DemoClip, RunResult)."""
-    from hippo_trt.runtime.pipeline import Pipeline
     from hippo_trt.runtime.generation import GenerationConfig
+    from hippo_trt.runtime.pipeline import Pipeline
 
     pair, work = demo_work(out, progress)
     chosen = pair.clip(clip)
@@ -142,10 +146,14 @@ def format_result(pair: DemoPair, chosen: DemoClip, result) -> str:
     decode_s = t.get("decode", 0.0) / 1e3  # the steps after the prefill's first token
     rate = (new - 1) / decode_s if decode_s else float("nan")
     total = sum(t.values())
-    lines = [] if pair.trained else [
-        "note:     the trained demo pair is missing (models/demo-pair); this ran an untrained "
-        "stand-in, so every stage is real but the answer text is not",
-    ]
+    lines = (
+        []
+        if pair.trained
+        else [
+            "note:     the trained demo pair is missing (models/demo-pair); this ran an untrained "
+            "stand-in, so every stage is real but the answer text is not",
+        ]
+    )
     lines += [
         f"clip:     {chosen.path.name}",
         f"prompt:   {chosen.prompt}",

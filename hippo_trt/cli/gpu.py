@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hippo_trt.errors import InputError
 from hippo_trt.cli.common import add_common, floats, print_json, progress
 from hippo_trt.cli.options import positive
+from hippo_trt.errors import InputError
 
 GRAPHS = {"both": (True, False), "on": (True,), "off": (False,)}
 
@@ -29,8 +29,17 @@ def cmd_bench_gpu(args) -> int:
     from hippo_trt.runtime.bench.gpu import GpuBenchConfig, bench_gpu, format_gpu_tables
 
     config = GpuBenchConfig(
-        preset=args.preset, device=args.device, dtype=args.dtype, gamma=args.gamma, mats=args.mat, trace=_trace(args.trace),
-        new_tokens=args.tokens, reps=args.reps, graphs=GRAPHS[args.graphs], frames=args.frames, seed=args.seed,
+        preset=args.preset,
+        device=args.device,
+        dtype=args.dtype,
+        gamma=args.gamma,
+        mats=args.mat,
+        trace=_trace(args.trace),
+        new_tokens=args.tokens,
+        reps=args.reps,
+        graphs=GRAPHS[args.graphs],
+        frames=args.frames,
+        seed=args.seed,
     )
     result = bench_gpu(config, progress=progress(args))
     print_json(result.to_json()) if args.json else print(format_gpu_tables(result))
@@ -45,7 +54,12 @@ def add_commands(bench) -> None:
     p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (with --preset tiny)")
     p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
     p.add_argument("--gamma", type=positive, default=4, help="draft length (raised where a MAT needs a longer one)")
-    p.add_argument("--mat", type=lambda text: floats(text, "numbers"), default=MATS, help="replayed mean accepted tokens per verification, comma-separated")
+    p.add_argument(
+        "--mat",
+        type=lambda text: floats(text, "numbers"),
+        default=MATS,
+        help="replayed mean accepted tokens per verification, comma-separated",
+    )
     p.add_argument("--trace", type=Path, help="replay a recorded acceptance trace instead (JSON list of tokens committed per verification)")
     p.add_argument("--tokens", type=positive, default=64, help="tokens generated per replayed decode")
     p.add_argument("--reps", type=positive, default=5, help="repetitions per phase (median)")

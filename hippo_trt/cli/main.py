@@ -11,10 +11,11 @@ import sys
 import warnings
 
 from hippo_trt import __version__
+from hippo_trt.cli import bench as bench_commands
+from hippo_trt.cli import gpu, models, run, serve
+from hippo_trt.cli.common import INTERNAL_ERROR, Parser
 from hippo_trt.cli.options import flag_error
 from hippo_trt.errors import HippoError, OptionError
-from hippo_trt.cli import bench as bench_commands, gpu, models, run, serve
-from hippo_trt.cli.common import INTERNAL_ERROR, Parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+
 from hippo_trt.cli.common import add_common, ort_options, print_json, progress
 from hippo_trt.cli.options import positive
 from hippo_trt.errors import InputError
-
 
 
 def cmd_export(args) -> int:
@@ -94,11 +94,13 @@ def cmd_check(args) -> int:
     rows = compare_backend(args.work, args.backend)
     passed = all(r.ok for r in reports) and all(r.passed for r in rows)
     if args.json:
-        print_json({
-            "passed": passed,
-            "tensorrt_compat": [dataclasses.asdict(r) for r in reports],
-            "comparison": [dataclasses.asdict(r) for r in rows],
-        })
+        print_json(
+            {
+                "passed": passed,
+                "tensorrt_compat": [dataclasses.asdict(r) for r in reports],
+                "comparison": [dataclasses.asdict(r) for r in rows],
+            }
+        )
     else:
         print("TensorRT 10 parser compatibility\n" + format_reports(reports))
         print(f"\n{args.backend} vs torch reference (Polygraphy Comparator)\n" + format_rows(rows))
@@ -125,12 +127,15 @@ def add_commands(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="work dir to write (replaced atomically)")
     p.add_argument("--max-frames", type=positive, default=32, help="longest video, in frames")
     p.add_argument(
-        "--max-seq", type=positive, default=None,
+        "--max-seq",
+        type=positive,
+        default=None,
         help=f"longest prompt + generation, in tokens (default: the visual tokens of a --max-frames video plus {TEXT_BUDGET} for prompt text and generation)",
     )
     p.add_argument("--max-spec-len", type=positive, default=9, help="most tokens one verify step takes (gamma + 1)")
     p.add_argument(
-        "--dtype", default="fp32",
+        "--dtype",
+        default="fp32",
         help="weights, KV cache and float inputs of the graphs: fp32 (ONNX Runtime on the CPU; TensorRT builds any "
         "--precision from it) or fp16 (half the disk and memory: TensorRT, ONNX Runtime on a GPU); the model is loaded in it",
     )
@@ -145,7 +150,9 @@ def add_commands(sub) -> None:
     trt.add_argument("--max-frames", type=positive, help="default: the exported maximum")
     trt.add_argument("--max-new-tokens", type=positive, default=256)
     trt.add_argument("--gamma", type=positive, default=4, help="draft length; verify takes 1..gamma+1 tokens")
-    trt.add_argument("--keep", type=_keep_range, default=(0.05, 1.0), metavar="MIN:MAX", help="keep-ratio range of the pruned draft prefill")
+    trt.add_argument(
+        "--keep", type=_keep_range, default=(0.05, 1.0), metavar="MIN:MAX", help="keep-ratio range of the pruned draft prefill"
+    )
     trt.add_argument("--max-batch", type=positive, default=1)
     trt.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
     add_common(p, threads=True)
@@ -161,5 +168,3 @@ def add_commands(sub) -> None:
     p.add_argument("work", type=Path)
     add_common(p)
     p.set_defaults(func=cmd_info)
-
-

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from hippo_trt.cli.common import RUN_BACKENDS, add_common, add_decoding, generation_from_args, lane_options, print_json, progress
 from hippo_trt.cli.options import positive
 from hippo_trt.errors import InputError
-
 
 
 def cmd_run(args) -> int:
@@ -15,7 +15,12 @@ def cmd_run(args) -> int:
     config = generation_from_args(args)
     options, draft_options = lane_options(args, config.mode)
     pipeline = Pipeline.load(
-        args.work, backend=args.backend, options=options, with_draft=config.speculative, draft_options=draft_options, dtype=args.dtype,
+        args.work,
+        backend=args.backend,
+        options=options,
+        with_draft=config.speculative,
+        draft_options=draft_options,
+        dtype=args.dtype,
     )
     source, npy = (args.video, False) if args.video else (args.frames_npy, True)
     result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
@@ -55,8 +60,8 @@ def _profile_source(args):
 
 def cmd_profile(args) -> int:
     from hippo_trt.runtime.pipeline import Pipeline
-    from hippo_trt.runtime.profiling.profile import format_profile, profile_request
     from hippo_trt.runtime.profiling.outputs import write_profile
+    from hippo_trt.runtime.profiling.profile import format_profile, profile_request
 
     config = generation_from_args(args)
     if args.out.exists() and not args.out.is_dir():
@@ -83,7 +88,9 @@ def add_commands(sub) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--frames", type=positive, help="frames sampled uniformly (default: the processor's for a video, all for .npy)")
     p.add_argument(
-        "--backend", choices=RUN_BACKENDS, default="onnxruntime",
+        "--backend",
+        choices=RUN_BACKENDS,
+        default="onnxruntime",
         help="onnxruntime (CPU), torch (eager reference), torch-cuda (eager on the GPU), tensorrt (built engines on the GPU)",
     )
     p.add_argument("--dtype", default="fp32", help="torch-cuda's precision: fp32, bf16 or fp16")
@@ -110,4 +117,3 @@ def add_commands(sub) -> None:
     add_decoding(p)
     add_common(p, threads=True)
     p.set_defaults(func=cmd_profile)
-

@@ -6,11 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from hippo_trt.cli.options import add_flag, add_generation_flags, request_options
-from hippo_trt.runtime.serving.protocol import FRAMES
+from hippo_trt.cli.common import (
+    RUN_BACKENDS,
+    add_bench_source,
+    add_common,
+    add_decoding,
+    bench_clips,
+    generation_from_args,
+    positives,
+    print_json,
+    progress,
+)
+from hippo_trt.cli.options import add_flag, add_generation_flags, positive, request_options
 from hippo_trt.errors import InputError
-from hippo_trt.cli.common import RUN_BACKENDS, add_bench_source, add_common, add_decoding, bench_clips, generation_from_args, positives, print_json, progress
-from hippo_trt.cli.options import positive
+from hippo_trt.runtime.serving.protocol import FRAMES
 
 
 def _serve_options(args):
@@ -68,7 +77,9 @@ def _print_stream(client, args, video) -> int:
         if not args.json:
             print(piece.text, end="", flush=True)
     if args.json:
-        print_json({"pieces": [{"text": p.text, "tokens": p.tokens, "ms": round(p.elapsed_ms, 3)} for p in pieces], "stats": pieces[-1].stats})
+        print_json(
+            {"pieces": [{"text": p.text, "tokens": p.tokens, "ms": round(p.elapsed_ms, 3)} for p in pieces], "stats": pieces[-1].stats}
+        )
     else:
         print()
     return 0
@@ -101,7 +112,11 @@ def cmd_export_triton(args) -> int:
     from hippo_trt.runtime.serving.triton_repo import TritonRepoOptions, export_triton_repo
 
     options = TritonRepoOptions(
-        backend=args.backend, device=args.device, instances=args.instances, engines=args.engines, overwrite=args.overwrite,
+        backend=args.backend,
+        device=args.device,
+        instances=args.instances,
+        engines=args.engines,
+        overwrite=args.overwrite,
         defaults=generation_from_args(args),
     )
     repo = export_triton_repo(args.work, args.out, options)
@@ -116,7 +131,9 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grpc-port", type=int, default=8001)
     g.add_argument("--metrics-port", type=int, default=8002)
     g.add_argument("--instances", type=positive, default=1, help="model instances, each with its own engines and caches")
-    g.add_argument("--backend", choices=RUN_BACKENDS, default="onnxruntime", help="as hippo-trt run's (each instance loads its own engines)")
+    g.add_argument(
+        "--backend", choices=RUN_BACKENDS, default="onnxruntime", help="as hippo-trt run's (each instance loads its own engines)"
+    )
     g.add_argument("--drain-timeout", type=int, default=30, help="seconds in-flight requests get to finish on shutdown")
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds after which a request is ended with an error")
     g.add_argument("--max-video-bytes", type=int, default=512 << 20, help="largest accepted upload")
@@ -169,7 +186,9 @@ def add_commands(sub, bench) -> None:
     p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="ONNX models or TensorRT plans")
     p.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="instance_group kind")
     p.add_argument("--instances", type=positive, default=1, help="instances of every model")
-    p.add_argument("--engines", choices=["bls", "local"], default="bls", help="the loop calls the graph models (bls) or runs them in-process")
+    p.add_argument(
+        "--engines", choices=["bls", "local"], default="bls", help="the loop calls the graph models (bls) or runs them in-process"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing repository")
     _serving_defaults(p)
     add_common(p)

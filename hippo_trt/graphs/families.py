@@ -10,8 +10,8 @@ Each family module gives the same functions: ``check_supported(config)``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Mapping
 
 import numpy as np
 

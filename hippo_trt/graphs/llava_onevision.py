@@ -7,15 +7,15 @@ decoder is the Qwen2 stack of ``qwen2_decoder`` with 1-D positions.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import nn
 
 from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import ModelError
-from hippo_trt.video_layout import LLAVA_ONEVISION
 from hippo_trt.graphs.qwen2_decoder import decoder_modules, decoder_shape  # noqa: F401 (decoder_shape: family interface)
 from hippo_trt.graphs.specs import DecoderShape, GraphSpec, decoder_spec, vision_spec
+from hippo_trt.video_layout import LLAVA_ONEVISION
 
 ARCHITECTURE = LLAVA_ONEVISION
 MODEL_CLASS = "LlavaOnevisionForConditionalGeneration"

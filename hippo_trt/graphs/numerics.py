@@ -3,8 +3,8 @@ ONNX Runtime session's inputs take. Shared by the export's validation and ``hipp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -22,18 +22,18 @@ tokens per slice, U = merge_size^2 patches per merged token, in the processor's 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
-from hippo_trt.errors import ModelError
 from hippo_trt.dims import DimRange, DimsTable, ExportLimits
-from hippo_trt.video_layout import QWEN2_5_VL, Qwen25VLLayout
+from hippo_trt.errors import ModelError
 from hippo_trt.graphs.qwen2_decoder import decoder_modules, decoder_shape  # noqa: F401 (decoder_shape: family interface)
 from hippo_trt.graphs.specs import DecoderShape, GraphSpec, Kind, TensorSpec, decoder_spec
+from hippo_trt.video_layout import QWEN2_5_VL, Qwen25VLLayout
 
 ARCHITECTURE = QWEN2_5_VL
 MODEL_CLASS = "Qwen2_5_VLForConditionalGeneration"
@@ -51,7 +51,9 @@ def check_supported(config) -> None:
     head_dim = text.hidden_size // text.num_attention_heads
     section = rope.get("mrope_section")
     if section is None or len(section) != 3 or 2 * sum(section) != head_dim:
-        raise ModelError(f"unsupported setting text_config.rope_parameters.mrope_section={section} (needs 3 parts summing to head_dim/2 = {head_dim // 2})")
+        raise ModelError(
+            f"unsupported setting text_config.rope_parameters.mrope_section={section} (needs 3 parts summing to head_dim/2 = {head_dim // 2})"
+        )
     vision_rope = (getattr(vision, "rope_parameters", None) or {}).get("rope_type", "axial")
     if vision_rope != "axial":
         raise ModelError(f"unsupported setting vision_config.rope_parameters.rope_type='{vision_rope}' (supported: axial)")
@@ -76,7 +78,11 @@ def vision_input(config, processor) -> dict[str, float]:
     """What the host and the vision graph's specs need, saved in the manifest."""
     vision = config.vision_config
     video = processor.video_processor
-    for name, value in (("patch_size", vision.patch_size), ("temporal_patch_size", vision.temporal_patch_size), ("merge_size", vision.spatial_merge_size)):
+    for name, value in (
+        ("patch_size", vision.patch_size),
+        ("temporal_patch_size", vision.temporal_patch_size),
+        ("merge_size", vision.spatial_merge_size),
+    ):
         if getattr(video, name) != value:
             raise ModelError(f"the video processor's {name} ({getattr(video, name)}) differs from the model's ({value})")
     max_pixels = video.size["longest_edge"]
@@ -137,7 +143,9 @@ def _slice_grid(tokens: int, merge: int) -> tuple[int, int]:
 
 def vision_sample(vision: Mapping[str, float], sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
     """Valid vision feeds at the given grid sizes: random pixels, the host's real window layout."""
-    layout = Qwen25VLLayout(**{k: vision[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "window_size", "tokens_per_second")}, video_token_id=-1)
+    layout = Qwen25VLLayout(
+        **{k: vision[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "window_size", "tokens_per_second")}, video_token_id=-1
+    )
     h, w = _slice_grid(sizes["grid_tokens"], vision["merge_size"])
     unit = vision["merge_size"] ** 2
     patch_dim = vision["channels"] * vision["temporal_patch_size"] * vision["patch_size"] ** 2

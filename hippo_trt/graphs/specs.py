@@ -6,10 +6,10 @@ validation inputs, the runtime's shape checks and (later) TensorRT profiles.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -25,7 +25,6 @@ class Kind(Enum):
     POSITIONS = "positions"
     SEQ_INDEX = "seq_index"  # indices into the graph's seq axis
     INDEX = "index"  # other int64 indices and sizes (the pruning graphs' grid, keep_count, kept_index)
-
 
     @property
     def dtype(self) -> np.dtype:
@@ -77,9 +76,7 @@ class GraphSpec:
                 feeds[t.name] = _token_ids(rng, shape, vocab, sizes.get("prompt_rows", 0) if sizes.get("past", 0) == 0 else 0)
             elif t.kind is Kind.POSITIONS:
                 start = sizes.get("past", 0)  # after the cached prefix
-                feeds[t.name] = np.broadcast_to(
-                    np.arange(start, start + shape[-1], dtype=np.int64), shape
-                ).copy()
+                feeds[t.name] = np.broadcast_to(np.arange(start, start + shape[-1], dtype=np.int64), shape).copy()
             elif t.kind is Kind.SEQ_INDEX:
                 feeds[t.name] = rng.integers(0, sizes["seq"], shape, dtype=np.int64)
             elif t.kind is Kind.INDEX:  # the values must agree with the other inputs: no random draw

@@ -3,7 +3,7 @@ traces with them, validation and the torch backends call the modules with them."
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hippo_trt.atomic import write_json
 from hippo_trt.preprocess import chat_text
 from hippo_trt.pruning import kept_positions
 from hippo_trt.testing.synthetic import FRAMES, QUESTIONS, Sample, make_sample
 from hippo_trt.video import decode_video, write_video
-from hippo_trt.atomic import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -159,9 +159,7 @@ def answer_logits(model, b: Batch, kept: np.ndarray | None = None) -> tuple[torc
 
     with torch.no_grad():
         if kept is None:
-            logits = model(
-                input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos
-            ).logits
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values_videos=b.pixel_values_videos).logits
             return logits, b.labels
         out, labels = pruned_forward(model, b, kept)
         return out.logits, labels

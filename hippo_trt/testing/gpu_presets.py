@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 from hippo_trt.errors import InputError
-from hippo_trt.video_layout import LLAVA_ONEVISION, QWEN2_5_VL
 from hippo_trt.token_grid import TokenGrid
+from hippo_trt.video_layout import LLAVA_ONEVISION, QWEN2_5_VL
 
 # family -> the ``architectures`` name hippo_trt.graphs.families.FAMILIES is keyed by
 ARCHITECTURES = MappingProxyType({"llava_onevision": LLAVA_ONEVISION, "qwen2_5_vl": QWEN2_5_VL})
@@ -172,41 +172,84 @@ QWEN2_5_VL_3B = LmSpec(layers=36, hidden=2048, heads=16, kv_heads=2, intermediat
 # The Qwen2.5-VL ViT (same in 3B and 7B; out_hidden_size = the LM's hidden), fed 448x448
 # frames: 32x32 patches of 14, 2x2 merged -> 256 tokens per 2-frame slice = 128 per frame.
 QWEN2_5_VL_VIT = VisionSpec(
-    layers=32, hidden=1280, heads=16, intermediate=3420, image_size=448, patch_size=14, tokens_per_frame=128,
-    spatial_merge=2, temporal_patch=2, window_size=112, full_attention_blocks=(7, 15, 23, 31),
+    layers=32,
+    hidden=1280,
+    heads=16,
+    intermediate=3420,
+    image_size=448,
+    patch_size=14,
+    tokens_per_frame=128,
+    spatial_merge=2,
+    temporal_patch=2,
+    window_size=112,
+    full_attention_blocks=(7, 15, 23, 31),
 )
 
-PRESETS: Mapping[str, PairPreset] = MappingProxyType({
-    p.name: p
-    for p in (
-        PairPreset(
-            name="llava-ov-7b+0.5b", family="llava_onevision", target=QWEN2_7B, draft=QWEN2_0_5B,
-            vision=SIGLIP_SO400M_LLAVA, frames=32, text_tokens=64,
-            sources=("llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
-                     "Qwen/Qwen2-7B-Instruct", "Qwen/Qwen2-0.5B-Instruct", "google/siglip-so400m-patch14-384"),
-        ),
-        PairPreset(
-            name="qwen2.5-vl-7b+3b", family="qwen2_5_vl", target=QWEN2_5_VL_7B, draft=QWEN2_5_VL_3B,
-            vision=QWEN2_5_VL_VIT, frames=32, text_tokens=64,
-            sources=("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct"),
-        ),
-        PairPreset(  # made up: builds and runs in milliseconds on a CPU (tests)
-            name="tiny", family="llava_onevision",
-            target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
-            draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
-            vision=VisionSpec(layers=1, hidden=32, heads=2, intermediate=64, image_size=32, patch_size=8, tokens_per_frame=4),
-            frames=4, text_tokens=8, sources=(),
-        ),
-        PairPreset(  # made up: the Qwen2.5-VL family's build and run on a CPU (tests)
-            name="tiny-qwen", family="qwen2_5_vl",
-            target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
-            draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
-            vision=VisionSpec(layers=2, hidden=32, heads=2, intermediate=64, image_size=16, patch_size=4, tokens_per_frame=2,
-                              spatial_merge=2, temporal_patch=2, window_size=16, full_attention_blocks=(1,)),
-            frames=4, text_tokens=8, sources=(),
-        ),
-    )
-})
+PRESETS: Mapping[str, PairPreset] = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            PairPreset(
+                name="llava-ov-7b+0.5b",
+                family="llava_onevision",
+                target=QWEN2_7B,
+                draft=QWEN2_0_5B,
+                vision=SIGLIP_SO400M_LLAVA,
+                frames=32,
+                text_tokens=64,
+                sources=(
+                    "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+                    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+                    "Qwen/Qwen2-7B-Instruct",
+                    "Qwen/Qwen2-0.5B-Instruct",
+                    "google/siglip-so400m-patch14-384",
+                ),
+            ),
+            PairPreset(
+                name="qwen2.5-vl-7b+3b",
+                family="qwen2_5_vl",
+                target=QWEN2_5_VL_7B,
+                draft=QWEN2_5_VL_3B,
+                vision=QWEN2_5_VL_VIT,
+                frames=32,
+                text_tokens=64,
+                sources=("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct"),
+            ),
+            PairPreset(  # made up: builds and runs in milliseconds on a CPU (tests)
+                name="tiny",
+                family="llava_onevision",
+                target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
+                draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
+                vision=VisionSpec(layers=1, hidden=32, heads=2, intermediate=64, image_size=32, patch_size=8, tokens_per_frame=4),
+                frames=4,
+                text_tokens=8,
+                sources=(),
+            ),
+            PairPreset(  # made up: the Qwen2.5-VL family's build and run on a CPU (tests)
+                name="tiny-qwen",
+                family="qwen2_5_vl",
+                target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
+                draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
+                vision=VisionSpec(
+                    layers=2,
+                    hidden=32,
+                    heads=2,
+                    intermediate=64,
+                    image_size=16,
+                    patch_size=4,
+                    tokens_per_frame=2,
+                    spatial_merge=2,
+                    temporal_patch=2,
+                    window_size=16,
+                    full_attention_blocks=(1,),
+                ),
+                frames=4,
+                text_tokens=8,
+                sources=(),
+            ),
+        )
+    }
+)
 
 
 def preset(name: str) -> PairPreset:
@@ -264,8 +307,13 @@ def llava_onevision_config(lm: LmSpec, vision: VisionSpec, vocab: int):
             "layer_norm_eps": 1e-6,
             "vision_use_head": False,
         },
-        text_config=_text_config(lm, vocab, model_type="qwen2", max_position_embeddings=32768,
-                                 rope_parameters={"rope_type": "default", "rope_theta": lm.rope_theta}),
+        text_config=_text_config(
+            lm,
+            vocab,
+            model_type="qwen2",
+            max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": lm.rope_theta},
+        ),
         image_grid_pinpoints=_pinpoints(vision.image_size),
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",

@@ -28,9 +28,8 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hippo_trt.testing.tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, build_tokenizer
-from hippo_trt.testing.tiny import CHAT_TEMPLATE
 from hippo_trt.model_dir import torch_dtype
+from hippo_trt.testing.tiny import CHAT_TEMPLATE, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, build_tokenizer
 
 FAMILIES = ("llava", "qwen")
 ROLES = ("target", "draft")
@@ -90,7 +89,9 @@ class VisionWidths:
 QWEN2_7B = TextWidths(hidden=3584, intermediate=18944, heads=28, kv_heads=4)
 QWEN2_0_5B = TextWidths(hidden=896, intermediate=4864, heads=14, kv_heads=2, vocab=DRAFT_VOCAB, tie_embeddings=True)
 QWEN25_VL_7B = replace(QWEN2_7B, max_positions=128000)
-QWEN25_VL_3B = TextWidths(hidden=2048, intermediate=11008, heads=16, kv_heads=2, vocab=DRAFT_VOCAB, tie_embeddings=True, max_positions=128000)
+QWEN25_VL_3B = TextWidths(
+    hidden=2048, intermediate=11008, heads=16, kv_heads=2, vocab=DRAFT_VOCAB, tie_embeddings=True, max_positions=128000
+)
 SIGLIP_SO400M = VisionWidths(hidden=1152, intermediate=4304, heads=16)
 QWEN25_VL_VISION = VisionWidths(hidden=1280, intermediate=3420, heads=16)
 
@@ -142,8 +143,12 @@ def real_spec(family: str, role: str, layers: int = 2, vision_layers: int = 2, *
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     return RealWidthSpec(
-        family=family, text=TEXT_WIDTHS[(family, role)], vision=VISION_WIDTHS[family],
-        layers=layers, vision_layers=vision_layers, **kw,
+        family=family,
+        text=TEXT_WIDTHS[(family, role)],
+        vision=VISION_WIDTHS[family],
+        layers=layers,
+        vision_layers=vision_layers,
+        **kw,
     )
 
 
@@ -159,8 +164,14 @@ def scaled(spec: RealWidthSpec, factor: int) -> RealWidthSpec:
     t, v = spec.text, spec.vision
     kv = _shrink_heads(t.kv_heads, factor)
     heads = max(kv, _shrink_heads(t.heads, factor) // kv * kv)  # a multiple of kv
-    text = replace(t, hidden=heads * t.head_dim, heads=heads, kv_heads=kv,
-                   intermediate=max(8, t.intermediate // factor), vocab=max(256, t.vocab // factor))
+    text = replace(
+        t,
+        hidden=heads * t.head_dim,
+        heads=heads,
+        kv_heads=kv,
+        intermediate=max(8, t.intermediate // factor),
+        vocab=max(256, t.vocab // factor),
+    )
     vheads = _shrink_heads(v.heads, factor)
     vision = replace(v, hidden=vheads * v.head_dim, heads=vheads, intermediate=max(8, v.intermediate // factor))
     return replace(spec, text=text, vision=vision)
@@ -181,12 +192,9 @@ def build_llava_processor(spec: RealWidthSpec, tokenizer):
     tiles) and video frames, 729 tokens a tile, anyres_max_9."""
     from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
 
-
     size = {"height": spec.vision.image_size, "width": spec.vision.image_size}
     norm = {"image_mean": list(SIGLIP_MEAN), "image_std": list(SIGLIP_STD)}
-    image = LlavaOnevisionImageProcessor(
-        size=size, image_grid_pinpoints=[list(p) for p in spec.grid_pinpoints], do_pad=True, **norm
-    )
+    image = LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[list(p) for p in spec.grid_pinpoints], do_pad=True, **norm)
     return LlavaOnevisionProcessor(
         image_processor=image,
         tokenizer=tokenizer,
@@ -204,9 +212,13 @@ def build_qwen_processor(spec: RealWidthSpec, tokenizer):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     sizes = {
-        "patch_size": spec.vision.patch, "temporal_patch_size": 2, "merge_size": 2,
-        "min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels,
-        "image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD),
+        "patch_size": spec.vision.patch,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "min_pixels": spec.min_pixels,
+        "max_pixels": spec.max_pixels,
+        "image_mean": list(OPENAI_CLIP_MEAN),
+        "image_std": list(OPENAI_CLIP_STD),
     }
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**sizes),
@@ -280,10 +292,15 @@ def qwen_config(spec: RealWidthSpec, tokenizer):
     from transformers import Qwen2_5_VLConfig
 
     v = spec.vision
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("video_token_id", "<|video_pad|>"), ("image_token_id", "<|image_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
-    )}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("video_token_id", "<|video_pad|>"),
+            ("image_token_id", "<|image_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
     special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
     return Qwen2_5_VLConfig(
         text_config=_text_config(spec, tokenizer),
@@ -315,7 +332,6 @@ def build_model(spec: RealWidthSpec, tokenizer):
     """The random model, created directly in the save dtype (memory ~ one copy of the weights)."""
     import torch
     import transformers
-
 
     config = qwen_config(spec, tokenizer) if spec.family == "qwen" else llava_config(spec, tokenizer)
     cls_name = "Qwen2_5_VLForConditionalGeneration" if spec.family == "qwen" else "LlavaOnevisionForConditionalGeneration"
@@ -363,8 +379,14 @@ def make_real_width_dir(out: Path, spec: RealWidthSpec, max_shard_size: str | in
 
 
 def make_real_width_pair(
-    root: Path, family: str, layers: int = 2, draft_layers: int = 2, vision_layers: int = 2,
-    dtype: str = "bf16", seed: int = 0, width_scale: int = 1,
+    root: Path,
+    family: str,
+    layers: int = 2,
+    draft_layers: int = 2,
+    vision_layers: int = 2,
+    dtype: str = "bf16",
+    seed: int = 0,
+    width_scale: int = 1,
 ) -> tuple[Path, Path]:
     """``root/target`` and ``root/draft`` of ``family`` at the published widths (divided by
     ``width_scale``), one after the other so only one model is in memory at a time."""

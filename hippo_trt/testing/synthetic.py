@@ -51,11 +51,7 @@ QUESTIONS = {
     "where": "where are the shapes ?",
 }
 WORDS = tuple(
-    dict.fromkeys(
-        " ".join(QUESTIONS.values()).split()
-        + list(COLOURS) + list(SHAPES) + list(CELL_NAMES)
-        + "the shapes are at none".split()
-    )
+    dict.fromkeys(" ".join(QUESTIONS.values()).split() + list(COLOURS) + list(SHAPES) + list(CELL_NAMES) + "the shapes are at none".split())
 )
 NUM_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + (colour, shape)
 

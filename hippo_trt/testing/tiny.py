@@ -61,7 +61,7 @@ QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<video> ", "<|vision_start|><|video_
 def build_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str = CHAT_TEMPLATE):
     """A word-level fast tokenizer with the special tokens and chat template LLaVA-OV needs
     (``extra_special``: more special tokens after the vocabulary, e.g. Qwen2.5-VL's)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL + list(dict.fromkeys(WORDS)) + list(extra_special))}
@@ -196,7 +196,13 @@ class TinyQwenSpec:
 def build_qwen_processor(spec: TinyQwenSpec, tokenizer):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    sizes = {"patch_size": spec.patch_size, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels}
+    sizes = {
+        "patch_size": spec.patch_size,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "min_pixels": spec.min_pixels,
+        "max_pixels": spec.max_pixels,
+    }
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**sizes),
         tokenizer=tokenizer,
@@ -209,10 +215,15 @@ def build_qwen_model(spec: TinyQwenSpec, tokenizer):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("video_token_id", "<|video_pad|>"), ("image_token_id", "<|image_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
-    )}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("video_token_id", "<|video_pad|>"),
+            ("image_token_id", "<|image_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
     special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
     config = Qwen2_5_VLConfig(
         text_config={

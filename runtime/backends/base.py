@@ -4,9 +4,9 @@ backend's own such as torch_static.py) takes a ``Prompt`` and returns a ``Prefil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -21,8 +21,7 @@ DRAFT_FEEDS = 2  # a draft lane's steps: 1 token, or 2 after a fully accepted bl
 class Engine(Protocol):
     spec: GraphSpec
 
-    def run(self, feeds: Mapping[str, np.ndarray], into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        ...
+    def run(self, feeds: Mapping[str, np.ndarray], into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)

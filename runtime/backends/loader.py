@@ -10,19 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from hippo_trt.errors import EngineError, InputError, WorkDirError
-from hippo_trt.graphs.families import family
+from hippo_trt.fingerprint import export_id
+from hippo_trt.graphs.families import family, specs_from_record
 from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
 from hippo_trt.model_dir import ModelDir
-from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, Placement
-from hippo_trt.fingerprint import export_id
-from hippo_trt.runtime.backends.onnxruntime import DeviceTorchEngine, OrtEngine, TorchEngine
-from hippo_trt.runtime.backends.base import Engine
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.graphs.families import specs_from_record
-from hippo_trt.runtime.backends.torch_static import static_sessions
+from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, Placement
+from hippo_trt.runtime.backends.base import Engine, ModelEngines
+from hippo_trt.runtime.backends.onnxruntime import DeviceTorchEngine, OrtEngine, TorchEngine
 from hippo_trt.runtime.backends.tensorrt import load_trt_engines
-from hippo_trt.runtime.backends.base import ModelEngines
-
+from hippo_trt.runtime.backends.torch_static import static_sessions
 
 # Prompt tokens one host decoder call prefills: the eager attention's scores are
 # [heads, chunk, past + chunk], so a 32-frame video's prompt is not one [heads, S, S] block.
@@ -37,9 +34,7 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
     import onnxruntime as ort
 
     if record["version"] != ort.__version__:
-        raise WorkDirError(
-            f"engines in '{work}' were built with onnxruntime {record['version']}, this is {ort.__version__}; {build_cmd}"
-        )
+        raise WorkDirError(f"engines in '{work}' were built with onnxruntime {record['version']}, this is {ort.__version__}; {build_cmd}")
     if record["export_id"] != export_id(manifest):
         raise WorkDirError(f"engines in '{work}' were built from another export; {build_cmd}")
     files = {n: FileRecord(**f) for n, f in record["files"][role].items()}
@@ -85,7 +80,9 @@ def require_cuda(backend: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise EngineError(f"--backend {backend} needs a CUDA GPU and none is visible (driver, CUDA_VISIBLE_DEVICES); use --backend onnxruntime")
+        raise EngineError(
+            f"--backend {backend} needs a CUDA GPU and none is visible (driver, CUDA_VISIBLE_DEVICES); use --backend onnxruntime"
+        )
 
 
 def _torch_cuda_loader(work: Path, manifest: Manifest, role: str, options: OrtOptions, dtype: str = "fp32") -> ModelEngines:

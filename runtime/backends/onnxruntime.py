@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hippo_trt.graphs.specs import GraphSpec
-from hippo_trt.ort_session import SETUP_GRAPHS, OrtOptions, ort_session
 from hippo_trt.graphs.numerics import input_float_types
+from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.graphs.torch_feeds import torch_args
+from hippo_trt.ort_session import SETUP_GRAPHS, OrtOptions, ort_session
 from hippo_trt.runtime.backends.arrays import Placement
-
 
 DRAFT_THREADS = 1  # the draft lane's default decode threads on CPU (see lanes.py)
 
@@ -71,7 +70,6 @@ class OrtEngine:
         values = io.get_outputs()[len(into) :]
         return {name: v.numpy() for name, v in zip(returned, values)}
 
-
     def _large(self, feeds) -> bool:
         ids = feeds.get("input_ids")
         return self.spec.name in SETUP_GRAPHS or (ids is not None and ids.shape[-1] > STEP_ROWS)
@@ -86,7 +84,6 @@ class TorchEngine:
     def run(self, feeds, into=None):
         import torch
 
-
         into = into or {}
         with torch.inference_mode():
             outs = self.module(*torch_args(self.spec, {k: np.ascontiguousarray(v) for k, v in feeds.items()}))
@@ -100,7 +97,6 @@ class TorchEngine:
         return result
 
 
-
 class DeviceTorchEngine:
     """The same graph module on a torch device (CUDA, or the CPU in tests): feeds are moved
     there, outputs stay there, ``into`` tensors are written in place. The eager torch path of
@@ -112,7 +108,6 @@ class DeviceTorchEngine:
 
     def run(self, feeds, into=None):
         import torch
-
 
         into = into or {}
         with torch.no_grad():  # not inference_mode: callers may write into the outputs

@@ -61,13 +61,13 @@ class Outcomes:
     label: str  # what they follow, for every output: "MAT 4 (alpha 0.83)" or "trace FILE"
 
     @classmethod
-    def at_mat(cls, mat: float, gamma: int, count: int, seed: int = 0) -> "Outcomes":
+    def at_mat(cls, mat: float, gamma: int, count: int, seed: int = 0) -> Outcomes:
         alpha = acceptance_rate(mat, gamma)
         draws = np.random.default_rng(seed).random(count) < alpha
         return cls(draws, f"MAT {mat:g} (alpha {alpha:.3f}, gamma {gamma})")
 
     @classmethod
-    def from_trace(cls, committed: Sequence[int], gamma: int, label: str) -> "Outcomes":
+    def from_trace(cls, committed: Sequence[int], gamma: int, label: str) -> Outcomes:
         """Tokens committed per verification -> draws (repeated to any length by ``window``)."""
         bad = [c for c in committed if not 1 <= c <= gamma + 1]
         if not committed or bad:

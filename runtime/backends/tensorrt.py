@@ -29,18 +29,19 @@ the CPU against a stand-in ``tensorrt`` module that runs the same ONNX graphs
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from hippo_trt import tensorrt_env
 from hippo_trt.errors import EngineError, ProfileError, WorkDirError
+from hippo_trt.fingerprint import export_id
+from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
 from hippo_trt.runtime.backends.arrays import Placement, is_torch, to_host
-from hippo_trt.fingerprint import export_id
 from hippo_trt.runtime.backends.base import ModelEngines
-from hippo_trt.graphs.families import specs_from_record
 
 DEFAULT_DEVICE = "cuda"
 Ranges = Mapping[str, Mapping[str, Sequence]]  # input -> {"min", "opt", "max"}
@@ -74,7 +75,9 @@ def check_profile(name: str, profile: Ranges, shapes: Mapping[str, tuple[int, ..
     ``axes``: per input, the symbolic names of its axes (for the message)."""
     miss = profile_mismatch(profile, shapes, axes)
     if miss is not None:
-        raise ProfileError(f"engine '{name}' {miss.replace(' is outside [', ' is outside the built profile [')}; {_rebuild('larger limits')}")
+        raise ProfileError(
+            f"engine '{name}' {miss.replace(' is outside [', ' is outside the built profile [')}; {_rebuild('larger limits')}"
+        )
 
 
 def select_profile(
@@ -168,7 +171,6 @@ class TrtEngine:
 
     def __init__(self, path: Path, plan: Mapping, name: str, spec=None, device: str = DEFAULT_DEVICE):
         import torch
-
 
         self.trt = tensorrt_env.require_tensorrt()
         self.name, self.spec, self.device = name, spec, _indexed(torch.device(device))
@@ -279,7 +281,6 @@ class TrtEngine:
 def trt_record(work: Path, manifest: Manifest) -> dict:
     """The manifest's TensorRT record, refused when built by another TensorRT, GPU or export."""
 
-
     trt = tensorrt_env.require_tensorrt()
     record = manifest.engines.get("tensorrt")
     if record is None:
@@ -292,7 +293,9 @@ def _plan_entry(record: Mapping, role: str, graph: str) -> Mapping:
     for entry in record["plan"]["engines"]:
         if entry["role"] == role and entry["graph"] == graph:
             return entry
-    raise WorkDirError(f"the TensorRT build record has no plan for engine '{role}/{graph}'; rebuild with hippo-trt build WORK --backend tensorrt")
+    raise WorkDirError(
+        f"the TensorRT build record has no plan for engine '{role}/{graph}'; rebuild with hippo-trt build WORK --backend tensorrt"
+    )
 
 
 def _engine(work: Path, record: Mapping, role: str, graph: str, spec, device: str) -> TrtEngine:

@@ -55,8 +55,7 @@ from hippo_trt.dims import DimsTable
 from hippo_trt.errors import ProfileError
 from hippo_trt.graphs.qwen2_decoder import Qwen2Decoder, embed_prompt
 from hippo_trt.runtime.backends.arrays import Placement, to_host
-from hippo_trt.runtime.backends.base import PrefillOut, Prompt, check_prefill, check_step
-from hippo_trt.runtime.backends.base import DRAFT_FEEDS
+from hippo_trt.runtime.backends.base import DRAFT_FEEDS, PrefillOut, Prompt, check_prefill, check_step
 
 WARMUP_STEPS = 3  # eager iterations per bucket before capture, as the CUDA graphs notes do
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import contextlib
 import statistics
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.threads import SETTLE_S, LaneThreads, lane_threads

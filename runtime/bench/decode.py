@@ -32,12 +32,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hippo_trt.errors import EngineError
-from hippo_trt.preprocess import Request
-from hippo_trt.runtime.threads import LaneThreads, lane_threads
-from hippo_trt.runtime.bench.common import SplitPipelines
-from hippo_trt.runtime.pipeline import Pipeline
-from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.model_dir import ModelDir
+from hippo_trt.preprocess import Request
+from hippo_trt.runtime.bench.common import SplitPipelines
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.threads import LaneThreads, lane_threads
 
 METHODS = ("ar", "sd", "parallel", "hf_generate", "hf_assisted")
 

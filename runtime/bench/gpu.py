@@ -35,7 +35,13 @@ from hippo_trt.errors import EngineError, InputError
 from hippo_trt.runtime.bench.gpu_config import MATS, DecodeRow, GpuBenchConfig, GpuBenchResult, PhaseRow, outcome_plans, with_ratios
 from hippo_trt.runtime.bench.gpu_decode import decode_rows
 from hippo_trt.runtime.bench.gpu_phases import (
-    Rig, hf_generate_tokens_per_s, measure_bandwidth, prefill_rows, pruning_row, step_rows, vision_row,
+    Rig,
+    hf_generate_tokens_per_s,
+    measure_bandwidth,
+    prefill_rows,
+    pruning_row,
+    step_rows,
+    vision_row,
 )
 from hippo_trt.runtime.bench.gpu_tables import format_gpu_tables
 from hippo_trt.testing.gpu_presets import build_models, preset
@@ -84,8 +90,15 @@ def bench_gpu(config: GpuBenchConfig, progress: bool = True) -> GpuBenchResult:
         bar.update()
     labels = tuple(o.label for _, _, o in outcome_plans(config))
     return GpuBenchResult(
-        config.preset, _device_name(config.device), config.dtype, rig.context, rig.draft_context, round(bandwidth, 1),
-        tuple(phases), tuple(with_ratios(decode)), outcomes=labels,
+        config.preset,
+        _device_name(config.device),
+        config.dtype,
+        rig.context,
+        rig.draft_context,
+        round(bandwidth, 1),
+        tuple(phases),
+        tuple(with_ratios(decode)),
+        outcomes=labels,
     )
 
 

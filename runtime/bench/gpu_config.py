@@ -57,7 +57,10 @@ def outcome_plans(config: GpuBenchConfig) -> list[tuple[float | None, int, Outco
     if config.trace:
         gamma = max(config.gamma, max(config.trace) - 1)
         return [(None, gamma, Outcomes.from_trace(config.trace, gamma, "recorded trace"))]
-    return [(m, gamma_for(m, config.gamma), Outcomes.at_mat(m, gamma_for(m, config.gamma), 4 * config.new_tokens, config.seed)) for m in config.mats]
+    return [
+        (m, gamma_for(m, config.gamma), Outcomes.at_mat(m, gamma_for(m, config.gamma), 4 * config.new_tokens, config.seed))
+        for m in config.mats
+    ]
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hippo_trt.dims import DimRange, DimsTable
-from hippo_trt.trace import Span, Tracer
 from hippo_trt.runtime.backends.replay import ReplayScript, ReplaySession
 from hippo_trt.runtime.backends.torch_static import StaticDecoderSession
 from hippo_trt.runtime.bench.gpu_config import DecodeRow, outcome_plans
 from hippo_trt.runtime.bench.gpu_phases import Rig
-from hippo_trt.runtime.decoding.generate import OutputBudget, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.decoding.generate import Lane, OutputBudget, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.decoding.parallel import ParallelDecoder, ParallelOptions
 from hippo_trt.runtime.decoding.verify import AcceptanceStats
+from hippo_trt.trace import Span, Tracer
 
 
 @dataclass
@@ -73,7 +73,12 @@ class PairSessions:
         pos = self.rig.context
         target = Lane(ReplaySession(self.target, script.target_token, pos), self.t_base, pos, phase=step_phase, tracer=tracer)
         draft = Lane(
-            ReplaySession(self.draft, script.draft_token, pos), self.d_base, pos, track="draft", phase="draft_step", tracer=tracer,
+            ReplaySession(self.draft, script.draft_token, pos),
+            self.d_base,
+            pos,
+            track="draft",
+            phase="draft_step",
+            tracer=tracer,
             vocab=self.vocab,
         )
         return target, draft

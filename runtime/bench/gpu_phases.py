@@ -131,7 +131,13 @@ def step_rows(rig: Rig, target, draft, graphs: bool, bandwidth: float) -> list[P
     verify = rig.config.gamma + 1
     return [
         PhaseRow("target decode step", 1, timed(target, rig.target_lane, 1), bound(spec.target, rig.context + 1), graphs),
-        PhaseRow(f"verify step (gamma {rig.config.gamma})", verify, timed(target, rig.target_lane, verify), bound(spec.target, rig.context + verify), graphs),
+        PhaseRow(
+            f"verify step (gamma {rig.config.gamma})",
+            verify,
+            timed(target, rig.target_lane, verify),
+            bound(spec.target, rig.context + verify),
+            graphs,
+        ),
         PhaseRow("draft decode step", 1, timed(draft, rig.draft_lane, 1), bound(spec.built_draft, rig.draft_context + 1), graphs),
     ]
 

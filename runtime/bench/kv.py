@@ -16,11 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from hippo_trt.errors import ProfileError
-from hippo_trt.runtime.bench.common import median_ms
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.decoding.decoder import DecoderSession
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.backends.loader import load_engines
+from hippo_trt.runtime.bench.common import median_ms
+from hippo_trt.runtime.decoding.decoder import DecoderSession
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class DecodeStepRow:
         return self.copying_ms / self.in_place_ms
 
 
-def bench_decode_steps(work: Path, contexts: list[int], repeats: int, options: OrtOptions = OrtOptions(), progress: bool = True
+def bench_decode_steps(
+    work: Path, contexts: list[int], repeats: int, options: OrtOptions = OrtOptions(), progress: bool = True
 ) -> list[DecodeStepRow]:
     manifest = Manifest.load(work)
     dims = manifest.dims_table

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
 from hippo_trt.runtime.bench.common import KEEPS, SplitPipelines
+from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
 from hippo_trt.runtime.generation import GenerationConfig
 
 DEFAULT_METHODS = ("none", "uniform", "random", "attention", "local", "specvlm", "hippo")

@@ -30,12 +30,12 @@ from hippo_trt.dims import DimsTable
 from hippo_trt.errors import InputError
 from hippo_trt.manifest import Manifest
 from hippo_trt.preprocess import prepare_request
+from hippo_trt.runtime.bench.common import KEEPS, SplitPipelines
+from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline, RunResult
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, load_frames
-from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
-from hippo_trt.runtime.bench.common import KEEPS, SplitPipelines
-from hippo_trt.runtime.pipeline import Pipeline, RunResult
-from hippo_trt.runtime.generation import GenerationConfig
 
 AXES = ("frames", "keep", "gamma")
 FRAMES = (4, 8, 16, 32)
@@ -62,7 +62,9 @@ class ScalingConfig:
         if not g.sampling.greedy:
             raise InputError("bench scaling checks every output against ar's: it runs greedy decoding only")
         if g.max_new_tokens < 2:
-            raise InputError(f"bench scaling times decoding after the first token: --max-new-tokens must be at least 2, got {g.max_new_tokens}")
+            raise InputError(
+                f"bench scaling times decoding after the first token: --max-new-tokens must be at least 2, got {g.max_new_tokens}"
+            )
         if self.repeats < 1:
             raise InputError(f"--repeats must be at least 1, got {self.repeats}")
         for flag, values in (("--frames", self.frames), ("--keeps", self.keeps), ("--gammas", self.gammas)):

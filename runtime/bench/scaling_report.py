@@ -67,7 +67,11 @@ def _table_line(r: ScalingRow) -> str:
     )
 
 
-_XLABELS = {"frames": "video frames", "keep": "keep ratio (draft's share of visual tokens)", "gamma": "gamma (draft tokens per verification)"}
+_XLABELS = {
+    "frames": "video frames",
+    "keep": "keep ratio (draft's share of visual tokens)",
+    "gamma": "gamma (draft tokens per verification)",
+}
 
 
 def _x_axis(ax, axis: str, values: list[int | float]) -> None:

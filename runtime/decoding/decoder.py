@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from hippo_trt.dims import DimsTable
 from hippo_trt.runtime.backends.arrays import to_host
+from hippo_trt.runtime.backends.base import ModelEngines, PrefillOut, Prompt, check_prefill, check_step
 from hippo_trt.runtime.decoding.kv_cache import KVCache
-from hippo_trt.runtime.backends.base import ModelEngines
-from hippo_trt.runtime.backends.base import PrefillOut, Prompt, check_prefill, check_step
 
 
 def scoring_rows(fed_ids: np.ndarray, video_token_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +95,13 @@ class DecoderSession:
         columns are cache positions, the query rows the call's own; logits of its last row."""
         ids, positions = prompt.input_ids[:, start:end], prompt.position_ids[..., start:end]
         feeds = {
-            "input_ids": np.ascontiguousarray(ids), "prompt_table": prompt.table, "position_ids": np.ascontiguousarray(positions),
-            "visual_index": visual_index, "query_index": query_rows,
-            "logit_index": np.array([end - start - 1], dtype=np.int64), **self.cache.past(),
+            "input_ids": np.ascontiguousarray(ids),
+            "prompt_table": prompt.table,
+            "position_ids": np.ascontiguousarray(positions),
+            "visual_index": visual_index,
+            "query_index": query_rows,
+            "logit_index": np.array([end - start - 1], dtype=np.int64),
+            **self.cache.past(),
         }
         out = self.engines.decoder.run(feeds, into=self.cache.slots(end - start))
         self.cache.advance(end - start)
@@ -122,8 +124,12 @@ class DecoderSession:
         (``past_key_i`` ... [P, 1, Hkv, D]): text only, nothing scored, every row's logits."""
         positions = np.broadcast_to(position_ids, (3,) + position_ids.shape) if self.mrope else position_ids
         return {
-            "input_ids": input_ids, "prompt_table": self._no_table, "position_ids": positions,
-            "visual_index": NO_ROWS, "query_index": NO_ROWS, "logit_index": np.arange(input_ids.shape[1], dtype=np.int64),
+            "input_ids": input_ids,
+            "prompt_table": self._no_table,
+            "position_ids": positions,
+            "visual_index": NO_ROWS,
+            "query_index": NO_ROWS,
+            "logit_index": np.arange(input_ids.shape[1], dtype=np.int64),
             **past,
         }
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hippo_trt.errors import EngineError, HippoError
-from hippo_trt.trace import NULL_TRACER
-
 from hippo_trt.runtime.decoding.decoder import DecoderSession
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling, Verdict, argmax_token, sample_token, verify_greedy, verify_sampling
+from hippo_trt.trace import NULL_TRACER
 
 
 def fit_vocab(logits: np.ndarray, vocab: int | None) -> np.ndarray:
@@ -97,7 +96,7 @@ class TokenChooser:
         self.sampling, self.tracer = sampling, tracer
         self.rng = np.random.default_rng([sampling.seed, *key] if key else sampling.seed)
 
-    def at(self, *key: int) -> "TokenChooser":
+    def at(self, *key: int) -> TokenChooser:
         """A chooser whose draws depend only on the seed and ``key``, not on the order of calls."""
         return TokenChooser(self.sampling, key, self.tracer)
 
@@ -190,7 +189,13 @@ def propose(draft: Lane, out: list[int], k: int, chooser: TokenChooser, eos_ids:
 
 
 def generate_sd(
-    target: Lane, draft: Lane, first_logits: np.ndarray, budget: OutputBudget, gamma: int, chooser: TokenChooser, stats: AcceptanceStats,
+    target: Lane,
+    draft: Lane,
+    first_logits: np.ndarray,
+    budget: OutputBudget,
+    gamma: int,
+    chooser: TokenChooser,
+    stats: AcceptanceStats,
     adaptive: bool = False,
 ) -> list[int]:
     """Speculative decoding with draft length ``gamma`` (``adaptive``: at most gamma, see

@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hippo_trt.trace import Span
-from hippo_trt.runtime.decoding.generate import OutputBudget, DraftLength, Lane, TokenChooser
 from hippo_trt.runtime.backends.base import DRAFT_FEEDS
+from hippo_trt.runtime.decoding.generate import DraftLength, Lane, OutputBudget, TokenChooser
 from hippo_trt.runtime.decoding.verify import AcceptanceStats
+from hippo_trt.trace import Span
 
 
 @dataclass
@@ -92,7 +92,13 @@ class ParallelDecoder:
     decodes alone on its lane while this thread sets the draft up (the lead, see ParallelOptions)."""
 
     def __init__(
-        self, target: Lane, draft: Lane | Callable[[], Lane], budget: OutputBudget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
+        self,
+        target: Lane,
+        draft: Lane | Callable[[], Lane],
+        budget: OutputBudget,
+        chooser: TokenChooser,
+        options: ParallelOptions,
+        stats: AcceptanceStats,
     ):
         self.target, self.budget, self.chooser, self.options = target, budget, chooser, options
         self.draft, self._setup = (draft, None) if isinstance(draft, Lane) else (None, draft)
@@ -212,6 +218,12 @@ class ParallelDecoder:
 
 
 def generate_parallel(
-    target: Lane, draft: Lane, first_logits: np.ndarray, budget: OutputBudget, chooser: TokenChooser, options: ParallelOptions, stats: AcceptanceStats
+    target: Lane,
+    draft: Lane,
+    first_logits: np.ndarray,
+    budget: OutputBudget,
+    chooser: TokenChooser,
+    options: ParallelOptions,
+    stats: AcceptanceStats,
 ) -> list[int]:
     return ParallelDecoder(target, draft, budget, chooser, options, stats).run(first_logits)

@@ -23,7 +23,6 @@ import numpy as np
 
 from hippo_trt.options import Option, check_all
 
-
 SAMPLING_OPTIONS = (
     Option("temperature", float, "0: greedy", low=0.0, high=100.0),
     Option("top_k", int, "0: off", low=0),

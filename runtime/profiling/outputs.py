@@ -30,19 +30,36 @@ def chrome_trace(report: ProfileReport) -> dict:
         events.append({"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid, "args": {"sort_index": tid}})
     for span, fate in zip(report.spans, report.marks, strict=True):
         args = dict(span.args) | ({"fate": fate} if fate else {})
-        events.append({
-            "name": span.phase, "cat": span.track, "ph": "X", "pid": 1, "tid": tids[span.track],
-            "ts": (span.start_ns - report.start_ns) / 1e3, "dur": (span.end_ns - span.start_ns) / 1e3, "args": args,
-        })
+        events.append(
+            {
+                "name": span.phase,
+                "cat": span.track,
+                "ph": "X",
+                "pid": 1,
+                "tid": tids[span.track],
+                "ts": (span.start_ns - report.start_ns) / 1e3,
+                "dur": (span.end_ns - span.start_ns) / 1e3,
+                "args": args,
+            }
+        )
     summary = {k: v for k, v in report.to_json().items() if k not in ("phases", "lanes", "stats")}
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": summary}
 
 
 # Phase colours stay clear of the fates' green, red and grey.
 PHASE_COLOURS = {
-    "video_decode": "#1f77b4", "preprocess": "#aec7e8", "vision": "#ff7f0e", "prefill": "#9467bd",
-    "draft_vision": "#17becf", "pruning": "#e377c2", "draft_prefill": "#c5b0d5",
-    "verify": "#f0c000", "decode_step": "#f0c000", "sampling": "#8c564b", "handoff": "#c49c94", "detokenize": "#7f7f7f",
+    "video_decode": "#1f77b4",
+    "preprocess": "#aec7e8",
+    "vision": "#ff7f0e",
+    "prefill": "#9467bd",
+    "draft_vision": "#17becf",
+    "pruning": "#e377c2",
+    "draft_prefill": "#c5b0d5",
+    "verify": "#f0c000",
+    "decode_step": "#f0c000",
+    "sampling": "#8c564b",
+    "handoff": "#c49c94",
+    "detokenize": "#7f7f7f",
 }
 
 
@@ -98,7 +115,9 @@ def timeline_png(report: ProfileReport) -> bytes:
     decode.set_xlabel("ms since the request started")
     handles = [Patch(facecolor=colours[p], label=p) for p in phases if p != "draft_step"]
     if "draft_step" in phases:
-        handles += [Patch(facecolor=FATE_COLOURS[f], hatch="//" if f == "discarded" else None, label=f"draft step {f}") for f in FATE_COLOURS]
+        handles += [
+            Patch(facecolor=FATE_COLOURS[f], hatch="//" if f == "discarded" else None, label=f"draft step {f}") for f in FATE_COLOURS
+        ]
     fig.legend(handles=handles, loc="outside right upper", fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -28,17 +28,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hippo_trt.errors import InputError
-from hippo_trt.trace import NULL_TRACER, Span, Tracer
-from hippo_trt.runtime.pipeline import Pipeline, RunResult
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline, RunResult
+from hippo_trt.trace import NULL_TRACER, Span, Tracer
 
 COVERAGE_TOLERANCE = 0.05  # the named phases must account for the wall time within this
 OVERHEAD_LIMIT = 0.10
 MAX_REPEATS = 50
 # The table's order: the request's stages as they happen.
 PHASE_ORDER = (
-    "video_decode", "preprocess", "vision", "prefill", "draft_vision", "pruning",
-    "draft_prefill", "draft_step", "verify", "decode_step", "sampling", "handoff", "detokenize",
+    "video_decode",
+    "preprocess",
+    "vision",
+    "prefill",
+    "draft_vision",
+    "pruning",
+    "draft_prefill",
+    "draft_step",
+    "verify",
+    "decode_step",
+    "sampling",
+    "handoff",
+    "detokenize",
 )
 STEP_PHASES = ("draft_step", "verify", "decode_step")
 
@@ -120,8 +131,12 @@ class ProfileReport:
             "critical_path_ms": round(self.path_ms, 3),
             "coverage": round(self.coverage, 4),
             "within_tolerance": self.covered,
-            "overhead": {"on_ms": round(self.overhead.on_ms, 3), "off_ms": round(self.overhead.off_ms, 3),
-                         "runs": self.overhead.runs, "ratio": round(self.overhead.ratio, 4)},
+            "overhead": {
+                "on_ms": round(self.overhead.on_ms, 3),
+                "off_ms": round(self.overhead.off_ms, 3),
+                "runs": self.overhead.runs,
+                "ratio": round(self.overhead.ratio, 4),
+            },
             "phases": [{**r.__dict__, "busy_ms": round(r.busy_ms, 3), "critical_ms": round(r.critical_ms, 3)} for r in self.phases()],
             "lanes": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.__dict__.items()} for r in self.lanes()],
             "stats": self.result.stats,
@@ -172,7 +187,9 @@ def lane_rows(spans: list[Span] | tuple[Span, ...], start_ns: int, end_ns: int) 
     rows = []
     for track in sorted({s.track for s in spans}, key=("host", "target", "draft").index):
         busy = _union_ns([(s.start_ns, s.end_ns) for s in spans if s.track == track])
-        in_decode = _union_ns([(max(s.start_ns, lo), min(s.end_ns, hi)) for s in spans if s.track == track and s.end_ns > lo and s.start_ns < hi])
+        in_decode = _union_ns(
+            [(max(s.start_ns, lo), min(s.end_ns, hi)) for s in spans if s.track == track and s.end_ns > lo and s.start_ns < hi]
+        )
         rows.append(LaneRow(track, busy / 1e6, (end_ns - start_ns - busy) / 1e6, (hi - lo - in_decode) / 1e6))
     return rows
 
@@ -219,7 +236,9 @@ def draft_marks(spans: list[Span] | tuple[Span, ...], accepted: list[int], path_
     return marks
 
 
-def _timed_run(pipeline: Pipeline, video: Path, prompt: str, frames: int | None, config: GenerationConfig, tracer) -> tuple[RunResult, int, int]:
+def _timed_run(
+    pipeline: Pipeline, video: Path, prompt: str, frames: int | None, config: GenerationConfig, tracer
+) -> tuple[RunResult, int, int]:
     start = time.perf_counter_ns()
     result = pipeline.run(video, prompt, frames=frames, config=config, tracer=tracer)
     return result, start, time.perf_counter_ns()
@@ -246,8 +265,14 @@ def profile_request(
     accepted = result.stats.get("accepted_per_verification", [])
     kept = result.stats.get("path_kept_per_verification", [])
     return ProfileReport(
-        config, result, tuple(spans), start, end, tuple(critical_path(spans, end)),
-        Overhead(min(on), min(off), repeats), tuple(draft_marks(spans, accepted, kept)),
+        config,
+        result,
+        tuple(spans),
+        start,
+        end,
+        tuple(critical_path(spans, end)),
+        Overhead(min(on), min(off), repeats),
+        tuple(draft_marks(spans, accepted, kept)),
     )
 
 

@@ -98,7 +98,7 @@ class HippoClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "HippoClient":
+    def __enter__(self) -> HippoClient:
         return self
 
     def __exit__(self, *exc) -> None:

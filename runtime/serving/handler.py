@@ -19,12 +19,12 @@ import numpy as np
 
 from hippo_trt.errors import HippoError, InputError
 from hippo_trt.manifest import Manifest
+from hippo_trt.ort_session import OrtOptions
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline, RunResult
+from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
-from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.pipeline import Pipeline, RunResult
-from hippo_trt.runtime.generation import GenerationConfig
-from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
 
 MAX_VIDEO_BYTES = 512 << 20
 
@@ -101,7 +101,12 @@ class RequestHandler:
         return check
 
     def _stats(self, result: RunResult, started: float) -> dict:
-        return {**result.stats, "timings_ms": result.timings_ms, "server_ms": round((time.monotonic() - started) * 1e3, 3), "instance": self.name}
+        return {
+            **result.stats,
+            "timings_ms": result.timings_ms,
+            "server_ms": round((time.monotonic() - started) * 1e3, 3),
+            "instance": self.name,
+        }
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

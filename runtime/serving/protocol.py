@@ -59,7 +59,7 @@ class _RequestOptions:
     are ``REQUEST_OPTIONS``, the generation options' table (runtime/generation.py) and ``frames``."""
 
     @classmethod
-    def from_json(cls, text: str | bytes | None) -> "RequestOptions":
+    def from_json(cls, text: str | bytes | None) -> RequestOptions:
         try:
             text = text.decode("utf-8") if isinstance(text, bytes) else text
             if text is None or not text.strip():
@@ -88,8 +88,10 @@ class _RequestOptions:
 
 
 RequestOptions = make_dataclass(
-    "RequestOptions", [(o.name, f"{o.type.__name__} | None", field(default=None)) for o in REQUEST_OPTIONS],
-    bases=(_RequestOptions,), frozen=True,
+    "RequestOptions",
+    [(o.name, f"{o.type.__name__} | None", field(default=None)) for o in REQUEST_OPTIONS],
+    bases=(_RequestOptions,),
+    frozen=True,
 )
 RequestOptions.__module__ = __name__  # made from the table, kept importable (and picklable) from here
 
@@ -121,7 +123,7 @@ class ServedRequest:
     options: RequestOptions
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray], max_video_bytes: int) -> "ServedRequest":
+    def from_tensors(cls, tensors: dict[str, np.ndarray], max_video_bytes: int) -> ServedRequest:
         """The named input arrays of one request (batch dim already removed)."""
         prompt = _one_string(tensors, "prompt")
         if prompt is None:

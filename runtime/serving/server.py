@@ -27,8 +27,8 @@ from pathlib import Path
 from hippo_trt.errors import HippoError, InputError, ServingError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.handler import HandlerPool, RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, TensorSpec
 
@@ -184,7 +184,7 @@ class HippoServer:
         self._triton = None
 
     @classmethod
-    def load(cls, work: Path, defaults: GenerationConfig, options: ServeOptions, progress: bool = False) -> "HippoServer":
+    def load(cls, work: Path, defaults: GenerationConfig, options: ServeOptions, progress: bool = False) -> HippoServer:
         """Refuses a missing serve extra or a taken port before the engines load (minutes for
         large models); ``start`` checks the ports again."""
         _pytriton()
@@ -204,7 +204,7 @@ class HippoServer:
                 async for piece in _off_loop(self.pool.stream(dict(request))):
                     yield [piece]
 
-    def start(self) -> "HippoServer":
+    def start(self) -> HippoServer:
         """Start serving. PyTriton hands each model's config to its Triton-side stub over a
         local socket; on a loaded machine that handshake can miss ("Connection refused" while
         loading a model), so a failed start is stopped and tried once more."""
@@ -216,7 +216,7 @@ class HippoServer:
                 if attempt + 1 == START_ATTEMPTS or not _handshake_missed(e):
                     raise
 
-    def _start_once(self) -> "HippoServer":
+    def _start_once(self) -> HippoServer:
         triton, model_config = _pytriton()
         o = self.options
         _check_ports(o)
@@ -231,9 +231,7 @@ class HippoServer:
         self._triton.__enter__()
         inputs, outputs = _tensors(model_config, INPUTS), _tensors(model_config, OUTPUTS)
         instances = len(self.pool.handlers)
-        self._triton.bind(
-            UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False)
-        )
+        self._triton.bind(UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False))
         self._triton.bind(
             STREAM_MODEL, [self._streaming] * instances, inputs, outputs,
             config=model_config.ModelConfig(batching=False, decoupled=True),
@@ -246,7 +244,7 @@ class HippoServer:
             triton, self._triton = self._triton, None
             triton.stop()
 
-    def __enter__(self) -> "HippoServer":
+    def __enter__(self) -> HippoServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

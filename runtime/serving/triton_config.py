@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -67,7 +67,9 @@ class TritonRepoOptions:
         if self.ort_threads < 0:
             raise InputError(f"--ort-threads must be >= 0, got {self.ort_threads}")
         if self.backend == "tensorrt" and self.engines == "local":
-            raise InputError("--engines local runs ONNX Runtime inside the Python model: use --backend onnxruntime, or --engines bls for TensorRT")
+            raise InputError(
+                "--engines local runs ONNX Runtime inside the Python model: use --backend onnxruntime, or --engines bls for TensorRT"
+            )
         if self.backend == "tensorrt" and self.device == "cpu":
             raise InputError("TensorRT plans run on a GPU: use --device gpu, or --backend onnxruntime for CPU instances")
 
@@ -111,7 +113,15 @@ def _fill_io(message, spec: IOSpec, pb) -> None:
 
 
 def model_config(
-    pb, name: str, inputs, outputs, kind: str, count: int, platform: str = "", backend: str = "", decoupled: bool = False,
+    pb,
+    name: str,
+    inputs,
+    outputs,
+    kind: str,
+    count: int,
+    platform: str = "",
+    backend: str = "",
+    decoupled: bool = False,
     parameters: Mapping[str, str] | None = None,
 ):
     """A ``ModelConfig`` message: no batching (max_batch_size 0: dims are full shapes)."""

@@ -21,26 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping
 
 import numpy as np
 
 from hippo_trt.errors import EngineError, HippoError, InputError, WorkDirError
+from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.graphs.specs import GraphSpec
 from hippo_trt.manifest import Manifest
+from hippo_trt.ort_session import OrtOptions
 from hippo_trt.pruning import PruneOptions
 from hippo_trt.pruning_scores import Debias
-from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.backends.base import ModelEngines
 from hippo_trt.runtime.generation import GenerationConfig, option_values
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.pruner import GraphPruner
 from hippo_trt.runtime.serving.handler import RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, RequestOptions
-from hippo_trt.runtime.backends.base import ModelEngines
-from hippo_trt.graphs.families import specs_from_record
-from hippo_trt.runtime.pruner import GraphPruner
 
 ENGINE_MODES = ("bls", "local")
 WORK_DIR = "work"  # the work dir's copy, inside each Python model's directory
@@ -107,7 +107,7 @@ class BackendParameters:
         }
 
     @classmethod
-    def from_parameters(cls, params: Mapping[str, str]) -> "BackendParameters":
+    def from_parameters(cls, params: Mapping[str, str]) -> BackendParameters:
         get = params.get
         try:
             base = GenerationConfig(prune_options=_prune_options(get("prune_options")), repack=json.loads(get("repack") or "false"))

@@ -3,7 +3,7 @@ and scale it. Pure text from the manifest, the models written and the options.""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hippo_trt import __version__
 from hippo_trt.manifest import Manifest
@@ -95,7 +95,7 @@ def _run(manifest: Manifest, options) -> list[str]:
         "",
         f"or, without a derived image, `docker run {gpus}--rm --shm-size=4g -p 8000-8002:8000-8002 -v $PWD/REPO:/models "
         f"nvcr.io/nvidia/tritonserver:{TRITON_TAG}-py3 bash -c \"pip install 'hippo-trt=={__version__}'{pins} && "
-        "tritonserver --model-repository=/models\"`.",
+        'tritonserver --model-repository=/models"`.',
         "",
         "Every tensor between the Python models and the server passes through `/dev/shm` (in bls mode each decode "
         "step sends the cached KV prefix): size `--shm-size` to a few times the largest KV cache, or use `--ipc=host`.",

@@ -29,20 +29,19 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from hippo_trt.atomic import staged_dir, write_bytes
 from hippo_trt.errors import InputError, WorkDirError
+from hippo_trt.fingerprint import export_id
+from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.manifest import MANIFEST, FileRecord, Manifest, external_data_files
 from hippo_trt.runtime.serving.handler import served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL
-from hippo_trt.runtime.serving.triton_model import WORK_DIR, BackendParameters, graph_model, pruning_model
-from hippo_trt.fingerprint import export_id
-from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.runtime.serving.triton_config import (
     PLATFORMS,
     IOSpec,
@@ -53,10 +52,12 @@ from hippo_trt.runtime.serving.triton_config import (
     triton_type,
     write_config,
 )
+from hippo_trt.runtime.serving.triton_model import WORK_DIR, BackendParameters, graph_model, pruning_model
 from hippo_trt.runtime.serving.triton_readme import readme
 
 PYTHON_MODELS = (UNARY_MODEL, STREAM_MODEL)
 MODEL_PY = "from hippo_trt.runtime.serving.triton_model import TritonPythonModel  # noqa: F401\n"
+
 
 @dataclass(frozen=True)
 class TritonModel:

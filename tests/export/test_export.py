@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hippo_trt.errors import ExportValidationError
-from hippo_trt.graphs import llava_onevision as arch
 from hippo_trt.export.validate import check_onnx, validate_graph
+from hippo_trt.graphs import llava_onevision as arch
 from hippo_trt.graphs.numerics import Tolerance
 from hippo_trt.manifest import FORMAT, Manifest
 from hippo_trt.model_dir import ModelDir, sha256_file
@@ -21,8 +21,13 @@ from tests.conftest import TEST_LIMITS
 SYMBOLIC = {
     "vision": {"pixel_values_videos": {1: "frames"}},
     "decoder": {
-        "input_ids": {1: "seq"}, "prompt_table": {1: "prompt_rows"}, "position_ids": {1: "seq"}, "past_key_0": {0: "past"},
-        "visual_index": {0: "scored_tokens"}, "query_index": {0: "queries"}, "logit_index": {0: "logit_rows"},
+        "input_ids": {1: "seq"},
+        "prompt_table": {1: "prompt_rows"},
+        "position_ids": {1: "seq"},
+        "past_key_0": {0: "past"},
+        "visual_index": {0: "scored_tokens"},
+        "query_index": {0: "queries"},
+        "logit_index": {0: "logit_rows"},
     },
 }
 PREFILL_SIZES = {"batch": 1, "seq": 7, "prompt_rows": 4, "scored_tokens": 3, "queries": 2, "logit_rows": 1, "past": 0}
@@ -155,7 +160,10 @@ def test_fp16_export_holds_fp16_weights_and_kv_and_matches_torch_in_fp16(tiny_di
         data = lambda g: sum(d.bytes for d in g.data)  # noqa: E731 (the weights' files)
         assert data(graph) * 2 == data(fp32.graphs[name]), name
         assert 0 < max(record.validation[name].values()) <= TOLERANCES["fp16"].atol + TOLERANCES["fp16"].rtol * 100
-    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "w" / record.graphs["decoder"].path), load_external_data=False).graph.input}
+    inputs = {
+        i.name: i.type.tensor_type.elem_type
+        for i in onnx.load(str(tmp_path / "w" / record.graphs["decoder"].path), load_external_data=False).graph.input
+    }
     half = onnx.TensorProto.FLOAT16
     assert inputs["prompt_table"] == inputs["past_key_0"] == half and inputs["input_ids"] == onnx.TensorProto.INT64
     from hippo_trt.export.ort_build import build_onnxruntime

@@ -16,10 +16,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from hippo_trt.errors import EngineError, WorkDirError
-from hippo_trt.manifest import MANIFEST, FileRecord, Manifest
 from hippo_trt.export import ort_build as build
 from hippo_trt.export.ort_build import build_onnxruntime
 from hippo_trt.fingerprint import export_id, verify_export
+from hippo_trt.manifest import MANIFEST, FileRecord, Manifest
 from tests.hippo_trt.test_manifest import manifest_with, matmul_model, save_external
 
 GRAPHS = ("vision", "decoder")
@@ -29,8 +29,7 @@ GRAPHS = ("vision", "decoder")
 def work(tmp_path) -> Path:
     """A work dir of two target graphs with data files and one self-contained pruning graph."""
     graphs = {
-        name: FileRecord.of(tmp_path, save_external(matmul_model(i), tmp_path / "target" / f"{name}.onnx"))
-        for i, name in enumerate(GRAPHS)
+        name: FileRecord.of(tmp_path, save_external(matmul_model(i), tmp_path / "target" / f"{name}.onnx")) for i, name in enumerate(GRAPHS)
     }
     fused = tmp_path / "pruning" / "fused.onnx"
     fused.parent.mkdir()
@@ -123,7 +122,9 @@ def test_export_id_and_verify_export_cover_the_data_files(work):
     verify_export(work, manifest)
     vision = manifest.model("target").graphs["vision"]
     other = replace(vision, data=(replace(vision.data[0], sha256="0" * 64),))
-    changed = replace(manifest, models={"target": replace(manifest.model("target"), graphs={**manifest.model("target").graphs, "vision": other})})
+    changed = replace(
+        manifest, models={"target": replace(manifest.model("target"), graphs={**manifest.model("target").graphs, "vision": other})}
+    )
     assert export_id(changed) != export_id(manifest)
     with pytest.raises(WorkDirError, match=r"vision\.onnx\.data' \(external data of .*does not match its sha256"):
         verify_export(work, changed)

@@ -12,11 +12,11 @@ from hippo_trt import pruning as P
 from hippo_trt import pruning_scores as S
 from hippo_trt.errors import InputError
 from hippo_trt.export import prune_graph as G
-from hippo_trt.graphs.specs import GRAPH_OF_METHOD, PRUNE_GRAPHS, PRUNE_SPECS
-from hippo_trt.runtime.pruner import prune_feeds, prune_session, run_prune_graph
 from hippo_trt.export.onnx_export import OPSET
 from hippo_trt.export.trt_compat import check_graph, check_model, format_reports, load_rules
+from hippo_trt.graphs.specs import GRAPH_OF_METHOD, PRUNE_GRAPHS, PRUNE_SPECS
 from hippo_trt.pruning import PruneOptions
+from hippo_trt.runtime.pruner import prune_feeds, prune_session, run_prune_graph
 from hippo_trt.token_grid import TokenGrid
 
 GRAPH_METHODS = tuple(GRAPH_OF_METHOD)
@@ -33,9 +33,7 @@ def _check_agreement(sessions, method, grid, keep, importance, features, options
     options = options or PruneOptions()
     ref = P.select_kept(method, grid.n, keep, grid=grid, importance=importance, features=features, options=options)
     position_ids = np.arange(grid.n, dtype=np.int64) * 3 + 100  # [n] anything but 0..n-1
-    feeds = prune_feeds(
-        method, grid, keep, features=features, importance=importance, position_ids=position_ids, options=options
-    )
+    feeds = prune_feeds(method, grid, keep, features=features, importance=importance, position_ids=position_ids, options=options)
     out = run_prune_graph(sessions[feeds.graph], feeds.feeds)
     np.testing.assert_array_equal(out["kept_index"], ref, err_msg=f"{method} {grid} keep={keep}")
     np.testing.assert_array_equal(out["kept_features"], features[ref])
@@ -166,8 +164,11 @@ def test_the_declared_pruning_specs_are_the_built_graphs_io(graph):
 
     def built(values) -> list:
         return [
-            (v.name, tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim),
-             onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+            (
+                v.name,
+                tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim),
+                onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type),
+            )
             for v in values
         ]
 

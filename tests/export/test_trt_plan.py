@@ -18,9 +18,9 @@ from hippo_trt.export.trt_budget import VideoTokens, kept_visual_tokens
 from hippo_trt.export.trt_limits import PRECISIONS, BuildLimits
 from hippo_trt.export.trt_plan import PRUNING, BuildPlan, plan_build
 from hippo_trt.export.trt_profiles import DECODER_PROFILES, DEFAULT_PROFILE, ShapeRange
-from hippo_trt.manifest import FileRecord, Manifest
 from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.graphs.specs import PRUNE_GRAPHS, PRUNE_SPECS
+from hippo_trt.manifest import FileRecord, Manifest
 from tests.conftest import TEST_LIMITS
 
 GRAPHS = ("vision", "decoder")
@@ -195,14 +195,21 @@ def test_gqa_ranges_equal_the_formulas_with_a_pruning_draft(gqa):
     assert ranges(plan, "target", "vision") == {"batch": ONE, "frames": (1, 6, 6), "vis_tokens": visual}
     queries = (1, 64, t)  # the text after the video scores the visual tokens
     assert prefill(plan, "target") == {
-        "batch": ONE, "seq": prompt, "past": NONE, "scored_tokens": visual, "queries": queries,
-        "prompt_rows": visual, "logit_rows": ONE,
+        "batch": ONE,
+        "seq": prompt,
+        "past": NONE,
+        "scored_tokens": visual,
+        "queries": queries,
+        "prompt_rows": visual,
+        "logit_rows": ONE,
     }
     assert step(plan, "target") == {
         "batch": ONE,
         "seq": (1, 1, 5),  # 1..gamma+1: decode and verify
         "past": (prompt[0], prompt[1] + 16, vis(6) + t + 32 - 1),  # opt: halfway through generation
-        "scored_tokens": NONE, "queries": NONE, "prompt_rows": ONE,
+        "scored_tokens": NONE,
+        "queries": NONE,
+        "prompt_rows": ONE,
         "logit_rows": (1, 1, 5),
     }
     # draft: kept visual tokens at keep_min (1 frame), mid keep 0.3 (opt frames), keep_max (F frames)
@@ -218,8 +225,13 @@ def test_gqa_ranges_equal_the_formulas_with_a_pruning_draft(gqa):
         "logit_rows": ONE,
     }
     assert step(plan, "draft") == {
-        "batch": ONE, "seq": (1, 1, 2), "past": (2, 72 + 16, 156 + 32 + 4),
-        "scored_tokens": NONE, "queries": NONE, "prompt_rows": ONE, "logit_rows": (1, 1, 2),
+        "batch": ONE,
+        "seq": (1, 1, 2),
+        "past": (2, 72 + 16, 156 + 32 + 4),
+        "scored_tokens": NONE,
+        "queries": NONE,
+        "prompt_rows": ONE,
+        "logit_rows": (1, 1, 2),
     }
     decoder = engine(plan, "target", "decoder")
     past_key = decoder.profile_named("step").profile["past_key_0"]  # [P, B, Hkv, D]
@@ -427,12 +439,17 @@ def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
     assert lines[-1].startswith("| **total** |")
     # the pruning rows: n, D, then keep_count's and grid's values (a grid as slices x h x w)
     assert "| past | prompt_rows | logit_rows | n | D | keep_count value | grid value | weights MiB |" in lines[0]
-    for line, graph in zip(lines[2 + 6:], ("fused", "specvlm")):
+    for line, graph in zip(lines[2 + 6 :], ("fused", "specvlm")):
         row = dict(zip(header, cells(line)))
         assert row == {
             **{h: "" for h in header[4:13]},  # batch .. logit_rows: not the pruning graphs' symbols
             **{h: v for h, v in row.items() if "MiB" in h},
-            "role": "pruning", "graph": graph, "profile": "default", "precision": "fp32", "n": "5/25/25", "D": "32/32/32",
+            "role": "pruning",
+            "graph": graph,
+            "profile": "default",
+            "precision": "fp32",
+            "n": "5/25/25",
+            "D": "32/32/32",
             "keep_count value": "1/14/25",  # keep 0.05..1: opt kept(0.525, 25) = 14
             "grid value": "1x2x2/6x2x2/6x2x2",
         }
@@ -510,7 +527,11 @@ def slices(frames: int) -> int:
 @pytest.mark.parametrize("name", sorted(QWEN_PER_SLICE))
 @pytest.mark.parametrize(
     "limits",
-    [SMALL, BuildLimits(max_frames=1, max_new_tokens=8, gamma=1), BuildLimits(max_frames=3, max_new_tokens=60, keep_min=0.5, precision="bf16")],
+    [
+        SMALL,
+        BuildLimits(max_frames=1, max_new_tokens=8, gamma=1),
+        BuildLimits(max_frames=3, max_new_tokens=60, keep_min=0.5, precision="bf16"),
+    ],
 )
 def test_a_qwen_plan_has_every_graph_of_target_and_draft_inside_the_export(qwen_manifests, name, limits):
     manifest = qwen_manifests[name]
@@ -567,20 +588,38 @@ def test_qwen_ranges_equal_the_formulas_and_prefill_positions_are_3d(qwen_manife
     visual = (1, 48, 48)
     empty = {"scored_tokens": NONE, "queries": NONE, "prompt_rows": ONE}
     assert prefill(plan, "target") == {
-        "batch": ONE, "seq": prompt, "past": NONE, "scored_tokens": visual, "queries": (1, 64, t),
-        "prompt_rows": visual, "logit_rows": ONE,
+        "batch": ONE,
+        "seq": prompt,
+        "past": NONE,
+        "scored_tokens": visual,
+        "queries": (1, 64, t),
+        "prompt_rows": visual,
+        "logit_rows": ONE,
     }
     assert step(plan, "target") == {
-        "batch": ONE, "seq": (1, 1, 5), "past": (2, 112 + 16, 168 + 31), **empty, "logit_rows": (1, 1, 5),
+        "batch": ONE,
+        "seq": (1, 1, 5),
+        "past": (2, 112 + 16, 168 + 31),
+        **empty,
+        "logit_rows": (1, 1, 5),
     }
     draft_prompt = (kept(0.1, 1) + 1, kept(0.3, 48) + 64, kept(0.5, 48) + t)
     assert draft_prompt == (2, 79, 144)
     assert prefill(plan, "draft") == {
-        "batch": ONE, "seq": draft_prompt, "past": NONE, "scored_tokens": (1, 15, 24), "queries": (1, 64, t),
-        "prompt_rows": visual, "logit_rows": ONE,
+        "batch": ONE,
+        "seq": draft_prompt,
+        "past": NONE,
+        "scored_tokens": (1, 15, 24),
+        "queries": (1, 64, t),
+        "prompt_rows": visual,
+        "logit_rows": ONE,
     }
     assert step(plan, "draft") == {
-        "batch": ONE, "seq": (1, 1, 2), "past": (2, 79 + 16, 144 + 32 + 4), **empty, "logit_rows": (1, 1, 2),
+        "batch": ONE,
+        "seq": (1, 1, 2),
+        "past": (2, 79 + 16, 144 + 32 + 4),
+        **empty,
+        "logit_rows": (1, 1, 2),
     }
     # position ids [3, batch, seq] (temporal, height, width): the leading 3 stays static
     assert profile(plan, "target", "decoder", "prefill").profile["position_ids"] == ShapeRange((3, 1, 2), (3, 1, 112), (3, 1, 168))
@@ -641,15 +680,43 @@ KEEPS = (BuildLimits(max_new_tokens=32, keep_min=0.1, keep_max=0.5), BuildLimits
     [
         # LLaVA gqa: 2x2 pooled tokens per frame + a newline, 6 frames at most; keep_count:
         # kept(keep_min, 5 tokens of 1 frame), kept(middle keep, n opt), kept(keep_max, n max)
-        ("gqa", KEEPS[0], {"n": (5, 25, 25), "keep_count": ((1,), (8,), (13,)),  # 0.1x5, 0.3x25, 0.5x25
-                           "grid": ((1, 2, 2), (6, 2, 2), (6, 2, 2))}),
-        ("gqa", KEEPS[1], {"n": (5, 13, 13), "keep_count": ((1,), (7,), (13,)),  # 0.05x5, 0.525x13, 1x13
-                           "grid": ((1, 2, 2), (3, 2, 2), (3, 2, 2))}),
+        (
+            "gqa",
+            KEEPS[0],
+            {
+                "n": (5, 25, 25),
+                "keep_count": ((1,), (8,), (13,)),  # 0.1x5, 0.3x25, 0.5x25
+                "grid": ((1, 2, 2), (6, 2, 2), (6, 2, 2)),
+            },
+        ),
+        (
+            "gqa",
+            KEEPS[1],
+            {
+                "n": (5, 13, 13),
+                "keep_count": ((1,), (7,), (13,)),  # 0.05x5, 0.525x13, 1x13
+                "grid": ((1, 2, 2), (3, 2, 2), (3, 2, 2)),
+            },
+        ),
         # Qwen2.5-VL: 2 frames a slice of h x w <= 16 (qwen_gqa) | 25 (qwen_mqa) tokens, 1 token at least
-        ("qwen_gqa", KEEPS[0], {"n": (1, 48, 48), "keep_count": ((1,), (15,), (24,)),  # 0.1x1, 0.3x48, 0.5x48
-                                "grid": ((1, 1, 1), (3, 4, 4), (3, 16, 16))}),
-        ("qwen_mqa", KEEPS[1], {"n": (1, 50, 50), "keep_count": ((1,), (27,), (50,)),  # 0.05x1, 0.525x50, 1x50
-                                "grid": ((1, 1, 1), (2, 5, 5), (2, 25, 25))}),
+        (
+            "qwen_gqa",
+            KEEPS[0],
+            {
+                "n": (1, 48, 48),
+                "keep_count": ((1,), (15,), (24,)),  # 0.1x1, 0.3x48, 0.5x48
+                "grid": ((1, 1, 1), (3, 4, 4), (3, 16, 16)),
+            },
+        ),
+        (
+            "qwen_mqa",
+            KEEPS[1],
+            {
+                "n": (1, 50, 50),
+                "keep_count": ((1,), (27,), (50,)),  # 0.05x1, 0.525x50, 1x50
+                "grid": ((1, 1, 1), (2, 5, 5), (2, 25, 25)),
+            },
+        ),
     ],
 )
 def test_the_pruning_engines_take_the_visual_tokens_and_the_keep_range(manifests, qwen_manifests, name, limits, expected):
@@ -687,9 +754,7 @@ def test_the_pruning_specs_are_the_exported_graphs_inputs(gqa, work_dirs):
     assert tuple(PRUNE_SPECS) == PRUNE_GRAPHS == tuple(gqa.pruning)
     for name, spec in PRUNE_SPECS.items():
         graph = onnx.load(work_dirs["gqa"] / gqa.pruning[name].path).graph
-        exported = {
-            i.name: tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph.input
-        }
+        exported = {i.name: tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph.input}
         assert exported == {t.name: t.axes for t in spec.inputs}
 
 
@@ -704,8 +769,11 @@ def test_the_token_grid_sides_of_each_layout():
 
 def test_the_odd_grid_pools_to_a_3x3_square(manifests):
     mha = manifests["mha_odd_grid"]
-    draft = replace(mha, models={"target": mha.models["target"], "draft": mha.models["target"]},
-                    pruning={"fused": FileRecord("pruning/fused.onnx", "0" * 64, 100)})
+    draft = replace(
+        mha,
+        models={"target": mha.models["target"], "draft": mha.models["target"]},
+        pruning={"fused": FileRecord("pruning/fused.onnx", "0" * 64, 100)},
+    )
     plan = plan_build(draft, BuildLimits(max_frames=2, max_new_tokens=20))
     assert pruning_ranges(plan, "fused")["grid"] == ((1, 3, 3), (2, 3, 3), (2, 3, 3))
     assert pruning_ranges(plan, "fused")["n"] == (10, 19, 19)
@@ -842,7 +910,9 @@ def test_build_tensorrt_builds_and_records_the_pruning_engines(fake_polygraphy, 
     assert [e["role"] for e in record["plan"]["engines"]][-2:] == [PRUNING, PRUNING]
     assert len(fake_polygraphy.saved) == 6  # vision and decoder per model, two pruning engines
     assert {role: set(files) for role, files in record["files"].items()} == {
-        "target": {"vision", "decoder"}, "draft": {"vision", "decoder"}, PRUNING: {"fused", "specvlm"},
+        "target": {"vision", "decoder"},
+        "draft": {"vision", "decoder"},
+        PRUNING: {"fused", "specvlm"},
     }
     assert len(fake_polygraphy.configs[1]["profiles"]) == 2  # the target decoder: prefill and step
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from hippo_trt.dims import SYMBOLS, TEXT_BUDGET, DimRange, DimsTable, ExportLimits
 from hippo_trt.errors import InputError, ProfileError
 
-
 # --- DimRange ------------------------------------------------------------------------------
 
 

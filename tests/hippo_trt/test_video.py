@@ -26,8 +26,18 @@ from tests.conftest import random_frames
 
 # Distinct, saturated-enough colours that survive yuv420p + lossy coding.
 COLOURS = np.array(
-    [(220, 40, 40), (40, 200, 60), (50, 60, 210), (230, 220, 50), (30, 30, 30), (240, 240, 240),
-     (200, 60, 200), (60, 200, 200), (128, 128, 128), (160, 90, 20)],
+    [
+        (220, 40, 40),
+        (40, 200, 60),
+        (50, 60, 210),
+        (230, 220, 50),
+        (30, 30, 30),
+        (240, 240, 240),
+        (200, 60, 200),
+        (60, 200, 200),
+        (128, 128, 128),
+        (160, 90, 20),
+    ],
     dtype=np.uint8,
 )
 TOL = 12  # mean per-channel error allowed on a plain-colour frame

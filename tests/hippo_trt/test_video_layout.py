@@ -3,7 +3,7 @@ layout equal what transformers computes."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -14,8 +14,16 @@ from hypothesis import strategies as st
 from hippo_trt.errors import InputError
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import Request, prepare_request
+from hippo_trt.testing.tiny import (
+    QWEN_CHAT_TEMPLATE,
+    QWEN_SPECIAL,
+    WORDS,
+    TinyQwenSpec,
+    build_qwen_model,
+    build_qwen_processor,
+    build_tokenizer,
+)
 from hippo_trt.token_grid import TokenGrid
-from hippo_trt.testing.tiny import WORDS, TinyQwenSpec, build_qwen_model, build_qwen_processor, build_tokenizer, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL
 from hippo_trt.video_layout import LlavaOnevisionLayout, Qwen25VLLayout, next_position
 from tests.conftest import random_frames
 
@@ -36,7 +44,7 @@ def test_llava_onevision_positions_are_the_token_indices():
     assert next_position(positions) == 36
 
 
-@lru_cache(maxsize=None)
+@cache
 def _qwen(tokens_per_second: int, window_size: int):
     """A tiny Qwen2.5-VL model and processor (random weights; only the config matters here)."""
     spec = TinyQwenSpec(layers=1, vision_depth=1, tokens_per_second=tokens_per_second, window_size=window_size, max_pixels=48 * 48)
@@ -46,7 +54,14 @@ def _qwen(tokens_per_second: int, window_size: int):
 
 def _layout(model) -> Qwen25VLLayout:
     vision = model.config.vision_config
-    return Qwen25VLLayout(vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size, vision.window_size, vision.tokens_per_second, model.config.video_token_id)
+    return Qwen25VLLayout(
+        vision.patch_size,
+        vision.temporal_patch_size,
+        vision.spatial_merge_size,
+        vision.window_size,
+        vision.tokens_per_second,
+        model.config.video_token_id,
+    )
 
 
 qwen_cases = dict(
@@ -66,7 +81,10 @@ def test_qwen_positions_equal_transformers_get_rope_index(tokens_per_second, win
     request = prepare_request(processor, random_frames(0, frames, height, width), " ".join(words))
     inputs = request.hf_inputs()
     want, deltas = model.model.get_rope_index(
-        inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"]
+        inputs["input_ids"],
+        inputs["mm_token_type_ids"],
+        video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"],
     )
     got = _layout(model).positions(request)
     assert got.dtype == np.int64 and got.shape == (3, 1, request.input_ids.shape[1])
@@ -103,7 +121,12 @@ def test_qwen_vision_graph_equals_the_hf_tower():
         feeds = _layout(model).vision_feeds(request.pixel_values_videos, request)
         inputs = request.hf_inputs()
         with torch.no_grad():
-            got = VisionGraph(model)(*(torch.from_numpy(feeds[k]) for k in ("pixel_values_videos", "patch_pos", "window_index", "window_segment", "reverse_index")))
+            got = VisionGraph(model)(
+                *(
+                    torch.from_numpy(feeds[k])
+                    for k in ("pixel_values_videos", "patch_pos", "window_index", "window_segment", "reverse_index")
+                )
+            )
             want = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output[0]
         assert got.shape == (1, *want.shape)
         torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)

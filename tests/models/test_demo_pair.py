@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from hippo_trt.cli.main import main
 from hippo_trt.cli.demo import run_demo, untrained_pair
+from hippo_trt.cli.main import main
 from hippo_trt.model_dir import ModelDir, load_processor
 
 MAX_SHIPPED_BYTES = 80 * 2**20
@@ -50,8 +50,9 @@ def test_demo_answers_the_shipped_clip(demo_run):
 @pytest.mark.parametrize("role", ["target", "draft"])
 def test_run_equals_transformers_generate_on_every_shipped_clip(demo_run, hf_models, role):
     import torch
-    from hippo_trt.runtime.pipeline import Pipeline
+
     from hippo_trt.runtime.generation import GenerationConfig
+    from hippo_trt.runtime.pipeline import Pipeline
 
     work = demo_run[0] / "work"
     pipeline = Pipeline.load(work, role=role)

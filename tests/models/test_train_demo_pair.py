@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hippo_trt.testing.demo_pair import IGNORE
 from hippo_trt.models.train_demo_pair import distill_loss
+from hippo_trt.testing.demo_pair import IGNORE
 
 
 def _rows(answer: int, prompt: int, batch: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,8 +69,8 @@ def test_lookups_point_from_each_colour_or_shape_word_to_its_shapes_tokens():
     it (the colour, or the shape), its keys are exactly that shape's visual tokens."""
     import numpy as np
 
-    from hippo_trt.testing.demo_pair import Batcher, train_samples
     from hippo_trt.models.train_demo_pair import DRAFT, lookup_queries
+    from hippo_trt.testing.demo_pair import Batcher, train_samples
     from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, SHAPES, class_of
     from hippo_trt.testing.tiny import build_processor, build_tokenizer
 
@@ -78,9 +79,7 @@ def test_lookups_point_from_each_colour_or_shape_word_to_its_shapes_tokens():
     video = tokenizer.convert_tokens_to_ids("<video>")
     rows, queries, keys = lookup_queries(batch, video)
     words = lambda i, pos: tokenizer.convert_ids_to_tokens(int(batch.input_ids[i, pos]))  # noqa: E731
-    expected = sum(
-        len([w for w in s.answer.split() if w in set(SHAPES) | set(CELL_NAMES)]) for s in batch.samples
-    )
+    expected = sum(len([w for w in s.answer.split() if w in set(SHAPES) | set(CELL_NAMES)]) for s in batch.samples)
     assert len(rows) == expected > 0
     for i, q, key in zip(rows.tolist(), queries.tolist(), keys):
         sample = batch.samples[i]

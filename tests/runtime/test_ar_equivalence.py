@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,20 +10,20 @@ from hypothesis import strategies as st
 
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.testing.tiny import WORDS
 from tests.conftest import TEST_LIMITS, random_frames
 
 CONFIGS = ["gqa", "mha_odd_grid"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hf_model(path: str):
     return ModelDir.open(path).load_model()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipelines(work: str) -> dict[str, Pipeline]:
     return {backend: Pipeline.load(work, backend=backend) for backend in ("onnxruntime", "torch")}
 
@@ -66,7 +66,7 @@ def test_draft_engines_equal_transformers(work_dirs, tiny_dirs, seed, frames, pr
     assert result.tokens == hf_greedy(_hf_model(str(tiny_dirs["mqa"])), request, 12)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _draft_pipeline(work: str) -> Pipeline:
     return Pipeline.load(work, role="draft")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
 from hippo_trt.errors import EngineError
 from hippo_trt.manifest import Manifest
+from hippo_trt.ort_session import OrtOptions
+from hippo_trt.runtime.backends.loader import load_engines
 from hippo_trt.runtime.compare import (
     CheckSizes,
     EngineRunner,
@@ -17,13 +19,11 @@ from hippo_trt.runtime.compare import (
     format_rows,
     sample_feeds,
 )
-from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.backends.loader import load_engines
 
 GRAPHS = ("vision", "decoder (prefill)", "decoder (step)")  # the decoder checked as each kind of call
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rows(work: str):
     return tuple(compare_backend(work, "onnxruntime"))
 
@@ -71,7 +71,7 @@ class Shifted:
         return outputs
 
 
-@lru_cache(maxsize=None)
+@cache
 def _engines(work: str, backend: str):
     return load_engines(work, Manifest.load(work), "draft", backend, OrtOptions())
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.runtime.decoding.decoder import scoring_rows
 from hippo_trt.runtime.pipeline import Pipeline
-from hippo_trt.timing import PhaseTimer
 from hippo_trt.testing.tiny import WORDS
+from hippo_trt.timing import PhaseTimer
 from tests.conftest import TEST_LIMITS, random_frames
 
 _cache: dict = {}
@@ -39,7 +40,11 @@ def hf_importance(model, request) -> np.ndarray:
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**16), frames=st.integers(1, TEST_LIMITS.max_frames), prompt=st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join))
+@given(
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    prompt=st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join),
+)
 def test_prefill_importance_equals_transformers_attention(work_dirs, tiny_dirs, seed, frames, prompt):
     pipe, model = _setup(work_dirs["gqa"], tiny_dirs["gqa"])
     request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)

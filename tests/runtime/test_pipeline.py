@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from hippo_trt.errors import EngineError
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 
 
 @pytest.mark.parametrize("mode", ["sd", "parallel"])

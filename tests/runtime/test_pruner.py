@@ -3,11 +3,12 @@ reference picks, on real prefill importance and real draft features."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hippo_trt.errors import WorkDirError
 from hippo_trt.graphs.specs import GRAPH_OF_METHOD
@@ -20,7 +21,7 @@ from hippo_trt.timing import PhaseTimer
 from tests.conftest import QWEN_SPECS, TEST_LIMITS, random_frames
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipeline(work: str) -> Pipeline:
     return Pipeline.load(work, with_draft=True)
 
@@ -73,6 +74,8 @@ def test_built_graphs_pick_what_the_reference_picks_on_qwen_grids(qwen_work_dirs
     got = pipe.pruner.select(method, keep, inputs, options)
     assert got.tolist() == ReferencePruner().select(method, keep, inputs, options).tolist()
     assert len(got) == kept_count(inputs.grid.n, keep)
+
+
 def test_a_work_dir_without_built_pruning_graphs_is_refused(work_dirs):
     manifest = Manifest.load(work_dirs["gqa"])
     assert set(manifest.pruning) == set(GRAPH_OF_METHOD.values())

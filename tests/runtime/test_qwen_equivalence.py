@@ -5,7 +5,7 @@ every pruning method; pruned draft tokens keep their original 3-D positions."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -16,18 +16,18 @@ from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
 from hippo_trt.runtime.decoding.decoder import prompt_ids
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 from tests.conftest import QWEN_SPECS, TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import hf_greedy, prompts
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hf_model(path: str):
     return ModelDir.open(path).load_model()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
     return Pipeline.load(work, backend=backend, with_draft=True)
 
@@ -49,7 +49,9 @@ frame_sizes = st.tuples(st.integers(8, 48), st.integers(8, 48))
     keep=st.sampled_from([1.0, 0.5, 0.25, 0.1]),
     repack=st.booleans(),
 )
-def test_greedy_tokens_equal_transformers(qwen_work_dirs, qwen_dirs, config, seed, frames, size, prompt, max_new_tokens, mode, gamma, prune, keep, repack):
+def test_greedy_tokens_equal_transformers(
+    qwen_work_dirs, qwen_dirs, config, seed, frames, size, prompt, max_new_tokens, mode, gamma, prune, keep, repack
+):
     pipe = _pipeline(str(qwen_work_dirs[config]))
     request = prepare_request(pipe.processor, random_frames(seed, frames, *size), prompt)
     expected = hf_greedy(_hf_model(str(qwen_dirs[config])), request, max_new_tokens)
@@ -86,7 +88,10 @@ class Recording:
 def _hf_rope_index(model, request) -> tuple[np.ndarray, int]:
     inputs = request.hf_inputs()
     positions, deltas = model.model.get_rope_index(
-        inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"]
+        inputs["input_ids"],
+        inputs["mm_token_type_ids"],
+        video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"],
     )
     return positions.numpy(), int(deltas[0, 0])
 
@@ -147,8 +152,23 @@ def test_cli_run_on_a_qwen_work_dir_equals_transformers(capfd, qwen_work_dirs, q
     tokens = {}
     for mode in ("ar", "sd", "parallel"):
         rc, out, err = cli(
-            capfd, "run", work, "--video", clip, "--prompt", "what moves", "--max-new-tokens", 10,
-            "--mode", mode, "--prune", "hippo", "--keep", 0.25, "--json", "--quiet",
+            capfd,
+            "run",
+            work,
+            "--video",
+            clip,
+            "--prompt",
+            "what moves",
+            "--max-new-tokens",
+            10,
+            "--mode",
+            mode,
+            "--prune",
+            "hippo",
+            "--keep",
+            0.25,
+            "--json",
+            "--quiet",
         )
         assert rc == 0, err
         tokens[mode] = json.loads(out)["tokens"]

@@ -4,7 +4,7 @@ gamma, pruning and keep ratio; a draft identical to the target accepts every tok
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
-from hippo_trt.runtime.pipeline import Pipeline
-from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.decoding.verify import Sampling
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import _hf_model, hf_greedy, prompts
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sd_pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
     return Pipeline.load(work, backend=backend, with_draft=True)
 
@@ -49,7 +49,9 @@ def self_draft_work(tiny_dirs, tmp_path_factory):
     mode=st.sampled_from(["sd", "parallel"]),
     adaptive=st.booleans(),
 )
-def test_greedy_speculative_equals_transformers(work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep, mode, adaptive):
+def test_greedy_speculative_equals_transformers(
+    work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep, mode, adaptive
+):
     pipe = _sd_pipeline(str(work_dirs["gqa"]))
     request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)
     expected = hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
@@ -121,8 +123,27 @@ def test_cli_run_modes_give_the_same_answer(capfd, work_dirs, clip):
     outputs = {}
     for mode in ("ar", "sd", "parallel"):
         rc, out, err = cli(
-            capfd, "run", work_dirs["gqa"], "--video", clip, "--prompt", "what moves", "--max-new-tokens", 12,
-            "--mode", mode, "--prune", "uniform", "--keep", 0.25, "--threads", 1, "--draft-threads", 1, "--json", "--quiet",
+            capfd,
+            "run",
+            work_dirs["gqa"],
+            "--video",
+            clip,
+            "--prompt",
+            "what moves",
+            "--max-new-tokens",
+            12,
+            "--mode",
+            mode,
+            "--prune",
+            "uniform",
+            "--keep",
+            0.25,
+            "--threads",
+            1,
+            "--draft-threads",
+            1,
+            "--json",
+            "--quiet",
         )
         assert rc == 0, err
         outputs[mode] = json.loads(out)
@@ -152,7 +173,12 @@ def other_vocab_work(request, tiny_dirs, tmp_path_factory):
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**16), frames=st.integers(1, TEST_LIMITS.max_frames), gamma=st.integers(1, 6), mode=st.sampled_from(["sd", "parallel"]))
+@given(
+    seed=st.integers(0, 2**16),
+    frames=st.integers(1, TEST_LIMITS.max_frames),
+    gamma=st.integers(1, 6),
+    mode=st.sampled_from(["sd", "parallel"]),
+)
 def test_a_draft_with_another_embedding_size_stays_lossless(other_vocab_work, tiny_dirs, seed, frames, gamma, mode):
     pipe = _sd_pipeline(str(other_vocab_work))
     assert pipe.draft.shape.vocab != pipe.target.shape.vocab

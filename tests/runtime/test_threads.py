@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.threads import LaneThreads, available_cores, lane_threads
+from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
 from hippo_trt.runtime.bench.common import SplitPipelines
+from hippo_trt.runtime.threads import LaneThreads, available_cores, lane_threads
 
 
 @given(cores=st.integers(1, 64))

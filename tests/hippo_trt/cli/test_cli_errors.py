@@ -402,8 +402,13 @@ def test_missing_work_dir(capfd, tmp_path, clip, command):
 
 @pytest.mark.parametrize(
     "content,needle",
-    [("{oops", "is corrupt (JSONDecodeError"), ("[]", "is corrupt"), (json.dumps({"format": FORMAT}), "is corrupt (KeyError"),
-     ('{"format": 99}', "has format 99"), ('{"format": 2}', "has format 2, this hippo-trt reads 3")],
+    [
+        ("{oops", "is corrupt (JSONDecodeError"),
+        ("[]", "is corrupt"),
+        (json.dumps({"format": FORMAT}), "is corrupt (KeyError"),
+        ('{"format": 99}', "has format 99"),
+        ('{"format": 2}', "has format 2, this hippo-trt reads 3"),
+    ],
 )
 def test_corrupt_manifest(capfd, scratch_work, content, needle):
     (scratch_work / MANIFEST).write_text(content)
@@ -569,13 +574,15 @@ def test_executable_export_missing_model_dir(tmp_path):
     out = tmp_path / "w"
     proc = subprocess.run(
         [*_executable(), "export", "--target", str(tmp_path / "missing"), "--out", str(out)],
-        capture_output=True, text=True, timeout=120, env=_clean_env(), cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+        cwd=tmp_path,
     )
     assert proc.returncode == USER_ERROR
     assert proc.stdout == ""
-    assert proc.stderr.splitlines() == [
-        f"hippo-trt: error: model directory '{tmp_path / 'missing'}' does not exist or is not a directory"
-    ]
+    assert proc.stderr.splitlines() == [f"hippo-trt: error: model directory '{tmp_path / 'missing'}' does not exist or is not a directory"]
     assert_nothing_written(out)
 
 
@@ -584,7 +591,11 @@ def test_module_run_corrupt_video(work_dirs, tmp_path):
     bad.write_bytes(random.Random(2).randbytes(3000))
     proc = subprocess.run(
         [sys.executable, "-m", "hippo_trt", *map(str, run_args(work_dirs["gqa"], bad))],
-        capture_output=True, text=True, timeout=120, env=_clean_env(), cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+        cwd=tmp_path,
     )
     assert proc.returncode == USER_ERROR
     assert proc.stdout == ""
@@ -636,7 +647,7 @@ def test_check_detects_damaged_data_file(capfd, scratch_work, damage):
 def test_same_size_altered_data_file_is_refused_by_build(capfd, scratch_work):
     data = data_file(scratch_work, "target")
     raw = bytearray(data.read_bytes())
-    raw[: 16] = bytes(b ^ 0xFF for b in raw[: 16])
+    raw[:16] = bytes(b ^ 0xFF for b in raw[:16])
     data.write_bytes(bytes(raw))
     msg = error_line(*cli(capfd, "build", scratch_work, "--quiet"), code=WORKDIR_ERROR)
     assert str(data) in msg and "truncated or altered" in msg

@@ -20,7 +20,9 @@ def cli(capfd, *argv):
 
 
 def test_dry_run_prints_the_plan_without_tensorrt(capfd, work_dirs):
-    rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", 32, "--keep", "0.1:0.5")
+    rc, out, err = cli(
+        capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", 32, "--keep", "0.1:0.5"
+    )
     assert rc == 0, err
     plan = json.loads(out)
     engines = [(e["role"], e["graph"]) for e in plan["engines"]]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hippo_trt.errors import ModelError
-from hippo_trt.graphs import qwen2_5_vl as arch
 from hippo_trt.export.api import export_work_dir
+from hippo_trt.graphs import qwen2_5_vl as arch
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
 from tests.conftest import QWEN_SPECS, TEST_LIMITS

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hippo_trt.testing.demo_pair import accepted_runs
 from hippo_trt.pruning import kept_count, uniform_indices
+from hippo_trt.testing.demo_pair import accepted_runs
 
 
 def speculative_commits(draft_next, target_out: list[int], k: int) -> list[int]:

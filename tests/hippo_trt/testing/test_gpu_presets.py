@@ -64,10 +64,13 @@ def test_real_lm_params_match_meta_models(name):
 
 
 # Published totals: Qwen2-7B 7.62 B, Qwen2-0.5B 0.49 B, Qwen2.5-3B 3.09 B (language models).
-@pytest.mark.parametrize("name, lo_target, hi_target, lo_draft, hi_draft", [
-    ("llava-ov-7b+0.5b", 7.0e9, 7.7e9, 0.45e9, 0.55e9),
-    ("qwen2.5-vl-7b+3b", 7.0e9, 7.7e9, 2.9e9, 3.2e9),
-])
+@pytest.mark.parametrize(
+    "name, lo_target, hi_target, lo_draft, hi_draft",
+    [
+        ("llava-ov-7b+0.5b", 7.0e9, 7.7e9, 0.45e9, 0.55e9),
+        ("qwen2.5-vl-7b+3b", 7.0e9, 7.7e9, 2.9e9, 3.2e9),
+    ],
+)
 def test_real_sizes_are_the_published_ones(name, lo_target, hi_target, lo_draft, hi_draft):
     p = preset(name)
     assert lo_target <= p.target.params() <= hi_target

@@ -28,9 +28,18 @@ from hippo_trt.video_layout import layout_for
 # with ceil to 14 x 14), anyres tiles of 1..6 x 1..6 times 384 px.
 LLAVA_OV_PINPOINTS = tuple((384 * i, 384 * j) for i in range(1, 7) for j in range(1, 7))
 LLAVA_OV = TinySpec(
-    layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128,
-    vision_layers=1, vision_hidden=32, vision_heads=2,
-    image_size=384, patch_size=14, grid_pinpoints=LLAVA_OV_PINPOINTS, seed=31,
+    layers=1,
+    hidden=64,
+    heads=4,
+    kv_heads=2,
+    intermediate=128,
+    vision_layers=1,
+    vision_hidden=32,
+    vision_heads=2,
+    image_size=384,
+    patch_size=14,
+    grid_pinpoints=LLAVA_OV_PINPOINTS,
+    seed=31,
 )
 LLAVA_OV_TOKENS_PER_FRAME = 14 * 14
 
@@ -40,10 +49,22 @@ LLAVA_OV_TOKENS_PER_FRAME = 14 * 14
 # 128..768 merged tokens of 28 x 28 px per frame.
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 128 * 28 * 28, 768 * 28 * 28
 QWEN_VL = TinyQwenSpec(
-    layers=1, hidden=256, heads=2, kv_heads=1, intermediate=128, mrope_section=(16, 24, 24),
-    vision_depth=2, vision_hidden=32, vision_heads=2, fullatt_blocks=(1,),
-    patch_size=14, window_size=112, tokens_per_second=2,
-    min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXELS, seed=32,
+    layers=1,
+    hidden=256,
+    heads=2,
+    kv_heads=1,
+    intermediate=128,
+    mrope_section=(16, 24, 24),
+    vision_depth=2,
+    vision_hidden=32,
+    vision_heads=2,
+    fullatt_blocks=(1,),
+    patch_size=14,
+    window_size=112,
+    tokens_per_second=2,
+    min_pixels=VIDEO_MIN_PIXELS,
+    max_pixels=VIDEO_MAX_PIXELS,
+    seed=32,
 )
 QWEN_MERGED_TOKENS = VIDEO_MAX_PIXELS // 28**2  # 768
 # Qwen/Qwen2.5-VL-7B-Instruct ships preprocessor_config.json only: its video processor falls

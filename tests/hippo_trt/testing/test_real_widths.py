@@ -85,7 +85,9 @@ def test_dirs_are_sharded_with_the_requested_widths(dirs):
         text = config["text_config"]
         assert config["dtype"] == "bfloat16"
         assert (text["hidden_size"], text["intermediate_size"], text["vocab_size"]) == (
-            spec.text.hidden, spec.text.intermediate, spec.text.vocab,
+            spec.text.hidden,
+            spec.text.intermediate,
+            spec.text.vocab,
         )
         assert (text["num_attention_heads"], text["num_key_value_heads"]) == (spec.text.heads, spec.text.kv_heads)
         assert text["num_hidden_layers"] == (1 if role == "target" else 2)
@@ -130,7 +132,7 @@ def test_scaled_model_loads_and_generates(dirs):
     model = model_dir.load_model()
     request = prepare_request(model_dir.load_processor(), frames(1), PROMPT)
     out = model.generate(**request.hf_inputs(), max_new_tokens=3, do_sample=False)
-    new = out[0, request.input_ids.shape[1]:].tolist()
+    new = out[0, request.input_ids.shape[1] :].tolist()
     assert len(new) == 3 and all(0 <= i < model.config.text_config.vocab_size for i in new)
 
 
@@ -142,7 +144,7 @@ def test_spec_rejects_bad_mrope():
 def test_check_script_reads_gnu_time_and_compares_tokens():
     from models.real_width_check import Comparison, _gnu_time_rss
 
-    stderr = "warning\n\tCommand being timed: \"x\"\n\tMaximum resident set size (kbytes): 2048\n"
+    stderr = 'warning\n\tCommand being timed: "x"\n\tMaximum resident set size (kbytes): 2048\n'
     assert _gnu_time_rss(stderr) == (2048 * 1024, "warning\n")
     reference = {"tokens": [1, 2, 3], "input_ids": [7, 8]}
     assert Comparison.of({"tokens": [1, 2, 3], "input_ids": [7, 8]}, reference).cell() == "equal"

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hippo_trt.pruning import uniform_indices
 from hippo_trt.testing.synthetic import (
-    CELL, COLOURS, FRAMES, GRID, MASKS, MAX_DURATION, MAX_SHAPES, MIN_SHAPES, QUESTIONS, SIZE,
-    cell_name, class_of, frames_curriculum, make_sample, make_scene,
+    CELL,
+    COLOURS,
+    FRAMES,
+    GRID,
+    MASKS,
+    MAX_DURATION,
+    MAX_SHAPES,
+    MIN_SHAPES,
+    QUESTIONS,
+    SIZE,
+    cell_name,
+    class_of,
+    frames_curriculum,
+    make_sample,
+    make_scene,
 )
 from hippo_trt.testing.tiny import build_tokenizer
 

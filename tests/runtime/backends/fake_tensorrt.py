@@ -84,7 +84,7 @@ class FakeEngine:
         r = self.profiles[index][name]
         return [tuple(r["min"]), tuple(r["min"]), tuple(r["max"])]  # (opt is not recorded)
 
-    def _held(self, index: int, by: "FakeContext") -> bool:
+    def _held(self, index: int, by: FakeContext) -> bool:
         return any(c is not by and c.profile == index for c in self.contexts)
 
     @property
@@ -103,7 +103,7 @@ class FakeEngine:
     def is_shape_inference_io(self, name: str) -> bool:
         return name in self.shape_inputs
 
-    def create_execution_context(self) -> "FakeContext":
+    def create_execution_context(self) -> FakeContext:
         context = FakeContext(self)
         self.contexts.append(context)
         return context

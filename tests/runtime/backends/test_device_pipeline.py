@@ -5,7 +5,7 @@ which the equivalence tests tie to transformers."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -17,13 +17,13 @@ from hippo_trt.manifest import Manifest
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.runtime.backends.arrays import Placement, to_host
 from hippo_trt.runtime.backends.loader import torch_device_engines
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import prompts
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipelines(work: str) -> tuple[Pipeline, Pipeline]:
     manifest = Manifest.load(work)
     host = Pipeline.load(work, with_draft=True)
@@ -44,7 +44,9 @@ def _pipelines(work: str) -> tuple[Pipeline, Pipeline]:
     gamma=st.integers(1, 6),
     adaptive=st.booleans(),
 )
-def test_device_tensors_give_the_host_path_tokens(work_dirs, qwen_work_dirs, family, seed, frames, prompt, mode, prune, keep, gamma, adaptive):
+def test_device_tensors_give_the_host_path_tokens(
+    work_dirs, qwen_work_dirs, family, seed, frames, prompt, mode, prune, keep, gamma, adaptive
+):
     """LLaVA-OneVision and Qwen2.5-VL (M-RoPE prefill, text-position steps) through the static
     decoder on the CPU device."""
     host, device = _pipelines(str({**work_dirs, **qwen_work_dirs}[family]))
@@ -115,7 +117,12 @@ def _hf_greedy_on(model, request, max_new_tokens: int, device: str) -> list[int]
 
 @pytest.mark.parametrize(
     "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here; bf16 on the GPU runs where one is"))],
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here; bf16 on the GPU runs where one is")
+        ),
+    ],
 )
 def test_bf16_on_the_device_is_lossless_within_itself_and_tracks_transformers_bf16(work_dirs, tiny_dirs, device):
     """In bf16, sd and parallel give exactly the bf16 ar tokens (the same numeric path verifies

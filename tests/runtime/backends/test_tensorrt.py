@@ -23,14 +23,24 @@ def ranges(**axes: tuple[list[int], list[int]]) -> dict:
 
 # the decoder engine's two profiles, as the build plan records them (seq, past, rows)
 STEP = ranges(
-    input_ids=([1, 1], [1, 5]), position_ids=([1, 1], [1, 5]), prompt_table=([1, 1, 8], [1, 1, 8]),
-    visual_index=([0], [0]), query_index=([0], [0]), logit_index=([1], [5]),
-    past_key_0=([3, 1, 2, 4], [300, 1, 2, 4]), past_value_0=([3, 1, 2, 4], [300, 1, 2, 4]),
+    input_ids=([1, 1], [1, 5]),
+    position_ids=([1, 1], [1, 5]),
+    prompt_table=([1, 1, 8], [1, 1, 8]),
+    visual_index=([0], [0]),
+    query_index=([0], [0]),
+    logit_index=([1], [5]),
+    past_key_0=([3, 1, 2, 4], [300, 1, 2, 4]),
+    past_value_0=([3, 1, 2, 4], [300, 1, 2, 4]),
 )
 PREFILL = ranges(
-    input_ids=([1, 6], [1, 200]), position_ids=([1, 6], [1, 200]), prompt_table=([1, 5, 8], [1, 25, 8]),
-    visual_index=([5], [25]), query_index=([1], [150]), logit_index=([1], [1]),
-    past_key_0=([0, 1, 2, 4], [0, 1, 2, 4]), past_value_0=([0, 1, 2, 4], [0, 1, 2, 4]),
+    input_ids=([1, 6], [1, 200]),
+    position_ids=([1, 6], [1, 200]),
+    prompt_table=([1, 5, 8], [1, 25, 8]),
+    visual_index=([5], [25]),
+    query_index=([1], [150]),
+    logit_index=([1], [1]),
+    past_key_0=([0, 1, 2, 4], [0, 1, 2, 4]),
+    past_value_0=([0, 1, 2, 4], [0, 1, 2, 4]),
 )
 PROFILES = [("prefill", PREFILL), ("step", STEP)]
 
@@ -51,9 +61,14 @@ def shapes(spec_len: int, past: int) -> dict[str, tuple[int, ...]]:
 
 def prefill_shapes(seq: int, visual: int, queries: int) -> dict[str, tuple[int, ...]]:
     return {
-        "input_ids": (1, seq), "position_ids": (1, seq), "prompt_table": (1, visual, 8),
-        "visual_index": (visual,), "query_index": (queries,), "logit_index": (1,),
-        "past_key_0": (0, 1, 2, 4), "past_value_0": (0, 1, 2, 4),
+        "input_ids": (1, seq),
+        "position_ids": (1, seq),
+        "prompt_table": (1, visual, 8),
+        "visual_index": (visual,),
+        "query_index": (queries,),
+        "logit_index": (1,),
+        "past_key_0": (0, 1, 2, 4),
+        "past_value_0": (0, 1, 2, 4),
     }
 
 
@@ -64,8 +79,11 @@ def test_shapes_inside_the_profile_pass():
 
 @pytest.mark.parametrize(
     "spec_len,past,needle",
-    [(6, 10, "seq = 6 is outside the built profile [1, 5]"), (1, 301, "past = 301 is outside the built profile [3, 300]"),
-     (1, 2, "past = 2 is outside")],
+    [
+        (6, 10, "seq = 6 is outside the built profile [1, 5]"),
+        (1, 301, "past = 301 is outside the built profile [3, 300]"),
+        (1, 2, "past = 2 is outside"),
+    ],
 )
 def test_shapes_outside_the_profile_are_refused_with_dim_value_and_range(spec_len, past, needle):
     with pytest.raises(ProfileError, match=needle.replace("[", r"\[").replace("]", r"\]")) as err:
@@ -86,13 +104,29 @@ def test_a_prefill_and_a_step_select_different_profiles():
     "fed,needles",
     [
         # a step too long for the step profile, and (past > 0) no prefill either
-        (shapes(6, 10), ("prefill profile: input 'prompt_table': prompt_rows = 1 is outside [5, 25]",
-                         "step profile: input 'input_ids': seq = 6 is outside [1, 5]")),
+        (
+            shapes(6, 10),
+            (
+                "prefill profile: input 'prompt_table': prompt_rows = 1 is outside [5, 25]",
+                "step profile: input 'input_ids': seq = 6 is outside [1, 5]",
+            ),
+        ),
         # a prefill whose prompt passes the built maximum
-        (prefill_shapes(201, 25, 3), ("prefill profile: input 'input_ids': seq = 201 is outside [6, 200]",
-                                      "step profile: input 'input_ids': seq = 201 is outside [1, 5]")),
+        (
+            prefill_shapes(201, 25, 3),
+            (
+                "prefill profile: input 'input_ids': seq = 201 is outside [6, 200]",
+                "step profile: input 'input_ids': seq = 201 is outside [1, 5]",
+            ),
+        ),
         # a step over an empty cache: neither profile
-        (shapes(1, 0), ("prefill profile: input 'input_ids': seq = 1 is outside [6, 200]", "step profile: input 'past_key_0': past = 0 is outside [3, 300]")),
+        (
+            shapes(1, 0),
+            (
+                "prefill profile: input 'input_ids': seq = 1 is outside [6, 200]",
+                "step profile: input 'past_key_0': past = 0 is outside [3, 300]",
+            ),
+        ),
     ],
 )
 def test_shapes_no_profile_takes_are_refused_in_one_line_naming_each_profile(fed, needles):
@@ -168,9 +202,9 @@ def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pra
 
     from hippo_trt.export.trt_build import TRT_DIR, build_tensorrt
     from hippo_trt.export.trt_limits import BuildLimits
+    from hippo_trt.graphs.families import specs_from_record
     from hippo_trt.manifest import FileRecord
     from hippo_trt.runtime.backends.onnxruntime import OrtEngine
-    from hippo_trt.graphs.families import specs_from_record
     from hippo_trt.runtime.backends.tensorrt import TrtEngine
 
     work = shutil.copytree(work_dirs["gqa"], tmp_path / "work")

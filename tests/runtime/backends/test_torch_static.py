@@ -5,7 +5,7 @@ tokens; refusals come before anything runs; CUDA graph replays equal eager steps
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ MODELS = [("tiny", "gqa"), ("tiny", "mha_odd_grid"), ("qwen", "qwen_gqa"), ("qwe
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(path: str):
     return ModelDir.open(path).load_model()
 

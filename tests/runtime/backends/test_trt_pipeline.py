@@ -26,12 +26,12 @@ from hippo_trt.errors import EngineError, ProfileError, WorkDirError
 from hippo_trt.export import trt_build
 from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.pruner import prune_feeds
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.token_grid import TokenGrid
 from hippo_trt.runtime.backends import tensorrt as trt_engine
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.pruner import prune_feeds
+from hippo_trt.token_grid import TokenGrid
 from tests.conftest import TEST_LIMITS, random_frames
 from tests.runtime.backends import fake_tensorrt
 from tests.runtime.test_ar_equivalence import prompts
@@ -114,12 +114,16 @@ def test_kv_slots_are_bound_in_place_and_shape_tensors_by_value(pipelines, clip)
 
     def spy(feeds, into=None):
         if feeds["past_key_0"].shape[0]:  # a step: over the cached prefix
-            cache_ptrs.append((feeds["past_key_0"].data_ptr(), into["new_key_0"].data_ptr(), into["new_key_0"].untyped_storage().data_ptr()))
+            cache_ptrs.append(
+                (feeds["past_key_0"].data_ptr(), into["new_key_0"].data_ptr(), into["new_key_0"].untyped_storage().data_ptr())
+            )
         return real(feeds, into)
 
     decoder.run = spy
     try:
-        result = trt.generate(trt.prepare(clip, "what moves"), GenerationConfig(max_new_tokens=5, mode="sd", gamma=2, prune="hippo", keep=0.5))
+        result = trt.generate(
+            trt.prepare(clip, "what moves"), GenerationConfig(max_new_tokens=5, mode="sd", gamma=2, prune="hippo", keep=0.5)
+        )
     finally:
         del decoder.run
     assert all(len(c.enqueued) > b for c, b in zip(contexts, before))
@@ -185,8 +189,11 @@ def test_a_shape_outside_a_profile_is_refused_before_enqueueing(pipelines):
     decoder, vision = trt.target.decoder, trt.target.vision
     before = [len(c.enqueued) for c in decoder.contexts]
     too_long = decoder.profiles[1]["profile"]["input_ids"]["max"][1] + 1  # gamma + 2 tokens
-    with pytest.raises(ProfileError, match=rf"target/decoder': no built profile takes these shapes \(prefill profile: .*; "
-                                           rf"step profile: input 'input_ids': seq = {too_long} is outside \[1, {too_long - 1}\]\)"):
+    with pytest.raises(
+        ProfileError,
+        match=rf"target/decoder': no built profile takes these shapes \(prefill profile: .*; "
+        rf"step profile: input 'input_ids': seq = {too_long} is outside \[1, {too_long - 1}\]\)",
+    ):
         decoder.run(step_feeds(decoder, too_long, 9))
     assert [len(c.enqueued) for c in decoder.contexts] == before
     # a one-profile engine: the input, the dim, the value and the built range
@@ -277,8 +284,8 @@ def test_past_tensorrts_topk_limit_the_plan_narrows_and_the_host_reference_selec
 
 def test_served_instances_run_on_tensorrt_engines(trt_work, clip):
     """serve --backend tensorrt: each instance loads its own engines; a request equals the offline run."""
-    from hippo_trt.runtime.serving.server import ServeOptions, load_handlers
     from hippo_trt.runtime.backends.tensorrt import TrtEngine
+    from hippo_trt.runtime.serving.server import ServeOptions, load_handlers
     from tests.runtime.serving.test_handler import decoded, wire
 
     defaults = GenerationConfig(max_new_tokens=8, mode="parallel", gamma=3, prune="hippo", keep=0.5)

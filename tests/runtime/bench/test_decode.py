@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from hippo_trt.runtime.bench.decode import Clip, DecodeBenchConfig, bench_decode, format_decode_table
 from hippo_trt.runtime.backends.onnxruntime import DRAFT_THREADS
-from hippo_trt.runtime.threads import lane_threads
+from hippo_trt.runtime.bench.decode import Clip, DecodeBenchConfig, bench_decode, format_decode_table
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.threads import lane_threads
 from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
 
 METHODS = ("ar", "sd", "parallel", "hf_generate")  # the tiny draft has its own image size: no hf_assisted
@@ -41,7 +41,9 @@ def test_each_method_runs_on_the_lanes_its_schedule_suits(work_dirs, clip):
     lanes = {r.method: r.lanes for r in rows}
     assert lanes == {m: lane_threads(m) for m in ("ar", "sd", "parallel")}
     assert rows[2].to_json()["lanes"] == {"target_threads": lanes["parallel"].target, "draft_threads": DRAFT_THREADS}
-    pinned = bench_decode(work_dirs["gqa"], [Clip(clip, "what moves")], replace(config, threads=1, draft_threads=1), ("sd", "parallel"), progress=False)
+    pinned = bench_decode(
+        work_dirs["gqa"], [Clip(clip, "what moves")], replace(config, threads=1, draft_threads=1), ("sd", "parallel"), progress=False
+    )
     assert {(r.lanes.target, r.lanes.draft) for r in pinned} == {(1, 1)}
 
 
@@ -65,13 +67,37 @@ def test_warm_up_runs_each_measured_mode_once_on_its_own_pipeline(work_dirs, cli
 
 def test_cli_json_rows(capfd, work_dirs, clip):
     rc, out, err = cli(
-        capfd, "bench", "decode", work_dirs["gqa"], "--video", clip, "--prompt", "what moves",
-        "--methods", "ar,sd", "--max-new-tokens", 6, "--gamma", 2, "--json", "--quiet",
+        capfd,
+        "bench",
+        "decode",
+        work_dirs["gqa"],
+        "--video",
+        clip,
+        "--prompt",
+        "what moves",
+        "--methods",
+        "ar,sd",
+        "--max-new-tokens",
+        6,
+        "--gamma",
+        2,
+        "--json",
+        "--quiet",
     )
     assert rc == 0, err
     rows = json.loads(out)
     assert [r["method"] for r in rows] == ["ar", "sd"]
-    assert {"method", "tokens_per_s", "mat", "target_busy_ms", "draft_idle_ms", "matches_ar", "ttft_ms", "decode_tokens_per_s", "lanes"} <= set(rows[1])
+    assert {
+        "method",
+        "tokens_per_s",
+        "mat",
+        "target_busy_ms",
+        "draft_idle_ms",
+        "matches_ar",
+        "ttft_ms",
+        "decode_tokens_per_s",
+        "lanes",
+    } <= set(rows[1])
 
 
 @pytest.mark.parametrize(

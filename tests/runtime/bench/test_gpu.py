@@ -39,8 +39,17 @@ def result():
 
 def test_every_phase_is_measured_and_decode_steps_sit_beside_their_bound(result):
     phases = {p.phase: p for p in result.phases}
-    expected = {"vision (target tower)", "pruning (hippo, keep 0.1, host)", "target prefill", "draft prefill keep 1",
-                "draft prefill keep 0.25", "draft prefill keep 0.1", "target decode step", "verify step (gamma 4)", "draft decode step"}
+    expected = {
+        "vision (target tower)",
+        "pruning (hippo, keep 0.1, host)",
+        "target prefill",
+        "draft prefill keep 1",
+        "draft prefill keep 0.25",
+        "draft prefill keep 0.1",
+        "target decode step",
+        "verify step (gamma 4)",
+        "draft decode step",
+    }
     assert set(phases) == expected
     assert all(p.ms > 0 for p in result.phases)
     assert phases["draft prefill keep 0.1"].tokens < phases["draft prefill keep 0.25"].tokens < phases["draft prefill keep 1"].tokens
@@ -108,8 +117,26 @@ def test_overlap_of_two_intervals():
 def test_cli_prints_json_of_a_trace_replay(tmp_path, capsys, name):
     trace = tmp_path / "trace.json"
     trace.write_text(json.dumps([1, 3, 5, 2]))
-    argv = ["bench", "gpu", "--preset", name, "--device", "cpu", "--dtype", "fp32", "--trace", str(trace),
-            "--tokens", "12", "--reps", "1", "--graphs", "off", "--json", "--quiet"]
+    argv = [
+        "bench",
+        "gpu",
+        "--preset",
+        name,
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--trace",
+        str(trace),
+        "--tokens",
+        "12",
+        "--reps",
+        "1",
+        "--graphs",
+        "off",
+        "--json",
+        "--quiet",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["outcomes"] == ["recorded trace"]

@@ -21,8 +21,10 @@ def test_rows_per_method_and_keep_with_unchanged_output(work_dirs, clip):
     got = [(r.method, r.keep, r.positions) for r in rows]
     assert got == [
         ("none", 1.0, "original"),
-        ("uniform", 0.1, "original"), ("uniform", 0.1, "repacked"),
-        ("hippo", 0.1, "original"), ("hippo", 0.1, "repacked"),
+        ("uniform", 0.1, "original"),
+        ("uniform", 0.1, "repacked"),
+        ("hippo", 0.1, "original"),
+        ("hippo", 0.1, "repacked"),
     ]
     for r in rows:
         j = r.to_json()
@@ -38,8 +40,23 @@ def test_bad_options_are_refused_before_anything_loads():
 
 def test_cli_json_rows(capfd, work_dirs, clip):
     rc, out, err = cli(
-        capfd, "bench", "pruning", work_dirs["gqa"], "--video", clip, "--prompt", "what moves",
-        "--methods", "none,specvlm", "--keeps", "1,0.25", "--no-repack", "--max-new-tokens", "6", "--json", "--quiet",
+        capfd,
+        "bench",
+        "pruning",
+        work_dirs["gqa"],
+        "--video",
+        clip,
+        "--prompt",
+        "what moves",
+        "--methods",
+        "none,specvlm",
+        "--keeps",
+        "1,0.25",
+        "--no-repack",
+        "--max-new-tokens",
+        "6",
+        "--json",
+        "--quiet",
     )
     assert rc == 0, err
     rows = json.loads(out)

@@ -27,7 +27,13 @@ def rows(work_dirs, clip):
 
 def test_a_row_per_axis_value_all_matching_ar(rows):
     assert [(r.axis, r.value) for r in rows] == [
-        ("frames", 2), ("frames", 4), ("frames", 6), ("keep", 1.0), ("keep", 0.25), ("gamma", 1), ("gamma", 3),
+        ("frames", 2),
+        ("frames", 4),
+        ("frames", 6),
+        ("keep", 1.0),
+        ("keep", 0.25),
+        ("gamma", 1),
+        ("gamma", 3),
     ]
     assert [r.frames for r in rows] == [2, 4, 6, 4, 4, 4, 4]
     assert [(r.keep, r.gamma) for r in rows if r.axis != "frames"] == [(1.0, 3), (0.25, 3), (0.25, 1), (0.25, 3)]
@@ -98,9 +104,33 @@ def test_config_refuses_ar_and_empty_axes():
 def test_cli_writes_the_png_and_prints_the_table(capsys, work_dirs, clip, tmp_path):
     png = tmp_path / "s.png"
     rc, out, err = cli(
-        capsys, "bench", "scaling", work_dirs["gqa"], "--video", clip, "--prompt", "what moves", "--frames", "2,4",
-        "--keeps", "0.5", "--gammas", "2", "--gamma", "2", "--keep", "0.5", "--base-frames", "2", "--max-new-tokens", "4",
-        "--png", png, "--quiet", "--threads", "1",
+        capsys,
+        "bench",
+        "scaling",
+        work_dirs["gqa"],
+        "--video",
+        clip,
+        "--prompt",
+        "what moves",
+        "--frames",
+        "2,4",
+        "--keeps",
+        "0.5",
+        "--gammas",
+        "2",
+        "--gamma",
+        "2",
+        "--keep",
+        "0.5",
+        "--base-frames",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--png",
+        png,
+        "--quiet",
+        "--threads",
+        "1",
     )
     assert rc == 0, err
     assert png.read_bytes()[:8] == PNG_MAGIC

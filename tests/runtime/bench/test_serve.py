@@ -22,7 +22,12 @@ def test_other_hosts_are_refused(url):
 
 @pytest.mark.parametrize(
     "kw, message",
-    [({"requests": 0}, "--requests"), ({"requests": 10**6}, "--requests"), ({"concurrency": (0,)}, "--concurrency"), ({"time_limit_s": 0}, "--time-limit")],
+    [
+        ({"requests": 0}, "--requests"),
+        ({"requests": 10**6}, "--requests"),
+        ({"concurrency": (0,)}, "--concurrency"),
+        ({"time_limit_s": 0}, "--time-limit"),
+    ],
 )
 def test_load_is_bounded(kw, message):
     with pytest.raises(InputError, match=message):

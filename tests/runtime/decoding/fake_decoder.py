@@ -15,7 +15,7 @@ import numpy as np
 class ToyLM:
     """logits(prefix) = table[hash of the last two tokens]; ``like`` mixes in another model's."""
 
-    def __init__(self, vocab: int, seed: int, like: "ToyLM | None" = None, mix: float = 0.0, scale: float = 3.0):
+    def __init__(self, vocab: int, seed: int, like: ToyLM | None = None, mix: float = 0.0, scale: float = 3.0):
         rng = np.random.default_rng(seed)
         self.vocab = vocab
         self.table = rng.normal(0.0, scale, (vocab * vocab, vocab))  # [V*V, V]

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.decoding.decoder import DecoderSession, prefill_chunks
-from hippo_trt.runtime.backends.base import Prompt
 from hippo_trt.ort_session import OrtOptions
+from hippo_trt.runtime.backends.base import Prompt
 from hippo_trt.runtime.backends.loader import PREFILL_CHUNK, load_engines
+from hippo_trt.runtime.decoding.decoder import DecoderSession, prefill_chunks
 
 
 @given(seq=st.integers(1, 300), chunk=st.integers(1, 64), data=st.data())

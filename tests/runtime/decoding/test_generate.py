@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hippo_trt.runtime.decoding.generate import OutputBudget, DraftLength, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.decoding.generate import DraftLength, Lane, OutputBudget, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling
 from tests.runtime.decoding.fake_decoder import FakeSession, ToyLM
 

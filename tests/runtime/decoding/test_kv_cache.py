@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from hippo_trt.errors import ProfileError
 from hippo_trt.manifest import Manifest
-from hippo_trt.runtime.decoding.decoder import DecoderSession
-from hippo_trt.runtime.backends.base import Prompt
 from hippo_trt.ort_session import OrtOptions
-from hippo_trt.runtime.decoding.kv_cache import KVCache
+from hippo_trt.runtime.backends.base import Prompt
 from hippo_trt.runtime.backends.loader import load_engines
+from hippo_trt.runtime.decoding.decoder import DecoderSession
+from hippo_trt.runtime.decoding.kv_cache import KVCache
 
 
 def test_views_share_memory_with_the_buffers():

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import EngineError
-from hippo_trt.runtime.decoding.generate import OutputBudget, Lane, TokenChooser, generate_ar, generate_sd
+from hippo_trt.runtime.decoding.generate import Lane, OutputBudget, TokenChooser, generate_ar, generate_sd
 from hippo_trt.runtime.decoding.parallel import ParallelOptions, generate_parallel
 from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling
 from hippo_trt.trace import Tracer
@@ -23,7 +23,9 @@ def run_parallel(target_lm, draft_lm, budget, options, sampling=Sampling(), kept
     """``setup_s``: the draft comes from a set-up function taking that long (the target leads meanwhile)."""
     target, draft, first = lanes(target_lm, draft_lm, list(kept), delay_seed)
     stats = AcceptanceStats()
-    out = generate_parallel(target, draft if setup_s is None else _slow_setup(draft, setup_s), first, budget, TokenChooser(sampling), options, stats)
+    out = generate_parallel(
+        target, draft if setup_s is None else _slow_setup(draft, setup_s), first, budget, TokenChooser(sampling), options, stats
+    )
     assert sum(stats.committed) + stats.target_alone == len(out) - 1
     assert stats.target_alone <= options.gamma and (setup_s is not None or not stats.target_alone)
     return out, stats
@@ -39,13 +41,19 @@ def _slow_setup(draft: Lane, seconds: float):
 
 @settings(max_examples=250, deadline=None)
 @given(
-    case=cases(), gamma=st.integers(1, 8), pre_verify=st.booleans(), adaptive=st.booleans(), delay_seed=st.none() | st.integers(0, 1000),
+    case=cases(),
+    gamma=st.integers(1, 8),
+    pre_verify=st.booleans(),
+    adaptive=st.booleans(),
+    delay_seed=st.none() | st.integers(0, 1000),
     setup_ms=st.none() | st.integers(0, 3),
 )
 def test_greedy_parallel_equals_target_alone(case, gamma, pre_verify, adaptive, delay_seed, setup_ms):
     target, draft, budget, kept = case
     options = ParallelOptions(gamma, pre_verify, adaptive)
-    out, _ = run_parallel(target, draft, budget, options, kept=kept, delay_seed=delay_seed, setup_s=None if setup_ms is None else setup_ms / 1e3)
+    out, _ = run_parallel(
+        target, draft, budget, options, kept=kept, delay_seed=delay_seed, setup_s=None if setup_ms is None else setup_ms / 1e3
+    )
     assert out == reference(target, budget)
 
 
@@ -128,12 +136,21 @@ def test_sampling_with_the_target_leading_follows_the_targets_distribution():
 
 
 @settings(max_examples=25, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 8), adaptive=st.booleans(), seed=st.integers(0, 2**31), delays=st.tuples(st.integers(0, 99), st.integers(0, 99)))
+@given(
+    case=cases(),
+    gamma=st.integers(1, 8),
+    adaptive=st.booleans(),
+    seed=st.integers(0, 2**31),
+    delays=st.tuples(st.integers(0, 99), st.integers(0, 99)),
+)
 def test_the_same_seed_gives_the_same_output_whatever_the_lane_timing(case, gamma, adaptive, seed, delays):
     target, draft, budget, kept = case
     sampling = Sampling(temperature=0.9, top_p=0.9, seed=seed)
     runs = [run_parallel(target, draft, budget, ParallelOptions(gamma, adaptive=adaptive), sampling, kept, d)[0] for d in delays]
-    led = [run_parallel(target, draft, budget, ParallelOptions(gamma, adaptive=adaptive), sampling, kept, d, setup_s=d / 2e4)[0] for d in delays]
+    led = [
+        run_parallel(target, draft, budget, ParallelOptions(gamma, adaptive=adaptive), sampling, kept, d, setup_s=d / 2e4)[0]
+        for d in delays
+    ]
     assert runs[0] == runs[1] and led[0] == led[1]  # the target's lead is a fixed count when sampling
 
 
@@ -195,7 +212,12 @@ def streamed(run, budget: OutputBudget, stop_after: int | None = None) -> tuple[
 
 
 @settings(max_examples=120, deadline=None)
-@given(case=cases(), gamma=st.integers(1, 6), mode=st.sampled_from(["ar", "sd", "parallel", "parallel_lead"]), stop=st.none() | st.integers(1, 10))
+@given(
+    case=cases(),
+    gamma=st.integers(1, 6),
+    mode=st.sampled_from(["ar", "sd", "parallel", "parallel_lead"]),
+    stop=st.none() | st.integers(1, 10),
+)
 def test_every_committed_token_is_streamed_once_in_order_and_a_raising_listener_stops_decoding(case, gamma, mode, stop):
     target_lm, draft_lm, budget, kept = case
     expected = reference(target_lm, budget)
@@ -207,7 +229,9 @@ def test_every_committed_token_is_streamed_once_in_order_and_a_raising_listener_
         if mode == "sd":
             return generate_sd(target, draft, first, b, gamma, TokenChooser(), AcceptanceStats())
         lead = mode == "parallel_lead"  # the draft set up while the target decodes alone, committing as it goes
-        return generate_parallel(target, _slow_setup(draft, 0.001) if lead else draft, first, b, TokenChooser(), ParallelOptions(gamma), AcceptanceStats())
+        return generate_parallel(
+            target, _slow_setup(draft, 0.001) if lead else draft, first, b, TokenChooser(), ParallelOptions(gamma), AcceptanceStats()
+        )
 
     out, pieces = streamed(run, budget, stop)
     flat = [t for piece in pieces for t in piece]

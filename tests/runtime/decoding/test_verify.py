@@ -17,7 +17,10 @@ from hippo_trt.runtime.decoding.verify import AcceptanceStats, Sampling, sample_
 # tied token while we keep the later index (a convention, applied identically to both models).
 # Logits on a 0.01 grid keep them apart after exp (no near-ties such as 0 vs -1e-45).
 logits_rows = hnp.arrays(
-    np.float32, st.tuples(st.integers(1, 3), st.integers(2, 20)), elements=st.integers(-800, 800).map(lambda v: np.float32(v / 100)), unique=True
+    np.float32,
+    st.tuples(st.integers(1, 3), st.integers(2, 20)),
+    elements=st.integers(-800, 800).map(lambda v: np.float32(v / 100)),
+    unique=True,
 )
 
 
@@ -93,7 +96,12 @@ def test_acceptance_stats_mat_and_rate_by_position():
 
 @pytest.mark.parametrize(
     "kwargs, needle",
-    [({"temperature": -1}, "^temperature must"), ({"top_k": -2}, "^top_k must"), ({"top_p": 0.0}, "^top_p must"), ({"top_p": 1.5}, "^top_p must")],
+    [
+        ({"temperature": -1}, "^temperature must"),
+        ({"top_k": -2}, "^top_k must"),
+        ({"top_p": 0.0}, "^top_p must"),
+        ({"top_p": 1.5}, "^top_p must"),
+    ],
 )
 def test_out_of_range_sampling_options_are_input_errors(kwargs, needle):
     with pytest.raises(InputError, match=needle):

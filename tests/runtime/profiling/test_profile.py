@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
-from hippo_trt.runtime.profiling.profile import critical_path, draft_marks, format_profile, lane_rows, profile_request
+from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.profiling.outputs import chrome_trace, timeline_png
+from hippo_trt.runtime.profiling.profile import critical_path, draft_marks, format_profile, lane_rows, profile_request
 from hippo_trt.trace import NULL_TRACER, Span, Tracer
 from tests.hippo_trt.cli.test_cli_errors import USER_ERROR, cli, error_line
 
@@ -42,8 +43,13 @@ def test_every_stage_is_a_span_on_its_lane(reports, mode):
     if mode == "ar":
         expected |= {("target", "decode_step")}
     else:
-        expected |= {("draft", "draft_vision"), ("draft", "pruning"), ("draft", "draft_prefill"),
-                     ("draft", "draft_step"), ("target", "verify")}
+        expected |= {
+            ("draft", "draft_vision"),
+            ("draft", "pruning"),
+            ("draft", "draft_prefill"),
+            ("draft", "draft_step"),
+            ("target", "verify"),
+        }
     assert expected <= got
     steps = [s for s in report.spans if s.phase in ("verify", "decode_step")]
     stats = report.result.stats
@@ -89,8 +95,10 @@ def test_draft_marks_on_a_known_parallel_schedule():
     # drafts of tokens 1..4 (accepted 3 of 4: token 4 rejected), a draft of token 5 past the
     # window (discarded), then a window whose bonus token the draft had already drafted.
     spans = [
-        _span("draft", "draft_step", 0, 10, first=0, n=1), _span("draft", "draft_step", 10, 20, first=1, n=1),
-        _span("draft", "draft_step", 20, 30, first=2, n=1), _span("draft", "draft_step", 30, 40, first=3, n=1),
+        _span("draft", "draft_step", 0, 10, first=0, n=1),
+        _span("draft", "draft_step", 10, 20, first=1, n=1),
+        _span("draft", "draft_step", 20, 30, first=2, n=1),
+        _span("draft", "draft_step", 30, 40, first=3, n=1),
         _span("target", "verify", 40, 90, first=0, n=5),
         _span("draft", "draft_step", 40, 50, first=4, n=1),
         _span("draft", "draft_step", 95, 100, first=4, n=1),
@@ -100,7 +108,15 @@ def test_draft_marks_on_a_known_parallel_schedule():
     ]
     marks = draft_marks(spans, accepted=[3, 1, 0], path_kept=[False, True, False])
     drafted = [(s.arg("first") + s.arg("n"), m) for s, m in zip(spans, marks) if s.phase == "draft_step"]
-    assert drafted == [(1, "accepted"), (2, "accepted"), (3, "accepted"), (4, "rejected"), (5, "discarded"), (5, "accepted"), (6, "accepted")]
+    assert drafted == [
+        (1, "accepted"),
+        (2, "accepted"),
+        (3, "accepted"),
+        (4, "rejected"),
+        (5, "discarded"),
+        (5, "accepted"),
+        (6, "accepted"),
+    ]
     assert draft_marks(spans, accepted=[3]) == ["discarded" if s.phase == "draft_step" else None for s in spans]
 
 
@@ -186,8 +202,29 @@ def test_repeats_out_of_range(pipeline, clip):
 def test_cli_writes_trace_png_and_json(capfd, work_dirs, clip, tmp_path):
     out = tmp_path / "prof"
     rc, stdout, err = cli(
-        capfd, "profile", work_dirs["gqa"], "--video", clip, "--prompt", "what moves", "--mode", "parallel", "--gamma", "2",
-        "--prune", "uniform", "--keep", "0.5", "--max-new-tokens", "6", "--repeats", "1", "--out", out, "--json", "--quiet",
+        capfd,
+        "profile",
+        work_dirs["gqa"],
+        "--video",
+        clip,
+        "--prompt",
+        "what moves",
+        "--mode",
+        "parallel",
+        "--gamma",
+        "2",
+        "--prune",
+        "uniform",
+        "--keep",
+        "0.5",
+        "--max-new-tokens",
+        "6",
+        "--repeats",
+        "1",
+        "--out",
+        out,
+        "--json",
+        "--quiet",
     )
     assert rc == 0, err
     got = json.loads(stdout)
@@ -199,7 +236,9 @@ def test_cli_writes_trace_png_and_json(capfd, work_dirs, clip, tmp_path):
 
 def test_cli_errors_are_one_line_and_write_nothing(capfd, work_dirs, clip, tmp_path):
     out = tmp_path / "prof"
-    msg = error_line(*cli(capfd, "profile", work_dirs["gqa"], "--video", tmp_path / "missing.mp4", "--prompt", "x", "--out", out), code=USER_ERROR)
+    msg = error_line(
+        *cli(capfd, "profile", work_dirs["gqa"], "--video", tmp_path / "missing.mp4", "--prompt", "x", "--out", out), code=USER_ERROR
+    )
     assert "missing.mp4" in msg and not out.exists()
     msg = error_line(*cli(capfd, "profile", work_dirs["gqa"], "--prompt", "x"), code=USER_ERROR)
     assert "give --video and --prompt" in msg
@@ -207,5 +246,7 @@ def test_cli_errors_are_one_line_and_write_nothing(capfd, work_dirs, clip, tmp_p
     afile.write_text("")
     msg = error_line(*cli(capfd, "profile", work_dirs["gqa"], "--video", clip, "--prompt", "x", "--out", afile), code=USER_ERROR)
     assert "is a file" in msg
-    msg = error_line(*cli(capfd, "profile", work_dirs["gqa"], "--video", clip, "--prompt", "x", "--mode", "sd", "--gamma", "99"), code=USER_ERROR)
+    msg = error_line(
+        *cli(capfd, "profile", work_dirs["gqa"], "--video", clip, "--prompt", "x", "--mode", "sd", "--gamma", "99"), code=USER_ERROR
+    )
     assert "--gamma" in msg

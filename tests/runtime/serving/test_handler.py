@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.handler import Cancelled, HandlerPool, RequestHandler, RequestTimeout, ServeLimits
 from tests.conftest import random_frames
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.generation import GenerationConfig
-from hippo_trt.runtime.serving.protocol import RequestOptions, ServedRequest, TextStream, response
-from hippo_trt.runtime.serving.client import server_reason
 from hippo_trt.runtime.decoding.verify import Sampling
+from hippo_trt.runtime.generation import GenerationConfig
+from hippo_trt.runtime.serving.client import server_reason
+from hippo_trt.runtime.serving.protocol import RequestOptions, ServedRequest, TextStream, response
 
 DEFAULTS = GenerationConfig(max_new_tokens=16, mode="parallel", prune="hippo", keep=0.1, sampling=Sampling(seed=5))
 

@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
 
 from hippo_trt.errors import ServingError  # noqa: E402
-from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
+from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.client import HippoClient  # noqa: E402
 from hippo_trt.runtime.serving.handler import ServeLimits  # noqa: E402
 from hippo_trt.runtime.serving.protocol import RequestOptions  # noqa: E402
@@ -151,7 +151,7 @@ def _send_without_prompt(server: HippoServer, how: str, clip):
 def test_a_client_that_leaves_a_stream_frees_its_instance(server, offline, clip):
     options = {"mode": "ar", "max_new_tokens": 150}
     with HippoClient(server.options.grpc_url) as client:
-        for piece in client.stream("Go on and on.", clip, options):
+        for piece in client.stream("Go on and on.", clip, options):  # noqa: B007 - the piece is checked after the loop
             break  # disconnect after the first piece
     deadline = time.monotonic() + 30
     while any(h.running for h in server.pool.handlers) and time.monotonic() < deadline:

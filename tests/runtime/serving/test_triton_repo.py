@@ -27,13 +27,13 @@ from google.protobuf import json_format, text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
 from hippo_trt.errors import EngineError, InputError, WorkDirError  # noqa: E402
-from hippo_trt.runtime.serving.triton_repo import TritonRepoOptions, export_triton_repo, triton_type  # noqa: E402
-from hippo_trt.manifest import FileRecord, Manifest  # noqa: E402
 from hippo_trt.fingerprint import export_id  # noqa: E402
-from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.manifest import FileRecord, Manifest  # noqa: E402
 from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
+from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, RequestOptions  # noqa: E402
 from hippo_trt.runtime.serving.triton_model import BackendParameters, BlsEngine, TritonPythonModel, config_parameters  # noqa: E402
+from hippo_trt.runtime.serving.triton_repo import TritonRepoOptions, export_triton_repo, triton_type  # noqa: E402
 from tests.runtime.serving import fake_pb_utils as fake  # noqa: E402
 
 DEFAULTS = GenerationConfig(max_new_tokens=12, mode="sd", gamma=3, prune="hippo", keep=0.5)
@@ -103,13 +103,21 @@ def test_the_python_models_declare_the_served_protocol(repos, work_dirs):
             assert set(found) == {"hippo", "hippo_stream"}  # the loop runs the engines itself
         for name in ("hippo", "hippo_stream"):
             config = found[name]
-            assert (config.backend, config.max_batch_size, config.model_transaction_policy.decoupled) == ("python", 0, name == "hippo_stream")
+            assert (config.backend, config.max_batch_size, config.model_transaction_policy.decoupled) == (
+                "python",
+                0,
+                name == "hippo_stream",
+            )
             for declared, specs in ((config.input, INPUTS), (config.output, OUTPUTS)):
                 got = [(d.name, mc.DataType.Name(d.data_type), list(d.dims), getattr(d, "optional", False)) for d in declared]
                 assert got == [(s.name, triton_type(s.dtype), list(s.shape), s.optional) for s in specs]
             params = BackendParameters.from_parameters({k: v.string_value for k, v in config.parameters.items()})
             assert params == BackendParameters(engine_mode=mode, defaults=DEFAULTS)
-            assert (repo / name / "1" / "model.py").read_text().startswith("from hippo_trt.runtime.serving.triton_model import TritonPythonModel")
+            assert (
+                (repo / name / "1" / "model.py")
+                .read_text()
+                .startswith("from hippo_trt.runtime.serving.triton_model import TritonPythonModel")
+            )
             copy = repo / name / "work"
             assert Manifest.load(copy) == Manifest.load(work_dirs["gqa"])
             assert (copy / "target" / "processor" / "tokenizer.json").samefile(work_dirs["gqa"] / "target" / "processor" / "tokenizer.json")
@@ -262,7 +270,10 @@ def models(backend, repos):
 
 
 def request(clip: Path, prompt: str = PROMPT, options: dict | str | None = None, cancel_after: int | None = None):
-    tensors = [fake.Tensor("prompt", np.array([prompt.encode()], dtype=object)), fake.Tensor("video", np.array([clip.read_bytes()], dtype=object))]
+    tensors = [
+        fake.Tensor("prompt", np.array([prompt.encode()], dtype=object)),
+        fake.Tensor("video", np.array([clip.read_bytes()], dtype=object)),
+    ]
     if options is not None:
         text = options if isinstance(options, str) else json.dumps(options)
         tensors.append(fake.Tensor("options", np.array([text.encode()], dtype=object)))
@@ -398,7 +409,9 @@ def _tritonserver(workspace: Path):
 
     server = workspace / "tritonserver"
     shutil.copytree(Path(pytriton.__file__).parent / "tritonserver", server, ignore=shutil.ignore_patterns("python_backend_stubs"))
-    shutil.copy(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"), server / "backends" / "python" / "triton_python_backend_stub")
+    shutil.copy(
+        get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"), server / "backends" / "python" / "triton_python_backend_stub"
+    )
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, env.get("LD_LIBRARY_PATH", ""), str(get_libs_path())) if p)
