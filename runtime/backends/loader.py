@@ -17,8 +17,9 @@ from hippo_trt.model_dir import ModelDir
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, Placement
 from hippo_trt.runtime.backends.base import Engine, ModelEngines
-from hippo_trt.runtime.backends.onnxruntime import DeviceTorchEngine, OrtEngine, TorchEngine
+from hippo_trt.runtime.backends.onnxruntime import OrtEngine
 from hippo_trt.runtime.backends.tensorrt import load_trt_engines
+from hippo_trt.runtime.backends.torch_eager import DeviceTorchEngine, TorchEngine
 from hippo_trt.runtime.backends.torch_static import static_sessions
 
 # Prompt tokens one host decoder call prefills: the eager attention's scores are

@@ -24,18 +24,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-from hippo_trt.errors import EngineError, HippoError, InputError, WorkDirError
-from hippo_trt.graphs.families import specs_from_record
-from hippo_trt.graphs.specs import GraphSpec
+from hippo_trt.errors import HippoError, InputError, WorkDirError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.pruning import PruneOptions
 from hippo_trt.pruning_scores import Debias
-from hippo_trt.runtime.backends.base import ModelEngines
+from hippo_trt.runtime.backends.triton_bls import BlsSession, bls_engines, pruning_model, triton_utils
 from hippo_trt.runtime.generation import GenerationConfig, option_values
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.pruner import GraphPruner
@@ -44,16 +41,6 @@ from hippo_trt.runtime.serving.protocol import INPUTS, RequestOptions
 
 ENGINE_MODES = ("bls", "local")
 WORK_DIR = "work"  # the work dir's copy, inside each Python model's directory
-
-
-def graph_model(role: str, graph: str) -> str:
-    """The Triton model that serves one graph of the ``role`` model, e.g. ``target_decode``."""
-    return f"{role}_{graph}"
-
-
-def pruning_model(name: str) -> str:
-    """The Triton model that serves a pruning graph, e.g. ``pruning_fused``."""
-    return f"pruning_{name}"
 
 
 # --- parameters: config.pbtxt <-> what the model needs ----------------------------------------
@@ -134,93 +121,18 @@ def config_parameters(model_config: Mapping) -> dict[str, str]:
 # --- engines over BLS -----------------------------------------------------------------------
 
 
-def _pb_utils():
-    try:
-        import triton_python_backend_utils as pb_utils
-    except ImportError:
-        raise EngineError("triton_python_backend_utils is missing: this model runs inside Triton's Python backend") from None
-    return pb_utils
-
-
-def _wire(array: np.ndarray) -> np.ndarray:
-    """A contiguous array; a scalar travels as [1] (Triton has no rank-0 tensors; the ONNX
-    Runtime backend feeds a [1] input to a scalar graph input)."""
-    array = np.ascontiguousarray(array)
-    return array.reshape(1) if array.ndim == 0 else array
-
-
-def bls_call(model: str, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-    """One inference request to another model of the same server; its outputs by name."""
-    pb = _pb_utils()
-    inputs = [pb.Tensor(name, _wire(array)) for name, array in feeds.items()]
-    response = pb.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs).exec()
-    if response.has_error():
-        raise EngineError(f"Triton model '{model}' failed: {response.error().message()}")
-    result = {}
-    for name in outputs:
-        tensor = pb.get_output_tensor_by_name(response, name)
-        if tensor is None:
-            raise EngineError(f"Triton model '{model}' returned no output '{name}'; re-run hippo-trt export-triton")
-        result[name] = tensor.as_numpy()
-    return result
-
-
-class BlsEngine:
-    """One graph behind the engine contract, run by the Triton model ``model``. The ``into``
-    outputs (KV slots, logits) are copied into the caller's arrays."""
-
-    def __init__(self, model: str, spec: GraphSpec):
-        self.model, self.spec = model, spec
-        self._outputs = [t.name for t in spec.outputs]
-
-    def run(self, feeds, into=None):
-        into = into or {}
-        result = bls_call(self.model, feeds, self._outputs)
-        for name, buf in into.items():
-            value = result.pop(name)
-            if value.shape != buf.shape:
-                raise EngineError(f"Triton model '{self.model}' output '{name}' is {list(value.shape)}, expected {list(buf.shape)}")
-            np.copyto(buf, value)
-        return result
-
-
-class BlsSession:
-    """A pruning graph's Triton model behind the two calls of an onnxruntime session that
-    ``prune_graph.run_prune_graph`` makes; only ``kept_index`` (all that the pruner reads)
-    comes back."""
-
-    OUTPUTS = ("kept_index",)
-
-    def __init__(self, model: str):
-        self.model = model
-
-    def get_outputs(self) -> list:
-        return [SimpleNamespace(name=name) for name in self.OUTPUTS]
-
-    def run(self, names, feeds) -> list[np.ndarray]:
-        result = bls_call(self.model, feeds, list(names))
-        return [result[name] for name in names]
-
-
 # --- the pipeline ---------------------------------------------------------------------------
-
-
-def _bls_engines(manifest: Manifest, role: str):
-
-    record = manifest.model(role)
-    engines = {name: BlsEngine(graph_model(role, name), spec) for name, spec in specs_from_record(record).items()}
-    return ModelEngines(record=record, **engines)
 
 
 def bls_pipeline(work: Path, manifest: Manifest) -> Pipeline:
     """A pipeline whose graphs are the repository's Triton models (the draft's too when the
     work dir has one; the pruning graphs' when it has them, else the numpy reference)."""
 
-    target = _bls_engines(manifest, "target")
+    target = bls_engines(manifest, "target")
     if "draft" not in manifest.models:
         return Pipeline.from_engines(work, manifest, target)
     pruner = GraphPruner({name: BlsSession(pruning_model(name)) for name in manifest.pruning}) if manifest.pruning else None
-    return Pipeline.from_engines(work, manifest, target, _bls_engines(manifest, "draft"), pruner)
+    return Pipeline.from_engines(work, manifest, target, bls_engines(manifest, "draft"), pruner)
 
 
 def local_pipeline(work: Path, manifest: Manifest, options: OrtOptions) -> Pipeline:
@@ -256,7 +168,7 @@ class TritonPythonModel:
     ``hippo_stream`` (a response per committed piece, then the final flag)."""
 
     def initialize(self, args: Mapping[str, str]) -> None:
-        self.pb = _pb_utils()
+        self.pb = triton_utils()
         self.model_config = json.loads(args["model_config"])
         params = BackendParameters.from_parameters(config_parameters(self.model_config))
         work = work_path(Path(args["model_repository"]), params.work_dir)
@@ -315,17 +227,12 @@ class TritonPythonModel:
 
 __all__ = [
     "BackendParameters",
-    "BlsEngine",
-    "BlsSession",
     "ENGINE_MODES",
     "TritonPythonModel",
     "WORK_DIR",
-    "bls_call",
     "bls_pipeline",
     "config_parameters",
-    "graph_model",
     "load_pipeline",
     "local_pipeline",
-    "pruning_model",
     "work_path",
 ]

@@ -40,6 +40,7 @@ from hippo_trt.errors import InputError, WorkDirError
 from hippo_trt.fingerprint import export_id
 from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.manifest import MANIFEST, FileRecord, Manifest, external_data_files
+from hippo_trt.runtime.backends.triton_bls import graph_model, pruning_model
 from hippo_trt.runtime.serving.handler import served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL
 from hippo_trt.runtime.serving.triton_config import (
@@ -52,7 +53,7 @@ from hippo_trt.runtime.serving.triton_config import (
     triton_type,
     write_config,
 )
-from hippo_trt.runtime.serving.triton_model import WORK_DIR, BackendParameters, graph_model, pruning_model
+from hippo_trt.runtime.serving.triton_model import WORK_DIR, BackendParameters
 from hippo_trt.runtime.serving.triton_readme import readme
 
 PYTHON_MODELS = (UNARY_MODEL, STREAM_MODEL)

@@ -29,10 +29,11 @@ from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 from hippo_trt.errors import EngineError, InputError, WorkDirError  # noqa: E402
 from hippo_trt.fingerprint import export_id  # noqa: E402
 from hippo_trt.manifest import FileRecord, Manifest  # noqa: E402
+from hippo_trt.runtime.backends.triton_bls import BlsEngine  # noqa: E402
 from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, RequestOptions  # noqa: E402
-from hippo_trt.runtime.serving.triton_model import BackendParameters, BlsEngine, TritonPythonModel, config_parameters  # noqa: E402
+from hippo_trt.runtime.serving.triton_model import BackendParameters, TritonPythonModel, config_parameters
 from hippo_trt.runtime.serving.triton_repo import TritonRepoOptions, export_triton_repo, triton_type  # noqa: E402
 from tests.runtime.serving import fake_pb_utils as fake  # noqa: E402
 
