@@ -169,6 +169,12 @@ class Manifest:
     def with_engines(self, backend: str, record: Mapping[str, Any]) -> Manifest:
         return replace(self, engines={**self.engines, backend: record})
 
+    def engine_files(self, backend: str) -> dict[str, dict[str, FileRecord]]:
+        """The files of ``backend``'s built engines: role -> graph -> record (an onnxruntime
+        build's are the exported graphs). KeyError when ``backend`` was not built: callers
+        check ``engines`` first, each with its own fix."""
+        return {role: {name: FileRecord(**f) for name, f in graphs.items()} for role, graphs in self.engines[backend]["files"].items()}
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from hippo_trt.dims import ExportLimits
 from hippo_trt.testing.tiny import TinyQwenSpec, TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
 from hippo_trt.video import write_video
+
+# The same examples every run (CI must not depend on the draw); HYPOTHESIS_PROFILE=explore
+# draws new ones on a developer's machine.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Different layer counts, head layouts (GQA, MHA, MQA), hidden sizes and image grids
 # (the 5x5 patch grid checks ceil pooling to 3x3).
@@ -140,3 +148,26 @@ def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clips") / "clip.mp4"
     write_video(path, random_frames(0, 10))
     return path
+
+
+def _built_pair(target: Path, draft: Path, work: Path) -> Path:
+    """``target`` with ``draft`` exported to ``work`` and built for onnxruntime."""
+    from hippo_trt.export.api import export_work_dir
+    from hippo_trt.export.ort_build import build_onnxruntime
+
+    export_work_dir(target, work, draft=draft, limits=TEST_LIMITS, progress=False)
+    build_onnxruntime(work, progress=False)
+    return work
+
+
+@pytest.fixture(scope="session")
+def self_draft_work(tiny_dirs, tmp_path_factory) -> Path:
+    """The gqa target drafting for itself (one checkpoint as both models): a draft reading every
+    visual token accepts every token; one reading a lightly pruned video most of them."""
+    return _built_pair(tiny_dirs["gqa"], tiny_dirs["gqa"], tmp_path_factory.mktemp("self-draft") / "work")
+
+
+@pytest.fixture(scope="session")
+def qwen_self_draft_work(qwen_dirs, tmp_path_factory) -> Path:
+    """The qwen_gqa target drafting for itself, as ``self_draft_work``."""
+    return _built_pair(qwen_dirs["qwen_gqa"], qwen_dirs["qwen_gqa"], tmp_path_factory.mktemp("qwen-self-draft") / "work")

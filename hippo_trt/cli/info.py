@@ -16,9 +16,9 @@ def _disk_bytes(work: Path) -> int:
     return sum(f.stat().st_size for f in Path(work).rglob("*") if f.is_file())
 
 
-def engine_files(record: dict) -> list[FileRecord]:
-    """An engines record's files (an onnxruntime build's are the exported graphs and their data)."""
-    return [FileRecord(**f) for graphs in record["files"].values() for f in graphs.values()]
+def engine_files(manifest: Manifest, backend: str) -> list[FileRecord]:
+    """A built backend's engine files, every role's (an onnxruntime build's are the exported graphs and their data)."""
+    return [f for graphs in manifest.engine_files(backend).values() for f in graphs.values()]
 
 
 def info_json(work: Path) -> dict:
@@ -43,10 +43,10 @@ def _built_for(record: dict) -> str:
     return f"{record['gpu']} (sm {record['compute_capability']}), {record['precision']}"
 
 
-def _shared(manifest: Manifest, record: dict) -> str:
+def _shared(manifest: Manifest, backend: str) -> str:
     """A note when the engines are the exported graphs themselves (no second copy on disk)."""
     exported = {p for _, _, g in manifest.graph_records() for p in g.files()}
-    return ": the exported graphs, not a copy" if {p for f in engine_files(record) for p in f.files()} <= exported else ""
+    return ": the exported graphs, not a copy" if {p for f in engine_files(manifest, backend) for p in f.files()} <= exported else ""
 
 
 def info_text(work: Path) -> str:
@@ -66,6 +66,6 @@ def info_text(work: Path) -> str:
     if not manifest.engines:
         lines.append("engines    none built (run: hippo-trt build WORK --backend onnxruntime)")
     for backend, rec in manifest.engines.items():
-        size = sum(f.total_bytes for f in engine_files(rec))
-        lines.append(f"engines    {backend} {rec['version']} on {_built_for(rec)} ({_mb(size)}{_shared(manifest, rec)})")
+        size = sum(f.total_bytes for f in engine_files(manifest, backend))
+        lines.append(f"engines    {backend} {rec['version']} on {_built_for(rec)} ({_mb(size)}{_shared(manifest, backend)})")
     return "\n".join(lines)

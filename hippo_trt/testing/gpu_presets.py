@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from hippo_trt.errors import InputError
+from hippo_trt.testing import hf_configs
 from hippo_trt.token_grid import TokenGrid
 from hippo_trt.video_layout import LLAVA_ONEVISION, QWEN2_5_VL
 
@@ -185,6 +186,10 @@ QWEN2_5_VL_VIT = VisionSpec(
     full_attention_blocks=(7, 15, 23, 31),
 )
 
+# The tiny presets' made-up language models (both families): build and run in milliseconds on a CPU.
+TINY_TARGET = LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300)
+TINY_DRAFT = LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True)
+
 PRESETS: Mapping[str, PairPreset] = MappingProxyType(
     {
         p.name: p
@@ -218,8 +223,8 @@ PRESETS: Mapping[str, PairPreset] = MappingProxyType(
             PairPreset(  # made up: builds and runs in milliseconds on a CPU (tests)
                 name="tiny",
                 family="llava_onevision",
-                target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
-                draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
+                target=TINY_TARGET,
+                draft=TINY_DRAFT,
                 vision=VisionSpec(layers=1, hidden=32, heads=2, intermediate=64, image_size=32, patch_size=8, tokens_per_frame=4),
                 frames=4,
                 text_tokens=8,
@@ -228,8 +233,8 @@ PRESETS: Mapping[str, PairPreset] = MappingProxyType(
             PairPreset(  # made up: the Qwen2.5-VL family's build and run on a CPU (tests)
                 name="tiny-qwen",
                 family="qwen2_5_vl",
-                target=LmSpec(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=300),
-                draft=LmSpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300, tie_embeddings=True),
+                target=TINY_TARGET,
+                draft=TINY_DRAFT,
                 vision=VisionSpec(
                     layers=2,
                     hidden=32,
@@ -272,19 +277,19 @@ def _special_ids(ids: Mapping[str, int], vocab: int) -> dict[str, int]:
     return {key: vocab - len(ids) + i for i, key in enumerate(ids)}
 
 
-def _text_config(lm: LmSpec, vocab: int, **extra) -> dict:
-    return {
-        "vocab_size": vocab,
-        "hidden_size": lm.hidden,
-        "intermediate_size": lm.intermediate,
-        "num_hidden_layers": lm.layers,
-        "num_attention_heads": lm.heads,
-        "num_key_value_heads": lm.kv_heads,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": lm.tie_embeddings,
-        "use_sliding_window": False,
-        **extra,
-    }
+def _text(lm: LmSpec, vocab: int, max_positions: int, mrope_section: list[int] | None = None) -> dict:
+    return hf_configs.qwen2_text(
+        vocab=vocab,
+        hidden=lm.hidden,
+        intermediate=lm.intermediate,
+        layers=lm.layers,
+        heads=lm.heads,
+        kv_heads=lm.kv_heads,
+        max_positions=max_positions,
+        tie=lm.tie_embeddings,
+        rope_theta=lm.rope_theta,
+        mrope_section=mrope_section,
+    )
 
 
 def _pinpoints(image_size: int) -> list[list[int]]:
@@ -293,31 +298,17 @@ def _pinpoints(image_size: int) -> list[list[int]]:
 
 
 def llava_onevision_config(lm: LmSpec, vision: VisionSpec, vocab: int):
-    from transformers import LlavaOnevisionConfig
-
-    return LlavaOnevisionConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": vision.hidden,
-            "intermediate_size": vision.intermediate,
-            "num_hidden_layers": vision.layers,
-            "num_attention_heads": vision.heads,
-            "image_size": vision.image_size,
-            "patch_size": vision.patch_size,
-            "layer_norm_eps": 1e-6,
-            "vision_use_head": False,
-        },
-        text_config=_text_config(
-            lm,
-            vocab,
-            model_type="qwen2",
-            max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": lm.rope_theta},
+    return hf_configs.llava_onevision_config(
+        text=_text(lm, vocab, max_positions=32768),
+        vision=hf_configs.siglip_vision(
+            hidden=vision.hidden,
+            intermediate=vision.intermediate,
+            layers=vision.layers,
+            heads=vision.heads,
+            image_size=vision.image_size,
+            patch=vision.patch_size,
         ),
-        image_grid_pinpoints=_pinpoints(vision.image_size),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        tie_word_embeddings=lm.tie_embeddings,
+        pinpoints=_pinpoints(vision.image_size),
         **_special_ids(_LLAVA_IDS, vocab),
     )
 
@@ -331,25 +322,21 @@ def _mrope_section(head_dim: int) -> list[int]:
 
 
 def qwen2_5_vl_config(lm: LmSpec, vision: VisionSpec, vocab: int):
-    from transformers import Qwen2_5_VLConfig
-
-    rope = {"rope_type": "default", "rope_theta": lm.rope_theta, "mrope_section": _mrope_section(lm.head_dim)}
-    return Qwen2_5_VLConfig(
-        text_config=_text_config(lm, vocab, max_position_embeddings=128000, rope_parameters=rope),
-        vision_config={
-            "depth": vision.layers,
-            "hidden_size": vision.hidden,
-            "intermediate_size": vision.intermediate,
-            "num_heads": vision.heads,
-            "patch_size": vision.patch_size,
-            "temporal_patch_size": vision.temporal_patch,
-            "spatial_merge_size": vision.spatial_merge,
-            "window_size": vision.window_size,
-            "fullatt_block_indexes": list(vision.full_attention_blocks),
-            "out_hidden_size": lm.hidden,
-            "tokens_per_second": 2,
-        },
-        tie_word_embeddings=lm.tie_embeddings,
+    return hf_configs.qwen2_5_vl_config(
+        text=_text(lm, vocab, max_positions=128000, mrope_section=_mrope_section(lm.head_dim)),
+        vision=hf_configs.qwen_vit(
+            depth=vision.layers,
+            hidden=vision.hidden,
+            intermediate=vision.intermediate,
+            heads=vision.heads,
+            patch=vision.patch_size,
+            window=vision.window_size,
+            fullatt=vision.full_attention_blocks,
+            out_hidden=lm.hidden,
+            tokens_per_second=2,
+            temporal_patch=vision.temporal_patch,
+            merge=vision.spatial_merge,
+        ),
         **_special_ids(_QWEN_IDS, vocab),
     )
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hippo_trt.model_dir import torch_dtype
+from hippo_trt.testing import hf_configs
 from hippo_trt.testing.tiny import CHAT_TEMPLATE, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, build_tokenizer
 
 FAMILIES = ("llava", "qwen")
@@ -190,41 +191,29 @@ def fullatt_blocks(depth: int) -> list[int]:
 def build_llava_processor(spec: RealWidthSpec, tokenizer):
     """LlavaOnevisionProcessor as published: 384 px SigLIP normalisation for images (anyres
     tiles) and video frames, 729 tokens a tile, anyres_max_9."""
-    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
-
-    size = {"height": spec.vision.image_size, "width": spec.vision.image_size}
     norm = {"image_mean": list(SIGLIP_MEAN), "image_std": list(SIGLIP_STD)}
-    image = LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[list(p) for p in spec.grid_pinpoints], do_pad=True, **norm)
-    return LlavaOnevisionProcessor(
-        image_processor=image,
-        tokenizer=tokenizer,
-        video_processor=LlavaOnevisionVideoProcessor(size=size, **norm),
-        num_image_tokens=(spec.vision.image_size // spec.vision.patch) ** 2,
-        vision_feature_select_strategy="full",
-        vision_aspect_ratio="anyres_max_9",
+    return hf_configs.llava_onevision_processor(
+        tokenizer,
+        image_size=spec.vision.image_size,
+        patch=spec.vision.patch,
+        pinpoints=spec.grid_pinpoints,
         chat_template=CHAT_TEMPLATE,
+        image={"do_pad": True, **norm},
+        video=norm,
     )
 
 
 def build_qwen_processor(spec: RealWidthSpec, tokenizer):
     """Qwen2_5_VLProcessor with the published patch/merge sizes and ``spec``'s pixel range for
     both image and video processors."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    sizes = {
-        "patch_size": spec.vision.patch,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "min_pixels": spec.min_pixels,
-        "max_pixels": spec.max_pixels,
-        "image_mean": list(OPENAI_CLIP_MEAN),
-        "image_std": list(OPENAI_CLIP_STD),
-    }
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**sizes, do_sample_frames=False, cap_pixels_per_frame=False),
+    return hf_configs.qwen2_5_vl_processor(
+        tokenizer,
+        patch=spec.vision.patch,
+        min_pixels=spec.min_pixels,
+        max_pixels=spec.max_pixels,
         chat_template=QWEN_CHAT_TEMPLATE,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
     )
 
 
@@ -241,87 +230,52 @@ def build_processor_for(spec: RealWidthSpec, tokenizer):
 
 def _text_config(spec: RealWidthSpec, tokenizer) -> dict:
     t = spec.text
-    rope = {"rope_type": "default", "rope_theta": t.rope_theta}
-    if spec.family == "qwen":
-        rope["mrope_section"] = list(spec.mrope_section)
-    return {
-        "vocab_size": t.vocab,
-        "hidden_size": t.hidden,
-        "intermediate_size": t.intermediate,
-        "num_hidden_layers": spec.layers,
-        "num_attention_heads": t.heads,
-        "num_key_value_heads": t.kv_heads,
-        "max_position_embeddings": t.max_positions,
-        "rms_norm_eps": 1e-6,
-        "rope_parameters": rope,
-        "initializer_range": spec.init_std,
-        "tie_word_embeddings": t.tie_embeddings,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": None,
-    }
+    return hf_configs.qwen2_text(
+        vocab=t.vocab,
+        hidden=t.hidden,
+        intermediate=t.intermediate,
+        layers=spec.layers,
+        heads=t.heads,
+        kv_heads=t.kv_heads,
+        max_positions=t.max_positions,
+        tie=t.tie_embeddings,
+        rope_theta=t.rope_theta,
+        mrope_section=spec.mrope_section if spec.family == "qwen" else None,
+        initializer_range=spec.init_std,
+        **hf_configs.eos_pad(tokenizer),
+    )
 
 
 def llava_config(spec: RealWidthSpec, tokenizer):
-    from transformers import LlavaOnevisionConfig
-
     v = spec.vision
-    return LlavaOnevisionConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": v.hidden,
-            "intermediate_size": v.intermediate,
-            "num_hidden_layers": spec.vision_layers,
-            "num_attention_heads": v.heads,
-            "image_size": v.image_size,
-            "patch_size": v.patch,
-            "vision_use_head": False,
-        },
-        text_config={"model_type": "qwen2", **_text_config(spec, tokenizer)},
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        image_grid_pinpoints=[list(p) for p in spec.grid_pinpoints],
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        vision_aspect_ratio="anyres_max_9",
-        tie_word_embeddings=spec.text.tie_embeddings,
+    return hf_configs.llava_onevision_config(
+        text=_text_config(spec, tokenizer),
+        vision=hf_configs.siglip_vision(
+            hidden=v.hidden, intermediate=v.intermediate, layers=spec.vision_layers, heads=v.heads, image_size=v.image_size, patch=v.patch
+        ),
+        pinpoints=spec.grid_pinpoints,
+        **hf_configs.token_ids(tokenizer, hf_configs.LLAVA_TOKENS),
     )
 
 
 def qwen_config(spec: RealWidthSpec, tokenizer):
-    from transformers import Qwen2_5_VLConfig
-
     v = spec.vision
-    ids = {
-        name: tokenizer.convert_tokens_to_ids(tok)
-        for name, tok in (
-            ("video_token_id", "<|video_pad|>"),
-            ("image_token_id", "<|image_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        )
-    }
-    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
-    return Qwen2_5_VLConfig(
-        text_config=_text_config(spec, tokenizer),
-        vision_config={
-            "depth": spec.vision_layers,
-            "hidden_size": v.hidden,
-            "intermediate_size": v.intermediate,
-            "num_heads": v.heads,
-            "hidden_act": "silu",
-            "patch_size": v.patch,
-            "temporal_patch_size": 2,
-            "spatial_merge_size": 2,
-            "window_size": spec.window_size,
-            "fullatt_block_indexes": fullatt_blocks(spec.vision_layers),
-            "out_hidden_size": spec.text.hidden,
-            "tokens_per_second": spec.tokens_per_second,
-            "initializer_range": spec.init_std,
-        },
-        tie_word_embeddings=spec.text.tie_embeddings,
-        **ids,
-        **special,
+    return hf_configs.qwen2_5_vl_config(
+        text=_text_config(spec, tokenizer),
+        vision=hf_configs.qwen_vit(
+            depth=spec.vision_layers,
+            hidden=v.hidden,
+            intermediate=v.intermediate,
+            heads=v.heads,
+            patch=v.patch,
+            window=spec.window_size,
+            fullatt=fullatt_blocks(spec.vision_layers),
+            out_hidden=spec.text.hidden,
+            tokens_per_second=spec.tokens_per_second,
+            initializer_range=spec.init_std,
+        ),
+        **hf_configs.token_ids(tokenizer, hf_configs.QWEN_TOKENS),
+        **hf_configs.eos_pad(tokenizer),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hippo_trt.testing import hf_configs
 from hippo_trt.testing.synthetic import WORDS as TASK_WORDS
 
 # The demo task's words plus the chat template's role names: one vocabulary for the tiny
@@ -82,66 +83,63 @@ def build_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str = CH
 
 
 def build_processor(spec: TinySpec, tokenizer):
-    from transformers import (
-        LlavaOnevisionImageProcessor,
-        LlavaOnevisionProcessor,
-        LlavaOnevisionVideoProcessor,
+    return hf_configs.llava_onevision_processor(
+        tokenizer,
+        image_size=spec.image_size,
+        patch=spec.patch_size,
+        pinpoints=spec.pinpoints(),
+        chat_template=CHAT_TEMPLATE,
+        video={"num_frames": spec.frames},
     )
 
-    size = {"height": spec.image_size, "width": spec.image_size}
-    video = LlavaOnevisionVideoProcessor(size=size, num_frames=spec.frames)
-    image = LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=spec.pinpoints())
-    return LlavaOnevisionProcessor(
-        image_processor=image,
-        tokenizer=tokenizer,
-        video_processor=video,
-        num_image_tokens=(spec.image_size // spec.patch_size) ** 2,
-        vision_feature_select_strategy="full",
-        chat_template=CHAT_TEMPLATE,
+
+def _text_config(spec: TinySpec | TinyQwenSpec, tokenizer, **extra) -> dict:
+    """A tiny model's decoder: ``spec``'s sizes, the tokenizer's ids and ``extra_vocab`` unused
+    rows, untied; ``extra``: more qwen2_text arguments."""
+    return hf_configs.qwen2_text(
+        vocab=len(tokenizer) + spec.extra_vocab,
+        hidden=spec.hidden,
+        intermediate=spec.intermediate,
+        layers=spec.layers,
+        heads=spec.heads,
+        kv_heads=spec.kv_heads,
+        max_positions=4096,
+        tie=False,
+        initializer_range=spec.init_range,
+        **hf_configs.eos_pad(tokenizer),
+        **extra,
     )
+
+
+def _random_model(cls, config, seed: int, tokenizer):
+    """``cls`` of ``config`` with ``seed``'s random weights, generating with the tokenizer's end
+    and padding ids (no BOS)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    gen = model.generation_config
+    gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id, None
+    return model
 
 
 def build_model(spec: TinySpec, tokenizer):
-    import torch
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers import LlavaOnevisionForConditionalGeneration
 
-    vocab_size = len(tokenizer) + spec.extra_vocab
-    config = LlavaOnevisionConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": spec.vision_hidden,
-            "intermediate_size": spec.vision_intermediate or spec.vision_hidden * 2,
-            "num_hidden_layers": spec.vision_layers,
-            "num_attention_heads": spec.vision_heads,
-            "image_size": spec.image_size,
-            "patch_size": spec.patch_size,
-            "vision_use_head": False,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": vocab_size,
-            "hidden_size": spec.hidden,
-            "intermediate_size": spec.intermediate,
-            "num_hidden_layers": spec.layers,
-            "num_attention_heads": spec.heads,
-            "num_key_value_heads": spec.kv_heads,
-            "max_position_embeddings": 4096,
-            "initializer_range": spec.init_range,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "tie_word_embeddings": False,
-        },
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        image_grid_pinpoints=spec.pinpoints(),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
+    config = hf_configs.llava_onevision_config(
+        text=_text_config(spec, tokenizer),
+        vision=hf_configs.siglip_vision(
+            hidden=spec.vision_hidden,
+            intermediate=spec.vision_intermediate or spec.vision_hidden * 2,
+            layers=spec.vision_layers,
+            heads=spec.vision_heads,
+            image_size=spec.image_size,
+            patch=spec.patch_size,
+        ),
+        pinpoints=spec.pinpoints(),
+        **hf_configs.token_ids(tokenizer, hf_configs.LLAVA_TOKENS),
     )
-    torch.manual_seed(spec.seed)
-    model = LlavaOnevisionForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return _random_model(LlavaOnevisionForConditionalGeneration, config, spec.seed, tokenizer)
 
 
 def save_weights(model, out: Path, max_shard_size: int | str | None = None) -> None:
@@ -194,74 +192,33 @@ class TinyQwenSpec:
 
 
 def build_qwen_processor(spec: TinyQwenSpec, tokenizer):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    sizes = {
-        "patch_size": spec.patch_size,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "min_pixels": spec.min_pixels,
-        "max_pixels": spec.max_pixels,
-    }
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**sizes, do_sample_frames=False, cap_pixels_per_frame=False),
-        chat_template=QWEN_CHAT_TEMPLATE,
+    return hf_configs.qwen2_5_vl_processor(
+        tokenizer, patch=spec.patch_size, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels, chat_template=QWEN_CHAT_TEMPLATE
     )
 
 
 def build_qwen_model(spec: TinyQwenSpec, tokenizer):
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    ids = {
-        name: tokenizer.convert_tokens_to_ids(tok)
-        for name, tok in (
-            ("video_token_id", "<|video_pad|>"),
-            ("image_token_id", "<|image_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        )
-    }
-    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer) + spec.extra_vocab,
-            "hidden_size": spec.hidden,
-            "intermediate_size": spec.intermediate,
-            "num_hidden_layers": spec.layers,
-            "num_attention_heads": spec.heads,
-            "num_key_value_heads": spec.kv_heads,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(spec.mrope_section)},
-            "max_position_embeddings": 4096,
-            "initializer_range": spec.init_range,
-            "tie_word_embeddings": False,
-            **special,
-        },
-        vision_config={
-            "depth": spec.vision_depth,
-            "hidden_size": spec.vision_hidden,
-            "intermediate_size": spec.vision_hidden * 2,
-            "num_heads": spec.vision_heads,
-            "patch_size": spec.patch_size,
-            "temporal_patch_size": 2,
-            "spatial_merge_size": 2,
-            "window_size": spec.window_size,
-            "fullatt_block_indexes": list(spec.fullatt_blocks),
-            "out_hidden_size": spec.hidden,
-            "tokens_per_second": spec.tokens_per_second,
-            "initializer_range": spec.init_range,
-        },
-        **ids,
-        **special,
+    config = hf_configs.qwen2_5_vl_config(
+        # RMSNorm eps: transformers' Qwen2.5-VL default, which the tiny models have always had
+        text=_text_config(spec, tokenizer, mrope_section=spec.mrope_section, norm_eps=1e-5),
+        vision=hf_configs.qwen_vit(
+            depth=spec.vision_depth,
+            hidden=spec.vision_hidden,
+            intermediate=spec.vision_hidden * 2,
+            heads=spec.vision_heads,
+            patch=spec.patch_size,
+            window=spec.window_size,
+            fullatt=spec.fullatt_blocks,
+            out_hidden=spec.hidden,
+            tokens_per_second=spec.tokens_per_second,
+            initializer_range=spec.init_range,
+        ),
+        **hf_configs.token_ids(tokenizer, hf_configs.QWEN_TOKENS),
+        **hf_configs.eos_pad(tokenizer),
     )
-    torch.manual_seed(spec.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    return model
+    return _random_model(Qwen2_5_VLForConditionalGeneration, config, spec.seed, tokenizer)
 
 
 def make_tiny_qwen_dir(out: Path, spec: TinyQwenSpec = TinyQwenSpec(), max_shard_size: int | str | None = None) -> Path:

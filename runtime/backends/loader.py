@@ -12,7 +12,7 @@ from pathlib import Path
 from hippo_trt.errors import EngineError, InputError, WorkDirError
 from hippo_trt.fingerprint import export_id
 from hippo_trt.graphs.families import family, specs_from_record
-from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
+from hippo_trt.manifest import IF_CHANGED, Manifest
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.backends.arrays import FLOAT_DTYPES, Placement
@@ -38,7 +38,7 @@ def _ort_engines(work: Path, manifest: Manifest, role: str, options: OrtOptions)
         raise WorkDirError(f"engines in '{work}' were built with onnxruntime {record['version']}, this is {ort.__version__}; {build_cmd}")
     if record["export_id"] != export_id(manifest):
         raise WorkDirError(f"engines in '{work}' were built from another export; {build_cmd}")
-    files = {n: FileRecord(**f) for n, f in record["files"][role].items()}
+    files = manifest.engine_files("onnxruntime")[role]
     specs = specs_from_record(manifest.model(role))
     return {n: OrtEngine(files[n].verify(work, deep=IF_CHANGED, fix=build_cmd), specs[n], options.for_graph(n)) for n in specs}
 

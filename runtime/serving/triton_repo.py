@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,8 +161,9 @@ def _with_data(path: Path) -> list[Path]:
     return [path, *external_data_files(path)] if path.suffix == ".onnx" else [path]
 
 
-def _engine_record(work: Path, manifest: Manifest, backend: str) -> Mapping:
-    """The work dir's build record for ``backend``, refused when missing or stale."""
+def _engine_files(work: Path, manifest: Manifest, backend: str) -> dict[str, dict[str, FileRecord]]:
+    """The work dir's engine files for ``backend`` (role -> graph -> record), refused when
+    missing or stale."""
 
     build = f"hippo-trt build {work} --backend {backend}"
     record = manifest.engines.get(backend)
@@ -171,17 +171,17 @@ def _engine_record(work: Path, manifest: Manifest, backend: str) -> Mapping:
         raise WorkDirError(f"'{work}' has no {backend} engines; run {build} first")
     if record.get("export_id") != export_id(manifest):
         raise WorkDirError(f"the {backend} engines in '{work}' were built from another export; run {build} again")
-    return record
+    return manifest.engine_files(backend)
 
 
 def _graph_file(work: Path, manifest: Manifest, role: str, graph: str, backend: str) -> Path:
     if backend == "onnxruntime":
         return manifest.model(role).graphs[graph].verify(work, deep=True, fix=f"re-run hippo-trt export into '{work}'")
-    files = _engine_record(work, manifest, "tensorrt")["files"]
+    files = _engine_files(work, manifest, "tensorrt")
     build = f"run hippo-trt build {work} --backend tensorrt"
     if graph not in files.get(role, {}):
         raise WorkDirError(f"'{work}' has no TensorRT engine for {role}/{graph}; {build}")
-    return FileRecord(**files[role][graph]).verify(work, deep=True, fix=build)
+    return files[role][graph].verify(work, deep=True, fix=build)
 
 
 def graph_models(work: Path, manifest: Manifest, backend: str) -> list[GraphModel]:
@@ -214,10 +214,9 @@ def work_files(work: Path, manifest: Manifest, engines: str) -> list[Path]:
         files += sorted(p for p in processor.rglob("*") if p.is_file())
     if engines == "local":
         build = f"run hippo-trt build {work} --backend onnxruntime"
-        record = _engine_record(work, manifest, "onnxruntime")
-        for group in record["files"].values():
+        for group in _engine_files(work, manifest, "onnxruntime").values():
             for f in group.values():
-                files += _with_data(FileRecord(**f).verify(work, deep=True, fix=build))
+                files += _with_data(f.verify(work, deep=True, fix=build))
     return files
 
 

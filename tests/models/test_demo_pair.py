@@ -47,27 +47,67 @@ def test_demo_answers_the_shipped_clip(demo_run):
     assert result.stats["visual_tokens"] == 129
 
 
-@pytest.mark.parametrize("role", ["target", "draft"])
-def test_run_equals_transformers_generate_on_every_shipped_clip(demo_run, hf_models, role):
+@pytest.fixture(scope="module")
+def hf_answer(hf_models):
+    """(role, clip, request) -> that model's greedy answer with transformers ``generate`` (64 new
+    tokens at most), computed once per model and clip."""
     import torch
 
+    answers = {}
+
+    def answer(role, clip, request) -> list[int]:
+        if (role, clip.path) not in answers:
+            with torch.no_grad():
+                out = hf_models[role].generate(
+                    input_ids=torch.from_numpy(request.input_ids),
+                    pixel_values_videos=torch.from_numpy(request.pixel_values_videos),
+                    max_new_tokens=64,
+                    do_sample=False,
+                )
+            answers[role, clip.path] = out[0, request.input_ids.shape[1] :].tolist()
+        return answers[role, clip.path]
+
+    return answer
+
+
+@pytest.mark.parametrize("role", ["target", "draft"])
+def test_run_equals_transformers_generate_on_every_shipped_clip(demo_run, hf_answer, role):
     from hippo_trt.runtime.generation import GenerationConfig
     from hippo_trt.runtime.pipeline import Pipeline
 
-    work = demo_run[0] / "work"
-    pipeline = Pipeline.load(work, role=role)
-    model = hf_models[role]
+    pipeline = Pipeline.load(demo_run[0] / "work", role=role)
     for clip in demo_run[3].clips():
         request = pipeline.prepare(clip.path, clip.prompt)
         ours = pipeline.generate(request, GenerationConfig(max_new_tokens=64)).tokens
-        with torch.no_grad():
-            ref = model.generate(
-                input_ids=torch.from_numpy(request.input_ids),
-                pixel_values_videos=torch.from_numpy(request.pixel_values_videos),
-                max_new_tokens=64,
-                do_sample=False,
-            )[0, request.input_ids.shape[1] :].tolist()
-        assert ours == ref, clip.path.name
+        assert ours == hf_answer(role, clip, request), clip.path.name
+
+
+# (prune, keep, gamma): every visual token at the card's draft length (MAT about 11 on the trained
+# pair: whole windows accepted), and a heavily pruned draft (partial acceptances, rollbacks).
+SPECULATIVE = [("none", 1.0, 12), ("uniform", 0.1, 8)]
+SPECULATIVE_CLIPS = 3  # one of each question
+
+
+@pytest.mark.parametrize("mode", ["sd", "parallel"])
+def test_speculative_run_equals_transformers_generate(demo_run, hf_answer, mode):
+    """Greedy ``sd`` and ``parallel`` of the demo pair give the target's own ``generate`` answer,
+    and each verification accepts exactly the draft's teacher-forced run (test_high_acceptance)."""
+    from hippo_trt.runtime.generation import GenerationConfig
+    from tests.runtime.test_high_acceptance import _pipeline, run_checked
+
+    pipeline, pair = _pipeline(str(demo_run[0] / "work")), demo_run[3]
+    mats, partial = {}, 0
+    for clip in pair.clips()[:SPECULATIVE_CLIPS]:
+        request = pipeline.prepare(clip.path, clip.prompt)
+        for prune, keep, gamma in SPECULATIVE:
+            config = GenerationConfig(max_new_tokens=64, mode=mode, gamma=gamma, prune=prune, keep=keep)
+            result, done = run_checked(pipeline, request, config)
+            assert result.tokens == hf_answer("target", clip, request), (clip.path.name, prune)
+            partial += sum(v.partial for v in done[:-1])  # rolled back, then went on
+            mats.setdefault(prune, []).append(result.stats["mat"])
+    if pair.trained:
+        assert min(mats["none"]) >= 6, mats  # the card's draft: most of every window accepted
+        assert partial >= 6, mats
 
 
 def test_demo_reuses_a_current_export(demo_run):

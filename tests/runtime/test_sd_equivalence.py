@@ -1,5 +1,6 @@
-"""Greedy `sd` over real engines equals transformers `generate` of the target alone, for every
-gamma, pruning and keep ratio; a draft identical to the target accepts every token."""
+"""Greedy `sd` and `parallel` over real engines equal transformers `generate` of the target
+alone: every (mode, pruning method) cell as its own case, hypothesis exploring gammas, keep
+ratios, frames and prompts around them; a draft identical to the target accepts every token."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from functools import cache
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hippo_trt.errors import InputError, ProfileError
@@ -25,44 +26,68 @@ def _sd_pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
     return Pipeline.load(work, backend=backend, with_draft=True)
 
 
+SPECULATIVE_MODES = ("sd", "parallel")
+# Every cell as its own case: ar (no draft, so no pruning), and each speculative mode with each
+# pruning method.
+CELLS = [("ar", "none")] + [(mode, prune) for mode in SPECULATIVE_MODES for prune in sorted(METHODS)]
+CELL_TOKENS, CELL_GAMMA, CELL_KEEP = 12, 3, 0.25  # 12 > CELL_GAMMA + 1: parallel verifies after its lead
+
+
 @pytest.fixture(scope="module")
-def self_draft_work(tiny_dirs, tmp_path_factory):
-    """The gqa target with itself as the draft: every draft token is accepted."""
-    from hippo_trt.export.api import export_work_dir
-    from hippo_trt.export.ort_build import build_onnxruntime
-
-    work = tmp_path_factory.mktemp("self-draft") / "work"
-    export_work_dir(tiny_dirs["gqa"], work, draft=tiny_dirs["gqa"], limits=TEST_LIMITS, progress=False)
-    build_onnxruntime(work, progress=False)
-    return work
+def cell_request(work_dirs, tiny_dirs):
+    """(request, transformers' greedy answer) shared by the cells."""
+    request = prepare_request(_sd_pipeline(str(work_dirs["gqa"])).processor, random_frames(11, 4), "what moves in the video")
+    return request, hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, CELL_TOKENS)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def check_cell(result, expected: list[int], mode: str, prune: str, keep: float) -> None:
+    """A cell's run: the expected tokens, and (speculative) at least one verification over a
+    draft that read the pruned number of visual tokens."""
+    assert result.tokens == expected and len(expected) > 1
+    if mode == "ar":
+        assert "verifications" not in result.stats and "draft_visual_tokens" not in result.stats
+        return
+    visual = result.stats["visual_tokens"]
+    kept = visual if prune == "none" else kept_count(visual, keep)
+    assert result.stats["verifications"] >= 1 and result.stats["draft_visual_tokens"] == kept
+    assert prune == "none" or kept < visual  # the draft reads a pruned video
+
+
+@pytest.mark.parametrize("mode, prune", CELLS, ids=[f"{m}-{p}" for m, p in CELLS])
+def test_every_mode_and_pruning_method_equals_transformers(work_dirs, cell_request, mode, prune):
+    request, expected = cell_request
+    config = GenerationConfig(max_new_tokens=CELL_TOKENS, mode=mode, gamma=CELL_GAMMA, prune=prune, keep=CELL_KEEP)
+    result = _sd_pipeline(str(work_dirs["gqa"])).generate(request, config)
+    check_cell(result, expected, mode, prune, CELL_KEEP)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**16),
     frames=st.integers(1, TEST_LIMITS.max_frames),
     prompt=prompts,
-    max_new_tokens=st.integers(1, 24),
+    max_new_tokens=st.integers(2, 24),
     gamma=st.integers(1, 8),
     prune=st.sampled_from(sorted(METHODS)),
     keep=st.sampled_from([1.0, 0.5, 0.25, 0.1, 0.05]),
-    mode=st.sampled_from(["sd", "parallel"]),
+    mode=st.sampled_from(SPECULATIVE_MODES),
     adaptive=st.booleans(),
 )
 def test_greedy_speculative_equals_transformers(
     work_dirs, tiny_dirs, seed, frames, prompt, max_new_tokens, gamma, prune, keep, mode, adaptive
 ):
+    assume(mode != "parallel" or max_new_tokens >= gamma + 2)  # parallel's target decodes up to gamma tokens alone first
     pipe = _sd_pipeline(str(work_dirs["gqa"]))
     request = prepare_request(pipe.processor, random_frames(seed, frames), prompt)
     expected = hf_greedy(_hf_model(str(tiny_dirs["gqa"])), request, max_new_tokens)
     config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode, gamma=gamma, prune=prune, keep=keep, adaptive_gamma=adaptive)
     result = pipe.generate(request, config)
     assert result.tokens == expected
-    visual, drafted = result.stats["visual_tokens"], result.stats["draft_visual_tokens"]
-    if mode == "parallel" and len(result.tokens) == 1:
-        assert drafted == 0  # the request ended at its first token: parallel never set the draft up
-    else:
-        assert drafted == (visual if prune == "none" else kept_count(visual, keep))
+    if result.stats["verifications"] == 0:  # the answer ended at its first token: nothing was drafted
+        assert len(result.tokens) == 1 and (mode == "sd" or result.stats["draft_visual_tokens"] == 0)
+    assume(result.stats["verifications"] >= 1)  # an example counts only if the target verified draft tokens
+    visual = result.stats["visual_tokens"]
+    assert result.stats["draft_visual_tokens"] == (visual if prune == "none" else kept_count(visual, keep))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
