@@ -1,6 +1,8 @@
 """``hippo-trt``: a thin command line over the Python API.
 
-Every failure a user can cause ends in one line on stderr and a non-zero exit code.
+Every failure a user can cause ends in one line on stderr and a non-zero exit code. The command
+modules import the export and runtime inside each command: those pull torch, transformers and
+onnxscript (seconds), which ``--help`` and an argument error should not wait for.
 """
 
 from __future__ import annotations
