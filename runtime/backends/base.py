@@ -27,7 +27,7 @@ class Engine(Protocol):
 @dataclass(frozen=True)
 class ModelEngines:
     """``placement``: where the engines' tensors live, and the model's lane (arrays.py).
-    ``session``: when set, ``session(dims, max_len)`` opens a request's decoder session (one
+    ``sessions``: when set, ``sessions(dims, max_len)`` opens a request's decoder session (one
     with DecoderSession's interface) in place of a DecoderSession over ``decoder``
     (the torch device path decodes through a StaticDecoder, static_decode.py).
     ``prefill_chunk``: the most prompt tokens one decoder call prefills (None: the whole prompt
@@ -37,7 +37,7 @@ class ModelEngines:
     vision: Engine
     decoder: Engine  # prefill and decode/verify steps: one graph, every weight once
     placement: Placement = HOST_PLACEMENT
-    session: Callable[[DimsTable, int], object] | None = None
+    sessions: Callable[[DimsTable, int], object] | None = None  # a factory of decoder sessions
     prefill_chunk: int | None = None
 
     @property

@@ -74,7 +74,7 @@ def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs
     specs = specs_from_record(manifest.model(role))
     engines = {name: DeviceTorchEngine(modules[name], spec, device, dtype) for name, spec in specs.items()}
     sessions = static_sessions(model, role, manifest.dims_table, placement, cuda_graphs)
-    return ModelEngines(record=manifest.model(role), **engines, placement=placement, session=sessions)
+    return ModelEngines(record=manifest.model(role), **engines, placement=placement, sessions=sessions)
 
 
 def require_cuda(backend: str) -> None:

@@ -326,7 +326,7 @@ class StaticDecoderSession:
 
 @dataclass(frozen=True)
 class StaticSessions:
-    """``ModelEngines.session`` for a model that decodes through one ``StaticDecoder``: each
+    """``ModelEngines.sessions`` for a model that decodes through one ``StaticDecoder``: each
     call opens a request's session over it, on the model's placement (its lane)."""
 
     decoder: StaticDecoder

@@ -32,9 +32,9 @@ def prompt_ids(fed_ids: np.ndarray, video_token_id: int, vocab: int) -> np.ndarr
 
 
 def open_session(engines: ModelEngines, dims: DimsTable, max_len: int):
-    """A request's decoder session: the engines' own (``ModelEngines.session``) or a DecoderSession."""
-    if engines.session is not None:
-        return engines.session(dims, max_len)
+    """A request's decoder session: the engines' own (``ModelEngines.sessions``) or a DecoderSession."""
+    if engines.sessions is not None:
+        return engines.sessions(dims, max_len)
     return DecoderSession(engines, dims, max_len)
 
 

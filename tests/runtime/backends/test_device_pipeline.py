@@ -28,7 +28,7 @@ def _pipelines(work: str) -> tuple[Pipeline, Pipeline]:
     manifest = Manifest.load(work)
     host = Pipeline.load(work, with_draft=True)
     target, draft = (torch_device_engines(manifest, role, "cpu") for role in ("target", "draft"))
-    assert draft.session.decoder.buckets == (1, 2)  # a draft lane feeds 1 token, or 2 after a full window
+    assert draft.sessions.decoder.buckets == (1, 2)  # a draft lane feeds 1 token, or 2 after a full window
     return host, Pipeline.from_engines(work, manifest, target, draft)
 
 
@@ -61,7 +61,7 @@ def test_the_kv_cache_and_logits_live_on_the_device_and_are_written_in_place(wor
     in place; nothing is copied to feed the past or to store the step, and the logits come in
     one static buffer per step size."""
     _, device = _pipelines(str(work_dirs["gqa"]))
-    decoder, seen = device.target.session.decoder, []
+    decoder, seen = device.target.sessions.decoder, []
     pointers = [buf.data_ptr() for buf in decoder.buffers]
     real = decoder.step
 
@@ -134,7 +134,7 @@ def test_bf16_on_the_device_is_lossless_within_itself_and_tracks_transformers_bf
     work = work_dirs["gqa"]
     manifest = Manifest.load(work)
     target, draft = (torch_device_engines(manifest, role, device, dtype="bf16") for role in ("target", "draft"))
-    assert target.placement.dtype == "bf16" and target.session.decoder.dtype == torch.bfloat16
+    assert target.placement.dtype == "bf16" and target.sessions.decoder.dtype == torch.bfloat16
     pipeline = Pipeline.from_engines(work, manifest, target, draft)
     hf = ModelDir.open(tiny_dirs["gqa"]).load_model().to(device=device, dtype=torch.bfloat16)
     agree = 0

@@ -190,9 +190,11 @@ def device_engines(work_dirs):
 
 def test_sessions_check_dims_and_give_host_arrays(device_engines):
     manifest, engines = device_engines
-    assert isinstance(engines.session, StaticSessions) and engines.session.decoder.buckets == tuple(range(1, TEST_LIMITS.max_spec_len + 1))
+    assert isinstance(engines.sessions, StaticSessions) and engines.sessions.decoder.buckets == tuple(
+        range(1, TEST_LIMITS.max_spec_len + 1)
+    )
     dims = manifest.dims_table
-    session = engines.session(dims, max_len=30)
+    session = engines.sessions(dims, max_len=30)
     model = _model(str(engines.record.source))
     embeds, positions, next_pos = _prompt(model, 6, seed=2)
     ids = (engines.shape.vocab + np.arange(6))[None]  # every id reads its row of the table
@@ -200,17 +202,17 @@ def test_sessions_check_dims_and_give_host_arrays(device_engines):
     assert isinstance(out.logits, np.ndarray) and out.importance.shape == (1, 2)
     logits = session.step(np.array([[1, 2]]), np.array([[next_pos, next_pos + 1]]))
     assert isinstance(logits, np.ndarray) and logits.shape == (1, 2, engines.shape.vocab)
-    assert session.cache.length == 8 and session.cache.nbytes == engines.session.decoder.kv_bytes
+    assert session.cache.length == 8 and session.cache.nbytes == engines.sessions.decoder.kv_bytes
     too_many = TEST_LIMITS.max_spec_len + 1
     with pytest.raises(ProfileError, match="spec_len"):
         session.step(np.zeros((1, too_many), dtype=np.int64), np.arange(too_many)[None])
     session.rollback(6)
-    newer = engines.session(dims, max_len=30)
+    newer = engines.sessions(dims, max_len=30)
     with pytest.raises(RuntimeError, match="replaced"):
         session.step(np.array([[1]]), np.array([[next_pos]]))
     assert isinstance(newer, StaticDecoderSession)
     with pytest.raises(ProfileError, match="exceeds the static KV cache"):
-        engines.session(dims, max_len=dims["seq"].max + 1)
+        engines.sessions(dims, max_len=dims["seq"].max + 1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: CUDA graph capture and replay need one")
