@@ -57,7 +57,8 @@ class Batcher:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self._tmp = Path(tempfile.mkdtemp(prefix="hippo-clips-")) / "clip.mp4"
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="hippo-clips-")  # removed with the batcher
+        self._tmp = Path(self._tmpdir.name) / "clip.mp4"
         self._prompt_ids: dict[tuple[str, int], list[int]] = {}
 
     def prompt_ids(self, question: str, frames: np.ndarray) -> list[int]:

@@ -5,6 +5,8 @@ frees its instance; stopping drains in-flight requests."""
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +30,13 @@ from tests.conftest import random_frames  # noqa: E402
 DEFAULTS = GenerationConfig(max_new_tokens=12, mode="parallel", prune="hippo", keep=0.5)
 
 
-def serve_options(instances: int, **kw) -> ServeOptions:
-    import tempfile
+LOGS = tempfile.TemporaryDirectory(prefix="hippo-serve-test-")  # removed when the tests end
+LOG_NUMBERS = itertools.count()
 
+
+def serve_options(instances: int, **kw) -> ServeOptions:
     http, grpc, metrics = free_ports(3)
-    log = Path(tempfile.mkdtemp(prefix="hippo-serve-test-")) / "triton.log"
+    log = Path(LOGS.name) / f"triton-{next(LOG_NUMBERS)}.log"
     return ServeOptions(
         http_port=http, grpc_port=grpc, metrics_port=metrics, instances=instances, threads=1, drain_timeout_s=20, log_file=log, **kw
     )
