@@ -40,6 +40,7 @@ from hippo_trt.errors import InputError
 from hippo_trt.graphs.specs import PRUNE_GRAPHS
 
 OPSET = op.version  # 18, as the model graphs (onnx_export.OPSET; not imported here: it pulls torch)
+INT64_MAX = 9223372036854775807  # a Slice end meaning "to the end"
 N, D = "n", "D"  # symbolic dims of the graph inputs: visual tokens, feature size
 
 
@@ -47,9 +48,17 @@ N, D = "n", "D"  # symbolic dims of the graph inputs: visual tokens, feature siz
 
 
 @script()
+def last_element(x):
+    """x[..., -1] as a Slice from -1 (constant axes) and a Squeeze: a constant negative Gather
+    index on a dynamic axis is undefined in TensorRT (IGatherLayer), a Slice start is not. [..., D] -> [...]"""
+    last = op.Slice(x, op.Constant(value_ints=[-1]), op.Constant(value_ints=[INT64_MAX]), op.Constant(value_ints=[-1]))
+    return op.Squeeze(last, op.Constant(value_ints=[-1]))
+
+
+@script()
 def seq_sum(x):
     """Sum over the last axis, sequential left to right: the last element of CumSum. [..., D] -> [...]"""
-    return op.Gather(op.CumSum(x, op.Constant(value_int=-1)), op.Constant(value_int=-1), axis=-1)
+    return last_element(op.CumSum(x, op.Constant(value_int=-1)))
 
 
 @script()
@@ -72,41 +81,39 @@ def temporal_score(u):
 
 
 @script()
-def neighbour_cos(u, axis):
-    """cos(token at i + 1, token at i) along ``axis`` (1: rows, 2: cols). [F, H, W, D] -> [F, H-1, W] or [F, H, W-1]"""
-    axes = op.Reshape(axis, op.Constant(value_ints=[1]))
-    after = op.Slice(u, op.Constant(value_ints=[1]), op.Constant(value_ints=[9223372036854775807]), axes)
+def neighbour_cos(u, axes):
+    """cos(token at i + 1, token at i) along ``axes`` ([1]: rows, [2]: cols; a Constant, as TensorRT
+    wants Slice axes). [F, H, W, D] -> [F, H-1, W] or [F, H, W-1]"""
+    after = op.Slice(u, op.Constant(value_ints=[1]), op.Constant(value_ints=[INT64_MAX]), axes)
     before = op.Slice(u, op.Constant(value_ints=[0]), op.Constant(value_ints=[-1]), axes)
     return seq_sum(op.Mul(after, before))
 
 
 @script()
-def pad_side(x, axis, before):
-    """Pad one zero slice before (before=1) or after (before=0) ``axis`` of a rank-3 tensor."""
-    axes = op.Reshape(axis, op.Constant(value_ints=[1]))
-    one = op.Constant(value_ints=[1])
-    pads = op.Concat(op.Mul(before, one), op.Sub(one, op.Mul(before, one)), axis=0)  # [2]
+def pad_side(x, pads, axes):
+    """Pad one zero slice on one side of ``axes`` of a rank-3 tensor: ``pads`` [1, 0] before, [0, 1]
+    after (both Constants, as TensorRT wants Pad axes)."""
     return op.Pad(x, pads, op.Constant(value_float=0.0), axes)
 
 
 @script()
 def spatial_score(u):
     """1 - (sum of cos to the up, down, left, right neighbours) / max(count, 1). u [F, H, W, D] -> [F, H, W]"""
-    rows = op.Constant(value_int=1)
-    cols = op.Constant(value_int=2)
-    yes = op.Constant(value_int=1)
-    no = op.Constant(value_int=0)
+    rows = op.Constant(value_ints=[1])
+    cols = op.Constant(value_ints=[2])
+    before = op.Constant(value_ints=[1, 0])
+    after = op.Constant(value_ints=[0, 1])
     vert = neighbour_cos(u, rows)  # [F, H-1, W]
     horiz = neighbour_cos(u, cols)  # [F, H, W-1]
     total = op.Add(
-        op.Add(op.Add(pad_side(vert, rows, yes), pad_side(vert, rows, no)), pad_side(horiz, cols, yes)),
-        pad_side(horiz, cols, no),
+        op.Add(op.Add(pad_side(vert, before, rows), pad_side(vert, after, rows)), pad_side(horiz, before, cols)),
+        pad_side(horiz, after, cols),
     )  # [F, H, W]: up + down + left + right, a missing neighbour adds 0
     ones_v = op.Expand(op.Constant(value_float=1.0), op.Shape(vert))
     ones_h = op.Expand(op.Constant(value_float=1.0), op.Shape(horiz))
     count = op.Add(
-        op.Add(op.Add(pad_side(ones_v, rows, yes), pad_side(ones_v, rows, no)), pad_side(ones_h, cols, yes)),
-        pad_side(ones_h, cols, no),
+        op.Add(op.Add(pad_side(ones_v, before, rows), pad_side(ones_v, after, rows)), pad_side(ones_h, before, cols)),
+        pad_side(ones_h, after, cols),
     )  # [F, H, W]
     mean = op.Div(total, op.Max(count, op.Constant(value_float=1.0)))
     return op.Sub(op.Constant(value_float=1.0), mean)
@@ -190,7 +197,7 @@ def _specvlm_graph(
     # stage I: the fewest top tokens whose cumulative mass reaches fraction * total, capped at budget
     sorted_mass, order = op.TopK(mass, g, axis=0, largest=1, sorted=1)  # [G]
     csum = op.CumSum(sorted_mass, op.Constant(value_int=0))  # [G]
-    target = op.Mul(fraction, op.Gather(csum, op.Constant(value_int=-1)))
+    target = op.Mul(fraction, last_element(csum))
     below = op.ReduceSum(op.Cast(op.Less(csum, target), to=onnx.TensorProto.INT64), keepdims=1)  # [1] int64
     c1 = op.Min(op.Add(below, one), budget)  # [1]
     rank = op.ScatterElements(op.Expand(zero, g), order, index, axis=0)  # [G]: place in the stable -mass order
@@ -199,7 +206,9 @@ def _specvlm_graph(
     # m remaining tokens in flattened order. A remaining token of rank r among them is one of those
     # iff the smallest j reaching r, ceil(r * (u - 1) / (m - 1)), lands on r (int64 arithmetic)
     available = op.Cast(op.Not(stage1), to=onnx.TensorProto.INT64)  # [G]
-    r = op.Sub(op.CumSum(available, op.Constant(value_int=0)), one)  # [G]: rank among the remaining
+    # the running count in float32 (exact below 2^24 tokens): TensorRT's CumSum takes float types only
+    count = op.CumSum(op.Cast(available, to=onnx.TensorProto.FLOAT), op.Constant(value_int=0))  # [G]
+    r = op.Sub(op.Cast(count, to=onnx.TensorProto.INT64), one)  # [G]: rank among the remaining
     r = op.Max(r, zero)  # stage I tokens before the first remaining one would be at -1 (masked below)
     m1 = op.Sub(op.Sub(g, c1), one)  # [1]: m - 1
     u = op.Sub(budget, c1)  # [1]

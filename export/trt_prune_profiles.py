@@ -66,11 +66,13 @@ def kept_cap(b: ShapeBudget) -> int:
 
 
 def kept_range(b: ShapeBudget) -> DimRange:
-    """keep_count's values: ``ShapeBudget.kept()``, capped at ``kept_cap``. A request that keeps
-    more is selected by the host reference instead (runtime/pruner.py)."""
+    """keep_count's values: ``ShapeBudget.kept()``, capped at ``kept_cap``, and at least one
+    grid token (TopK's K = keep_count - extra must be >= 1: TensorRT refuses K = 0). A request
+    outside it (more kept than the cap, or only the extra tokens) is selected by the host
+    reference instead (runtime/pruner.py)."""
     lo, opt, hi = b.kept()
-    cap = kept_cap(b)
-    return clamped(min(lo, cap), opt, min(hi, cap))
+    cap, least = kept_cap(b), b.video.newline + 1
+    return clamped(min(max(lo, least), cap), max(opt, least), min(max(hi, least), cap))
 
 
 def shape_values(b: ShapeBudget) -> dict[str, ShapeRange]:

@@ -93,11 +93,12 @@ class EnginePruner(GraphPruner):
 
     def _serves(self, graph: str, feeds: dict) -> bool:
         """A TensorRT engine exists for the graph and was built for this many kept tokens (the
-        plan leaves out what TensorRT's TopK limit forbids: export/trt_prune_profiles.py)."""
+        plan leaves out what TensorRT's TopK forbids, K = 0 or above its limit: export/trt_prune_profiles.py)."""
         if graph not in self.sessions:
             return False
         built = getattr(self.sessions[graph], "values", {}).get("keep_count")
-        return built is None or int(np.ravel(built["max"])[0]) >= int(feeds["keep_count"])
+        k = int(feeds["keep_count"])
+        return built is None or int(np.ravel(built["min"])[0]) <= k <= int(np.ravel(built["max"])[0])
 
     def _kept_index(self, graph: str, feeds: dict) -> np.ndarray:
         with self.placement.lane():
