@@ -3,8 +3,12 @@
 Everything this module consumes is computed by ``trt_plan`` (pure, tested everywhere);
 this module only turns each ``EnginePlan`` into Polygraphy loaders:
 
-    NetworkFromOnnxPath(onnx) -> CreateConfig(profiles=[Profile, ...], fp16/bf16, timing cache)
-        -> EngineFromNetwork(..., save_timing_cache) -> SaveEngine
+    NetworkFromOnnxPath(onnx, strongly_typed) -> CreateConfig(profiles=[Profile, ...], tf32, bf16 flag
+        only for the one weakly typed precision, timing cache)
+        -> EngineBytesFromNetwork(..., save_timing_cache) -> SaveBytes
+
+Precision comes from the graph's types (``trt_precision``): dtype-native graphs are built as
+strongly typed networks, so no FP16 flag can move a norm into fp16.
 
 The parser opens the graph's file itself (``parse_from_file``), so its external data files
 (``NAME.onnx.data``, the weights) resolve relative to it.
@@ -45,8 +49,14 @@ def onnx_path(plan: EnginePlan, work: Path) -> str:
     return str((Path(work) / plan.onnx).absolute())
 
 
-def _build_engine(plan: EnginePlan, work: Path, out: Path, timing_cache: Path) -> None:
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
+def engine_loader(plan: EnginePlan, work: Path, out: Path, timing_cache: Path):
+    """The Polygraphy loader chain that builds ``plan``'s engine into ``out`` when called:
+    NetworkFromOnnxPath (strongly typed unless the precision is a builder flag) -> CreateConfig
+    (profiles, the flag if any, TF32 as the precision states, the timing cache) ->
+    EngineBytesFromNetwork -> SaveBytes. The engine is serialized, never deserialized here: no
+    second copy of the weights in device memory during the build."""
+    from polygraphy.backend.common import SaveBytes
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
     profiles = []
     for p in plan.profiles:  # in order: profile i of the engine
@@ -54,15 +64,20 @@ def _build_engine(plan: EnginePlan, work: Path, out: Path, timing_cache: Path) -
         for name, r in (*p.profile.items(), *p.values.items()):  # shapes, then shape-tensor values
             profile.add(name, min=r.min, opt=r.opt, max=r.max)
         profiles.append(profile)
+    typing = plan.typing
     config = CreateConfig(
-        fp16=plan.precision == "fp16",
-        bf16=plan.precision == "bf16",
+        tf32=typing.tf32,
+        fp16=typing.builder_flag == "fp16",
+        bf16=typing.builder_flag == "bf16",
         profiles=profiles,
         load_timing_cache=str(timing_cache) if timing_cache.is_file() else None,
     )
-    network = NetworkFromOnnxPath(onnx_path(plan, work))
-    engine = EngineFromNetwork(network, config=config, save_timing_cache=str(timing_cache))
-    SaveEngine(engine, path=str(out))()
+    network = NetworkFromOnnxPath(onnx_path(plan, work), strongly_typed=typing.strongly_typed)
+    return SaveBytes(EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_cache)), path=str(out))
+
+
+def _build_engine(plan: EnginePlan, work: Path, out: Path, timing_cache: Path) -> None:
+    engine_loader(plan, work, out, timing_cache)()
 
 
 def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Path], identity: dict, version: str, export: str) -> dict:
@@ -74,7 +89,7 @@ def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Pat
         "backend": "tensorrt",
         "version": version,
         **identity,
-        "precision": plan.limits.precision,
+        "precision": plan.engines[0].precision,  # the target's (pruning engines are always fp32)
         "export_id": export,
         "plan": plan.to_json(),
         "files": by_role,

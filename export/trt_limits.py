@@ -25,7 +25,7 @@ class BuildLimits:
     keep_min: float = 0.05  # keep-ratio range the draft prefill profile must cover
     keep_max: float = 1.0
     max_batch: int = 1
-    precision: str = "fp16"  # one of PRECISIONS
+    precision: str | None = None  # one of PRECISIONS; None: the export's dtype (trt_precision)
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_new_tokens", "gamma", "max_batch"):
@@ -34,12 +34,8 @@ class BuildLimits:
             raise InputError(
                 f"--keep range keep_min={self.keep_min} keep_max={self.keep_max} is invalid; need 0 < keep_min <= keep_max <= 1"
             )
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise InputError(f"--precision '{self.precision}' is unknown (choose from {', '.join(PRECISIONS)})")
-
-    @property
-    def bytes_per_element(self) -> int:
-        return BYTES_PER_ELEMENT[self.precision]
 
 
 def _check_count(name: str, value: object) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from hippo_trt.dims import DimRange
-from hippo_trt.export.trt_limits import BYTES_PER_ELEMENT
+from hippo_trt.export.trt_precision import EnginePrecision
 from hippo_trt.graphs.specs import DecoderShape
 
 
@@ -49,18 +49,18 @@ def memory_estimates(
     onnx_bytes: int,
     profiles: list[Mapping[str, DimRange]],
     d: DecoderShape,
-    precision: str,
+    precision: EnginePrecision,
     batch: int,
-    stored: str = "fp32",
 ) -> dict[str, int]:
     """Size estimates in bytes, for sizing a GPU (not measurements), of one engine over all its
     profiles: the weights once, the activations and KV cache of its largest profile.
 
-    weights      ONNX bytes: the graph and its external data files (``FileRecord.total_bytes``;
-                 weights in the export's ``stored`` dtype) x bytes_per_element / its bytes, once per engine (the decoder's prefill
-                 and step profiles share them; the pruning graphs have no weights: their file
-                 is a few KiB)
-    activations  batch x bytes_per_element x the largest live tensors, the max over the profiles:
+    weights      ONNX bytes: the graph and its external data files (``FileRecord.total_bytes``,
+                 weights in the graph's dtype), once per engine (the decoder's prefill and step
+                 profiles share them), x compute bytes / graph bytes (a strongly typed engine
+                 keeps the graph's types: x 1; bf16 by flag from an fp32 graph: x 1/2). The
+                 pruning graphs have no weights: their file is a few KiB
+    activations  batch x compute bytes x the largest live tensors, the max over the profiles:
                  vision  vis_tokens_max x 4 x hidden
                  decoder S x (4 x hidden + heads x (past_max + S))  heads = hidden // head_dim;
                          with S = seq_max: prefill seq_max x (4 x hidden + heads x seq_max)
@@ -70,11 +70,12 @@ def memory_estimates(
                  specvlm the same. Pruning engines are fp32 and batch 1 (one video a call):
                          n_max x D x 4 bytes
     kv           decoder only: 2 x layers x kv_heads x head_dim x (past_max + seq_max), the max
-                 over the profiles (the step's), x batch x bytes_per_element
+                 over the profiles (the step's), x batch x the graph's bytes: the KV cache is
+                 engine I/O, which TensorRT keeps in the ONNX type whatever the builder flags
     """
-    bpe = BYTES_PER_ELEMENT[precision]
+    compute, io = precision.weight_bytes_per_element, precision.io_bytes_per_element
     return {
-        "weight_bytes": onnx_bytes * bpe // BYTES_PER_ELEMENT[stored],
-        "activation_bytes": batch * bpe * max(ACTIVATIONS[name](s, d) for s in profiles),
-        "kv_bytes": batch * bpe * max(_kv_elements(name, s, d) for s in profiles),
+        "weight_bytes": onnx_bytes * compute // io,
+        "activation_bytes": batch * compute * max(ACTIVATIONS[name](s, d) for s in profiles),
+        "kv_bytes": batch * io * max(_kv_elements(name, s, d) for s in profiles),
     }

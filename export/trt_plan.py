@@ -24,6 +24,7 @@ from hippo_trt.errors import ProfileError
 from hippo_trt.export.trt_budget import ShapeBudget, budget
 from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.export.trt_memory import memory_estimates
+from hippo_trt.export.trt_precision import EnginePrecision, engine_precision
 from hippo_trt.export.trt_profiles import DEFAULT_PROFILE, SYMBOL_RANGES, ShapeRange, checked_symbols, profile_shapes
 from hippo_trt.export.trt_prune_profiles import (
     PRUNE_PRECISION,
@@ -70,14 +71,19 @@ class EnginePlan:
     graph: str  # "vision" | "decoder" | (pruning) "fused" | "specvlm"
     onnx: str  # path relative to the work dir (from the manifest FileRecord)
     profiles: tuple[ProfilePlan, ...]  # decoder: prefill, step; vision and pruning: default
-    precision: str
-    weight_bytes: int  # estimate: ONNX bytes, data files included (fp32 weights) x bytes_per_element / 4
+    typing: EnginePrecision  # compute precision, graph dtype, strongly typed or by builder flag
+    weight_bytes: int  # estimate: ONNX bytes, data files included, x compute / graph element size
     activation_bytes: int  # estimate: the largest over the profiles, see trt_memory
     kv_bytes: int  # estimate: KV cache at the largest profile, decoder engines only
 
     @property
     def total_bytes(self) -> int:
         return self.weight_bytes + self.activation_bytes + self.kv_bytes
+
+    @property
+    def precision(self) -> str:
+        """What the engine's layers compute in (fp32 | fp16 | bf16)."""
+        return self.typing.compute
 
     def profile_named(self, name: str) -> ProfilePlan:
         for p in self.profiles:
@@ -91,6 +97,7 @@ class EnginePlan:
             "graph": self.graph,
             "onnx": self.onnx,
             "precision": self.precision,
+            "typing": self.typing.to_json(),
             "profiles": [p.to_json() for p in self.profiles],
             "weight_bytes": self.weight_bytes,
             "activation_bytes": self.activation_bytes,
@@ -176,25 +183,27 @@ def _table_row(e: EnginePlan, index: int, symbols: list[str], values: list[str])
 
 @dataclass(frozen=True)
 class _Ranges:
-    """What an engine is built for: per profile (name, symbol ranges, shape-tensor values), precision, batch."""
+    """What an engine is built for: per profile (name, symbol ranges, shape-tensor values), the
+    requested precision (None: the graph's dtype), batch."""
 
     profiles: tuple[tuple[str, Mapping[str, DimRange], Mapping[str, ShapeRange]], ...]
-    precision: str
+    precision: str | None
     batch: int
 
 
-def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: DecoderShape, stored: str = "fp32") -> EnginePlan:
+def _engine(role: str, spec: GraphSpec, file: FileRecord, r: _Ranges, d: DecoderShape, graph_dtype: str) -> EnginePlan:
     profiles = tuple(
         ProfilePlan(name, MappingProxyType(symbols), MappingProxyType(profile_shapes(spec, symbols)), MappingProxyType(values))
         for name, symbols, values in r.profiles
     )
+    typing = engine_precision(graph_dtype, r.precision)
     return EnginePlan(
         role=role,
         graph=spec.name,
         onnx=file.path,
         profiles=profiles,
-        precision=r.precision,
-        **memory_estimates(spec.name, file.total_bytes, [p.symbols for p in profiles], d, r.precision, r.batch, stored),
+        typing=typing,
+        **memory_estimates(spec.name, file.total_bytes, [p.symbols for p in profiles], d, typing, r.batch),
     )
 
 
@@ -232,7 +241,7 @@ def _pruning_engines(manifest: Manifest, b: ShapeBudget) -> tuple[list[EnginePla
         return [], notes
     draft = DecoderShape(**manifest.model("draft").decoder)
     ranges = _Ranges(((DEFAULT_PROFILE, prune_symbols(b, draft), shape_values(b)),), PRUNE_PRECISION, 1)
-    return [_engine(PRUNING, PRUNE_SPECS[name], manifest.pruning[name], ranges, draft) for name in names], notes
+    return [_engine(PRUNING, PRUNE_SPECS[name], manifest.pruning[name], ranges, draft, PRUNE_PRECISION) for name in names], notes
 
 
 def _role_order(role: str) -> int:

@@ -136,8 +136,8 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--dtype",
         default="fp32",
-        help="weights, KV cache and float inputs of the graphs: fp32 (ONNX Runtime on the CPU; TensorRT builds any "
-        "--precision from it) or fp16 (half the disk and memory: TensorRT, ONNX Runtime on a GPU); the model is loaded in it",
+        help="weights, KV cache and float inputs of the graphs: fp32 (ONNX Runtime on the CPU; TensorRT fp32, or bf16 "
+        "by flag) or fp16 (half the disk and memory: TensorRT, ONNX Runtime on a GPU); the model is loaded in it",
     )
     add_common(p)
     p.set_defaults(func=cmd_export)
@@ -154,7 +154,13 @@ def add_commands(sub) -> None:
         "--keep", type=_keep_range, default=(0.05, 1.0), metavar="MIN:MAX", help="keep-ratio range of the pruned draft prefill"
     )
     trt.add_argument("--max-batch", type=positive, default=1)
-    trt.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
+    trt.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        default=None,
+        help="default: the export's --dtype, built strongly typed (fp16 engines come from an fp16 export); "
+        "bf16: from an fp32 export, by TensorRT 10's BF16 builder flag",
+    )
     add_common(p, threads=True)
     p.set_defaults(func=cmd_build)
 

@@ -17,6 +17,7 @@ from hippo_trt.errors import InputError, ProfileError
 from hippo_trt.export.trt_budget import VideoTokens, kept_visual_tokens
 from hippo_trt.export.trt_limits import PRECISIONS, BuildLimits
 from hippo_trt.export.trt_plan import PRUNING, BuildPlan, plan_build
+from hippo_trt.export.trt_precision import EnginePrecision
 from hippo_trt.export.trt_profiles import DECODER_PROFILES, DEFAULT_PROFILE, ShapeRange
 from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.graphs.specs import PRUNE_GRAPHS, PRUNE_SPECS
@@ -146,7 +147,8 @@ def check_decoder_profiles(plan: BuildPlan, role: str) -> None:
 
 
 def check_pruning(plan: BuildPlan, manifest: Manifest, e) -> None:
-    """n is the draft vision's visual tokens, D its hidden; keep_count in [1, n max]; the
+    """n is the draft vision's visual tokens, D its hidden; keep_count in [extra + 1, n max] (TopK's
+    K = keep_count - extra >= 1); the
     shape-tensor values are ordered per element; fp32 whatever the limits say."""
     (p,) = e.profiles
     assert p.symbols["n"] == engine(plan, "draft", "vision").profiles[0].symbols["vis_tokens"]
@@ -258,7 +260,7 @@ def test_each_model_has_one_decoder_engine_with_a_prefill_and_a_step_profile(man
         assert sorted(onnx) == sorted(f.path for f in record.graphs.values())
         assert len(set(onnx)) == len(onnx) == 2
         # and its weights are counted once: data files included, whatever the number of profiles
-        assert decoder.weight_bytes == record.graphs["decoder"].total_bytes // 2  # fp16
+        assert decoder.weight_bytes == record.graphs["decoder"].total_bytes  # fp32 export, fp32 engine
     assert not any(g in {e.graph for e in plan.engines} for g in ("embed", "prefill", "decode"))
 
 
@@ -428,7 +430,7 @@ def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
     assert "spec_len" not in lines[0] and "MiB" in lines[0]
     header = cells(lines[0])
     for (e, p), line in zip(rows, lines[2:]):
-        assert line.startswith(f"| {e.role} | {e.graph} | {p.name} | {'fp32' if e.role == PRUNING else 'fp16'} |")
+        assert line.startswith(f"| {e.role} | {e.graph} | {p.name} | fp32 |")  # an fp32 export's engines are fp32
         row = dict(zip(header, cells(line)))
         # an engine's estimates once, on its first profile's row
         assert (row["weights MiB"] != "") == (p is e.profiles[0])
@@ -450,12 +452,12 @@ def test_to_json_is_json_and_to_table_has_every_engine_and_totals(gqa):
             "precision": "fp32",
             "n": "5/25/25",
             "D": "32/32/32",
-            "keep_count value": "1/14/25",  # keep 0.05..1: opt kept(0.525, 25) = 14
+            "keep_count value": "2/14/25",  # keep 0.05..1: opt kept(0.525, 25) = 14; min: 1 grid token + the newline
             "grid value": "1x2x2/6x2x2/6x2x2",
         }
     assert draft_step["keep_count value"] == ""  # the decoder has no values
     fused = obj["engines"][4]
-    assert fused["profiles"][0]["values"]["keep_count"] == {"min": [1], "opt": [14], "max": [25]}
+    assert fused["profiles"][0]["values"]["keep_count"] == {"min": [2], "opt": [14], "max": [25]}
     assert all(p["values"] == {} for p in decoder["profiles"])
 
 
@@ -464,18 +466,43 @@ def cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+def as_fp16_export(manifest: Manifest) -> Manifest:
+    """The manifest of the same export in fp16 (its graphs' dtype; the byte counts stay)."""
+    return replace(manifest, models={role: replace(m, dtype="fp16") for role, m in manifest.models.items()})
+
+
 @pytest.mark.parametrize("name", ["gqa", "mha_odd_grid"])
-def test_precision_scales_weights_kv_and_activations(manifests, name):
-    plans = {p: plan_build(manifests[name], replace(SMALL, precision=p)) for p in PRECISIONS}
-    for fp32, fp16, bf16 in zip(*(plans[p].engines for p in PRECISIONS)):
-        if fp32.role == PRUNING:  # always fp32: the same engine whatever the limits say
-            assert fp32 == fp16 == bf16 and fp16.precision == "fp32"
+def test_precision_follows_the_graphs_types_and_the_kv_cache_the_io_dtype(manifests, name):
+    fp32 = plan_build(manifests[name], SMALL)  # an fp32 export: fp32, strongly typed
+    bf16 = plan_build(manifests[name], replace(SMALL, precision="bf16"))  # by flag, from fp32 graphs
+    fp16 = plan_build(as_fp16_export(manifests[name]), SMALL)  # an fp16 export: fp16, strongly typed
+    assert fp32.engines[0].typing == EnginePrecision("fp32", "fp32", strongly_typed=True)
+    assert bf16.engines[0].typing == EnginePrecision("bf16", "fp32", strongly_typed=False)
+    assert fp16.engines[0].typing == EnginePrecision("fp16", "fp16", strongly_typed=True)
+    assert plan_build(as_fp16_export(manifests[name]), replace(SMALL, precision="fp16")).engines == fp16.engines
+    for a, b, h in zip(fp32.engines, bf16.engines, fp16.engines):
+        if a.role == PRUNING:  # always fp32 graphs and engines, strongly typed
+            assert a == b == h and h.typing == EnginePrecision("fp32", "fp32", True)
             continue
-        assert fp32.weight_bytes == manifests[name].models[fp32.role].graphs[fp32.graph].total_bytes
-        assert fp16.weight_bytes == bf16.weight_bytes == fp32.weight_bytes // 2
-        assert fp32.kv_bytes == 2 * fp16.kv_bytes == 2 * bf16.kv_bytes
-        assert fp32.activation_bytes == 2 * fp16.activation_bytes
-        assert fp16.precision == "fp16" and bf16.precision == "bf16"
+        assert a.weight_bytes == h.weight_bytes == manifests[name].models[a.role].graphs[a.graph].total_bytes  # as stored
+        assert b.weight_bytes == a.weight_bytes // 2  # bf16 layers from fp32 weights
+        assert a.kv_bytes == b.kv_bytes == 2 * h.kv_bytes  # the KV cache is I/O: the graph's dtype, not the flag's
+        assert a.activation_bytes == 2 * b.activation_bytes == 2 * h.activation_bytes
+
+
+@pytest.mark.parametrize(
+    "fp16_export, precision, needle",
+    [
+        (False, "fp16", "needs an fp16 export"),
+        (True, "fp32", "re-export with hippo-trt export --dtype fp32"),
+        (True, "bf16", "--dtype fp32"),
+    ],
+)
+def test_a_precision_the_graphs_types_do_not_give_is_refused(gqa, fp16_export, precision, needle):
+    manifest = as_fp16_export(gqa) if fp16_export else gqa
+    with pytest.raises(InputError, match="--precision") as e:
+        plan_build(manifest, replace(SMALL, precision=precision))
+    assert needle in str(e.value)
 
 
 def test_memory_estimates_follow_the_documented_formulas(gqa):
@@ -568,7 +595,7 @@ def test_the_qwen_vision_profile_takes_the_slices_of_max_frames(qwen_manifests, 
     assert vision.profile["patch_pos"] == ShapeRange((1, 4, 2), (16, 4, 2), (16, 4, 2))
     assert vision.profile["window_index"] == ShapeRange((1,), (16,), (16,))
     hidden = manifest.models["target"].decoder["hidden"]
-    assert engine(plan, "target", "vision").activation_bytes == t * 16 * 4 * hidden * 2  # fp16
+    assert engine(plan, "target", "vision").activation_bytes == t * 16 * 4 * hidden * 4  # fp32
     target = prefill(plan, "target")
     assert target["scored_tokens"] == target["prompt_rows"] == (1, 16 * t, 16 * t)
     assert target["seq"][2] == 16 * t + text_max_qwen(16 * t, SMALL)
@@ -659,8 +686,8 @@ def test_the_dry_run_cli_plans_a_qwen_work_dir(capfd, qwen_work_dirs):
     out, err = capfd.readouterr()
     assert rc == 0, err
     assert "| batch | vis_tokens | grid_t | grid_tokens | seq |" in out and "| frames |" not in out
-    assert "| target | vision | default | fp16 | 1/1/1 | 1/75/75 | 1/3/3 | 1/25/25 |" in out  # all 6 frames
-    assert "| target | decoder | prefill | fp16 |" in out and "| target | decoder | step | fp16 |" in out
+    assert "| target | vision | default | fp32 | 1/1/1 | 1/75/75 | 1/3/3 | 1/25/25 |" in out  # all 6 frames
+    assert "| target | decoder | prefill | fp32 |" in out and "| target | decoder | step | fp32 |" in out
 
 
 # --- the pruning subgraphs: n, D shapes and keep_count, grid values ---------------------------
@@ -685,7 +712,7 @@ KEEPS = (BuildLimits(max_new_tokens=32, keep_min=0.1, keep_max=0.5), BuildLimits
             KEEPS[0],
             {
                 "n": (5, 25, 25),
-                "keep_count": ((1,), (8,), (13,)),  # 0.1x5, 0.3x25, 0.5x25
+                "keep_count": ((2,), (8,), (13,)),  # 0.1x5 (raised to a grid token + the newline: TopK's K >= 1), 0.3x25, 0.5x25
                 "grid": ((1, 2, 2), (6, 2, 2), (6, 2, 2)),
             },
         ),
@@ -694,7 +721,7 @@ KEEPS = (BuildLimits(max_new_tokens=32, keep_min=0.1, keep_max=0.5), BuildLimits
             KEEPS[1],
             {
                 "n": (5, 13, 13),
-                "keep_count": ((1,), (7,), (13,)),  # 0.05x5, 0.525x13, 1x13
+                "keep_count": ((2,), (7,), (13,)),  # 0.05x5 (raised as above), 0.525x13, 1x13
                 "grid": ((1, 2, 2), (3, 2, 2), (3, 2, 2)),
             },
         ),
@@ -744,7 +771,7 @@ def test_the_keep_range_moves_keep_count_only(gqa):
 
     narrow, wide = pruning(keep_min=0.5, keep_max=0.5), pruning(keep_min=0.05, keep_max=1.0)
     assert narrow["keep_count"] == ((kept(0.5, 5),), (13,), (13,)) == ((3,), (13,), (13,))
-    assert wide["keep_count"] == ((1,), (14,), (25,))  # keep_max 1: every visual token, n max
+    assert wide["keep_count"] == ((2,), (14,), (25,))  # keep_max 1: every visual token, n max; min: K >= 1
     assert {k: v for k, v in narrow.items() if k != "keep_count"} == {k: v for k, v in wide.items() if k != "keep_count"}
 
 
@@ -829,68 +856,81 @@ class FakePolygraphy:
         self.configs.append(kwargs)
         return kwargs
 
-    def NetworkFromOnnxPath(self, path):
-        self.networks.append(path)
+    def NetworkFromOnnxPath(self, path, strongly_typed):
+        self.networks.append((path, strongly_typed))
         return path
 
-    def EngineFromNetwork(self, network, config, save_timing_cache):
-        return network
+    def EngineBytesFromNetwork(self, network, config, save_timing_cache):
+        return lambda: b"engine of " + Path(network).name.encode()  # serialized bytes, never deserialized
 
-    def SaveEngine(self, engine, path):
+    def SaveBytes(self, obj, path):
         def save():
             self.saved.append(path)
-            Path(path).write_bytes(b"engine of " + Path(engine).name.encode())
+            Path(path).write_bytes(obj())
 
         return save
 
 
 @pytest.fixture
 def fake_polygraphy(monkeypatch) -> FakePolygraphy:
+    import polygraphy.backend.common as common
     import polygraphy.backend.trt as trt
 
     fake = FakePolygraphy()
-    for name in ("Profile", "CreateConfig", "NetworkFromOnnxPath", "EngineFromNetwork", "SaveEngine"):
+    for name in ("Profile", "CreateConfig", "NetworkFromOnnxPath", "EngineBytesFromNetwork"):
         monkeypatch.setattr(trt, name, getattr(fake, name))
+    monkeypatch.setattr(common, "SaveBytes", fake.SaveBytes)
     return fake
 
 
 def test_build_engine_adds_the_shapes_and_the_shape_tensor_values(fake_polygraphy, gqa, work_dirs, tmp_path):
     from hippo_trt.export.trt_build import _build_engine
 
-    plan = plan_build(gqa, replace(KEEPS[0], precision="fp16"))
+    plan = plan_build(as_fp16_export(gqa), KEEPS[0])
     work = work_dirs["gqa"]
     _build_engine(engine(plan, PRUNING, "specvlm"), work, tmp_path / "specvlm.plan", tmp_path / "timing.cache")
     assert fake_polygraphy.profiles[-1] == {
         "importance": ((5,), (25,), (25,)),
         "features": ((5, 32), (25, 32), (25, 32)),
         "position_ids": ((5,), (25,), (25,)),
-        "keep_count": ((1,), (8,), (13,)),  # values: Polygraphy's set_shape_input for shape tensors
+        "keep_count": ((2,), (8,), (13,)),  # values: Polygraphy's set_shape_input for shape tensors
         "grid": ((1, 2, 2), (6, 2, 2), (6, 2, 2)),
     }
     config = fake_polygraphy.configs[-1]
-    assert config["fp16"] is False and config["bf16"] is False  # pruning: fp32 under an fp16 build
+    assert config["fp16"] is False and config["bf16"] is False and config["tf32"] is False  # pruning: fp32 under an fp16 build
     assert config["profiles"] == [fake_polygraphy.profiles[-1]] and config["load_timing_cache"] is None
-    assert fake_polygraphy.networks[-1] == str((work / "pruning" / "specvlm.onnx").absolute())
+    assert fake_polygraphy.networks[-1] == (str((work / "pruning" / "specvlm.onnx").absolute()), True)  # strongly typed
     assert fake_polygraphy.saved == [str(tmp_path / "specvlm.plan")]
 
 
 def test_the_decoder_engine_is_built_once_with_its_prefill_and_step_profiles(fake_polygraphy, gqa, work_dirs, tmp_path):
     from hippo_trt.export.trt_build import _build_engine
 
-    plan = plan_build(gqa, replace(KEEPS[0], precision="fp16"))
+    plan = plan_build(as_fp16_export(gqa), KEEPS[0])
     decoder = engine(plan, "target", "decoder")
     _build_engine(decoder, work_dirs["gqa"], tmp_path / "decoder.plan", tmp_path / "timing.cache")
     assert len(fake_polygraphy.networks) == len(fake_polygraphy.saved) == len(fake_polygraphy.configs) == 1  # one engine
     # parsed from its path: the external weights (decoder.onnx.data) resolve beside it
-    assert fake_polygraphy.networks == [str((work_dirs["gqa"] / gqa.models["target"].graphs["decoder"].path).absolute())]
+    path = str((work_dirs["gqa"] / gqa.models["target"].graphs["decoder"].path).absolute())
+    assert fake_polygraphy.networks == [(path, True)]  # an fp16 graph, strongly typed: no FP16 flag
     config = fake_polygraphy.configs[-1]
     prefill_profile, step_profile = config["profiles"]  # TensorRT's profiles 0 and 1, in the plan's order
-    assert config["fp16"] is True and fake_polygraphy.profiles == [prefill_profile, step_profile]
+    assert config["fp16"] is False and config["tf32"] is False and fake_polygraphy.profiles == [prefill_profile, step_profile]
     for got, want in zip(config["profiles"], decoder.profiles):
         assert got == {name: (r.min, r.opt, r.max) for name, r in want.profile.items()}  # no values
     assert prefill_profile["past_key_0"][2][0] == 0 and step_profile["past_key_0"][0][0] >= 1
     assert prefill_profile["visual_index"][0] == (5,) and step_profile["visual_index"] == ((0,), (0,), (0,))
     assert prefill_profile["logit_index"] == ((1,), (1,), (1,)) and step_profile["logit_index"][2] == (5,)
+
+
+def test_bf16_is_the_one_build_by_flag_and_its_network_is_weakly_typed(fake_polygraphy, gqa, work_dirs, tmp_path):
+    from hippo_trt.export.trt_build import _build_engine
+
+    plan = plan_build(gqa, replace(KEEPS[0], precision="bf16"))
+    _build_engine(engine(plan, "target", "decoder"), work_dirs["gqa"], tmp_path / "decoder.plan", tmp_path / "timing.cache")
+    assert fake_polygraphy.networks[-1][1] is False
+    config = fake_polygraphy.configs[-1]
+    assert config["bf16"] is True and config["fp16"] is False and config["tf32"] is False
 
 
 def test_build_tensorrt_builds_and_records_the_pruning_engines(fake_polygraphy, scratch_work, monkeypatch):
