@@ -66,6 +66,17 @@ class FileRecord:
             _verify_one(root, d, deep, fix, f" (external data of '{p}')")
         return p
 
+    def read_verified(self, root: Path, deep: bool | str, fix: str) -> bytes:
+        """The file's bytes, read once and checked as ``verify`` checks the file (size, and the
+        sha256 of these same bytes when ``deep``): what is hashed is what the caller loads."""
+        p = _verify_one(root, self, False, fix, "")
+        data = p.read_bytes()
+        if deep == IF_CHANGED:
+            deep = not self.mtime_ns or p.stat().st_mtime_ns != self.mtime_ns
+        if len(data) != self.bytes or (deep and hashlib.sha256(data).hexdigest() != self.sha256):
+            raise WorkDirError(f"'{p}' does not match its sha256 in the manifest (truncated or altered); {fix}")
+        return data
+
 
 def _verify_one(root: Path, record: FileRecord, deep: bool, fix: str, what: str) -> Path:
     p = Path(root) / record.path

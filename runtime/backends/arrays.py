@@ -27,10 +27,51 @@ def is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
 
 
+ALIGNMENT = 256  # bytes: TensorRT's rule for every bound address (NvInferRuntime.h, setTensorAddress)
+_syncs = [0]  # how many times a lane was synchronized off CUDA (``sync_count``)
+
+
+def synchronize(device) -> None:
+    """Wait for the current stream's queued work on ``device``: CUDA's stream, or on the CPU
+    ``torch.cpu.synchronize()`` (a no-op in torch; a CPU stand-in for TensorRT completes its
+    queued work there)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+        return
+    torch.cpu.synchronize()
+    _syncs[0] += 1
+
+
+def sync_count() -> int:
+    """How many CPU synchronizations have happened (work queued before one has run)."""
+    return _syncs[0]
+
+
+def is_aligned(tensor) -> bool:
+    return tensor.data_ptr() % ALIGNMENT == 0
+
+
+def aligned_empty(shape: tuple[int, ...], dtype, device):
+    """An uninitialized torch tensor on ``device`` whose data starts on an ``ALIGNMENT`` boundary
+    (CUDA's allocator aligns already; the CPU's to 64 bytes, so it is carved from a larger one)."""
+    import torch
+
+    t = torch.empty(shape, dtype=dtype, device=device)
+    if is_aligned(t) or not t.numel():
+        return t
+    raw = torch.empty(t.numel() * t.element_size() + ALIGNMENT, dtype=torch.uint8, device=device)
+    start = -raw.data_ptr() % ALIGNMENT
+    return raw[start : start + t.numel() * t.element_size()].view(dtype).view(shape)
+
+
 def to_host(x: Any) -> np.ndarray:
     """A numpy array of ``x`` (a torch tensor is copied back, after its lane's queued work;
     bf16/fp16 come back as float32, which is what the host decides on)."""
     if is_torch(x):
+        if x.device.type == "cpu":
+            synchronize(x.device)  # a CPU stand-in's queued work (on CUDA, .cpu() waits for the stream)
         x = x.detach()
         if x.is_floating_point() and x.element_size() < 4:
             x = x.float()
@@ -70,9 +111,7 @@ class Placement:
         """An uninitialized buffer here: numpy on the host, a torch tensor on a device."""
         if self.on_host:
             return np.empty(shape, dtype=dtype)
-        import torch
-
-        return torch.empty(shape, dtype=torch_dtype(dtype), device=self.device)
+        return aligned_empty(shape, torch_dtype(dtype), self.device)
 
     def put(self, x: Any) -> Any:
         """``x`` here (numpy on the host; on a device, copied on the current stream, floating
@@ -102,12 +141,10 @@ class Placement:
     def wait(self) -> None:
         """Block until this lane's queued work has run (CUDA; elsewhere work is already done),
         so that a timed phase ends when its work does, not when it was enqueued."""
-        if self.on_host or not self.device.startswith("cuda"):
+        if self.on_host:
             return
-        import torch
-
         with self.lane():
-            torch.cuda.current_stream(self.device).synchronize()
+            synchronize(self.device)
 
     def __repr__(self) -> str:
         return f"Placement({self.device!r}, {self.dtype!r})"

@@ -1,12 +1,19 @@
 """TensorRT engines with the engine contract: ``run(feeds, into)`` enqueues and returns.
 
 Inputs, ``into`` outputs (the KV slots) and returned outputs are torch tensors on the engine's
-device, bound by address (``set_tensor_address``): the KV cache is fed and written in place.
-``execute_async_v3`` enqueues on the current stream, which the pipeline sets to the model's
-lane (``arrays.Placement.lane``); nothing here synchronizes, the caller reads results back on
-that lane. Numpy feeds (token ids, positions, pixels) are copied to the device on the same
-stream. Shape-tensor inputs (the pruning graphs' ``grid`` and ``keep_count``, which decide
-output shapes) live in host memory, as TensorRT requires; every other input on the device.
+device, bound by address (``set_tensor_address``, whose result is checked): the KV cache is fed
+and written in place. ``execute_async_v3`` enqueues on the current stream, which the pipeline
+sets to the model's lane (``arrays.Placement.lane``); nothing here synchronizes, the caller
+reads results back on that lane. Numpy feeds (token ids, positions, pixels) are copied to the
+device on the same stream. Inputs TensorRT places on the host (``get_tensor_location``: the
+pruning graphs' shape tensors ``grid`` and ``keep_count``) stay in host memory; every other
+input goes to the device. Every bound tensor stays referenced until the stream has passed the
+call (a CUDA event per call), so none is freed while TensorRT may still read it.
+
+Every address is 256-byte aligned, as TensorRT requires: device allocations are; a KV slot is
+when a token's row (batch x kv_heads x head_dim x element size) is a multiple of 256 bytes, as
+at real widths. Anything else (toy models' slots) is written to an aligned buffer and copied
+into place once the lane has synchronized.
 
 An engine has one or more optimization profiles (``export/trt_plan.py``): the decoder engine a
 ``prefill`` and a ``step`` profile, sharing its weights; the vision and pruning engines one.
@@ -40,7 +47,16 @@ from hippo_trt.errors import EngineError, ProfileError, WorkDirError
 from hippo_trt.fingerprint import export_id
 from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.manifest import IF_CHANGED, FileRecord, Manifest
-from hippo_trt.runtime.backends.arrays import Placement, is_torch, to_host
+from hippo_trt.runtime.backends.arrays import (
+    ALIGNMENT,
+    Placement,
+    aligned_empty,
+    is_aligned,
+    is_torch,
+    sync_count,
+    synchronize,
+    to_host,
+)
 from hippo_trt.runtime.backends.base import ModelEngines
 
 DEFAULT_DEVICE = "cuda"
@@ -169,7 +185,8 @@ class TrtEngine:
     """One built engine; ``plan``: its entry of the build plan (``profiles``, each with its
     ``name``, ``symbols``, ``profile`` and ``values``), in the engine's profile order."""
 
-    def __init__(self, path: Path, plan: Mapping, name: str, spec=None, device: str = DEFAULT_DEVICE):
+    def __init__(self, data: bytes, plan: Mapping, name: str, spec=None, device: str = DEFAULT_DEVICE):
+        """``data``: the serialized engine (read once by the loader, which hashed these bytes)."""
         import torch
 
         self.trt = tensorrt_env.require_tensorrt()
@@ -181,21 +198,23 @@ class TrtEngine:
         self.symbols = self.profiles[0].get("symbols", {})  # symbol -> built {min, opt, max}
         self._axes = {t.name: t.axes for t in spec.inputs} if spec is not None else {}
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.ERROR))
-        self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise EngineError(f"TensorRT cannot deserialize '{path}'; rebuild with hippo-trt build WORK --backend tensorrt")
+            raise EngineError(f"TensorRT cannot deserialize engine '{name}'; rebuild with hippo-trt build WORK --backend tensorrt")
         if self.engine.num_optimization_profiles != len(self.profiles):
             raise WorkDirError(
-                f"TensorRT engine '{path}' has {self.engine.num_optimization_profiles} optimization profiles, its build "
+                f"TensorRT engine '{name}' has {self.engine.num_optimization_profiles} optimization profiles, its build "
                 f"record {len(self.profiles)}; rebuild with hippo-trt build WORK --backend tensorrt"
             )
         self.contexts = [self._context(i) for i in range(len(self.profiles))]
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.OUTPUT]
-        self._host_inputs = {n for n in names if n not in self.outputs and self.engine.is_shape_inference_io(n)}
+        host = self.trt.TensorLocation.HOST
+        self._host_inputs = {n for n in names if n not in self.outputs and self.engine.get_tensor_location(n) == host}
         # what empty tensors are bound to: TensorRT never reads or writes it, but wants an address
-        self._scratch = torch.zeros(16, dtype=torch.float32, device=self.device)
-        self._host_scratch = torch.zeros(16, dtype=torch.float32)
+        self._scratch = aligned_empty((16,), torch.float32, self.device)
+        self._host_scratch = aligned_empty((16,), torch.float32, torch.device("cpu"))
+        self.in_flight: list[tuple[object, list]] = []  # (completion event or None, tensors TensorRT may still read)
 
     def _context(self, index: int):
         """An execution context on profile ``index``, set on the current stream and waited for
@@ -220,30 +239,42 @@ class TrtEngine:
         return _torch_dtype(self.trt, self.engine.get_tensor_dtype(name))
 
     def _tensor(self, name: str, value):
-        """``value`` as a tensor of the engine's dtype: in host memory for a shape tensor, else on the device."""
+        """``value`` as an aligned tensor of the engine's dtype: in host memory where TensorRT
+        places the input (shape tensors), else on the device."""
         import torch
 
         where = torch.device("cpu") if name in self._host_inputs else self.device
         tensor = value if is_torch(value) else torch.from_numpy(np.ascontiguousarray(value))
-        return tensor.to(device=where, dtype=self._dtype(name)).contiguous()
+        tensor = tensor.to(device=where, dtype=self._dtype(name)).contiguous()
+        if tensor.numel() and not is_aligned(tensor):
+            tensor = aligned_empty(tuple(tensor.shape), tensor.dtype, where).copy_(tensor)
+        return tensor
 
     def _bind(self, context, name: str, tensor) -> None:
         """Bind ``tensor``'s address; an empty tensor (whose data_ptr may be null) gets the scratch buffer's."""
-        scratch = self._host_scratch if tensor.device.type == "cpu" else self._scratch
+        scratch = self._host_scratch if tensor.device.type == "cpu" and name in self._host_inputs else self._scratch
         address = tensor.data_ptr() if tensor.numel() else scratch.data_ptr()
+        if address % ALIGNMENT:
+            raise EngineError(f"engine '{self.name}': the address of '{name}' is not {ALIGNMENT}-byte aligned, as TensorRT requires")
         if not context.set_tensor_address(name, address):
             raise EngineError(f"TensorRT refused the address of '{name}' of engine '{self.name}'")
 
-    def _bind_output(self, context, name: str, buf) -> None:
+    def _bind_output(self, context, name: str, buf):
         """Bind a caller's buffer (a KV slot, the logits): TensorRT writes it blindly, so its
-        dtype, device, layout and shape are checked first."""
+        dtype, device, layout and shape are checked first. Returns the aligned buffer bound in
+        its place when ``buf`` is not aligned (copied into it after the lane syncs), else None."""
         shape = tuple(context.get_tensor_shape(name))
         if buf.dtype != self._dtype(name) or buf.device != self.device or not buf.is_contiguous() or tuple(buf.shape) != shape:
             raise EngineError(
                 f"engine '{self.name}' output '{name}': the buffer is {tuple(buf.shape)} {buf.dtype} on {buf.device}, "
                 f"the engine writes contiguous {shape} {self._dtype(name)} on {self.device}"
             )
-        self._bind(context, name, buf)
+        if not buf.numel() or is_aligned(buf):
+            self._bind(context, name, buf)
+            return None
+        stand_in = aligned_empty(shape, buf.dtype, self.device)
+        self._bind(context, name, stand_in)
+        return stand_in
 
     def select(self, feeds) -> int:
         """The index of the profile that takes ``feeds`` (shapes, then shape-tensor values); ProfileError if none."""
@@ -253,26 +284,51 @@ class TrtEngine:
         return index
 
     def run(self, feeds, into=None):
-        import torch
-
         into = into or {}
         context = self.contexts[self.select(feeds)]
-        bound = {name: self._tensor(name, value) for name, value in feeds.items()}  # alive until enqueued
+        bound = {name: self._tensor(name, value) for name, value in feeds.items()}
         for name, tensor in bound.items():
             if not context.set_input_shape(name, tuple(tensor.shape)):
                 raise EngineError(f"engine '{self.name}' refused input '{name}' of shape {tuple(tensor.shape)}")
             self._bind(context, name, tensor)
-        result = {}
+        result, copies = {}, []
         for name in self.outputs:
             buf = into.get(name)
             if buf is None:  # shapes follow from the input shapes and shape-tensor values
-                buf = result[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=self._dtype(name), device=self.device)
+                buf = result[name] = aligned_empty(tuple(context.get_tensor_shape(name)), self._dtype(name), self.device)
                 self._bind(context, name, buf)
-            else:
-                self._bind_output(context, name, buf)
+            elif (stand_in := self._bind_output(context, name, buf)) is not None:
+                copies.append((buf, stand_in))
         if not context.execute_async_v3(_stream_handle(self.device)):
             raise EngineError(f"TensorRT failed to enqueue engine '{self.name}'")
+        self._hold([*bound.values(), *result.values(), *(t for pair in copies for t in pair)])  # outputs too: written later
+        if copies:  # unaligned KV slots (toy widths): into place once the lane has run the call
+            synchronize(self.device)
+            for buf, stand_in in copies:
+                buf.copy_(stand_in)
         return result
+
+    def _hold(self, tensors: list) -> None:
+        """Keep ``tensors`` referenced until the stream has passed this call, and drop those of
+        earlier calls it has passed: on CUDA their event completed, elsewhere the lane was
+        synchronized since (``arrays.synchronize``)."""
+        self.in_flight = [(marker, kept) for marker, kept in self.in_flight if not _passed(marker)]
+        self.in_flight.append((_completion_marker(self.device), tensors))
+
+
+def _completion_marker(device):
+    """A CUDA event recorded on the current stream, or (off CUDA) the lane's sync count now."""
+    if device.type != "cuda":
+        return sync_count()
+    import torch
+
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
+
+
+def _passed(marker) -> bool:
+    return marker < sync_count() if isinstance(marker, int) else marker.query()
 
 
 # --- loading a work dir's engines -------------------------------------------------------------
@@ -303,8 +359,8 @@ def _engine(work: Path, record: Mapping, role: str, graph: str, spec, device: st
     files = record["files"].get(role, {})
     if graph not in files:
         raise WorkDirError(f"'{work}' has no TensorRT engine for '{role}/{graph}'; {fix}")
-    path = FileRecord(**files[graph]).verify(work, deep=IF_CHANGED, fix=fix)  # a plan is GBs: hashed when touched
-    return TrtEngine(path, _plan_entry(record, role, graph), f"{role}/{graph}", spec, device)
+    data = FileRecord(**files[graph]).read_verified(work, deep=IF_CHANGED, fix=fix)  # one read; a plan is GBs: hashed when touched
+    return TrtEngine(data, _plan_entry(record, role, graph), f"{role}/{graph}", spec, device)
 
 
 def load_trt_engines(work: Path, manifest: Manifest, role: str, device: str | None = None):

@@ -122,4 +122,4 @@ def test_tensorrt_backend_without_tensorrt_is_a_one_line_error(work_dirs):
     with pytest.raises(EngineError, match="^TensorRT is not installed") as info:
         compare_backend(work_dirs["gqa"], "tensorrt")
     message = str(info.value)
-    assert "\n" not in message and "pip install tensorrt" in message and "NVIDIA GPU" in message
+    assert "\n" not in message and "pip install 'hippo-trt[tensorrt]'" in message and "NVIDIA GPU" in message

@@ -45,7 +45,7 @@ def test_build_without_tensorrt_is_one_line_and_writes_nothing(capfd, scratch_wo
     rc, out, err = cli(capfd, "build", scratch_work, "--backend", "tensorrt", "--quiet")
     assert rc != 0 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("hippo-trt: error: TensorRT is not installed")
-    assert "--dry-run" in err and "pip install tensorrt" in err
+    assert "--dry-run" in err and "pip install 'hippo-trt[tensorrt]'" in err
     assert (scratch_work / MANIFEST).read_bytes() == before
     assert not (scratch_work / "engines" / "tensorrt").exists()
 

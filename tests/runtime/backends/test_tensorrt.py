@@ -213,7 +213,7 @@ def test_tensorrt_engine_matches_onnxruntime_on_gpu(work_dirs, tmp_path):  # pra
     spec = specs_from_record(manifest.model("target"))["decoder"]
     plan = next(e for e in record["plan"]["engines"] if e["role"] == "target" and e["graph"] == "decoder")
     assert [p["name"] for p in plan["profiles"]] == ["prefill", "step"]
-    engine = TrtEngine(FileRecord(**record["files"]["target"]["decoder"]).verify(work, True, ""), plan, "target/decoder", spec)
+    engine = TrtEngine(FileRecord(**record["files"]["target"]["decoder"]).read_verified(work, True, ""), plan, "target/decoder", spec)
     ref = OrtEngine(work / manifest.model("target").graphs["decoder"].path, spec)
     vocab = manifest.model("target").decoder["vocab"]
     for index, profile in enumerate(plan["profiles"]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +45,26 @@ def _fake_build_engine(plan, work: Path, out: Path, timing_cache: Path) -> None:
     """One plan file per engine, with every profile of the build plan (in TensorRT's order)."""
     shape_inputs = sorted({name for p in plan.profiles for name in p.values})
     profiles = [{name: r.to_json() for name, r in p.profile.items()} for p in plan.profiles]
-    fake_tensorrt.build_plan_file(work / plan.onnx, out, shape_inputs, profiles)
+    fake_tensorrt.build_plan_file(work / plan.onnx, out, shape_inputs, profiles, plan.precision)
+
+
+@contextmanager
+def installed_fake_trt():
+    """``import tensorrt`` gives the stand-in, whose queued work runs at ``torch.cpu.synchronize``;
+    builds write plan files; engines go to the CPU; the GPU is FAKE_GPU."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "tensorrt", fake_tensorrt)
+        mp.setattr(torch.cpu, "synchronize", fake_tensorrt.synchronize)
+        mp.setattr(trt_build, "_build_engine", _fake_build_engine)
+        mp.setattr(tensorrt_env, "gpu_identity", lambda: dict(FAKE_GPU))
+        mp.setattr(trt_engine, "DEFAULT_DEVICE", "cpu")
+        yield mp
+        fake_tensorrt.synchronize()
 
 
 @pytest.fixture(scope="module")
 def fake_trt():
-    """``import tensorrt`` gives the stand-in; engines go to the CPU; the GPU is FAKE_GPU."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "tensorrt", fake_tensorrt)
-        mp.setattr(trt_build, "_build_engine", _fake_build_engine)
-        mp.setattr(tensorrt_env, "gpu_identity", lambda: dict(FAKE_GPU))
-        mp.setattr(trt_engine, "DEFAULT_DEVICE", "cpu")
+    with installed_fake_trt() as mp:
         yield mp
 
 
@@ -114,9 +124,9 @@ def test_kv_slots_are_bound_in_place_and_shape_tensors_by_value(pipelines, clip)
 
     def spy(feeds, into=None):
         if feeds["past_key_0"].shape[0]:  # a step: over the cached prefix
-            cache_ptrs.append(
-                (feeds["past_key_0"].data_ptr(), into["new_key_0"].data_ptr(), into["new_key_0"].untyped_storage().data_ptr())
-            )
+            past, new = feeds["past_key_0"], into["new_key_0"]
+            row = new[0].numel() * new.element_size()  # bytes of one token's entries
+            cache_ptrs.append((past.data_ptr(), new.data_ptr(), past.shape[0] * row, past.untyped_storage().data_ptr()))
         return real(feeds, into)
 
     decoder.run = spy
@@ -127,10 +137,10 @@ def test_kv_slots_are_bound_in_place_and_shape_tensors_by_value(pipelines, clip)
     finally:
         del decoder.run
     assert all(len(c.enqueued) > b for c, b in zip(contexts, before))
-    # the past starts at the cache's base and each step's new slots follow it in the same storage
+    # the past starts at the cache's 256-byte aligned base and each step's new slots follow it
     assert cache_ptrs
-    for past, new, storage in cache_ptrs:
-        assert past == storage and new > past
+    for past, new, offset, storage in cache_ptrs:
+        assert past % 256 == 0 and new == past + offset and storage <= past < storage + 256
     # the kept-token count went in as a shape tensor's value, within the built range
     lo, hi = (int(np.ravel(fused.values["keep_count"][end])[0]) for end in ("min", "max"))
     assert lo <= result.stats["draft_visual_tokens"] <= hi
@@ -236,7 +246,7 @@ def test_cli_without_tensorrt_says_what_is_missing(work_dirs, clip, capsys, monk
     argv = ["run", str(work_dirs["gqa"]), "--video", str(clip), "--prompt", "hi", "--backend", "tensorrt"]
     assert main(argv) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "TensorRT is not installed" in err[0] and "pip install tensorrt" in err[0]
+    assert len(err) == 1 and "TensorRT is not installed" in err[0] and "pip install 'hippo-trt[tensorrt]'" in err[0]
 
 
 def test_check_compares_the_tensorrt_engines_with_torch_inside_their_profiles(trt_work, fake_trt, capsys):
