@@ -19,6 +19,7 @@ from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import InputError, ModelError
 from hippo_trt.export.onnx_export import OPSET, export_graph
 from hippo_trt.export.prune_graph import save_prune_graph
+from hippo_trt.export.trt_compat import check_work_dir
 from hippo_trt.export.validate import compare_outputs, reference_outputs
 from hippo_trt.graphs.families import family, graph_feeds
 from hippo_trt.graphs.numerics import TOLERANCES
@@ -294,4 +295,15 @@ def export_work_dir(
             pruning=_export_pruning(stage) if draft else {},
         )
         manifest.save(stage)
+        warn_tensorrt_problems(stage, manifest, out)
     return manifest
+
+
+def warn_tensorrt_problems(stage: Path, manifest: Manifest, out: Path) -> list[str]:
+    """Run the TensorRT rules (``trt_compat``) over every exported graph; print each problem as a
+    one-line warning (the export stays usable with ONNX Runtime; ``build --backend tensorrt``
+    refuses it). Returns the problems."""
+    problems = [p for r in check_work_dir(stage, manifest) for p in r.problems]
+    for p in problems:
+        print(f"hippo-trt: warning: TensorRT rule: {p} (hippo-trt check {out})", file=sys.stderr)
+    return problems

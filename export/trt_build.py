@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from hippo_trt import tensorrt_env
 from hippo_trt.atomic import staged_dir
+from hippo_trt.errors import EngineError
+from hippo_trt.export.trt_compat import check_work_dir
 from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.export.trt_plan import BuildPlan, EnginePlan, plan_build
 from hippo_trt.fingerprint import export_id, verify_export
@@ -96,6 +98,22 @@ def engines_record(plan: BuildPlan, work: Path, files: dict[tuple[str, str], Pat
     }
 
 
+def weak_precision(plan: BuildPlan) -> str | None:
+    """The builder flag's precision when the model engines are built weakly typed (bf16), else None."""
+    return next((e.typing.builder_flag for e in plan.engines if e.typing.builder_flag), None)
+
+
+def refuse_incompatible(work: Path, manifest: Manifest, plan: BuildPlan) -> None:
+    """An EngineError naming the first problem when any graph breaks a TensorRT rule (trt_compat)
+    for the way the plan builds it: such an engine would fail to build or compute wrongly."""
+    reports = check_work_dir(work, manifest, weak_precision=weak_precision(plan))
+    problems = [p for r in reports for p in r.problems]
+    if problems:
+        raise EngineError(
+            f"{len(problems)} TensorRT rule problem(s) in the exported graphs, first: {problems[0]} (all of them: hippo-trt check {work})"
+        )
+
+
 def build_tensorrt(work: Path, limits: BuildLimits, progress: bool = True) -> Manifest:
     """Build every planned engine; record TensorRT version, GPU, precision, profiles, sha256."""
 
@@ -104,6 +122,7 @@ def build_tensorrt(work: Path, limits: BuildLimits, progress: bool = True) -> Ma
     manifest = Manifest.load(work)
     verify_export(work, manifest)
     plan = plan_build(manifest, limits)
+    refuse_incompatible(work, manifest, plan)
     identity = tensorrt_env.gpu_identity()
     final, timing_cache = work / TRT_DIR, work / TIMING_CACHE
     files: dict[tuple[str, str], Path] = {}

@@ -1,7 +1,8 @@
 """LLaVA-OneVision as two exportable torch modules: vision and the decoder.
 
-The vision graph is the HF tower as it is (SigLIP, projector, 2x pooling, newline token); the
-decoder is the Qwen2 stack of ``qwen2_decoder`` with 1-D positions.
+The vision graph is the HF tower as it is (SigLIP, projector, 2x pooling, newline token), except
+that its attention casts the scores to float32 before the softmax (``FP32_SOFTMAX``); the decoder
+is the Qwen2 stack of ``qwen2_decoder`` with 1-D positions.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import torch
 from torch import nn
+from transformers import AttentionInterface
 
 from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import ModelError
@@ -73,12 +76,30 @@ def vision_sample(vision: Mapping[str, int], sizes: Mapping[str, int], seed: int
     return None
 
 
+FP32_SOFTMAX = "hippo_eager_fp32_softmax"
+
+
+def eager_fp32_softmax(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """SigLIP's eager attention with the scores cast to float32 before the softmax. HF's own calls
+    softmax(dtype=float32), which the exporter writes as a Softmax in the input's type (fp16 in an
+    fp16 export) and a cast after it: TensorRT would then run it in fp16. q, k, v [B, H, S, D]."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # [B, H, S, S]
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs  # [B, S, H, D]
+
+
+AttentionInterface.register(FP32_SOFTMAX, eager_fp32_softmax)
+
+
 class VisionGraph(nn.Module):
     """pixel_values_videos [B, F, C, H, W] -> visual_tokens [B, F*T+1, d] (pooled, + newline)."""
 
     def __init__(self, model):
         super().__init__()
         self.inner = model.model
+        self.inner.vision_tower.config._attn_implementation = FP32_SOFTMAX  # norms' and softmax's math in fp32
 
     def forward(self, pixel_values_videos):
         return self.inner.get_video_features(pixel_values_videos, return_dict=True).pooler_output
