@@ -20,8 +20,9 @@ OPSET = 18
 
 
 def _dynamic_shapes(spec: GraphSpec, dims: DimsTable) -> tuple:
-    # torch.export needs min >= 2 to keep a dim symbolic; the runtime still checks the real min.
-    symbols = {s: torch.export.Dim(s, min=max(2, dims[s].min), max=dims[s].max) for s in spec.symbols() if not dims[s].static}
+    # torch.export needs 2 <= min < max to keep a dim symbolic (a max of 2, e.g. Qwen's two temporal
+    # slices at 4 frames, is widened to 3); the graph stays symbolic, the runtime checks the real range.
+    symbols = {s: torch.export.Dim(s, min=max(2, dims[s].min), max=max(3, dims[s].max)) for s in spec.symbols() if not dims[s].static}
 
     def shapes_of(t):
         return {i: symbols[s] for i, s in t.symbols().items() if s in symbols} or None

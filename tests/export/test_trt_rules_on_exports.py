@@ -18,7 +18,7 @@ from hippo_trt.export.trt_plan import plan_build
 from hippo_trt.manifest import FileRecord, Manifest
 from tests.conftest import DRAFT_OF
 
-OTHER_LIMITS = ExportLimits(max_frames=8, max_seq=260, max_spec_len=9)
+OTHER_LIMITS = ExportLimits(max_frames=4, max_seq=160, max_spec_len=5)  # Qwen: 2 temporal slices at most (a Dim max of 2)
 
 
 @pytest.fixture(scope="module")
