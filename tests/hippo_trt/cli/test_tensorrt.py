@@ -58,11 +58,26 @@ def test_build_without_tensorrt_is_one_line_and_writes_nothing(capfd, scratch_wo
         (["--max-frames", "99"], "frames = 99"),
         (["--gamma", "40"], "spec_len"),
         (["--precision", "int4"], "invalid choice"),
+        (["--precision", "fp16", "--max-new-tokens", "32"], "needs an fp16 export (hippo-trt export --dtype fp16)"),
     ],
 )
 def test_impossible_limits_are_one_line_errors(capfd, work_dirs, extra, needle):
     rc, out, err = cli(capfd, "build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", *extra)
     assert rc == 2 and out == "" and len(err.splitlines()) == 1 and needle in err
+
+
+def test_the_dry_run_builds_an_fp32_export_strongly_typed_in_fp32_and_bf16_by_flag(capfd, work_dirs):
+    args = ("build", work_dirs["gqa"], "--backend", "tensorrt", "--dry-run", "--json", "--max-new-tokens", "32")
+    rc, out, err = cli(capfd, *args)
+    assert rc == 0, err
+    typings = {json.dumps(e["typing"], sort_keys=True) for e in json.loads(out)["engines"]}
+    assert typings == {json.dumps({"compute": "fp32", "graph": "fp32", "strongly_typed": True, "tf32": False}, sort_keys=True)}
+    rc, out, err = cli(capfd, *args, "--precision", "bf16")
+    engines = json.loads(out)["engines"]
+    assert rc == 0 and {(e["role"] == "pruning", e["typing"]["strongly_typed"], e["precision"]) for e in engines} == {
+        (False, False, "bf16"),
+        (True, True, "fp32"),
+    }
 
 
 def test_dry_run_is_only_for_tensorrt(capfd, work_dirs):
