@@ -1,0 +1,65 @@
+"""The tiny random model configs the test suite and the GPU check script share: LLaVA-OneVision
+targets with a draft, Qwen2.5-VL targets each with its own draft."""
+
+from __future__ import annotations
+
+from hippo_trt.testing.tiny import TinyQwenSpec, TinySpec
+
+# Different layer counts, head layouts (GQA, MHA, MQA), hidden sizes and image grids
+# (the 5x5 patch grid checks ceil pooling to 3x3).
+TINY_SPECS = {
+    "gqa": TinySpec(layers=2, hidden=64, heads=4, kv_heads=2, image_size=32, patch_size=8, seed=11),
+    "mha_odd_grid": TinySpec(
+        layers=3,
+        hidden=48,
+        heads=3,
+        kv_heads=3,
+        intermediate=96,
+        vision_layers=2,
+        image_size=40,
+        patch_size=8,
+        frames=3,
+        seed=12,
+    ),
+    "mqa": TinySpec(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, image_size=24, patch_size=6, seed=13),
+}
+DRAFT_OF = {"gqa": "mqa"}  # same tokenizer and 4 visual tokens per frame
+
+
+# Qwen2.5-VL: M-RoPE sections, windows (in merged tokens: 2x2, 3x3), full-attention blocks,
+# tokens per second and pixel budgets that differ from the published defaults and each other.
+# Each target has its own draft (same grid, another window size and depth).
+QWEN_SPECS = {
+    "qwen_gqa": TinyQwenSpec(seed=21),
+    "qwen_mqa": TinyQwenSpec(
+        layers=3,
+        hidden=48,
+        heads=3,
+        kv_heads=1,
+        intermediate=96,
+        mrope_section=(2, 2, 4),
+        vision_depth=3,
+        vision_heads=4,
+        fullatt_blocks=(0, 2),
+        window_size=24,
+        tokens_per_second=7,
+        max_pixels=40 * 40,
+        seed=22,
+    ),
+}
+QWEN_DRAFTS = {
+    "qwen_gqa": TinyQwenSpec(
+        layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vision_depth=1, fullatt_blocks=(), window_size=24, seed=23
+    ),
+    "qwen_mqa": TinyQwenSpec(
+        layers=1,
+        hidden=32,
+        heads=2,
+        kv_heads=2,
+        intermediate=64,
+        vision_depth=2,
+        window_size=16,
+        max_pixels=40 * 40,
+        seed=24,
+    ),
+}
