@@ -4,6 +4,7 @@ the same way on every surface."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ class Option:
         if self.choices and value not in self.choices:
             what = "{name}" + (f" {self.noun}" if self.noun else "")
             raise OptionError(self.name, f"unknown {what} '{value}' (available: {', '.join(self.choices)})")
+        if self.type is float and isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(self.name, f"{{name}} must be a finite number, got {value!r}")
         if self.low is None or self.type not in (int, float):
             return
         below = value <= self.low if self.open_low else value < self.low

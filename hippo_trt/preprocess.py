@@ -70,10 +70,31 @@ def chat_text(processor, prompt: str) -> str:
     return f"{processor.video_token}\n{prompt}"
 
 
-def prepare_request(processor, frames: np.ndarray, prompt: str) -> Request:
-    """Tokenize ``prompt`` around a video placeholder and turn ``frames`` into pixels."""
+def special_texts(processor) -> tuple[str, ...]:
+    """The text of every special token of the processor's tokenizer (chat-template markers,
+    video and image placeholders), longest first."""
+    tokenizer = processor.tokenizer
+    texts = set(tokenizer.all_special_tokens)
+    texts.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special)
+    texts.update(t for t in (getattr(processor, name, None) for name in ("video_token", "image_token")) if isinstance(t, str))
+    return tuple(sorted((t for t in texts if t), key=len, reverse=True))
+
+
+def check_prompt(processor, prompt: str) -> None:
+    """An InputError for an empty prompt or one holding a special token's text: a chat-template
+    marker would forge turns, a video placeholder would ask for visual tokens no video fills."""
     if not prompt.strip():
         raise InputError("the prompt is empty")
+    found = next((t for t in special_texts(processor) if t in prompt), None)
+    if found is not None:
+        raise InputError(
+            f"the prompt holds the model's special token {found!r}: remove it (the template and the video placeholder are added for you)"
+        )
+
+
+def prepare_request(processor, frames: np.ndarray, prompt: str) -> Request:
+    """Tokenize ``prompt`` around a video placeholder and turn ``frames`` into pixels."""
+    check_prompt(processor, prompt)
     out = processor(text=chat_text(processor, prompt), videos=[frames], return_tensors="np")
     return Request(
         input_ids=np.ascontiguousarray(out["input_ids"], dtype=np.int64),

@@ -29,7 +29,7 @@ def _serve_options(args):
     return ServeOptions(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         instances=args.instances, backend=args.backend, threads=args.threads, drain_timeout_s=args.drain_timeout,
-        limits=ServeLimits(request_timeout_s=args.request_timeout, max_video_bytes=args.max_video_bytes),
+        limits=ServeLimits(request_timeout_s=args.request_timeout, max_video_bytes=args.max_video_bytes, max_waiting=args.max_waiting),
     )  # fmt: skip
 
 
@@ -134,8 +134,18 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backend", choices=RUN_BACKENDS, default="onnxruntime", help="as hippo-trt run's (each instance loads its own engines)"
     )
-    g.add_argument("--drain-timeout", type=int, default=30, help="seconds in-flight requests get to finish on shutdown")
-    g.add_argument("--request-timeout", type=float, default=600.0, help="seconds after which a request is ended with an error")
+    g.add_argument(
+        "--drain-timeout", type=int, default=30, help="seconds in-flight requests get to finish on shutdown (at most 30: PyTriton's kill)"
+    )
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=600.0,
+        help="seconds from arrival (queue wait included) after which a request ends with an error",
+    )
+    g.add_argument(
+        "--max-waiting", type=int, default=8, help="requests that may wait for a busy instance; more are refused at once as busy"
+    )
     g.add_argument("--max-video-bytes", type=int, default=512 << 20, help="largest accepted upload")
 
 

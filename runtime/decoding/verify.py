@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hippo_trt.errors import OptionError
 from hippo_trt.options import Option, check_all
 
 SAMPLING_OPTIONS = (
     Option("temperature", float, "0: greedy", low=0.0, high=100.0),
     Option("top_k", int, "0: off", low=0),
     Option("top_p", float, "sample from the smallest set of tokens holding this probability", low=0.0, high=1.0, open_low=True),
-    Option("seed", int, "sampling seed: the same seed gives the same output", low=0),
+    Option("seed", int, "sampling seed: the same seed gives the same output", low=0, high=2**63 - 1),
 )
+MIN_TEMPERATURE = 1e-3  # below it (but above 0) logits / temperature overflow float64 to inf and NaN
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Sampling:
 
     def __post_init__(self) -> None:
         check_all(self, SAMPLING_OPTIONS)
+        if 0.0 < self.temperature < MIN_TEMPERATURE:
+            raise OptionError("temperature", f"{{name}} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {self.temperature!r}")
 
     @property
     def greedy(self) -> bool:

@@ -20,7 +20,7 @@ from hippo_trt.errors import InputError, ServingError
 from hippo_trt.runtime.serving.protocol import STREAM_MODEL, UNARY_MODEL, RequestOptions
 
 PROTOCOLS = ("grpc", "http")
-_REASON = re.compile(r"^(?:[\w.]+(?:Error|Timeout|Cancelled|Exception)): (.+)$")
+_REASON = re.compile(r"^(?:[\w.]+(?:Error|Timeout|Cancelled|Exception)|hippo-trt): (.+)$")
 
 
 @dataclass(frozen=True)

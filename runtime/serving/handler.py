@@ -20,6 +20,7 @@ import numpy as np
 from hippo_trt.errors import HippoError, InputError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
+from hippo_trt.preprocess import check_prompt
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline, RunResult
 from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
@@ -37,6 +38,10 @@ class Cancelled(HippoError):
     """A streaming request's consumer went away (its client disconnected)."""
 
 
+class ServerBusy(HippoError):
+    """Too many requests already wait for an instance: refused at once, to be retried later."""
+
+
 @dataclass(frozen=True)
 class ServeLimits:
     """``request_timeout_s``: a request still decoding after this long is ended with an error
@@ -45,8 +50,11 @@ class ServeLimits:
 
     request_timeout_s: float = 600.0
     max_video_bytes: int = MAX_VIDEO_BYTES
+    max_waiting: int = 8  # requests that may wait for a busy instance; more are refused as busy
 
     def __post_init__(self) -> None:
+        if self.max_waiting < 0:
+            raise InputError(f"--max-waiting must be >= 0, got {self.max_waiting}")
         if not self.request_timeout_s > 0:
             raise InputError(f"--request-timeout must be > 0 seconds, got {self.request_timeout_s}")
         if self.max_video_bytes < 1:
@@ -68,6 +76,15 @@ def served_with_draft(manifest: Manifest, defaults: GenerationConfig) -> bool:
     return "draft" in manifest.models
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A request that passed every check that needs no instance (``RequestHandler.admit``)."""
+
+    served: ServedRequest
+    config: GenerationConfig
+    arrived: float  # time.monotonic() at admission: the request timeout counts from here
+
+
 class RequestHandler:
     """One model instance: a pipeline, the server's default generation config and limits."""
 
@@ -76,22 +93,32 @@ class RequestHandler:
         self.served = 0  # requests finished, for stats and tests
         self.running = 0  # requests holding this instance's caches right now (0 or 1)
 
-    def _frames(self, served: ServedRequest) -> np.ndarray:
+    def admit(self, tensors: dict[str, np.ndarray]) -> Admitted:
+        """The request decoded and checked before it waits for an instance: inputs, options
+        against the server's defaults, the frame count against the export, the prompt against
+        the tokenizer's special tokens. Nothing here needs this instance's caches."""
+        served = ServedRequest.from_tensors(tensors, self.limits.max_video_bytes)
+        config = served.options.apply(self.defaults)
         count = served.options.frames
         check_frame_count(count)
+        if count is not None:
+            self.pipeline.dims.check("frames", count, what="requested video")
+        check_prompt(self.pipeline.processor, served.prompt)
+        return Admitted(served, config, time.monotonic())
+
+    def _frames(self, served: ServedRequest) -> np.ndarray:
+        count = served.options.frames
         if served.video is not None:
             return decode_video_bytes(served.video, count or self.pipeline.target.record.default_frames)
         return subsample_frames(served.frames, count)
 
-    def _prepare(self, tensors: dict[str, np.ndarray]):
+    def _prepare(self, admitted: Admitted):
         """(engine request, generation config, timer); Pipeline.generate then refuses what
         does not fit the engines before any runs."""
         timer = PhaseTimer()
-        served = ServedRequest.from_tensors(tensors, self.limits.max_video_bytes)
-        config = served.options.apply(self.defaults)
         with timer.phase("video_decode"):
-            frames = self._frames(served)
-        return self.pipeline.prepare_frames(frames, served.prompt, timer), config, timer
+            frames = self._frames(admitted.served)
+        return self.pipeline.prepare_frames(frames, admitted.served.prompt, timer), admitted.config, timer
 
     def _deadline_check(self, started: float):
         def check(_tokens) -> None:
@@ -117,22 +144,23 @@ class RequestHandler:
             self.running -= 1
             self.served += 1
 
-    def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One request, one response."""
-        started = time.monotonic()
+    def run(self, tensors: dict[str, np.ndarray] | Admitted) -> dict[str, np.ndarray]:
+        """One request (its tensors, or already admitted), one response. Its deadline runs from
+        its admission, queue wait included."""
+        admitted = tensors if isinstance(tensors, Admitted) else self.admit(tensors)
         with self._busy():
-            request, config, timer = self._prepare(tensors)
-            result = self.pipeline.generate(request, config, timer, on_commit=self._deadline_check(started))
-        return response(result.text, result.tokens, self._stats(result, started))
+            request, config, timer = self._prepare(admitted)
+            result = self.pipeline.generate(request, config, timer, on_commit=self._deadline_check(admitted.arrived))
+        return response(result.text, result.tokens, self._stats(result, admitted.arrived))
 
-    def stream(self, tensors: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    def stream(self, tensors: dict[str, np.ndarray] | Admitted) -> Iterator[dict[str, np.ndarray]]:
         """One request, a response per commit (its new tokens and the text they settle), then
         a last one with the rest of the text and the stats. Closing the iterator early (the
         client is gone) stops decoding at the next commit and frees the caches."""
-        started = time.monotonic()
+        admitted = tensors if isinstance(tensors, Admitted) else self.admit(tensors)
         with self._busy():
-            request, config, timer = self._prepare(tensors)
-            yield from self._pieces(request, config, timer, started)
+            request, config, timer = self._prepare(admitted)
+            yield from self._pieces(request, config, timer, admitted.arrived)
 
     def _pieces(self, request, config, timer, started: float) -> Iterator[dict[str, np.ndarray]]:
         pieces: queue.Queue = queue.Queue()
@@ -171,26 +199,52 @@ class RequestHandler:
 
 class HandlerPool:
     """The instances, lent one request at a time: a request waits for a free instance and
-    never shares one (its KV caches are its own)."""
+    never shares one (its KV caches are its own). At most ``limits.max_waiting`` requests wait;
+    one more is refused at once (``ServerBusy``), and a wait ends at the request's deadline, so
+    waiting never holds a thread longer than the request timeout."""
 
     def __init__(self, handlers: list[RequestHandler]):
         self.handlers = handlers
+        self.limits = handlers[0].limits
         self._free: queue.Queue[RequestHandler] = queue.Queue()
+        self._lock = threading.Lock()
+        self.waiting = 0
         for handler in handlers:
             self._free.put(handler)
 
     @contextlib.contextmanager
-    def lend(self) -> Iterator[RequestHandler]:
-        handler = self._free.get()
+    def lend(self, admitted: Admitted | None = None) -> Iterator[RequestHandler]:
+        handler = self._take(admitted)
         try:
             yield handler
         finally:
             self._free.put(handler)
 
+    def _take(self, admitted: Admitted | None) -> RequestHandler:
+        with contextlib.suppress(queue.Empty):
+            return self._free.get_nowait()
+        with self._lock:
+            if self.waiting >= self.limits.max_waiting:
+                raise ServerBusy(f"busy: {self.waiting} requests already wait for the {len(self.handlers)} instance(s); retry later")
+            self.waiting += 1
+        arrived = admitted.arrived if admitted is not None else time.monotonic()
+        left = arrived + self.limits.request_timeout_s - time.monotonic()
+        try:
+            return self._free.get(timeout=max(left, 0.0))
+        except queue.Empty:
+            raise RequestTimeout(
+                f"the request waited past the server's request timeout of {self.limits.request_timeout_s:g} s for an instance"
+            ) from None
+        finally:
+            with self._lock:
+                self.waiting -= 1
+
     def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self.lend() as handler:
-            return handler.run(tensors)
+        admitted = self.handlers[0].admit(tensors)  # refused before it waits for an instance
+        with self.lend(admitted) as handler:
+            return handler.run(admitted)
 
     def stream(self, tensors: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        with self.lend() as handler:
-            yield from handler.stream(tensors)
+        admitted = self.handlers[0].admit(tensors)
+        with self.lend(admitted) as handler:
+            yield from handler.stream(admitted)

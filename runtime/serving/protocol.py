@@ -24,6 +24,8 @@ from hippo_trt.runtime.generation import OPTIONS, GenerationConfig, with_options
 UNARY_MODEL = "hippo"
 STREAM_MODEL = "hippo_stream"
 MAX_PROMPT_CHARS = 100_000
+MAX_OPTIONS_BYTES = 64 << 10
+MAX_FRAME_PIXELS = 3840 * 2160  # one uploaded frame, H x W (4K UHD)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,17 @@ class _RequestOptions:
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> RequestOptions:
+        if text is not None and len(text) > MAX_OPTIONS_BYTES:
+            raise InputError(f"'options' is {len(text)} bytes, more than the {MAX_OPTIONS_BYTES} accepted")
         try:
             text = text.decode("utf-8") if isinstance(text, bytes) else text
             if text is None or not text.strip():
                 return cls()
             raw = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"'options' is not valid JSON ({e})") from None
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and ints past Python's digit limit
+            raise InputError(f"'options' is not valid JSON ({str(e)[:120]})") from None
+        except RecursionError:
+            raise InputError("'options' is nested too deeply; send a flat JSON object") from None
         if not isinstance(raw, dict):
             raise InputError("'options' must be a JSON object, e.g. {\"max_new_tokens\": 32}")
         known = {o.name: o for o in REQUEST_OPTIONS}
@@ -137,10 +143,20 @@ class ServedRequest:
         if video is not None and len(video) > max_video_bytes:
             raise InputError(f"the video is {len(video)} bytes, more than the server's limit of {max_video_bytes}")
         if frames is not None:
-            frames = np.asarray(frames)
-            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
-                raise InputError(f"'frames' must be uint8 [T, H, W, 3] with T, H, W > 0, got {frames.dtype} {list(frames.shape)}")
+            frames = _checked_frames(np.asarray(frames), max_video_bytes)
         return cls(prompt, video, frames, RequestOptions.from_json(_one_bytes(tensors, "options")))
+
+
+def _checked_frames(frames: np.ndarray, max_bytes: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] within the byte limit (the video's) and the per-frame pixel limit."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise InputError(f"'frames' must be uint8 [T, H, W, 3] with T, H, W > 0, got {frames.dtype} {list(frames.shape)}")
+    if frames.nbytes > max_bytes:
+        raise InputError(f"'frames' is {frames.nbytes} bytes, more than the server's limit of {max_bytes}")
+    t, h, w, _ = frames.shape
+    if h * w > MAX_FRAME_PIXELS:
+        raise InputError(f"'frames' are {w}x{h}, more than the {MAX_FRAME_PIXELS} pixels a frame may hold (3840x2160)")
+    return frames
 
 
 def _one_bytes(tensors: dict[str, np.ndarray], name: str) -> bytes | None:

@@ -34,6 +34,7 @@ from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UN
 
 LOG = logging.getLogger("hippo_trt.serve")
 SERVE_EXTRA = "hippo-trt serve needs PyTriton: pip install 'hippo-trt[serve]'"
+PYTRITON_KILL_S = 30  # PyTriton kills tritonserver this long after SIGINT (pytriton/server/triton_server.py)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,11 @@ class ServeOptions:
                 raise InputError(f"--{name.replace('_', '-')} must be a port number (1-65535), got {port}")
         if len({self.http_port, self.grpc_port, self.metrics_port}) != 3:
             raise InputError("--http-port, --grpc-port and --metrics-port must differ")
-        if self.threads < 0 or self.drain_timeout_s < 0:
-            raise InputError("--threads and --drain-timeout must be >= 0")
+        if self.threads < 0 or not 0 <= self.drain_timeout_s <= PYTRITON_KILL_S:
+            raise InputError(
+                f"--threads must be >= 0 and --drain-timeout between 0 and {PYTRITON_KILL_S} s "
+                f"(PyTriton stops tritonserver {PYTRITON_KILL_S} s after the signal, cutting any longer drain)"
+            )
 
     def ort_options(self) -> OrtOptions:
         return instance_ort_options(self.threads, self.instances)
@@ -87,7 +91,10 @@ def free_ports(count: int = 3, host: str = "127.0.0.1") -> list[int]:
 
 
 def _check_port_free(host: str, port: int, flag: str) -> None:
+    """Whether a server could listen there now: SO_REUSEADDR, as servers set it, so a port left
+    in TIME_WAIT by the last run's clients counts as free."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
@@ -122,18 +129,37 @@ async def _off_loop(pieces: Iterator):
             await loop.run_in_executor(thread, pieces.close)
 
 
+class WireError(Exception):
+    """An error as every client reads it, in one line: ``hippo-trt: <reason>``. PyTriton sends
+    ``traceback.format_exception(None, e, e.__traceback__)`` of what the callable raises, which
+    for any other exception is its traceback (file paths, source lines); this one has no
+    traceback to show and its type prints as ``hippo-trt``."""
+
+    __module__ = "builtins"
+    __qualname__ = "hippo-trt"
+
+    @property
+    def __traceback__(self):
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, _tb) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _logged_refusals():
-    """A refused request is one warning line in the server's log (PyTriton would log its
-    traceback); the client gets the reason. Anything else is a bug, logged whole."""
+    """A refused request is one warning line in the server's log; the client gets the reason in
+    one line (``WireError``). Anything else is a bug: logged whole here, and the client is told
+    only that it happened, without the internals."""
     try:
         yield
     except HippoError as e:
         LOG.warning("request refused: %s", e)
-        raise
+        raise WireError(" ".join(str(e).split())) from None
     except Exception:
         LOG.exception("request failed")
-        raise
+        raise WireError("internal error while serving the request (the server's log has the details)") from None
 
 
 def _quiet_pytriton() -> None:

@@ -24,7 +24,7 @@ DEFAULTS = GenerationConfig(max_new_tokens=16, mode="parallel", prune="hippo", k
     mode=st.none() | st.sampled_from(["ar", "sd", "parallel"]),
     gamma=st.none() | st.integers(1, 32),
     keep=st.none() | st.floats(0.01, 1.0),
-    temperature=st.none() | st.floats(0, 2),
+    temperature=st.none() | st.just(0.0) | st.floats(1e-3, 2),
     seed=st.none() | st.integers(0, 2**31),
 )
 def test_options_override_exactly_the_defaults_they_name(max_new_tokens, mode, gamma, keep, temperature, seed):
@@ -53,11 +53,34 @@ def test_options_override_exactly_the_defaults_they_name(max_new_tokens, mode, g
         ('{"top_p": 0}', "top_p"),
         ('{"mode": "beam"}', "unknown mode 'beam'"),
         ('{"prune": "fancy"}', "unknown prune method"),
+        ('{"seed": ' + "9" * 5000 + "}", "not valid JSON"),  # past Python's integer digit limit
+        ("[" * 30_000 + "]" * 30_000, "nested too deeply"),  # under the size cap, past the recursion limit
+        ('{"prompt_pad": "' + "x" * (10 << 20) + '"}', "bytes, more than the 65536 accepted"),
+        ('{"temperature": 1e-310}', "temperature must be 0 \\(greedy\\) or at least 0.001"),
+        ('{"temperature": NaN}', "temperature must be a finite number"),
+        ('{"top_p": Infinity}', "top_p must be a finite number"),
+        ('{"seed": -1}', "seed"),
+        ('{"seed": 1.0}', "'seed' must be an int"),
+        ('{"seed": 18446744073709551616}', "seed must be between 0 and"),
     ],
 )
 def test_bad_options_are_refused_with_the_reason(text, message):
     with pytest.raises(InputError, match=message):
         RequestOptions.from_json(text).apply(DEFAULTS)
+
+
+def test_an_options_error_is_one_short_line():
+    with pytest.raises(InputError) as e:
+        RequestOptions.from_json('{"seed": ' + "9" * 5000 + "}")
+    assert "\n" not in str(e.value) and len(str(e.value)) < 200
+
+
+def test_frames_over_the_byte_or_pixel_limit_are_refused_before_anything_runs():
+    big = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (1, 2200, 4000, 3))  # 26 MB, no memory used
+    with pytest.raises(InputError, match="4000x2200, more than the 8294400 pixels"):
+        ServedRequest.from_tensors({"prompt": np.array([b"hi"]), "frames": big}, max_video_bytes=1 << 30)
+    with pytest.raises(InputError, match="'frames' is 26400000 bytes, more than the server's limit of 1000000"):
+        ServedRequest.from_tensors({"prompt": np.array([b"hi"]), "frames": big}, max_video_bytes=1_000_000)
 
 
 def test_empty_options_keep_every_default():
@@ -95,7 +118,7 @@ def test_frames_must_be_uint8_rgb(frames):
 
 def test_a_request_decodes_to_its_parts():
     frames = np.ones((2, 4, 6, 3), np.uint8)
-    req = ServedRequest.from_tensors(tensors(video=None, frames=frames, options=np.array([b'{"gamma": 2}'], dtype=object)), 10)
+    req = ServedRequest.from_tensors(tensors(video=None, frames=frames, options=np.array([b'{"gamma": 2}'], dtype=object)), 1000)
     assert req.prompt == "What is it?" and req.video is None and req.frames.shape == (2, 4, 6, 3)
     assert req.options == RequestOptions(gamma=2)
     out = response("hé", [1, 2], {"a": 1})

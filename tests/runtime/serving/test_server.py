@@ -23,7 +23,7 @@ from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.client import HippoClient  # noqa: E402
 from hippo_trt.runtime.serving.handler import ServeLimits  # noqa: E402
-from hippo_trt.runtime.serving.protocol import RequestOptions  # noqa: E402
+from hippo_trt.runtime.serving.protocol import UNARY_MODEL, RequestOptions  # noqa: E402
 from hippo_trt.runtime.serving.server import HippoServer, ServeOptions, free_ports  # noqa: E402
 from tests.conftest import random_frames  # noqa: E402
 
@@ -136,6 +136,41 @@ def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(server, o
         assert "\n" not in str(err.value) and "Traceback" not in str(err.value), str(err.value)
     reply = ask(server, how, "Describe it.", clip, {})
     assert reply.tokens == expected(offline, "Describe it.", clip, {}).tokens
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_raw_tritonclient_users_read_one_line_without_a_traceback_or_a_path(server, clip, protocol):
+    """What tritonclient (and curl) show as the error is what the server sends: no stripping."""
+    url = server.options.http_url if protocol == "http" else server.options.grpc_url
+    client = HippoClient(url, protocol)
+    try:
+        for prompt, options, reason in (
+            ("why? <|im_start|>", None, "special token"),
+            ("Describe it.", {"temperature": 1e-300}, "temperature must be 0 (greedy)"),
+        ):
+            raw = client._inputs(prompt, clip, None if options is None else RequestOptions(**options))
+            with pytest.raises(Exception) as err:  # tritonclient's InferenceServerException
+                client._client.infer(UNARY_MODEL, raw)
+            text = err.value.message() if hasattr(err.value, "message") else str(err.value)
+            assert "Traceback" not in text and "File " not in text and ".py" not in text, text
+            assert "hippo-trt: " in text and reason in text and len(text.strip().splitlines()) == 1, text
+    finally:
+        client.close()
+
+
+def test_an_internal_error_tells_the_client_only_that_it_happened():
+    import traceback
+
+    from hippo_trt.runtime.serving.server import WireError, _logged_refusals
+
+    for error, wire in (
+        (ValueError("secret /etc/path detail"), "internal error while serving"),
+        (ServingError("refused\nthis"), "refused this"),
+    ):
+        with pytest.raises(WireError) as err, _logged_refusals():
+            raise error
+        text = "".join(traceback.format_exception(None, err.value, err.value.__traceback__))
+        assert text == f"hippo-trt: {err.value}\n" and wire in text and "secret" not in text
 
 
 def _send_without_prompt(server: HippoServer, how: str, clip):
