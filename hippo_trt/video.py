@@ -1,13 +1,28 @@
-"""Video input: PyAV decoding with uniform frame sampling, or a .npy of uint8 frames."""
+"""Video input: PyAV decoding with uniform frame sampling, or a .npy of uint8 frames.
+
+Decoding is bounded by :class:`~hippo_trt.video_limits.DecodeLimits` (frame size, frame count,
+pixels decoded, RGB returned, wall clock), checked from the header before any frame decodes,
+and only the sampled frames are converted to RGB.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from hippo_trt.errors import InputError, VideoError
+from hippo_trt.video_limits import (
+    DEFAULT_LIMITS,
+    Deadline,
+    DecodeLimits,
+    FrameGuard,
+    check_frame_size,
+    check_stream,
+)
 
 MAX_FRAMES = 1024
 
@@ -52,84 +67,124 @@ class _Source:
         self.path, self.data = path, data
         self.name = f"'{path}'" if path is not None else "the uploaded video"
 
-    def open(self):
+    @contextlib.contextmanager
+    def opened(self) -> Iterator:
+        """The open container; PyAV's errors (corrupt or cut streams) as one-line VideoErrors."""
         import av
 
-        return av.open(str(self.path)) if self.path is not None else av.open(io.BytesIO(self.data), mode="r")
+        try:
+            with av.open(str(self.path)) if self.path is not None else av.open(io.BytesIO(self.data), mode="r") as container:
+                yield container
+        except av.FFmpegError as e:
+            raise VideoError(f"cannot decode video {self.name}: {e}") from None
+
+    def video_stream(self, container):
+        if not container.streams.video:
+            raise VideoError(f"{self.name} has no video stream")
+        return container.streams.video[0]
 
 
-def _decode_pass(source: _Source, wanted: set[int] | None) -> tuple[list[np.ndarray], int]:
-    """Decode every frame; convert to RGB only the ``wanted`` ones (all when None)."""
-    import av
-
-    try:
-        with source.open() as container:
-            if not container.streams.video:
-                raise VideoError(f"{source.name} has no video stream")
-            kept, count = [], 0
-            for count, frame in enumerate(container.decode(video=0), start=1):
-                if wanted is None or count - 1 in wanted:
-                    kept.append(frame.to_ndarray(format="rgb24"))
-            return kept, count
-    except av.FFmpegError as e:
-        raise VideoError(f"cannot decode video {source.name}: {e}") from None
+def _count_packets(source: _Source, container, stream, stop: int, clock: Deadline) -> int:
+    """The video packets (one a frame) up to ``stop``, demuxed, not decoded."""
+    count = 0
+    for packet in container.demux(stream):
+        clock.check(source.name, 0)
+        count += packet.size > 0
+        if count >= stop:
+            break
+    return count
 
 
-def _header_frame_count(source: _Source) -> int:
-    import av
+def _probe(source: _Source, frames: int, limits: DecodeLimits, clock: Deadline) -> int:
+    """The stream's frame count (0: none found), refused with its size over ``limits`` before
+    any frame is decoded: the header's count, or without one (Matroska, WebM, MPEG-TS, raw
+    H.264) its packets counted up to the first over the limit."""
+    with source.opened() as container:
+        stream = source.video_stream(container)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        check_frame_size(source.name, width, height, limits)
+        total, exact = stream.frames, True
+        if total <= 0:
+            stop = limits.frame_limit(width * height) + 1
+            total = _count_packets(source, container, stream, stop, clock)
+            exact = total < stop
+        check_stream(source.name, total, width, height, min(frames, total or frames), limits, exact)
+        return total
 
-    try:
-        with source.open() as container:
-            return container.streams.video[0].frames if container.streams.video else 0
-    except av.FFmpegError as e:
-        raise VideoError(f"cannot decode video {source.name}: {e}") from None
+
+def _decode_pass(source: _Source, wanted: np.ndarray, limits: DecodeLimits, clock: Deadline) -> tuple[np.ndarray | None, int]:
+    """Decode every frame, within ``limits``; only the ``wanted`` ones (sorted indices) are
+    converted to RGB, into one [len(wanted), H, W, 3] array. (that array or None, frames decoded)"""
+    slots = {index: slot for slot, index in enumerate(wanted.tolist())}
+    guard, out = FrameGuard(source.name, limits, clock, len(slots)), None
+    with source.opened() as container:
+        for packet in container.demux(source.video_stream(container)):
+            guard.packet(packet.size)
+            for frame in packet.decode():
+                slot = slots.get(guard.count)
+                guard.frame(frame.width, frame.height)
+                if slot is not None:
+                    out = np.empty((len(slots), frame.height, frame.width, 3), np.uint8) if out is None else out
+                    out[slot] = frame.to_ndarray(format="rgb24")
+    return out, guard.count
 
 
-def _decode_sampled(source: _Source, frames: int) -> np.ndarray:
+def _decode_sampled(source: _Source, frames: int, limits: DecodeLimits, deadline: float | None) -> np.ndarray:
     """``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8.
 
-    One pass when the container's frame count is right; when it is missing or wrong (cut
+    One pass when the header's (or the packets') frame count is right; when it is wrong (cut
     or odd files), a second pass samples from the frames that really decode.
     """
-    claimed = _header_frame_count(source)
-    wanted = set(uniform_indices(claimed, frames).tolist()) if claimed > 0 else None
-    kept, count = _decode_pass(source, wanted)
+    clock = Deadline.start(limits, deadline)
+    total = _probe(source, frames, limits, clock)
+    wanted = uniform_indices(total, frames) if total > 0 else np.empty(0, np.int64)
+    out, count = _decode_pass(source, wanted, limits, clock)
     if count == 0:
         raise VideoError(f"video {source.name} has zero decodable frames")
-    if wanted is None:
-        return np.stack([kept[i] for i in uniform_indices(count, frames)])
-    if count != claimed:  # the header lied: sample from what really decodes
-        kept, _ = _decode_pass(source, set(uniform_indices(count, frames).tolist()))
-    return np.stack(kept)
+    if count != total:  # the count lied: sample from what really decodes
+        del out  # before the second pass holds its own
+        out, again = _decode_pass(source, uniform_indices(count, frames), limits, clock)
+        if again != count or out is None:
+            raise VideoError(f"video {source.name} decodes to {count} frames, then to {again}; re-encode it")
+    return out
 
 
-def decode_video(path: Path, frames: int) -> np.ndarray:
-    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 from a file with PyAV."""
+def decode_video(path: Path, frames: int, limits: DecodeLimits = DEFAULT_LIMITS, deadline: float | None = None) -> np.ndarray:
+    """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 from a file with PyAV,
+    within ``limits`` and by ``deadline`` (a ``time.monotonic()`` value; None: no deadline)."""
     check_frame_count(frames)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video file '{path}' does not exist")
-    return _decode_sampled(_Source(path=path), frames)
+    return _decode_sampled(_Source(path=path), frames, limits, deadline)
 
 
-def decode_video_bytes(data: bytes, frames: int) -> np.ndarray:
+def decode_video_bytes(data: bytes, frames: int, limits: DecodeLimits = DEFAULT_LIMITS, deadline: float | None = None) -> np.ndarray:
     """The same from an encoded video held in memory (a container such as .mp4 or .webm)."""
     check_frame_count(frames)
     if not data:
         raise VideoError("the uploaded video is empty")
-    return _decode_sampled(_Source(data=bytes(data)), frames)
+    return _decode_sampled(_Source(data=bytes(data)), frames, limits, deadline)
 
 
-def load_frames(path: Path, frames: int | None, default_frames: int, npy: bool | None = None) -> np.ndarray:
+def load_frames(
+    path: Path,
+    frames: int | None,
+    default_frames: int,
+    npy: bool | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    deadline: float | None = None,
+) -> np.ndarray:
     """Frames from a .npy (``npy`` True, or None and a .npy suffix) or a video file.
 
-    ``frames`` None: all frames of a .npy, ``default_frames`` sampled from a video.
+    ``frames`` None: all frames of a .npy, ``default_frames`` sampled from a video (within
+    ``limits`` and by ``deadline``, as :func:`decode_video`).
     """
     check_frame_count(frames)
     path = Path(path)
     if npy or (npy is None and path.suffix == ".npy"):
         return load_npy_frames(path, frames)
-    return decode_video(path, frames or default_frames)
+    return decode_video(path, frames or default_frames, limits, deadline)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 8, crf: int = 16) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import av
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from hippo_trt.errors import HippoError, InputError, VideoError
 from hippo_trt.video import (
     MAX_FRAMES,
+    DecodeLimits,
     check_frame_count,
     decode_video,
     decode_video_bytes,
@@ -103,7 +105,7 @@ def test_round_trip_random_frames_load_frames_default(clip):
 
 
 def test_container_without_frame_count_is_sampled_after_decoding(tmp_path):
-    """Matroska does not store a frame count: all frames are decoded, then sampled."""
+    """Matroska does not store a frame count: its packets are counted (not decoded), then sampled."""
     path = tmp_path / "colours.mkv"
     write_video(path, plain_frames(COLOURS))
     with av.open(str(path)) as c:
@@ -367,3 +369,246 @@ def test_bad_uploads_give_one_line_video_errors(colour_clip, data, message):
     with pytest.raises(VideoError, match=message) as err:
         decode_video_bytes(data, 4)
     assert "\n" not in str(err.value)
+
+
+# --- decode limits: what an untrusted video may cost ----------------------------------------
+
+needs_x264 = pytest.mark.skipif("libx264" not in av.codecs_available, reason="this PyAV has no libx264 encoder")
+
+
+def encode_static(path: Path, count: int, width: int, height: int, rate: int = 30) -> Path:
+    """``count`` black frames, x264 ultrafast: a file of a few KB that decodes to count x H x W x 3
+    bytes of RGB. The container (and whether it stores a frame count) follows the suffix."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        yuv = np.full((height * 3 // 2, width), 128, np.uint8)
+        yuv[:height] = 16  # black in limited range, neutral chroma
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        for i in range(count):
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def header_frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].frames
+
+
+def peak_rss_rise(fn):
+    """(fn(), how far this process's peak RSS rose above its RSS while fn ran, in bytes).
+
+    Not tracemalloc: PyAV's frames (and the arrays ``to_ndarray`` returns, views of them) live in
+    FFmpeg's allocations, which tracemalloc does not see. Writing 5 to /proc/self/clear_refs
+    resets VmHWM (Linux >= 4.0)."""
+
+    def kib(field: str) -> int:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+        return int(line.split()[1])
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("cannot reset the peak RSS here (/proc/self/clear_refs)")
+    before = kib("VmRSS")
+    result = fn()
+    return result, (kib("VmHWM") - before) << 10
+
+
+class _PacketSpy:
+    """A demuxed packet that records in ``calls`` when it is decoded."""
+
+    def __init__(self, packet, calls: list):
+        self._packet, self._calls = packet, calls
+
+    def __getattr__(self, name):
+        return getattr(self._packet, name)
+
+    def decode(self):
+        self._calls.append(self._packet.size)
+        return self._packet.decode()
+
+
+class _DecodeSpy:
+    """A PyAV container that records in ``calls`` every decode: its own, or of a packet it demuxed."""
+
+    def __init__(self, container, calls: list):
+        self._container, self._calls = container, calls
+
+    def __enter__(self):
+        self._container.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._container.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def demux(self, *args, **kwargs):
+        return (_PacketSpy(p, self._calls) for p in self._container.demux(*args, **kwargs))
+
+    def decode(self, *args, **kwargs):
+        self._calls.append(args or kwargs)
+        return self._container.decode(*args, **kwargs)
+
+
+@pytest.fixture
+def decode_calls(monkeypatch) -> list:
+    """Every decode (of a container or a packet) while the test runs: empty, no frame was decoded."""
+    calls, real_open = [], av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: _DecodeSpy(real_open(*a, **k), calls))
+    return calls
+
+
+def test_the_decode_spy_sees_decoding(colour_clip, decode_calls):
+    decode_video(colour_clip, 2)
+    assert decode_calls
+
+
+@needs_x264
+@pytest.mark.parametrize("ext, upload", [("mkv", False), ("mkv", True), ("h264", False), ("ts", True)])
+def test_static_1080p_clip_without_a_frame_count_decodes_in_bounded_memory(tmp_path, ext, upload):
+    """60 black 1080p frames in ~10 KB: today's code kept all 60 as RGB (~370 MB); only the 8
+    sampled frames may be held now (8 x 6.2 MB), twice that allowed for the decoder's own buffers."""
+    path = encode_static(tmp_path / f"bomb.{ext}", 60, 1920, 1080)
+    assert path.stat().st_size < 64 << 10 and header_frames(path) == 0
+    data = path.read_bytes()
+    decode_video(encode_static(tmp_path / f"one.{ext}", 1, 1920, 1080), 1)  # FFmpeg's one-time setup (~15 MB) before measuring
+    out, rise = peak_rss_rise(lambda: decode_video_bytes(data, 8) if upload else decode_video(path, 8))
+    assert out.shape == (8, 1080, 1920, 3) and out.max() < 8
+    assert rise < 2 * out.nbytes, f"peak RSS rose {rise / 2**20:.0f} MiB for {out.nbytes / 2**20:.0f} MiB of frames"
+
+
+@needs_x264
+def test_static_1080p_clip_over_the_budget_is_refused_before_decoding(tmp_path, decode_calls):
+    path = encode_static(tmp_path / "bomb.mkv", 60, 1920, 1080)
+    with pytest.raises(VideoError, match=r"frames of 1920x1080, above the limit of \d+ decoded pixels") as info:
+        decode_video(path, 4, limits=DecodeLimits(max_decode_pixels=30 * 1920 * 1080))
+    assert "bomb.mkv" in _one_line(info.value)
+    with pytest.raises(VideoError, match="the uploaded video has at least 60 frames, above the limit of 59") as info:
+        decode_video_bytes(path.read_bytes(), 4, limits=DecodeLimits(max_frames=59))
+    _one_line(info.value)
+    assert decode_calls == []
+
+
+@needs_x264
+def test_8k_stream_is_refused_from_its_header(tmp_path, decode_calls):
+    path = encode_static(tmp_path / "8k.mkv", 2, 7680, 4320)
+    with pytest.raises(VideoError, match=r"is 7680x4320 .* above the limit of 8294400 .*3840x2160") as info:
+        decode_video_bytes(path.read_bytes(), 2)
+    _one_line(info.value)
+    assert decode_calls == []
+
+
+@needs_x264
+@pytest.mark.parametrize("ext", ["mp4", "h264"])
+def test_frame_size_cap_is_configurable_and_checked_before_decoding(tmp_path, decode_calls, ext):
+    path = encode_static(tmp_path / f"small.{ext}", 3, 128, 96)
+    with pytest.raises(VideoError, match=r"small\.\w+' is 128x96 \(12288 pixels a frame\), above the limit of 4096"):
+        decode_video(path, 2, limits=DecodeLimits(max_frame_pixels=64 * 64))
+    assert decode_calls == []
+    assert decode_video(path, 2, limits=DecodeLimits(max_frame_pixels=128 * 96)).shape == (2, 96, 128, 3)
+
+
+@needs_x264
+def test_sampled_frames_over_the_output_cap_are_refused_before_decoding(tmp_path, decode_calls):
+    path = encode_static(tmp_path / "clip.mp4", 10, 128, 96)
+    limits = DecodeLimits(max_output_bytes=4 * 96 * 128 * 3)
+    assert decode_video(path, 4, limits=limits).shape == (4, 96, 128, 3)
+    decoded = len(decode_calls)
+    with pytest.raises(VideoError, match="5 frames of 128x96 take") as info:
+        decode_video(path, 5, limits=limits)
+    assert "ask for fewer frames" in _one_line(info.value)
+    assert len(decode_calls) == decoded
+
+
+@pytest.fixture(scope="module")
+def hour_clip(tmp_path_factory) -> Path:
+    """One hour of black 64x64 frames at 30 fps (108,000 frames, ~2 MB) in Matroska: no frame count."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV has no libx264 encoder")
+    return encode_static(tmp_path_factory.mktemp("long") / "hour.mkv", 108_000, 64, 64)
+
+
+DEADLINE_S = 0.25  # decoding the whole hour takes about 1 s on one core
+
+
+def test_deadline_is_checked_inside_decoding(hour_clip):
+    start = time.monotonic()
+    with pytest.raises(VideoError, match="ran past its deadline") as info:
+        decode_video(hour_clip, 8, deadline=start + DEADLINE_S)
+    elapsed = time.monotonic() - start
+    assert "hour.mkv" in _one_line(info.value)
+    assert DEADLINE_S <= elapsed < 2 * DEADLINE_S
+
+
+def test_timeout_in_the_limits_bounds_an_upload(hour_clip):
+    data = hour_clip.read_bytes()
+    start = time.monotonic()
+    with pytest.raises(VideoError, match="ran past its deadline") as info:
+        decode_video_bytes(data, 8, limits=DecodeLimits(timeout_s=DEADLINE_S))
+    assert time.monotonic() - start < 2 * DEADLINE_S
+    _one_line(info.value)
+
+
+def test_a_deadline_already_past_refuses_at_once(colour_clip):
+    with pytest.raises(VideoError, match="ran past its deadline"):
+        decode_video(colour_clip, 4, deadline=time.monotonic() - 1)
+    assert decode_video(colour_clip, 4, deadline=time.monotonic() + 60).shape == (4, 32, 48, 3)
+
+
+@needs_x264
+@pytest.mark.parametrize("ext", ["h264", "ts"])
+def test_resolution_change_mid_stream_is_one_line_video_error(tmp_path, ext):
+    """Two streams of different sizes back to back (raw H.264 and MPEG-TS concatenate)."""
+    first = encode_static(tmp_path / f"a.{ext}", 10, 64, 64)
+    second = encode_static(tmp_path / f"b.{ext}", 10, 128, 96)
+    path = tmp_path / f"ab.{ext}"
+    path.write_bytes(first.read_bytes() + second.read_bytes())
+    with av.open(str(path)) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+    assert sizes == {(64, 64), (128, 96)}
+    with pytest.raises(VideoError, match="changes resolution mid-stream, from 64x64 to 128x96 at frame 10") as info:
+        decode_video(path, 4)
+    assert f"ab.{ext}" in _one_line(info.value)
+    with pytest.raises(VideoError, match="changes resolution"):
+        decode_video_bytes(path.read_bytes(), 20)
+
+
+def decode_every_frame_then_sample(path: Path, count: int) -> np.ndarray:
+    """The sampling before decode limits: every frame decoded, uniform_indices over what decoded."""
+    with av.open(str(path)) as c:
+        every = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return np.stack([every[i] for i in uniform_indices(len(every), count)])
+
+
+@pytest.mark.parametrize("ext, claimed", [("mp4", 20), ("mkv", 0)])
+@pytest.mark.parametrize("count", [1, 3, 7, 25])
+def test_sampling_is_unchanged_under_limits(tmp_path, ext, claimed, count):
+    path = tmp_path / f"noise.{ext}"
+    write_video(path, random_frames(7, 20, 32, 48))
+    assert header_frames(path) == claimed
+    expected = decode_every_frame_then_sample(path, count)
+    np.testing.assert_array_equal(decode_video(path, count), expected)
+    tight = DecodeLimits(
+        max_frame_pixels=48 * 32, max_frames=20, max_decode_pixels=20 * 48 * 32, max_output_bytes=expected.nbytes, timeout_s=60
+    )
+    np.testing.assert_array_equal(decode_video(path, count, limits=tight), expected)
+    np.testing.assert_array_equal(decode_video_bytes(path.read_bytes(), count, limits=tight), expected)
+    np.testing.assert_array_equal(load_frames(path, count, 4, limits=tight), expected)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("max_frame_pixels", 0), ("max_frames", -1), ("max_decode_pixels", 0), ("max_output_bytes", 0), ("timeout_s", 0.0)],
+)
+def test_decode_limits_refuse_values_out_of_range(field, value):
+    with pytest.raises(InputError, match=f"{field} must be") as info:
+        DecodeLimits(**{field: value})
+    _one_line(info.value)
