@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hippo_trt.errors import HippoError, InputError
+from hippo_trt.errors import HippoError, InputError, VideoError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.preprocess import check_prompt
@@ -106,18 +106,25 @@ class RequestHandler:
         check_prompt(self.pipeline.processor, served.prompt)
         return Admitted(served, config, time.monotonic())
 
-    def _frames(self, served: ServedRequest) -> np.ndarray:
-        count = served.options.frames
-        if served.video is not None:
-            return decode_video_bytes(served.video, count or self.pipeline.target.record.default_frames)
-        return subsample_frames(served.frames, count)
+    def _frames(self, admitted: Admitted) -> np.ndarray:
+        """The request's frames; an upload is decoded within ``video.DecodeLimits`` (its size
+        and length read from the header first) and by the request's deadline."""
+        served, count = admitted.served, admitted.served.options.frames
+        if served.video is None:
+            return subsample_frames(served.frames, count)
+        deadline = admitted.arrived + self.limits.request_timeout_s
+        try:
+            return decode_video_bytes(served.video, count or self.pipeline.target.record.default_frames, deadline=deadline)
+        except VideoError:
+            self._deadline_check(admitted.arrived)(None)  # past the deadline: say so as a request timeout
+            raise
 
     def _prepare(self, admitted: Admitted):
         """(engine request, generation config, timer); Pipeline.generate then refuses what
         does not fit the engines before any runs."""
         timer = PhaseTimer()
         with timer.phase("video_decode"):
-            frames = self._frames(admitted.served)
+            frames = self._frames(admitted)
         return self.pipeline.prepare_frames(frames, admitted.served.prompt, timer), admitted.config, timer
 
     def _deadline_check(self, started: float):
@@ -205,7 +212,7 @@ class HandlerPool:
 
     def __init__(self, handlers: list[RequestHandler]):
         self.handlers = handlers
-        self.limits = handlers[0].limits
+        self.limits = handlers[0].limits if handlers else ServeLimits()
         self._free: queue.Queue[RequestHandler] = queue.Queue()
         self._lock = threading.Lock()
         self.waiting = 0

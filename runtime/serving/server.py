@@ -31,6 +31,7 @@ from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.handler import HandlerPool, RequestHandler, ServeLimits, instance_ort_options, served_with_draft
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, TensorSpec
+from hippo_trt.runtime.serving.pytriton_stub import patched_pytriton
 
 LOG = logging.getLogger("hippo_trt.serve")
 SERVE_EXTRA = "hippo-trt serve needs PyTriton: pip install 'hippo-trt[serve]'"
@@ -257,12 +258,13 @@ class HippoServer:
         self._triton.__enter__()
         inputs, outputs = _tensors(model_config, INPUTS), _tensors(model_config, OUTPUTS)
         instances = len(self.pool.handlers)
-        self._triton.bind(UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False))
-        self._triton.bind(
-            STREAM_MODEL, [self._streaming] * instances, inputs, outputs,
-            config=model_config.ModelConfig(batching=False, decoupled=True),
-        )  # fmt: skip
-        self._triton.run()
+        with patched_pytriton():  # the Triton-side stub answers a unary error in one line
+            self._triton.bind(UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False))
+            self._triton.bind(
+                STREAM_MODEL, [self._streaming] * instances, inputs, outputs,
+                config=model_config.ModelConfig(batching=False, decoupled=True),
+            )  # fmt: skip
+            self._triton.run()
         return self
 
     def stop(self) -> None:

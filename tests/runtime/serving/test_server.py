@@ -276,3 +276,16 @@ def test_a_missed_pytriton_handshake_is_retried_once_and_nothing_else_is(monkeyp
         with pytest.raises(RuntimeError, match="unsupported"):
             server.start()
     assert len(tries) == calls and len(stops) == 1
+
+
+def test_the_stub_rewrite_matches_the_installed_pytriton():
+    """The rewrite applies to the installed PyTriton's stub (else a warning and the traceback)."""
+    from pathlib import Path as P
+
+    import pytriton
+
+    from hippo_trt.runtime.serving.pytriton_stub import RAISE, RESPOND, stub_source
+
+    source = (P(pytriton.__file__).parent / "proxy" / "model.py").read_text()
+    assert RAISE in source and RESPOND in stub_source(source) and RAISE not in stub_source(source)
+    compile(stub_source(source), "model.py", "exec")
