@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import pickle
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from hippo_trt import __version__
-from hippo_trt.atomic import staged_dir
+from hippo_trt.atomic import publish, staging
 from hippo_trt.dims import DimsTable, ExportLimits
 from hippo_trt.errors import InputError, ModelError
 from hippo_trt.export.onnx_export import OPSET, export_graph
@@ -24,7 +26,7 @@ from hippo_trt.export.validate import compare_outputs, reference_outputs
 from hippo_trt.graphs.families import family, graph_feeds
 from hippo_trt.graphs.numerics import TOLERANCES
 from hippo_trt.graphs.specs import PRUNE_GRAPHS as GRAPHS
-from hippo_trt.manifest import FileRecord, Manifest, ModelRecord
+from hippo_trt.manifest import FORMAT, MANIFEST, FileRecord, Manifest, ModelRecord, is_work_dir, locked
 from hippo_trt.model_dir import ModelDir, torch_dtype
 from hippo_trt.preprocess import default_frame_count
 
@@ -262,6 +264,42 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _guarded_dirs() -> set[Path]:
+    """Dirs that ``--out`` may never be: the current dir's ancestors, the home dir and its."""
+    dirs = set(Path.cwd().resolve().parents)
+    with contextlib.suppress(RuntimeError, KeyError):  # no home dir known
+        home = Path.home().resolve()
+        dirs |= {home, *home.parents}
+    return dirs
+
+
+def check_out(out: Path, models: Sequence[Path | None], overwrite: bool = False) -> None:
+    """An InputError when replacing ``out`` would delete what is not a work dir: a model dir or a
+    dir holding one, an ancestor of the current dir or the home dir, a file, or (unless
+    ``overwrite``) a non-empty dir without a readable manifest of this format."""
+    resolved = Path(out).resolve()
+    for model in filter(None, models):
+        if resolved == Path(model).resolve() or resolved in Path(model).resolve().parents:
+            raise InputError(f"--out '{out}' is or contains the model dir '{model}'; pick another --out")
+    if resolved in _guarded_dirs():
+        raise InputError(f"--out '{out}' contains the current directory or the home directory; pick another --out")
+    if os.path.lexists(out) and not resolved.is_dir():
+        raise InputError(f"--out '{out}' is not a directory; give a directory path for the work dir")
+    if not overwrite and resolved.is_dir() and any(resolved.iterdir()) and not is_work_dir(resolved):
+        raise InputError(
+            f"--out '{out}' exists, is not empty and is not a hippo-trt work dir (no readable {MANIFEST} of format "
+            f"{FORMAT}); pass --overwrite to replace it and everything in it, or pick another --out"
+        )
+
+
+def _replace_out(stage: Path, out: Path, models: Sequence[Path | None], overwrite: bool) -> None:
+    """Swap the export into ``out``, checked again (it may have changed during the export); an old
+    work dir's manifest lock is held meanwhile, so no build records into it half-way."""
+    check_out(out, models, overwrite)
+    with locked(out) if is_work_dir(out) else contextlib.nullcontext():
+        publish(stage, out)
+
+
 def export_work_dir(
     target: Path,
     out: Path,
@@ -269,9 +307,12 @@ def export_work_dir(
     limits: ExportLimits = ExportLimits(),
     progress: bool = True,
     dtype: str = "fp32",
+    overwrite: bool = False,
 ) -> Manifest:
     """Export and validate every graph of the target (and draft) with weights in ``dtype``
-    (fp32, fp16, bf16); write ``out`` atomically. The models are loaded one after the other."""
+    (fp32, fp16, bf16); write ``out`` atomically. The models are loaded one after the other.
+    An existing work dir at ``out`` is replaced; anything else there only with ``overwrite``,
+    and never the model dirs or a dir holding them (``check_out``)."""
     torch_dtype(dtype)  # an unknown dtype is refused before anything loads
     if dtype == "bf16":
         raise InputError(
@@ -279,12 +320,13 @@ def export_work_dir(
             "embedding) and ONNX Runtime's CPU kernels could not validate it; export --dtype fp16, or fp32 and "
             "build TensorRT engines with --precision bf16"
         )
+    check_out(out, (target, draft), overwrite)
     sources = [_source("target", target)] + ([_source("draft", draft)] if draft else [])
     if draft:
         _check_pair(*sources)
     dims = sources[0].family.dims(limits, sources[0].vision_input)
     total = sum(len(m.family.specs(m.family.decoder_shape(m.config), m.vision_input)) for m in sources)
-    with staged_dir(out) as stage, tqdm(total=total, disable=not progress, unit="graph") as bar:
+    with staging(out) as stage, tqdm(total=total, disable=not progress, unit="graph") as bar:
         models = {m.role: _export_model(m, stage, dims, dtype, bar) for m in sources}
         manifest = Manifest(
             versions=_versions(),
@@ -296,6 +338,7 @@ def export_work_dir(
         )
         manifest.save(stage)
         warn_tensorrt_problems(stage, manifest, out)
+        _replace_out(stage, out, (target, draft), overwrite)
     return manifest
 
 

@@ -21,25 +21,29 @@ Polygraphy sets the latter with ``set_shape_input`` because TensorRT marks those
 ``is_shape_tensor``. One engine per graph, so the decoder's weights are stored once for both
 profiles. Engines land in ``ROLE/GRAPH.plan``: target/, draft/ and pruning/.
 
-Engines are written into a staging dir and renamed into ``WORK/engines/tensorrt`` in one
-step; the timing cache lives beside them in the work dir and survives rebuilds.
+Engines are written into a staging dir and swapped into ``WORK/engines/tensorrt`` in one
+step, under the work dir's manifest lock together with their record (merged into the manifest
+as reloaded then: a concurrent onnxruntime build's record stays); the timing cache lives beside
+them in the work dir and survives rebuilds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
 from hippo_trt import tensorrt_env
-from hippo_trt.atomic import staged_dir
+from hippo_trt.atomic import publish, staging
 from hippo_trt.errors import EngineError
+from hippo_trt.export.ort_build import merge_engines, same_export
 from hippo_trt.export.trt_compat import check_work_dir
 from hippo_trt.export.trt_limits import BuildLimits
 from hippo_trt.export.trt_plan import BuildPlan, EnginePlan, plan_build
 from hippo_trt.fingerprint import export_id, verify_export
-from hippo_trt.manifest import FileRecord, Manifest
+from hippo_trt.manifest import FileRecord, Manifest, locked
 
 TRT_DIR = "engines/tensorrt"
 TIMING_CACHE = "engines/tensorrt-timing.cache"
@@ -126,14 +130,24 @@ def build_tensorrt(work: Path, limits: BuildLimits, progress: bool = True) -> Ma
     identity = tensorrt_env.gpu_identity()
     final, timing_cache = work / TRT_DIR, work / TIMING_CACHE
     files: dict[tuple[str, str], Path] = {}
-    with staged_dir(final) as stage:
+    with staging(final) as stage:
         for engine in tqdm(plan.engines, disable=not progress, unit="engine", desc="tensorrt"):
             out = stage / engine.role / f"{engine.graph}.plan"
             out.parent.mkdir(parents=True, exist_ok=True)
             _build_engine(engine, work, out, timing_cache)
             files[(engine.role, engine.graph)] = out.relative_to(stage)
-    files = {key: final / rel for key, rel in files.items()}
-    record = engines_record(plan, work, files, identity, trt.__version__, export_id(manifest))
-    manifest = manifest.with_engines("tensorrt", record)
-    manifest.save(work)
+        export = export_id(manifest)
+        paths = {key: final / rel for key, rel in files.items()}
+        return _commit(work, stage, export, lambda: engines_record(plan, work, paths, identity, trt.__version__, export))
+
+
+def _commit(work: Path, stage: Path, export: str, make_record: Callable[[], dict]) -> Manifest:
+    """Under the manifest lock: refuse a work dir re-exported during the build, swap the staged
+    engines in, then record them (hashed in place) into the manifest as it is now."""
+    with locked(work):
+        current = Manifest.load(work)
+        same_export(current, "tensorrt", export, work)
+        publish(stage, work / TRT_DIR)
+        manifest = merge_engines(current, "tensorrt", make_record(), work)
+        manifest.save(work)
     return manifest

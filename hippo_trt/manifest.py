@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hippo_trt.atomic import write_json
+from hippo_trt.atomic import file_lock, recover, write_json
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import WorkDirError
 from hippo_trt.model_dir import sha256_file
@@ -17,6 +19,8 @@ from hippo_trt.model_dir import sha256_file
 FORMAT = 3  # 2: prefill reports importance; the pruning graphs. 3: graphs' external data files
 MANIFEST = "manifest.json"
 IF_CHANGED = "if_changed"  # FileRecord.verify's deep mode for every run's start
+LOCK = ".hippo-trt.lock"  # flock'ed around every read-modify-write of the manifest (``locked``)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # roles, graphs, backends: directory names in export-triton
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,12 @@ class Manifest:
 
     @classmethod
     def load(cls, work: Path) -> Manifest:
+        """The work dir's manifest, refused when missing, of another format, corrupt, or naming
+        a path outside the work dir (``check_confined``). A work dir whose replacement crashed
+        half-way (its old copy beside it) is put back first."""
         path = Path(work) / MANIFEST
+        if not Path(work).is_dir():
+            recover(Path(work))
         if not Path(work).is_dir():
             raise WorkDirError(f"work dir '{work}' does not exist; create it with hippo-trt export")
         if not path.is_file():
@@ -227,6 +236,101 @@ class Manifest:
             obj = json.loads(path.read_text())
             if obj.get("format") != FORMAT:
                 raise WorkDirError(f"'{path}' has format {obj.get('format')}, this hippo-trt reads {FORMAT}; re-run hippo-trt export")
-            return cls.from_json(obj)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            manifest = cls.from_json(obj)
+            check_confined(work, manifest)
+            return manifest
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise WorkDirError(f"'{path}' is corrupt ({type(e).__name__}: {e}); re-run hippo-trt export") from None
+
+
+def is_work_dir(path: Path) -> bool:
+    """``path`` holds a readable hippo-trt manifest of this format (a work dir that an export
+    may replace)."""
+    try:
+        Manifest.load(path)
+    except WorkDirError:
+        return False
+    return True
+
+
+# --- confinement: every name plain, every path inside the work dir ---------------------------
+
+
+def _names(manifest: Manifest) -> Iterator[tuple[str, object]]:
+    """(what, name) of every manifest key that export-triton turns into a directory name."""
+    for role, m in manifest.models.items():
+        yield "role", role
+        yield from (("graph", g) for g in m.graphs)
+    yield from (("pruning graph", n) for n in manifest.pruning)
+    for backend, record in manifest.engines.items():
+        yield "backend", backend
+        for role, graphs in record.get("files", {}).items():
+            yield "role", role
+            yield from (("graph", g) for g in graphs)
+
+
+def _paths(manifest: Manifest) -> Iterator[tuple[str, str]]:
+    """(what, path relative to the work dir) of every path field."""
+    for role, m in manifest.models.items():
+        yield f"the {role} processor_dir", m.processor_dir
+    for role, name, g in manifest.graph_records():
+        yield from ((f"a file of graph {role}/{name}", p) for p in g.files())
+    for backend, record in manifest.engines.items():
+        for role, graphs in record.get("files", {}).items():
+            for name, f in graphs.items():
+                yield from ((f"a file of {backend} engine {role}/{name}", p) for p in FileRecord(**f).files())
+        for engine in record.get("plan", {}).get("engines", []):
+            if "onnx" in engine:
+                yield f"the graph of a {backend} plan entry", engine["onnx"]
+
+
+def _inside(root: Path, rel: str) -> bool:
+    """``rel`` is relative and names something strictly inside ``root`` once symlinks resolve."""
+    if Path(rel).is_absolute():
+        return False
+    try:
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return target != root and target.is_relative_to(root)
+
+
+def check_confined(work: Path, manifest: Manifest) -> None:
+    """Every name a plain name and every path inside the work dir (after ``resolve()``: a symlink
+    out counts as out), so nothing that reads the manifest (export-triton, the loaders) reads or
+    writes elsewhere; a WorkDirError names the first offender."""
+    path = Path(work) / MANIFEST
+    for what, name in _names(manifest):
+        if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+            raise WorkDirError(
+                f"'{path}' has a {what} '{name}' that is not a plain name (letters, digits, _ and -); re-run hippo-trt export"
+            )
+    root = Path(work).resolve()
+    for what, rel in _paths(manifest):
+        if not _inside(root, rel):
+            raise WorkDirError(f"'{path}' puts {what} at '{rel}', outside the work dir; re-run hippo-trt export")
+
+
+# --- the lock around read-modify-write -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(work: Path) -> Iterator[None]:
+    """The work dir's manifest lock (flock on ``WORK/.hippo-trt.lock``), held around every
+    read-modify-write of the manifest: writers that load, change and save under it never drop
+    each other's changes."""
+    lock = Path(work) / LOCK
+    if not Path(work).is_dir():
+        Manifest.load(work)  # its one-line WorkDirError
+    if lock.is_symlink():  # never opened through a link (file_lock opens with O_NOFOLLOW)
+        raise WorkDirError(f"'{lock}' is a symlink, not hippo-trt's lock file; remove it")
+    with file_lock(lock):
+        yield
+
+
+def update_manifest(work: Path, change: Callable[[Manifest], Manifest]) -> Manifest:
+    """Reload the manifest under the lock, apply ``change`` (the caller's addition) and save."""
+    with locked(work):
+        manifest = change(Manifest.load(work))
+        manifest.save(work)
+    return manifest

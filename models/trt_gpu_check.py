@@ -298,7 +298,7 @@ class Checks:
         key = (pair.name, dtype)
         if key not in self._works:
             work = self.args.out / "work" / f"{pair.name}-{dtype}"
-            export_work_dir(pair.target, work, draft=pair.draft, limits=pair.limits, progress=False, dtype=dtype)
+            export_work_dir(pair.target, work, draft=pair.draft, limits=pair.limits, progress=False, dtype=dtype, overwrite=True)
             build_onnxruntime(work, progress=False)
             self._works[key] = work
         return self._works[key]

@@ -122,7 +122,7 @@ def demo_work(out: Path, progress: bool = True) -> tuple[DemoPair, Path]:
     pair = demo_pair(out)
     work = Path(out) / "work"
     if not _export_is_current(work, pair):
-        export_work_dir(pair.target, work, draft=pair.draft, limits=DEMO_LIMITS, progress=progress)
+        export_work_dir(pair.target, work, draft=pair.draft, limits=DEMO_LIMITS, progress=progress, overwrite=True)  # its own dir
         build_onnxruntime(work, progress=progress)
     return pair, work
 

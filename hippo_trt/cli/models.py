@@ -16,7 +16,9 @@ def cmd_export(args) -> int:
     from hippo_trt.export.api import export_work_dir
 
     limits = ExportLimits(max_frames=args.max_frames, max_seq=args.max_seq, max_spec_len=args.max_spec_len)
-    manifest = export_work_dir(args.target, args.out, draft=args.draft, limits=limits, progress=progress(args), dtype=args.dtype)
+    manifest = export_work_dir(
+        args.target, args.out, draft=args.draft, limits=limits, progress=progress(args), dtype=args.dtype, overwrite=args.overwrite
+    )
     if args.json:
         print_json(manifest.to_json())
     else:
@@ -132,7 +134,12 @@ def add_commands(sub) -> None:
     p = sub.add_parser("export", help="export target (and draft) to validated ONNX graphs")
     p.add_argument("--target", type=Path, required=True, help="target model directory (Hugging Face format)")
     p.add_argument("--draft", type=Path, help="draft model directory (same tokenizer and video grid)")
-    p.add_argument("--out", type=Path, required=True, help="work dir to write (replaced atomically)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="work dir to write (an existing work dir is replaced atomically; anything else is refused)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out even when it is not a hippo-trt work dir (everything in it is deleted)"
+    )
     p.add_argument("--max-frames", type=positive, default=32, help="longest video, in frames")
     p.add_argument(
         "--max-seq",

@@ -19,6 +19,9 @@ PYTHON_ROLES = {
     STREAM_MODEL: "the same, decoupled: a response per committed piece (gRPC streaming)",
 }
 TRITON_TAG = "<yy.mm>"  # the Triton release: pick one whose Python is 3.11 or newer
+PORTS = "-p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002"  # loopback only: see _exposure
+ADMIN_APIS = "shared-memory,logging,trace,model-repository:admin-key=$ADMIN_KEY"
+RESTRICTED = f"--http-restricted-api={ADMIN_APIS} --grpc-restricted-protocol={ADMIN_APIS}"
 
 
 def _what(name: str, kind: str) -> str:
@@ -89,13 +92,15 @@ def _run(manifest: Manifest, options) -> list[str]:
         "",
         "```bash",
         "docker build -t hippo-triton .",
-        f"docker run {gpus}--rm --shm-size=4g -p 8000:8000 -p 8001:8001 -p 8002:8002 \\",
-        "  -v $PWD/REPO:/models hippo-triton tritonserver --model-repository=/models",
+        "ADMIN_KEY=$(openssl rand -hex 16)  # Triton's admin APIs answer only requests with the header admin-key: $ADMIN_KEY",
+        f"docker run {gpus}--rm --shm-size=4g {PORTS} \\",
+        "  -v $PWD/REPO:/models hippo-triton tritonserver --model-repository=/models \\",
+        f"  {RESTRICTED}",
         "```",
         "",
-        f"or, without a derived image, `docker run {gpus}--rm --shm-size=4g -p 8000-8002:8000-8002 -v $PWD/REPO:/models "
-        f"nvcr.io/nvidia/tritonserver:{TRITON_TAG}-py3 bash -c \"pip install 'hippo-trt=={__version__}'{pins} && "
-        'tritonserver --model-repository=/models"`.',
+        f"or, without a derived image (and with `ADMIN_KEY` set as above), `docker run {gpus}--rm --shm-size=4g "
+        f"-p 127.0.0.1:8000-8002:8000-8002 -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:{TRITON_TAG}-py3 bash -c "
+        f"\"pip install 'hippo-trt=={__version__}'{pins} && tritonserver --model-repository=/models {RESTRICTED}\"`.",
         "",
         "Every tensor between the Python models and the server passes through `/dev/shm` (in bls mode each decode "
         "step sends the cached KV prefix): size `--shm-size` to a few times the largest KV cache, or use `--ipc=host`.",
@@ -109,6 +114,27 @@ def _run(manifest: Manifest, options) -> list[str]:
         "",
         "or from Python with `hippo_trt.runtime.serving.client.HippoClient`; any Triton client works (the tensors above, "
         "the same as `hippo-trt serve`'s).",
+    ]
+
+
+def _exposure() -> list[str]:
+    return [
+        "## Network exposure",
+        "",
+        "- **Loopback only**: every port is published on 127.0.0.1. A plain `-p 8000:8000` publishes on every "
+        "network interface of the host (Docker's iptables rules bypass host firewalls such as ufw), and Triton has "
+        "no authentication and no TLS on HTTP. To serve other hosts, put an authenticating TLS gateway (reverse proxy, "
+        "API gateway, service mesh) on the host in front of 127.0.0.1 and forward only what clients need.",
+        "- **Admin APIs behind a key**: a standalone tritonserver leaves them open to every client. Shared-memory "
+        "registration makes the server read and write memory regions a client names; logging and trace settings "
+        "change log and trace files and verbosity (disk, CPU); model-repository control loads and unloads models. "
+        "`--http-restricted-api` / `--grpc-restricted-protocol` make each answer only requests that carry the header "
+        "`admin-key` with the value of `$ADMIN_KEY` (keep it secret: it is on the server's command line). The other "
+        "APIs (inference, health, metadata, model config, statistics) stay open.",
+        f"- **Only `{UNARY_MODEL}` and `{STREAM_MODEL}` are the service**: the graph models (`target_decoder`, "
+        "`pruning_fused`, ...) answer direct requests too, without hippo-trt's request checks (sizes, limits, "
+        f"timeouts): let the gateway allow inference on `{UNARY_MODEL}` and `{STREAM_MODEL}` (and "
+        "`/v2/health/ready`) only.",
     ]
 
 
@@ -169,6 +195,8 @@ def readme(manifest: Manifest, models: Sequence, options) -> str:
         *_protocol(),
         "",
         *_run(manifest, options),
+        "",
+        *_exposure(),
         "",
         *_scale(),
         "",

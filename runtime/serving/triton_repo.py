@@ -103,14 +103,28 @@ class GraphModel:
     outputs: tuple[IOSpec, ...]
 
 
+def _confined(path: Path, root: Path, what: str) -> Path:
+    """``path`` with symlinks resolved; a WorkDirError when that lies outside ``root`` (a
+    symlink out of the work dir, or a path that would climb out of the repository)."""
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise WorkDirError(f"'{path}' resolves to '{resolved}', outside the {what} '{root}'; remove the link or re-run hippo-trt export")
+    return resolved
+
+
 @dataclass
 class _Placer:
-    """Puts work dir files into the repository: a hard link where possible, else a copy."""
+    """Puts work dir files into the repository: a hard link where possible, else a copy; only
+    files inside the work dir, only to places inside the repository being written."""
 
+    work: Path
+    stage: Path
     linked: int = 0
     copied: int = 0
 
     def place(self, src: Path, dst: Path) -> None:
+        src = _confined(src, self.work, "work dir")
+        dst = _confined(dst, self.stage, "repository being written")
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, dst)
@@ -272,8 +286,8 @@ def export_triton_repo(work: Path, out: Path, options: TritonRepoOptions = Trito
     _check_out(work, out, options.overwrite)
     graphs = graph_models(work, manifest, options.backend) if options.engines == "bls" else []
     files = work_files(work, manifest, options.engines)
-    placer = _Placer()
     with staged_dir(out) as stage:
+        placer = _Placer(work, stage)
         for model in graphs:
             _write_graph_model(stage, model, options, placer, proto)
         for name in PYTHON_MODELS:

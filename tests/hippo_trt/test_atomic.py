@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +177,199 @@ def test_staged_dir_relative_path(tmp_path, monkeypatch):
         _fill(stage, {"f": "1"})
     assert _tree(tmp_path / "rel") == {"f": "1"}
     assert _names(tmp_path) == {"rel"}
+
+
+# --- crash safety and concurrent writers (security review: atomic.py) -----------------------
+
+
+def _exchange_supported(d: Path) -> bool:
+    """renameat2(RENAME_EXCHANGE) works on ``d``'s file system (Linux, ext4/xfs/btrfs/tmpfs)."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    a, b = d / ".probe-a", d / ".probe-b"
+    a.mkdir(), b.mkdir()
+    try:
+        return fn(-100, bytes(a), -100, bytes(b), 2) == 0
+    finally:
+        a.rmdir(), b.rmdir()
+
+
+@pytest.fixture
+def two_renames(monkeypatch):
+    """The portable swap (no renameat2, as on macOS or a file system without RENAME_EXCHANGE)."""
+    monkeypatch.setattr(atomic, "_renameat2", lambda: None, raising=False)
+
+
+def _hook_renames(monkeypatch, before=None, after=None) -> None:
+    """``os.rename`` and ``os.replace`` call ``before(src, dst)``, the real call, ``after(src, dst)``."""
+
+    def hooked(real):
+        def call(src, dst, *args, **kwargs):
+            if before:
+                before(Path(src), Path(dst))
+            result = real(src, dst, *args, **kwargs)
+            if after:
+                after(Path(src), Path(dst))
+            return result
+
+        return call
+
+    monkeypatch.setattr(os, "rename", hooked(os.rename))
+    monkeypatch.setattr(os, "replace", hooked(os.replace))
+
+
+def test_staged_dir_swaps_in_one_exchange_so_final_never_goes_missing(tmp_path, monkeypatch):
+    if not _exchange_supported(tmp_path):
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here: the two-rename path is tested below")
+    final = tmp_path / "work"
+    final.mkdir()
+    _fill(final, {"old.txt": "old"})
+    moved = []
+    _hook_renames(monkeypatch, before=lambda src, dst: moved.append(src))
+    with staged_dir(final) as stage:
+        _fill(stage, {"new.txt": "new"})
+        inode = stage.stat().st_ino
+    assert final not in moved  # never renamed away: the exchange puts the new dir in its place
+    assert final.stat().st_ino == inode and _tree(final) == {"new.txt": "new"}
+    assert _names(tmp_path) == {"work"}
+
+
+def test_a_writer_landing_between_the_two_renames_loses_nothing_and_leaks_nothing(tmp_path, monkeypatch, two_renames):
+    """Writer B publishes right after writer A moved the old dir away (A's rename then meets a
+    non-empty final): A retries, the last writer wins, no staging or old dir is left."""
+    final = tmp_path / "work"
+    final.mkdir()
+    _fill(final, {"v": "0"})
+    done = []
+
+    def writer_b(src, dst):
+        if src == final and not done:
+            done.append(True)
+            with staged_dir(final) as stage:
+                _fill(stage, {"v": "B"})
+
+    _hook_renames(monkeypatch, after=writer_b)
+    with staged_dir(final) as stage:
+        _fill(stage, {"v": "A"})
+    assert done and _tree(final) == {"v": "A"}
+    assert _names(tmp_path) == {"work"}
+
+
+def test_a_failed_second_rename_puts_the_old_dir_back(tmp_path, monkeypatch, two_renames):
+    """Review case 20: the rename of the new dir into place fails after the old one moved away."""
+    final = tmp_path / "work"
+    final.mkdir()
+    _fill(final, {"v": "old"})
+
+    def fail_into_final(src, dst):
+        if dst == final and ".staging-" in src.name:
+            raise OSError(errno.EIO, "disk on fire")
+
+    _hook_renames(monkeypatch, before=fail_into_final)
+    with pytest.raises(OSError, match="disk on fire"):
+        with staged_dir(final) as stage:
+            _fill(stage, {"v": "new"})
+    assert _tree(final) == {"v": "old"}
+    assert _names(tmp_path) == {"work"}
+
+
+def test_the_next_run_recovers_a_crash_between_the_two_renames(tmp_path):
+    """A run killed after moving the old dir away: the next run puts it back (the final dir was
+    missing) and removes the dead run's staging dir, even when that run fails itself."""
+    final = tmp_path / "work"
+    old = tmp_path / ".work.old-4242-dead"
+    old.mkdir()
+    _fill(old, {"v": "old"})
+    stale = tmp_path / ".work.staging-dead"
+    stale.mkdir()
+    _fill(stale, {"v": "half written"})
+    with pytest.raises(Boom):
+        with staged_dir(final):
+            raise Boom()
+    assert _tree(final) == {"v": "old"}
+    assert _names(tmp_path) == {"work"}
+
+
+def test_a_stale_old_dir_beside_an_existing_final_is_removed(tmp_path):
+    final = tmp_path / "work"
+    final.mkdir()
+    _fill(final, {"v": "new"})
+    (tmp_path / ".work.old-1-x").mkdir()
+    atomic.recover(final)
+    assert _tree(final) == {"v": "new"} and _names(tmp_path) == {"work"}
+
+
+def test_a_live_writers_staging_dir_is_left_alone(tmp_path):
+    final = tmp_path / "work"
+    with staged_dir(final) as outer:
+        _fill(outer, {"v": "outer"})
+        with staged_dir(final) as inner:  # its start cleans stale dirs: the outer one is in use
+            _fill(inner, {"v": "inner"})
+        assert _tree(outer) == {"v": "outer"} and _tree(final) == {"v": "inner"}
+    assert _tree(final) == {"v": "outer"}
+    assert _names(tmp_path) == {"work"}
+
+
+def test_a_symlinked_final_is_replaced_and_its_target_left_alone(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    _fill(target, {"mine.txt": "mine"})
+    final = tmp_path / "work"
+    final.symlink_to(target)
+    with staged_dir(final) as stage:
+        _fill(stage, {"v": "new"})
+    assert not final.is_symlink() and _tree(final) == {"v": "new"}
+    assert _tree(target) == {"mine.txt": "mine"}
+    assert _names(tmp_path) == {"work", "elsewhere"}
+
+
+# --- file_lock -------------------------------------------------------------------------------
+
+
+def test_file_lock_serialises_read_modify_write_and_leaves_no_lock_file(tmp_path):
+    """Each holder removes the lock file on release; a waiter that wakes on a removed file
+    locks the new one, so no two holders ever overlap."""
+    counter, lock = tmp_path / "n", tmp_path / ".lock"
+    counter.write_text("0")
+
+    def bump():
+        for _ in range(25):
+            with atomic.file_lock(lock):
+                n = int(counter.read_text())
+                time.sleep(0.0005)
+                counter.write_text(str(n + 1))
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter.read_text() == "100"
+    assert _names(tmp_path) == {"n"}
+
+
+def test_file_lock_is_released_on_error(tmp_path):
+    lock = tmp_path / ".lock"
+    with pytest.raises(Boom):
+        with atomic.file_lock(lock):
+            raise Boom()
+    with atomic.file_lock(lock):  # not held any more
+        pass
+    assert _names(tmp_path) == set()
+
+
+def test_file_lock_serialises_processes(tmp_path):
+    """Two processes (as two ``hippo-trt build`` runs) bumping one counter under the lock."""
+    counter = tmp_path / "n"
+    counter.write_text("0")
+    code = (
+        "import sys, time; from pathlib import Path; from hippo_trt.atomic import file_lock\n"
+        "counter = Path(sys.argv[1])\n"
+        "for _ in range(40):\n"
+        "    with file_lock(counter.with_name('.lock')):\n"
+        "        n = int(counter.read_text()); time.sleep(0.001); counter.write_text(str(n + 1))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(counter)]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert counter.read_text() == "80" and _names(tmp_path) == {"n"}

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hippo_trt.errors import WorkDirError
-from hippo_trt.manifest import FORMAT, IF_CHANGED, FileRecord, Manifest, ModelRecord, external_data_locations
+from hippo_trt.manifest import FORMAT, IF_CHANGED, MANIFEST, FileRecord, Manifest, ModelRecord, external_data_locations
 
 FIX = "re-run hippo-trt export into 'W'"
 
@@ -228,3 +231,125 @@ def test_work_dirs_of_format_2_are_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 2}))
     with pytest.raises(WorkDirError, match="has format 2, this hippo-trt reads 3; re-run hippo-trt export"):
         Manifest.load(tmp_path)
+
+
+# --- paths confined to the work dir (security review case 21) ---------------------------------
+
+
+def _record(path: str, data: tuple[FileRecord, ...] = ()) -> FileRecord:
+    return FileRecord(path, "0" * 64, 1, data)
+
+
+def _escaping(tmp_path: Path, case: str) -> Manifest:
+    """A manifest with one path field naming a file outside ``tmp_path / 'work'``."""
+    inside = {"vision": _record("target/vision.onnx")}
+    engine = {"files": {"target": {"vision": asdict(_record("engines/x.plan"))}}, "plan": {"engines": []}}
+    cases = {
+        "graph-parent": ({"vision": _record("../outside.onnx")}, {}, {}, "target/processor"),
+        "graph-absolute": ({"vision": _record(str(tmp_path / "work" / "target" / "vision.onnx"))}, {}, {}, "target/processor"),
+        "data-parent": ({"vision": _record("target/v.onnx", (_record("target/../../x.data"),))}, {}, {}, "target/processor"),
+        "pruning-absolute": (inside, {"fused": _record("/etc/passwd")}, {}, "target/processor"),
+        "processor-dir": (inside, {}, {}, "../../x"),
+        "processor-is-the-work-dir": (inside, {}, {}, "."),
+        "engine-file": (inside, {}, {"files": {"target": {"vision": asdict(_record("../x.plan"))}}}, "target/processor"),
+        "plan-onnx": (inside, {}, {**engine, "plan": {"engines": [{"onnx": "/tmp/evil.onnx"}]}}, "target/processor"),
+        "symlink-out": ({"vision": _record("target/link.onnx")}, {}, {}, "target/processor"),
+    }
+    graphs, pruning, engines, processor = cases[case]
+    manifest = manifest_with(graphs, pruning)
+    model = replace(manifest.model("target"), processor_dir=processor)
+    return replace(manifest, models={"target": model}, engines={"tensorrt": engines} if engines else {})
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["graph-parent", "graph-absolute", "data-parent", "pruning-absolute", "processor-dir", "processor-is-the-work-dir",
+     "engine-file", "plan-onnx", "symlink-out"],
+)  # fmt: skip
+def test_a_manifest_naming_paths_outside_its_work_dir_is_refused(tmp_path, case):
+    work = tmp_path / "work"
+    (work / "target").mkdir(parents=True)
+    (tmp_path / "secret.onnx").write_bytes(b"secret")
+    (work / "target" / "link.onnx").symlink_to(tmp_path / "secret.onnx")  # resolves outside: textual checks miss it
+    _escaping(tmp_path, case).save(work)
+    with pytest.raises(WorkDirError) as err:
+        Manifest.load(work)
+    message = str(err.value)
+    assert "outside the work dir" in message and "re-run hippo-trt export" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("where", ["role", "graph", "pruning", "engine-role"])
+def test_names_that_become_paths_must_be_plain(tmp_path, where):
+    graphs, pruning = {"vision": _record("target/vision.onnx")}, {}
+    manifest = manifest_with(graphs, pruning)
+    if where == "role":
+        manifest = replace(manifest, models={"../../x": manifest.model("target")})
+    elif where == "graph":
+        manifest = replace(manifest, models={"target": replace(manifest.model("target"), graphs={"../x": graphs["vision"]})})
+    elif where == "pruning":
+        manifest = replace(manifest, pruning={"a/b": _record("pruning/f.onnx")})
+    else:
+        manifest = replace(manifest, engines={"onnxruntime": {"files": {"..": {"vision": asdict(graphs["vision"])}}}})
+    manifest.save(tmp_path)
+    with pytest.raises(WorkDirError, match="is not a plain name"):
+        Manifest.load(tmp_path)
+
+
+def test_a_work_dir_of_plain_relative_paths_loads(tmp_path):
+    manifest = manifest_with({"vision": _record("target/vision.onnx", (_record("target/vision.onnx.data"),))}, {})
+    manifest.save(tmp_path)
+    assert Manifest.load(tmp_path) == manifest
+
+
+# --- the lock around read-modify-write ---------------------------------------------------------
+
+
+def test_concurrent_updates_under_the_lock_keep_every_writers_record(tmp_path):
+    """Each writer reloads inside the lock: slow writers at once still keep each other's record."""
+    from hippo_trt import manifest as manifest_module
+
+    manifest_with({}, {}).save(tmp_path)
+
+    def add(backend: str):
+        def change(current: Manifest) -> Manifest:
+            time.sleep(0.05)  # a slow writer: the others wait for the lock, then reload
+            return current.with_engines(backend, {"export_id": backend})
+
+        manifest_module.update_manifest(tmp_path, change)
+
+    threads = [threading.Thread(target=add, args=(b,)) for b in ("a", "b", "c", "d")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(Manifest.load(tmp_path).engines) == {"a", "b", "c", "d"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_loading_a_work_dir_whose_swap_crashed_puts_it_back(tmp_path):
+    """The old copy of a crashed replacement (``.work.old-*``, the work dir itself missing) is
+    moved back on load."""
+    manifest = manifest_with({}, {})
+    manifest.save(tmp_path / ".work.old-4242-dead")
+    assert Manifest.load(tmp_path / "work") == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_is_work_dir(tmp_path):
+    from hippo_trt import manifest as manifest_module
+
+    manifest_with({}, {}).save(tmp_path / "w")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / MANIFEST).write_text('{"format": 2}')
+    assert manifest_module.is_work_dir(tmp_path / "w")
+    assert not manifest_module.is_work_dir(tmp_path / "old") and not manifest_module.is_work_dir(tmp_path / "none")
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    from hippo_trt import manifest as manifest_module
+
+    manifest_with({}, {}).save(tmp_path / "w")
+    (tmp_path / "w" / ".hippo-trt.lock").symlink_to(tmp_path / "victim")
+    with pytest.raises(WorkDirError, match="is a symlink, not hippo-trt's lock file; remove it"):
+        manifest_module.update_manifest(tmp_path / "w", lambda m: m)
+    assert not (tmp_path / "victim").exists()

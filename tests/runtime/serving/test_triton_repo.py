@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -229,6 +230,50 @@ def test_a_missing_data_file_is_one_line_and_writes_no_repository(scratch_work, 
     assert f"'{scratch_work / record.data[0].path}' (external data of " in message and "is missing" in message
     assert "hippo-trt" in message and "\n" not in message
     assert not (tmp_path / "repo").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_readme_publishes_every_port_on_loopback_and_locks_the_admin_apis(repos):
+    """The review: ``docker run -p 8000:8000`` listens on every interface, and a standalone
+    tritonserver leaves shared memory, logging, trace and model control open to any client."""
+    restricted = "shared-memory,logging,trace,model-repository:admin-key=$ADMIN_KEY"
+    for repo in repos.values():
+        text = (repo / "README.md").read_text()
+        published = re.findall(r"(?<!\S)-p (\S+)", text)
+        assert published and all(p.startswith("127.0.0.1:") for p in published), published
+        servers = text.count("tritonserver --model-repository=/models")
+        assert servers == 2
+        assert text.count(f"--http-restricted-api={restricted}") == servers
+        assert text.count(f"--grpc-restricted-protocol={restricted}") == servers
+        assert "ADMIN_KEY=$(openssl rand -hex 16)" in text
+        assert "every network interface" in text and "admin-key" in text and "gateway" in text
+
+
+def test_export_triton_reads_nothing_outside_the_work_dir(scratch_work, tmp_path):
+    """A processor file that is a symlink to a file outside the work dir: refused, nothing written."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    processor = scratch_work / Manifest.load(scratch_work).model("target").processor_dir
+    victim = next(p for p in sorted(processor.iterdir()) if p.is_file())
+    victim.unlink()
+    victim.symlink_to(secret)
+    out = tmp_path / "repo"
+    with pytest.raises(WorkDirError, match="outside the work dir") as err:
+        export_triton_repo(scratch_work, out, TritonRepoOptions(engines="local"))
+    assert "\n" not in str(err.value)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_manifest_pointing_outside_its_work_dir_copies_nothing(scratch_work, tmp_path):
+    planted = tmp_path / "outside"
+    planted.mkdir()
+    (planted / "stolen.txt").write_text("private")
+    manifest = Manifest.load(scratch_work)
+    models = {**manifest.models, "target": replace(manifest.model("target"), processor_dir="../outside")}
+    replace(manifest, models=models).save(scratch_work)
+    out = tmp_path / "repo"
+    with pytest.raises(WorkDirError, match="outside the work dir"):
+        export_triton_repo(scratch_work, out, TritonRepoOptions(engines="local"))
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["outside", "work"]
 
 
 # --- (b) the Python model in a stand-in Python backend ---------------------------------------
