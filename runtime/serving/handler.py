@@ -8,6 +8,7 @@ while a request runs, that request's KV caches; nothing is shared between instan
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hippo_trt.errors import HippoError, InputError, VideoError
+from hippo_trt.errors import HippoError, InputError, ServingError, VideoError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.preprocess import check_prompt
@@ -28,6 +29,7 @@ from hippo_trt.timing import PhaseTimer
 from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
 
 MAX_VIDEO_BYTES = 512 << 20
+LOG = logging.getLogger("hippo_trt.serve")
 
 
 class RequestTimeout(HippoError):
@@ -42,6 +44,10 @@ class ServerBusy(HippoError):
     """Too many requests already wait for an instance: refused at once, to be retried later."""
 
 
+class InstanceHung(HippoError):
+    """A run made no progress past its deadline: its instance is taken out of service."""
+
+
 @dataclass(frozen=True)
 class ServeLimits:
     """``request_timeout_s``: a request still decoding after this long is ended with an error
@@ -51,8 +57,11 @@ class ServeLimits:
     request_timeout_s: float = 600.0
     max_video_bytes: int = MAX_VIDEO_BYTES
     max_waiting: int = 8  # requests that may wait for a busy instance; more are refused as busy
+    hang_grace_s: float = 30.0  # past the request timeout with no progress: the instance is hung
 
     def __post_init__(self) -> None:
+        if not self.hang_grace_s > 0:
+            raise InputError(f"hang_grace_s must be > 0 seconds, got {self.hang_grace_s}")
         if self.max_waiting < 0:
             raise InputError(f"--max-waiting must be >= 0, got {self.max_waiting}")
         if not self.request_timeout_s > 0:
@@ -92,6 +101,7 @@ class RequestHandler:
         self.pipeline, self.defaults, self.limits, self.name = pipeline, defaults, limits, name
         self.served = 0  # requests finished, for stats and tests
         self.running = 0  # requests holding this instance's caches right now (0 or 1)
+        self.healthy = True  # False once a run hung (the watchdog): never lent again
 
     def admit(self, tensors: dict[str, np.ndarray]) -> Admitted:
         """The request decoded and checked before it waits for an instance: inputs, options
@@ -157,8 +167,11 @@ class RequestHandler:
         admitted = tensors if isinstance(tensors, Admitted) else self.admit(tensors)
         with self._busy():
             request, config, timer = self._prepare(admitted)
-            result = self.pipeline.generate(request, config, timer, on_commit=self._deadline_check(admitted.arrived))
-        return response(result.text, result.tokens, self._stats(result, admitted.arrived))
+            with contextlib.closing(self._events(request, config, timer, admitted.arrived)) as events:
+                for kind, value in events:
+                    if kind == "done":
+                        return response(value.text, value.tokens, self._stats(value, admitted.arrived))
+        raise HippoError("the run ended without a result")  # _events always ends with "done" or raises
 
     def stream(self, tensors: dict[str, np.ndarray] | Admitted) -> Iterator[dict[str, np.ndarray]]:
         """One request, a response per commit (its new tokens and the text they settle), then
@@ -167,9 +180,19 @@ class RequestHandler:
         admitted = tensors if isinstance(tensors, Admitted) else self.admit(tensors)
         with self._busy():
             request, config, timer = self._prepare(admitted)
-            yield from self._pieces(request, config, timer, admitted.arrived)
+            text = TextStream(self.pipeline.processor.tokenizer)
+            with contextlib.closing(self._events(request, config, timer, admitted.arrived)) as events:
+                for kind, value in events:
+                    if kind == "tokens":
+                        yield response(text.push(value), value, None)
+                    else:
+                        yield response(text.finish(), [], self._stats(value, admitted.arrived))
 
-    def _pieces(self, request, config, timer, started: float) -> Iterator[dict[str, np.ndarray]]:
+    def _events(self, request, config, timer, started: float) -> Iterator[tuple[str, object]]:
+        """("tokens", new tokens) per commit, then ("done", RunResult), from a worker thread.
+        The watchdog: a run that gives nothing by its deadline plus ``limits.hang_grace_s`` (a
+        hung engine, which never reaches the next commit's deadline check) takes this instance
+        out of service (``healthy``) and fails the request; the worker is left behind."""
         pieces: queue.Queue = queue.Queue()
         stop = threading.Event()
         deadline = self._deadline_check(started)
@@ -186,22 +209,28 @@ class RequestHandler:
             except BaseException as e:  # handed to the consumer, raised there
                 pieces.put(("error", e))
 
-        worker = threading.Thread(target=work, name=f"hippo-stream-{self.name}", daemon=True)
+        worker = threading.Thread(target=work, name=f"hippo-run-{self.name}", daemon=True)
         worker.start()
-        text = TextStream(self.pipeline.processor.tokenizer)
+        watchdog = started + self.limits.request_timeout_s + self.limits.hang_grace_s
         try:
             while True:
-                kind, value = pieces.get()
-                if kind == "tokens":
-                    yield response(text.push(value), value, None)
-                elif kind == "done":
-                    yield response(text.finish(), [], self._stats(value, started))
-                    return
-                else:
+                try:
+                    kind, value = pieces.get(timeout=max(watchdog - time.monotonic(), 0.0))
+                except queue.Empty:
+                    self.healthy = False
+                    raise InstanceHung(
+                        f"instance {self.name} is hung (no progress {self.limits.hang_grace_s:g} s past the request timeout); "
+                        "it is out of service, the others keep serving"
+                    ) from None
+                if kind == "error":
                     raise value
+                yield kind, value
+                if kind == "done":
+                    return
         finally:
             stop.set()
-            worker.join()
+            if self.healthy:
+                worker.join()
 
 
 class HandlerPool:
@@ -219,15 +248,25 @@ class HandlerPool:
         for handler in handlers:
             self._free.put(handler)
 
+    @property
+    def healthy(self) -> int:
+        """Instances in service (a hung one is not)."""
+        return sum(h.healthy for h in self.handlers)
+
     @contextlib.contextmanager
     def lend(self, admitted: Admitted | None = None) -> Iterator[RequestHandler]:
         handler = self._take(admitted)
         try:
             yield handler
         finally:
-            self._free.put(handler)
+            if handler.healthy:
+                self._free.put(handler)
+            else:
+                LOG.error("instance %s is hung and out of service (%d of %d in service)", handler.name, self.healthy, len(self.handlers))
 
     def _take(self, admitted: Admitted | None) -> RequestHandler:
+        if self.handlers and not self.healthy:
+            raise ServingError("every instance is hung and out of service; restart the server")
         with contextlib.suppress(queue.Empty):
             return self._free.get_nowait()
         with self._lock:

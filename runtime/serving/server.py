@@ -279,7 +279,9 @@ class HippoServer:
         self.stop()
 
     def alive(self) -> bool:
-        return self._triton is not None and self._triton.is_alive()
+        """Triton runs and at least one instance is in service (``serve_forever`` exits with an
+        error otherwise, so that a supervisor restarts the server)."""
+        return self._triton is not None and self._triton.is_alive() and self.pool.healthy > 0
 
     def serve_forever(self) -> None:
         """Block until SIGINT or SIGTERM, then drain in-flight requests and stop."""
@@ -288,7 +290,7 @@ class HippoServer:
         try:
             while not stop.wait(1.0):
                 if not self.alive():
-                    raise ServingError("the Triton server exited unexpectedly")
+                    raise ServingError("the Triton server exited unexpectedly, or every instance is hung; restart it")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -11,10 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from hippo_trt.errors import InputError
+from hippo_trt.errors import InputError, ServingError
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
-from hippo_trt.runtime.serving.handler import Admitted, Cancelled, HandlerPool, RequestHandler, RequestTimeout, ServeLimits, ServerBusy
+from hippo_trt.runtime.serving.handler import (
+    Admitted,
+    Cancelled,
+    HandlerPool,
+    InstanceHung,
+    RequestHandler,
+    RequestTimeout,
+    ServeLimits,
+    ServerBusy,
+)
 from tests.conftest import random_frames
 
 DEFAULTS = GenerationConfig(max_new_tokens=24, mode="sd", prune="hippo", keep=0.5)
@@ -117,7 +126,7 @@ class SlowHandler:
     """A stand-in instance: admits anything, holds the instance until released."""
 
     def __init__(self, limits: ServeLimits, release: threading.Event):
-        self.limits, self.release, self.name = limits, release, "slow"
+        self.limits, self.release, self.name, self.healthy = limits, release, "slow", True
 
     def admit(self, tensors):
         return Admitted(None, DEFAULTS, time.monotonic())
@@ -167,3 +176,43 @@ def test_prompts_holding_special_tokens_are_refused(pipeline, prompt):
     with pytest.raises(InputError, match="special token"):
         check_prompt(pipeline.processor, prompt)
     check_prompt(pipeline.processor, "what is <this> | im_start?")  # look-alikes are fine
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_hung_engine_fails_its_request_and_leaves_the_other_instance_serving(pipeline, clip, monkeypatch, streaming):
+    """A run that never reaches a commit (an engine blocked forever) is failed by the watchdog at
+    its deadline plus the grace; its instance leaves service and the pool lends the other."""
+    limits = ServeLimits(request_timeout_s=0.5, hang_grace_s=0.5)
+    hung, healthy = RequestHandler(pipeline, DEFAULTS, limits, name="hung"), RequestHandler(pipeline, DEFAULTS, limits, name="ok")
+    blocked = threading.Event()
+    monkeypatch.setattr(hung, "pipeline", _Blocking(pipeline, blocked))
+    pool = HandlerPool([hung, healthy])
+    request = wire("what moves", video=clip.read_bytes(), options=b'{"max_new_tokens": 3}')
+    try:
+        started = time.monotonic()
+        with pytest.raises(InstanceHung, match="instance hung is hung"):
+            list(pool.stream(request)) if streaming else pool.run(request)
+        assert 0.9 < time.monotonic() - started < 5
+        assert not hung.healthy and pool.healthy == 1
+        for _ in range(2):  # the hung instance is never lent again
+            assert decoded(pool.run(request))[1] == decoded(healthy.run(request))[1]
+        assert hung.served == 1 and healthy.served >= 4
+        healthy.healthy = False
+        with pytest.raises(ServingError, match="every instance is hung"):
+            pool.run(request)
+    finally:
+        blocked.set()
+
+
+class _Blocking:
+    """The pipeline with a generate that blocks until released (a hung engine)."""
+
+    def __init__(self, pipeline, release: threading.Event):
+        self._pipeline, self._release = pipeline, release
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def generate(self, *args, **kwargs):
+        self._release.wait(60)
+        raise RuntimeError("released")
