@@ -161,13 +161,14 @@ class RequestHandler:
             self.running -= 1
             self.served += 1
 
-    def run(self, tensors: dict[str, np.ndarray] | Admitted) -> dict[str, np.ndarray]:
+    def run(self, tensors: dict[str, np.ndarray] | Admitted, cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
         """One request (its tensors, or already admitted), one response. Its deadline runs from
-        its admission, queue wait included."""
+        its admission, queue wait included; setting ``cancel`` (its client went away) stops it
+        at the next commit."""
         admitted = tensors if isinstance(tensors, Admitted) else self.admit(tensors)
         with self._busy():
             request, config, timer = self._prepare(admitted)
-            with contextlib.closing(self._events(request, config, timer, admitted.arrived)) as events:
+            with contextlib.closing(self._events(request, config, timer, admitted.arrived, cancel)) as events:
                 for kind, value in events:
                     if kind == "done":
                         return response(value.text, value.tokens, self._stats(value, admitted.arrived))
@@ -188,13 +189,13 @@ class RequestHandler:
                     else:
                         yield response(text.finish(), [], self._stats(value, admitted.arrived))
 
-    def _events(self, request, config, timer, started: float) -> Iterator[tuple[str, object]]:
+    def _events(self, request, config, timer, started: float, stop: threading.Event | None = None) -> Iterator[tuple[str, object]]:
         """("tokens", new tokens) per commit, then ("done", RunResult), from a worker thread.
         The watchdog: a run that gives nothing by its deadline plus ``limits.hang_grace_s`` (a
         hung engine, which never reaches the next commit's deadline check) takes this instance
         out of service (``healthy``) and fails the request; the worker is left behind."""
         pieces: queue.Queue = queue.Queue()
-        stop = threading.Event()
+        stop = stop or threading.Event()
         deadline = self._deadline_check(started)
 
         def on_commit(tokens) -> None:
@@ -285,10 +286,12 @@ class HandlerPool:
             with self._lock:
                 self.waiting -= 1
 
-    def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, tensors: dict[str, np.ndarray], cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
         admitted = self.handlers[0].admit(tensors)  # refused before it waits for an instance
         with self.lend(admitted) as handler:
-            return handler.run(admitted)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the client went away while the request waited")
+            return handler.run(admitted, cancel)
 
     def stream(self, tensors: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         admitted = self.handlers[0].admit(tensors)

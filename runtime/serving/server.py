@@ -218,9 +218,16 @@ class HippoServer:
         _check_ports(options)
         return cls(load_handlers(work, defaults, options, progress), options)
 
-    def _unary(self, requests):
+    async def _unary(self, requests):
+        """Each request runs on a thread of its own; when PyTriton cancels the call (the stub saw
+        Triton cancel the request: its client went away), the run stops at its next commit."""
+        loop, cancel = asyncio.get_running_loop(), threading.Event()
         with _logged_refusals():
-            return [self.pool.run(dict(request)) for request in requests]
+            try:
+                return [await loop.run_in_executor(None, self.pool.run, dict(request), cancel) for request in requests]
+            except asyncio.CancelledError:
+                cancel.set()
+                raise
 
     async def _streaming(self, requests):
         """An async generator: PyTriton runs a decoupled instance's requests as tasks on one

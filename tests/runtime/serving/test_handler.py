@@ -131,7 +131,7 @@ class SlowHandler:
     def admit(self, tensors):
         return Admitted(None, DEFAULTS, time.monotonic())
 
-    def run(self, admitted):
+    def run(self, admitted, cancel=None):
         self.release.wait(10)
         return {"ok": True}
 
@@ -141,11 +141,13 @@ def test_a_full_wait_queue_refuses_at_once_and_a_wait_ends_at_the_deadline():
     pool = HandlerPool([SlowHandler(ServeLimits(max_waiting=1, request_timeout_s=1.0), release)])
     with ThreadPoolExecutor(2) as ex:
         holder = ex.submit(pool.run, {})
-        while not pool._free.empty():
+        give_up = time.monotonic() + 10
+        while not pool._free.empty() and time.monotonic() < give_up:
             time.sleep(0.001)
         waiter = ex.submit(pool.run, {})
-        while pool.waiting < 1:
+        while pool.waiting < 1 and time.monotonic() < give_up:
             time.sleep(0.001)
+        assert pool._free.empty() and pool.waiting == 1
         started = time.monotonic()
         with pytest.raises(ServerBusy, match="busy: 1 requests already wait for the 1 instance"):
             pool.run({})

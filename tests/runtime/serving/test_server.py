@@ -289,3 +289,61 @@ def test_the_stub_rewrite_matches_the_installed_pytriton():
     source = (P(pytriton.__file__).parent / "proxy" / "model.py").read_text()
     assert RAISE in source and RESPOND in stub_source(source) and RAISE not in stub_source(source)
     compile(stub_source(source), "model.py", "exec")
+
+
+class _SlowCommits:
+    """A pipeline whose commits each take ``pause`` seconds (a long answer, slowed down)."""
+
+    def __init__(self, pipeline, pause: float):
+        self._pipeline, self._pause, self.commits = pipeline, pause, 0
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def generate(self, request, config, timer=None, on_commit=None):
+        def slow(tokens):
+            self.commits += 1
+            time.sleep(self._pause)
+            if on_commit is not None:
+                on_commit(tokens)
+
+        return self._pipeline.generate(request, config, timer, on_commit=slow)
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_decoding_within_a_second_or_two(work_dirs, clip):
+    """Tells the difference: the answer would take 150 x 0.1 s = 15 s; the server notices the
+    gRPC stream's cancellation (Triton's is_cancelled, which PyTriton 0.7 never asks) and frees
+    the instance within about 2 s of the disconnect."""
+    from hippo_trt.runtime.serving.server import load_handlers
+
+    options = serve_options(1)
+    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
+    slow = handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
+    with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as client:
+        for _piece in client.stream("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 150}):
+            break  # disconnect after the first piece
+        left = time.monotonic()
+        while handlers[0].running and time.monotonic() - left < 20:
+            time.sleep(0.05)
+        freed = time.monotonic() - left
+        assert not handlers[0].running and freed < 3.0, f"the instance was freed {freed:.1f} s after the disconnect"
+        assert slow.commits < 60, slow.commits
+
+
+def test_a_unary_client_that_times_out_frees_the_instance(work_dirs, clip):
+    """A gRPC client giving up after 1 s on a 15 s answer: Triton cancels the request and the
+    server stops decoding it (it would otherwise hold the instance to the end)."""
+    from hippo_trt.runtime.serving.server import load_handlers
+
+    options = serve_options(1)
+    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
+    slow = handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
+    with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url, timeout_s=1.0) as client:
+        with pytest.raises(ServingError):
+            client.generate("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 150})
+        left = time.monotonic()
+        while handlers[0].running and time.monotonic() - left < 20:
+            time.sleep(0.05)
+        freed = time.monotonic() - left
+        assert not handlers[0].running and freed < 3.0, f"the instance was freed {freed:.1f} s after the client gave up"
+        assert slow.commits < 60, slow.commits
