@@ -107,6 +107,14 @@ def weak_precision(plan: BuildPlan) -> str | None:
     return next((e.typing.builder_flag for e in plan.engines if e.typing.builder_flag), None)
 
 
+def recorded_weak_precision(manifest: Manifest) -> str | None:
+    """``weak_precision`` of the plan the work dir's TensorRT engines were built from (None:
+    strongly typed, or no TensorRT engines)."""
+    engines = manifest.engines.get("tensorrt", {}).get("plan", {}).get("engines", [])
+    typings = [e.get("typing", {}) for e in engines]
+    return next((t["compute"] for t in typings if not t.get("strongly_typed", True)), None)
+
+
 def refuse_incompatible(work: Path, manifest: Manifest, plan: BuildPlan) -> None:
     """An EngineError naming the first problem when any graph breaks a TensorRT rule (trt_compat)
     for the way the plan builds it: such an engine would fail to build or compute wrongly."""

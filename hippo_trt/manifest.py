@@ -73,23 +73,24 @@ class FileRecord:
     def read_verified(self, root: Path, deep: bool | str, fix: str) -> bytes:
         """The file's bytes, read once and checked as ``verify`` checks the file (size, and the
         sha256 of these same bytes when ``deep``): what is hashed is what the caller loads."""
-        p = _verify_one(root, self, False, fix, "")
-        data = p.read_bytes()
-        if deep == IF_CHANGED:
-            deep = not self.mtime_ns or p.stat().st_mtime_ns != self.mtime_ns
-        if len(data) != self.bytes or (deep and hashlib.sha256(data).hexdigest() != self.sha256):
-            raise WorkDirError(f"'{p}' does not match its sha256 in the manifest (truncated or altered); {fix}")
+        p = Path(root) / self.path
+        data = p.read_bytes() if p.is_file() else None
+        _verify_one(root, self, deep, fix, "", data)
         return data
 
 
-def _verify_one(root: Path, record: FileRecord, deep: bool, fix: str, what: str) -> Path:
+def _verify_one(root: Path, record: FileRecord, deep: bool, fix: str, what: str, data: bytes | None = None) -> Path:
+    """``record``'s file checked (missing, size, and its sha256 when ``deep``); ``data``: its
+    bytes already read, checked instead of the file on disk."""
     p = Path(root) / record.path
     if not p.is_file():
         raise WorkDirError(f"'{p}'{what} is missing from the work dir; {fix}")
     stat = p.stat()
     if deep == IF_CHANGED:
         deep = not record.mtime_ns or stat.st_mtime_ns != record.mtime_ns
-    if stat.st_size != record.bytes or (deep and sha256_file(p) != record.sha256):
+    size = stat.st_size if data is None else len(data)
+    digest = (lambda: sha256_file(p)) if data is None else (lambda: hashlib.sha256(data).hexdigest())
+    if size != record.bytes or (deep and digest() != record.sha256):
         raise WorkDirError(f"'{p}'{what} does not match its sha256 in the manifest (truncated or altered); {fix}")
     return p
 

@@ -86,21 +86,15 @@ def cmd_build(args) -> int:
     return 0
 
 
-def _built_weak_precision(manifest) -> str | None:
-    """The builder-flag precision of the work dir's TensorRT engines, when built weakly typed (bf16)."""
-    engines = manifest.engines.get("tensorrt", {}).get("plan", {}).get("engines") or [{}]
-    typing = engines[0].get("typing", {})
-    return None if typing.get("strongly_typed", True) else typing.get("compute")
-
-
 def cmd_check(args) -> int:
     """TensorRT parser compatibility of every graph, then the backend against the torch reference."""
+    from hippo_trt.export.trt_build import recorded_weak_precision
     from hippo_trt.export.trt_compat import check_work_dir, format_reports
     from hippo_trt.manifest import Manifest
     from hippo_trt.runtime.compare import compare_backend, format_rows
 
     manifest = Manifest.load(args.work)
-    reports = check_work_dir(args.work, manifest, weak_precision=_built_weak_precision(manifest))
+    reports = check_work_dir(args.work, manifest, weak_precision=recorded_weak_precision(manifest))
     rows = compare_backend(args.work, args.backend)
     passed = all(r.ok for r in reports) and all(r.passed for r in rows)
     if args.json:

@@ -109,3 +109,14 @@ def test_export_warns_in_one_line_per_problem(work_dirs, tmp_path, capsys):
     assert problems and len(lines) == len(problems)
     assert all(line.startswith("hippo-trt: warning: TensorRT rule: pruning/specvlm: [") for line in lines)
     assert {r.id for r in RULES} >= {"int-cumsum", "negative-gather-index"}
+
+
+def test_check_reads_the_weak_precision_the_engines_were_built_with(work_dirs):
+    from hippo_trt.export.trt_build import recorded_weak_precision, weak_precision
+
+    manifest = Manifest.load(work_dirs["gqa"])
+    assert recorded_weak_precision(manifest) is None  # no TensorRT engines
+    for precision, weak in ((None, None), ("bf16", "bf16")):
+        plan = plan_build(manifest, BuildLimits(max_new_tokens=8, precision=precision))
+        built = manifest.with_engines("tensorrt", {"plan": plan.to_json()})
+        assert weak_precision(plan) == recorded_weak_precision(built) == weak
