@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hippo_trt.errors import InputError, ServingError
-from hippo_trt.runtime.serving.protocol import STREAM_MODEL, UNARY_MODEL, RequestOptions
+from hippo_trt.runtime.serving.protocol import STATUS_MODEL, STREAM_MODEL, UNARY_MODEL, RequestOptions
 
 PROTOCOLS = ("grpc", "http")
 _REASON = re.compile(r"^(?:[\w.]+(?:Error|Timeout|Cancelled|Exception)|hippo-trt): (.+)$")
@@ -116,6 +116,19 @@ class HippoClient:
             if time.monotonic() > end:
                 raise ServingError(f"no ready server at {self.url} after {timeout_s:g} s")
             time.sleep(0.2)
+
+    def status(self) -> dict:
+        """The instances' states (``hippo-trt serve``'s ``hippo_status`` model): in service or
+        hung, running or free, requests served, and how many requests wait."""
+        probe = self._lib.InferInput("probe", [1], "BYTES")
+        probe.set_data_from_numpy(np.array([b""], dtype=np.object_))
+        try:
+            result = self._client.infer(STATUS_MODEL, [probe])
+        except self._exception as e:
+            raise ServingError(_reason(e)) from None
+        except OSError as e:
+            raise ServingError(f"cannot reach the server at {self.url} ({e})") from None
+        return json.loads(result.as_numpy("status").reshape(-1)[0])
 
     def _inputs(self, prompt: str, video, options) -> list:
         name, array = video_input(video)

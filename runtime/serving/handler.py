@@ -254,6 +254,12 @@ class HandlerPool:
         """Instances in service (a hung one is not)."""
         return sum(h.healthy for h in self.handlers)
 
+    def status(self) -> dict:
+        """What a monitor reads (``hippo_status``): each instance in service or not, running a
+        request or free, requests served; how many requests wait."""
+        instances = [{"name": h.name, "healthy": h.healthy, "running": h.running, "served": h.served} for h in self.handlers]
+        return {"healthy": self.healthy, "instances": instances, "waiting": self.waiting, "max_waiting": self.limits.max_waiting}
+
     @contextlib.contextmanager
     def lend(self, admitted: Admitted | None = None) -> Iterator[RequestHandler]:
         handler = self._take(admitted)

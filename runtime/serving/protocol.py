@@ -23,6 +23,7 @@ from hippo_trt.runtime.generation import OPTIONS, GenerationConfig, with_options
 
 UNARY_MODEL = "hippo"
 STREAM_MODEL = "hippo_stream"
+STATUS_MODEL = "hippo_status"  # the instances' states, as JSON (hippo-trt serve only)
 MAX_PROMPT_CHARS = 100_000
 MAX_OPTIONS_BYTES = 64 << 10
 MAX_FRAME_PIXELS = 3840 * 2160  # one uploaded frame, H x W (4K UHD)
@@ -50,6 +51,8 @@ OUTPUTS = (
     TensorSpec("tokens", np.int64, (-1,)),
     TensorSpec("stats", np.bytes_, (1,)),
 )
+STATUS_INPUTS = (TensorSpec("probe", np.bytes_, (1,)),)  # any bytes: the request carries nothing else
+STATUS_OUTPUTS = (TensorSpec("status", np.bytes_, (1,)),)
 
 
 FRAMES = Option("frames", int, "frames sampled from an uploaded video (default: the model's)")
@@ -226,6 +229,9 @@ __all__ = [
     "OUTPUTS",
     "RequestOptions",
     "ServedRequest",
+    "STATUS_INPUTS",
+    "STATUS_MODEL",
+    "STATUS_OUTPUTS",
     "STREAM_MODEL",
     "TensorSpec",
     "TextStream",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,13 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hippo_trt.errors import HippoError, InputError, ServingError
 from hippo_trt.manifest import Manifest
 from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.serving import protocol as wire
 from hippo_trt.runtime.serving.handler import HandlerPool, RequestHandler, ServeLimits, instance_ort_options, served_with_draft
-from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, STREAM_MODEL, UNARY_MODEL, TensorSpec
 from hippo_trt.runtime.serving.pytriton_stub import patched_pytriton
 
 LOG = logging.getLogger("hippo_trt.serve")
@@ -175,7 +178,7 @@ def _pytriton():
     return triton, model_config
 
 
-def _tensors(model_config, specs: tuple[TensorSpec, ...]) -> list:
+def _tensors(model_config, specs: tuple[wire.TensorSpec, ...]) -> list:
     return [model_config.Tensor(name=s.name, dtype=s.dtype, shape=s.shape, optional=s.optional) for s in specs]
 
 
@@ -238,6 +241,11 @@ class HippoServer:
                 async for piece in _off_loop(self.pool.stream(dict(request))):
                     yield [piece]
 
+    def _status(self, requests):
+        """``hippo_status``: the pool's state as one JSON string, whatever the request holds."""
+        text = json.dumps(self.pool.status()).encode()
+        return [{"status": np.array([text], dtype=np.object_)} for _ in requests]
+
     def start(self) -> HippoServer:
         """Start serving. PyTriton hands each model's config to its Triton-side stub over a
         local socket; on a loaded machine that handshake can miss ("Connection refused" while
@@ -263,13 +271,17 @@ class HippoServer:
         )  # fmt: skip
         self._triton = triton.Triton(config=config)
         self._triton.__enter__()
-        inputs, outputs = _tensors(model_config, INPUTS), _tensors(model_config, OUTPUTS)
+        inputs, outputs = _tensors(model_config, wire.INPUTS), _tensors(model_config, wire.OUTPUTS)
         instances = len(self.pool.handlers)
         with patched_pytriton():  # the Triton-side stub answers a unary error in one line
-            self._triton.bind(UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False))
+            self._triton.bind(wire.UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False))
             self._triton.bind(
-                STREAM_MODEL, [self._streaming] * instances, inputs, outputs,
+                wire.STREAM_MODEL, [self._streaming] * instances, inputs, outputs,
                 config=model_config.ModelConfig(batching=False, decoupled=True),
+            )  # fmt: skip
+            self._triton.bind(
+                wire.STATUS_MODEL, self._status, _tensors(model_config, wire.STATUS_INPUTS), _tensors(model_config, wire.STATUS_OUTPUTS),
+                config=model_config.ModelConfig(batching=False),
             )  # fmt: skip
             self._triton.run()
         return self

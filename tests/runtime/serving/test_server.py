@@ -347,3 +347,58 @@ def test_a_unary_client_that_times_out_frees_the_instance(work_dirs, clip):
         freed = time.monotonic() - left
         assert not handlers[0].running and freed < 3.0, f"the instance was freed {freed:.1f} s after the client gave up"
         assert slow.commits < 60, slow.commits
+
+
+def test_the_status_model_reports_each_instance(server, clip):
+    with HippoClient(server.options.grpc_url) as client:
+        client.generate("What is it?", clip, {"max_new_tokens": 2})
+        status = client.status()
+    assert status["healthy"] == 2 and status["waiting"] == 0 and status["max_waiting"] == 8
+    assert [(i["name"], i["healthy"], i["running"]) for i in status["instances"]] == [("0", True, 0), ("1", True, 0)]
+    assert sum(i["served"] for i in status["instances"]) >= 1
+
+
+class _Blocking:
+    """A pipeline whose generate blocks until ``release`` is set (an engine that never returns)."""
+
+    def __init__(self, pipeline, release: threading.Event):
+        self._pipeline, self._release = pipeline, release
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def generate(self, *args, **kwargs):
+        self._release.wait()
+        raise RuntimeError("released")
+
+
+def test_a_hung_engine_on_a_live_server_is_reported_and_the_other_instance_keeps_serving(work_dirs, clip):
+    """Case 12 on a real Triton: the hung request gets a one-line error by its deadline plus the
+    grace, ``hippo_status`` shows the instance out of service, the other one keeps answering."""
+    from hippo_trt.runtime.serving.server import load_handlers
+
+    options = serve_options(2, limits=ServeLimits(request_timeout_s=1.0, hang_grace_s=0.5))
+    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
+    release = threading.Event()
+    handlers[0].pipeline = _Blocking(handlers[0].pipeline, release)
+    try:
+        with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as client:
+            while not _lent_to(handlers[0], client, clip):
+                pass
+            status = client.status()
+            assert status["healthy"] == 1 and [i["healthy"] for i in status["instances"]] == [False, True]
+            assert srv.alive() and client.ready()
+            reply = client.generate("What is it?", clip, {"max_new_tokens": 3})
+            assert reply.stats["instance"] == "1"
+    finally:
+        release.set()
+
+
+def _lent_to(handler, client: HippoClient, clip) -> bool:
+    """One request; True once it was the blocked instance's (its error says it is hung)."""
+    try:
+        client.generate("What is it?", clip, {"max_new_tokens": 3})
+    except ServingError as e:
+        assert "instance 0 is hung" in str(e) and "\n" not in str(e)
+        return True
+    return not handler.healthy
