@@ -86,11 +86,13 @@ def _print_stream(client, args, video) -> int:
 
 
 def cmd_bench_serve(args) -> int:
+    if args.soak:
+        return _bench_soak(args)
     from hippo_trt.runtime.bench.serve import Job, LoadConfig, bench_serve, format_serve_table, load_points
     from hippo_trt.runtime.serving.client import read_video
 
     streaming = {"both": (False, True), "off": (False,), "only": (True,)}[args.streaming]
-    config = LoadConfig(tuple(args.concurrency), args.requests, streaming, args.time_limit)
+    config = LoadConfig(tuple(args.concurrency or (1, 2, 4)), args.requests or 16, streaming, args.time_limit)
     defaults = generation_from_args(args)
     if args.url:
         jobs = [Job(args.prompt or "Describe the video.", read_video(args.video))] if args.video else None
@@ -100,12 +102,39 @@ def cmd_bench_serve(args) -> int:
     else:
         work, clips = bench_clips(args)
         jobs = [Job(c.prompt, read_video(c.video)) for c in clips]
-        points = bench_serve(work, jobs, tuple(args.instances), defaults, config, progress=progress(args))
+        points = bench_serve(work, jobs, tuple(args.instances or (1, 2)), defaults, config, progress=progress(args))
     if args.json:
         print_json([p.to_json() for p in points])
     else:
         print(format_serve_table(points, None if args.url else defaults))
     return 0
+
+
+def _bench_soak(args) -> int:
+    """The load-and-fault run; exit code 1 when a check fails."""
+    import tempfile
+
+    from hippo_trt.runtime.bench.soak import SoakConfig, format_soak_table, run_soak
+    from hippo_trt.runtime.bench.soak_traffic import Job
+    from hippo_trt.runtime.serving.client import read_video
+
+    if args.url:
+        raise InputError("bench serve --soak starts and samples its own server: leave out --url")
+    if len(args.instances or (2,)) != 1 or len(args.concurrency or (8,)) != 1:
+        raise InputError("bench serve --soak takes one --instances count and one --concurrency")
+    config = SoakConfig(
+        requests=args.requests or 500, concurrency=(args.concurrency or (8,))[0], instances=(args.instances or (2,))[0],
+        hostile_share=args.hostile_share, seed=args.seed_soak, threads=args.threads or 1,
+    )  # fmt: skip
+    work, clips = bench_clips(args)
+    jobs = [Job(c.prompt, read_video(c.video)) for c in clips]
+    with tempfile.TemporaryDirectory(prefix="hippo-soak-") as logs:
+        report = run_soak(work, jobs, generation_from_args(args), config, Path(logs) / "server.log")
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(format_soak_table(report))
+    return 0 if report.passed else 1
 
 
 def cmd_export_triton(args) -> int:
@@ -181,11 +210,15 @@ def add_commands(sub, bench) -> None:
     p = bench.add_parser("serve", help="load test of a loopback server: throughput, latency and TTFT percentiles")
     add_bench_source(p)
     p.add_argument("--url", help="an already running loopback server's gRPC host:port (default: start one per --instances)")
-    p.add_argument("--instances", type=positives, default=(1, 2), help="instance counts, comma-separated")
-    p.add_argument("--concurrency", type=positives, default=(1, 2, 4), help="client threads, comma-separated")
-    p.add_argument("--requests", type=positive, default=16, help="requests per point")
+    p.add_argument("--instances", type=positives, help="instance counts, comma-separated (default 1,2; soak: 2)")
+    p.add_argument("--concurrency", type=positives, help="client threads, comma-separated (default 1,2,4; soak: 8)")
+    p.add_argument("--requests", type=positive, help="requests per point (default 16; soak: 500)")
     p.add_argument("--streaming", choices=["both", "off", "only"], default="both")
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds per point; later requests are not sent")
+    g = p.add_argument_group("soak: load and faults against a server process of its own")
+    g.add_argument("--soak", action="store_true", help="mix hostile requests and disconnects in, sample the server's RSS and threads")
+    g.add_argument("--hostile-share", type=float, default=0.25, help="fraction of the requests that are hostile or leave early")
+    g.add_argument("--soak-seed", dest="seed_soak", type=int, default=0, help="the order of the requests")
     _serving_defaults(p)
     add_common(p, threads=True)
     p.set_defaults(func=cmd_bench_serve)

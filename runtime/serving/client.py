@@ -134,7 +134,9 @@ class HippoClient:
         name, array = video_input(video)
         arrays = {"prompt": np.array([prompt.encode("utf-8")], dtype=np.object_), name: array}
         if options is not None:
-            text = options.to_json() if isinstance(options, RequestOptions) else json.dumps(options)
+            text = (
+                options.to_json() if isinstance(options, RequestOptions) else options if isinstance(options, str) else json.dumps(options)
+            )
             arrays["options"] = np.array([text.encode("utf-8")], dtype=np.object_)
         inputs = []
         for key, value in arrays.items():
@@ -143,8 +145,9 @@ class HippoClient:
             inputs.append(inp)
         return inputs
 
-    def generate(self, prompt: str, video, options: RequestOptions | dict | None = None) -> Reply:
-        """One request, one response. ``video``: a path, the file's bytes, or uint8 frames [T, H, W, 3]."""
+    def generate(self, prompt: str, video, options: RequestOptions | dict | str | None = None) -> Reply:
+        """One request, one response. ``video``: a path, the file's bytes, or uint8 frames [T, H, W, 3];
+        ``options``: RequestOptions, a dict, or JSON text sent as it is."""
         start = time.perf_counter()
         inputs = self._inputs(prompt, video, options)
         try:
@@ -160,7 +163,7 @@ class HippoClient:
         text, tokens, stats = _decode(result)
         return Reply(text, tokens, stats, latency, latency)
 
-    def stream(self, prompt: str, video, options: RequestOptions | dict | None = None) -> Iterator[Piece]:
+    def stream(self, prompt: str, video, options: RequestOptions | dict | str | None = None) -> Iterator[Piece]:
         """One request, its pieces as the server commits them (gRPC only). Leaving the loop
         early closes the stream (the server frees the request's instance at its next commit)."""
         if self.protocol != "grpc":
@@ -192,7 +195,7 @@ class HippoClient:
         finally:
             self._client.stop_stream(cancel_requests=not finished)
 
-    def stream_reply(self, prompt: str, video, options: RequestOptions | dict | None = None) -> Reply:
+    def stream_reply(self, prompt: str, video, options: RequestOptions | dict | str | None = None) -> Reply:
         """A streamed request gathered into one ``Reply`` (with the client-seen ``ttft_ms``)."""
         pieces = list(self.stream(prompt, video, options))  # at least the last one
         last = pieces[-1]

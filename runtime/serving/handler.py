@@ -246,6 +246,7 @@ class HandlerPool:
         self._free: queue.Queue[RequestHandler] = queue.Queue()
         self._lock = threading.Lock()
         self.waiting = 0
+        self.admitted = 0  # requests holding a ticket: running, waiting or being checked
         for handler in handlers:
             self._free.put(handler)
 
@@ -254,11 +255,36 @@ class HandlerPool:
         """Instances in service (a hung one is not)."""
         return sum(h.healthy for h in self.handlers)
 
+    @property
+    def capacity(self) -> int:
+        """Requests the server holds at once: one running per instance, ``max_waiting`` waiting."""
+        return len(self.handlers) + self.limits.max_waiting
+
+    @contextlib.contextmanager
+    def ticket(self) -> Iterator[None]:
+        """Taken on arrival, before the request gets a thread or is decoded: past ``capacity``
+        the request is refused as busy at once, so threads and held inputs stay bounded
+        whatever the number of clients."""
+        with self._lock:
+            if self.admitted >= self.capacity:
+                raise ServerBusy(
+                    f"busy: the server already holds {self.admitted} requests for {len(self.handlers)} instance(s); retry later"
+                )
+            self.admitted += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.admitted -= 1
+
     def status(self) -> dict:
         """What a monitor reads (``hippo_status``): each instance in service or not, running a
         request or free, requests served; how many requests wait."""
         instances = [{"name": h.name, "healthy": h.healthy, "running": h.running, "served": h.served} for h in self.handlers]
-        return {"healthy": self.healthy, "instances": instances, "waiting": self.waiting, "max_waiting": self.limits.max_waiting}
+        return {
+            "healthy": self.healthy, "instances": instances, "waiting": self.waiting, "max_waiting": self.limits.max_waiting,
+            "admitted": self.admitted, "threads": threading.active_count(),
+        }  # fmt: skip
 
     @contextlib.contextmanager
     def lend(self, admitted: Admitted | None = None) -> Iterator[RequestHandler]:

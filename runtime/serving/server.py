@@ -222,15 +222,23 @@ class HippoServer:
         return cls(load_handlers(work, defaults, options, progress), options)
 
     async def _unary(self, requests):
-        """Each request runs on a thread of its own; when PyTriton cancels the call (the stub saw
-        Triton cancel the request: its client went away), the run stops at its next commit."""
+        """Each request, once it holds a ticket (else: busy, at once), runs on a thread of its own
+        that ends with it; when PyTriton cancels the call (the stub saw Triton cancel the request:
+        its client went away), the run stops at its next commit."""
         loop, cancel = asyncio.get_running_loop(), threading.Event()
         with _logged_refusals():
-            try:
-                return [await loop.run_in_executor(None, self.pool.run, dict(request), cancel) for request in requests]
-            except asyncio.CancelledError:
-                cancel.set()
-                raise
+            answers = []
+            for request in requests:
+                with self.pool.ticket():
+                    thread = ThreadPoolExecutor(1, thread_name_prefix="hippo-unary")
+                    try:
+                        answers.append(await loop.run_in_executor(thread, self.pool.run, dict(request), cancel))
+                    except asyncio.CancelledError:
+                        cancel.set()
+                        raise
+                    finally:
+                        thread.shutdown(wait=False)
+            return answers
 
     async def _streaming(self, requests):
         """An async generator: PyTriton runs a decoupled instance's requests as tasks on one
@@ -238,8 +246,9 @@ class HippoServer:
         run on a thread of the request's own; a shared pool could fill with waiters."""
         with _logged_refusals():
             for request in requests:  # one per call: the model has no batching
-                async for piece in _off_loop(self.pool.stream(dict(request))):
-                    yield [piece]
+                with self.pool.ticket():
+                    async for piece in _off_loop(self.pool.stream(dict(request))):
+                        yield [piece]
 
     def _status(self, requests):
         """``hippo_status``: the pool's state as one JSON string, whatever the request holds."""

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hippo_trt.errors import HippoError, InputError, VideoError
+from hippo_trt.testing.hostile import encode_static
 from hippo_trt.video import (
     MAX_FRAMES,
     DecodeLimits,
@@ -374,25 +375,6 @@ def test_bad_uploads_give_one_line_video_errors(colour_clip, data, message):
 # --- decode limits: what an untrusted video may cost ----------------------------------------
 
 needs_x264 = pytest.mark.skipif("libx264" not in av.codecs_available, reason="this PyAV has no libx264 encoder")
-
-
-def encode_static(path: Path, count: int, width: int, height: int, rate: int = 30) -> Path:
-    """``count`` black frames, x264 ultrafast: a file of a few KB that decodes to count x H x W x 3
-    bytes of RGB. The container (and whether it stores a frame count) follows the suffix."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        yuv = np.full((height * 3 // 2, width), 128, np.uint8)
-        yuv[:height] = 16  # black in limited range, neutral chroma
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        for i in range(count):
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def header_frames(path: Path) -> int:

@@ -4,6 +4,7 @@ an instance twice."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,7 @@ class SlowHandler:
 
     def __init__(self, limits: ServeLimits, release: threading.Event):
         self.limits, self.release, self.name, self.healthy = limits, release, "slow", True
+        self.running = self.served = 0
 
     def admit(self, tensors):
         return Admitted(None, DEFAULTS, time.monotonic())
@@ -157,6 +159,21 @@ def test_a_full_wait_queue_refuses_at_once_and_a_wait_ends_at_the_deadline():
         release.set()
         assert holder.result() == {"ok": True}
     assert pool.waiting == 0 and pool._free.qsize() == 1
+
+
+def test_tickets_bound_what_the_server_holds_and_are_returned_whatever_happens():
+    pool = HandlerPool([SlowHandler(ServeLimits(max_waiting=2), threading.Event())])
+    assert pool.capacity == 3
+    with contextlib.ExitStack() as held:
+        for _ in range(3):
+            held.enter_context(pool.ticket())
+        assert pool.admitted == 3 and pool.status()["admitted"] == 3
+        with pytest.raises(ServerBusy, match="busy: the server already holds 3 requests for 1 instance"):
+            with pool.ticket():
+                pass
+    with pytest.raises(RuntimeError), pool.ticket():
+        raise RuntimeError("a failing request")
+    assert pool.admitted == 0
 
 
 def test_a_bad_request_is_refused_before_it_waits_for_an_instance(pipeline, clip):
