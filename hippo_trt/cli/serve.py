@@ -29,7 +29,10 @@ def _serve_options(args):
     return ServeOptions(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         instances=args.instances, backend=args.backend, threads=args.threads, drain_timeout_s=args.drain_timeout,
-        limits=ServeLimits(request_timeout_s=args.request_timeout, max_video_bytes=args.max_video_bytes, max_waiting=args.max_waiting),
+        limits=ServeLimits(
+            request_timeout_s=args.request_timeout, max_video_bytes=args.max_video_bytes, max_waiting=args.max_waiting,
+            hang_grace_s=args.hang_grace,
+        ),
     )  # fmt: skip
 
 
@@ -176,6 +179,10 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--max-waiting", type=int, default=8, help="requests that may wait for a busy instance; more are refused at once as busy"
     )
     g.add_argument("--max-video-bytes", type=int, default=512 << 20, help="largest accepted upload")
+    g.add_argument(
+        "--hang-grace", type=float, default=30.0,
+        help="seconds past the request timeout after which a run with no progress takes its instance out of service",
+    )  # fmt: skip
 
 
 def _serving_defaults(p: argparse.ArgumentParser) -> None:

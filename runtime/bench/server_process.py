@@ -40,7 +40,8 @@ class ServerSpec:
 class Sample:
     at: float  # seconds since the sampler started
     server_rss: int  # bytes: the serving Python process (engines, caches, requests)
-    tree_rss: int  # bytes: the same with every descendant (tritonserver, stubs)
+    tree_rss: int  # bytes: the same with every descendant (tritonserver, stubs); shared memory counts once per process
+    tree_pss: int  # bytes: the tree's proportional set size, shared pages split among the processes mapping them
     threads: int  # threads of the serving Python process
 
 
@@ -67,22 +68,27 @@ def _psutil():
 class ServerProcess:
     """``with ServerProcess(spec, log) as server:`` a ready server; ``sample()`` reads it now."""
 
-    def __init__(self, spec: ServerSpec, log: Path):
-        self.spec, self.log = spec, Path(log)
-        http, grpc, metrics = free_ports(3)
-        self.http_url, self.grpc_url, self._ports = f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", (http, grpc, metrics)
+    def __init__(
+        self, spec: ServerSpec, log: Path, launcher: tuple[str, ...] = ("-m", "hippo_trt"), ports: tuple[int, int, int] | None = None
+    ):
+        """``launcher``: what runs ``hippo-trt`` under this interpreter; ``ports``: http, grpc,
+        metrics (default: free ones)."""
+        self.spec, self.log, self.launcher = spec, Path(log), launcher
+        http, grpc, metrics = ports or free_ports(3)
+        self.http_url, self.grpc_url, self.ports = f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", (http, grpc, metrics)
         self._process: subprocess.Popen | None = None
         self.stopping = False
 
     def argv(self) -> list[str]:
         s, limits = self.spec, self.spec.limits
-        http, grpc, metrics = self._ports
+        http, grpc, metrics = self.ports
         return [
-            sys.executable, "-m", "hippo_trt", "serve", str(s.work), "--quiet",
+            sys.executable, *self.launcher, "serve", str(s.work), "--quiet",
             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
             "--instances", str(s.instances), "--threads", str(s.threads), "--drain-timeout", str(s.drain_timeout_s),
             "--request-timeout", str(limits.request_timeout_s), "--max-waiting", str(limits.max_waiting),
-            "--max-video-bytes", str(limits.max_video_bytes), *generation_flags(s.defaults),
+            "--max-video-bytes", str(limits.max_video_bytes), "--hang-grace", str(limits.hang_grace_s),
+            *generation_flags(s.defaults),
         ]  # fmt: skip
 
     def start(self) -> ServerProcess:
@@ -114,12 +120,24 @@ class ServerProcess:
         psutil = _psutil()
         process = psutil.Process(self.pid)
         with process.oneshot():
-            own, threads = process.memory_info().rss, process.num_threads()
-        tree = own
+            memory, threads = process.memory_full_info(), process.num_threads()
+        rss, pss = memory.rss, memory.pss
         for child in process.children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                tree += child.memory_info().rss
-        return Sample(round(time.monotonic() - since, 3), own, tree, threads)
+                child_memory = child.memory_full_info()
+                rss, pss = rss + child_memory.rss, pss + child_memory.pss
+        return Sample(round(time.monotonic() - since, 3), memory.rss, rss, pss, threads)
+
+    def wait_idle(self, timeout_s: float = 120.0) -> dict:
+        """The server's status once no request runs, waits or holds a ticket (or at ``timeout_s``)."""
+        end = time.monotonic() + timeout_s
+        with HippoClient(self.grpc_url) as client:
+            while True:
+                status = client.status()
+                busy = status["waiting"] or status.get("admitted") or any(i["running"] for i in status["instances"])
+                if not busy or time.monotonic() > end:
+                    return status
+                time.sleep(0.05)
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (the server drains and stops), then SIGKILL past ``timeout_s``; its exit code."""

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from hippo_trt.errors import InputError
 from hippo_trt.manifest import Manifest
+from hippo_trt.preprocess import special_texts
 from hippo_trt.runtime.bench import soak_traffic as traffic
 from hippo_trt.runtime.bench.server_process import Sample, Sampler, ServerProcess, ServerSpec
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
-from hippo_trt.runtime.serving.client import HippoClient
 from hippo_trt.runtime.serving.handler import ServeLimits, served_with_draft
 
 SETTLE_S = 2.0  # after the load: threads finishing their last request exit
@@ -76,6 +76,11 @@ class SoakReport:
     examples: dict[str, str]  # kind -> one error text it got
 
     @property
+    def peak_ratio(self) -> float:
+        """The larger of the serving process's peak RSS and the tree's peak PSS over their idle values."""
+        return max(self.peak.server_rss / max(self.idle.server_rss, 1), self.peak.tree_pss / max(self.idle.tree_pss, 1))
+
+    @property
     def wrong(self) -> int:
         return sum(k.wrong for k in self.kinds)
 
@@ -85,7 +90,7 @@ class SoakReport:
             "no wrong answer": self.wrong == 0,
             "no unexpected outcome": sum(k.unexpected for k in self.kinds) == 0,
             "one-line errors": sum(k.leaky for k in self.kinds) == 0,
-            f"peak RSS <= {self.config.rss_limit:g}x idle": self.peak.tree_rss <= self.config.rss_limit * self.idle.tree_rss,
+            f"peak memory <= {self.config.rss_limit:g}x idle": self.peak_ratio <= self.config.rss_limit,
             "threads back to baseline": self.end.threads <= self.warm.threads,
             "every instance in service": self.status_end.get("healthy") == self.config.instances,
         }
@@ -98,8 +103,9 @@ class SoakReport:
         return {**asdict(self), "checks": self.checks(), "passed": self.passed}
 
 
-def offline_answers(work: Path, jobs: list[traffic.Job], defaults: GenerationConfig) -> list[tuple[int, ...]]:
-    """Each job's tokens from the pipeline run in this process, as ``hippo-trt run`` would."""
+def offline_answers(work: Path, jobs: list[traffic.Job], defaults: GenerationConfig) -> tuple[list[tuple[int, ...]], tuple[str, ...]]:
+    """Each job's tokens from the pipeline run in this process, as ``hippo-trt run`` would, and
+    the model's special-token texts (for the hostile prompts)."""
     pipeline = Pipeline.load(work, with_draft=served_with_draft(Manifest.load(work), defaults))
     with tempfile.TemporaryDirectory(prefix="hippo-soak-") as tmp:
         answers = []
@@ -107,7 +113,7 @@ def offline_answers(work: Path, jobs: list[traffic.Job], defaults: GenerationCon
             path = Path(tmp) / f"clip-{i}.mp4"
             path.write_bytes(job.video)
             answers.append(tuple(pipeline.run(path, job.prompt, config=defaults).tokens))
-    return answers
+    return answers, tuple(special_texts(pipeline.processor))
 
 
 def _send(kind: str, at: traffic.Endpoints, jobs: list[traffic.Job], i: int, hostile: traffic.Hostile) -> traffic.Outcome:
@@ -137,18 +143,6 @@ def _load(server: ServerProcess, kinds: list[str], jobs, hostile, concurrency: i
     return outcomes
 
 
-def _wait_idle(server: ServerProcess, timeout_s: float = 120.0) -> dict:
-    """The server's status once no request runs or waits (or at ``timeout_s``)."""
-    end = time.monotonic() + timeout_s
-    with HippoClient(server.grpc_url) as client:
-        while True:
-            status = client.status()
-            busy = status["waiting"] or any(i["running"] for i in status["instances"])
-            if not busy or time.monotonic() > end:
-                return status
-            time.sleep(0.1)
-
-
 def _settled_sample(server: ServerProcess) -> Sample:
     time.sleep(SETTLE_S)
     return server.sample()
@@ -173,8 +167,8 @@ def rows(outcomes: list[traffic.Outcome], answers: list[tuple[int, ...]]) -> tup
 
 
 def run_soak(work: Path, jobs: list[traffic.Job], defaults: GenerationConfig, config: SoakConfig, log: Path) -> SoakReport:
-    answers = offline_answers(work, jobs, defaults)
-    hostile = traffic.Hostile()
+    answers, specials = offline_answers(work, jobs, defaults)
+    hostile = traffic.Hostile(specials)
     _ = hostile.bomb, hostile.uhd8k  # encoded before the clock starts
     limits = ServeLimits(request_timeout_s=config.request_timeout_s, max_waiting=config.concurrency)
     spec = ServerSpec(Path(work), defaults, config.instances, config.threads, limits)
@@ -182,17 +176,17 @@ def run_soak(work: Path, jobs: list[traffic.Job], defaults: GenerationConfig, co
     with ServerProcess(spec, log) as server:
         idle = _settled_sample(server)
         _load(server, [k for k in traffic.GOOD for _ in range(config.concurrency)], jobs, hostile, config.concurrency)
-        _wait_idle(server)
+        server.wait_idle()
         warm = _settled_sample(server)
         start = time.perf_counter()
         with Sampler(server) as sampler:
             outcomes = _load(server, kinds, jobs, hostile, config.concurrency)
         seconds = time.perf_counter() - start
         crashed = server.exit_code is not None
-        status = _wait_idle(server) if not crashed else {}
+        status = server.wait_idle() if not crashed else {}
         end = _settled_sample(server) if not crashed else warm
         exit_code = server.stop()
-    peak = Sample(seconds, sampler.peak("server_rss"), sampler.peak("tree_rss"), sampler.peak("threads"))
+    peak = Sample(seconds, *(sampler.peak(f) for f in ("server_rss", "tree_rss", "tree_pss", "threads")))
     examples = {o.kind: o.error for o in outcomes if o.error}
     return SoakReport(
         config, defaults, rows(outcomes, answers), round(seconds, 2), crashed, exit_code, idle, warm, peak, end, status, examples
@@ -223,11 +217,13 @@ def format_soak_table(report: SoakReport) -> str:
         "| server | idle | after warm-up | peak | end |",
         "|---|---:|---:|---:|---:|",
         "| serving process RSS, MiB | " + " | ".join(_mib(s.server_rss) for s in samples) + " |",
-        "| with tritonserver and stubs, MiB | " + " | ".join(_mib(s.tree_rss) for s in samples) + " |",
+        "| with tritonserver and stubs: RSS, MiB | " + " | ".join(_mib(s.tree_rss) for s in samples) + " |",
+        "| with tritonserver and stubs: PSS, MiB | " + " | ".join(_mib(s.tree_pss) for s in samples) + " |",
         "| serving process threads | " + " | ".join(str(s.threads) for s in samples) + " |",
         "",
-        f"peak RSS {report.peak.tree_rss / max(report.idle.tree_rss, 1):.2f}x idle (process tree), "
-        f"{report.peak.server_rss / max(report.idle.server_rss, 1):.2f}x (serving process); instances in service at the end: "
+        f"peak over idle: serving process RSS {report.peak.server_rss / max(report.idle.server_rss, 1):.2f}x, "
+        f"tree PSS {report.peak.tree_pss / max(report.idle.tree_pss, 1):.2f}x (tree RSS {report.peak.tree_rss / max(report.idle.tree_rss, 1):.2f}x, "
+        "shared memory counted in every process); instances in service at the end: "
         f"{report.status_end.get('healthy', 0)} of {c.instances}; exit code after SIGTERM: {report.exit_code}",
         "",
         "| check | result |",

@@ -53,7 +53,11 @@ def leaks(error: str) -> bool:
 
 
 class Hostile:
-    """The hostile payloads, made once (the bomb takes a few seconds to encode)."""
+    """The hostile payloads, made once (the bomb takes a few seconds to encode). ``specials``:
+    the served model's special-token texts, smuggled into prompts."""
+
+    def __init__(self, specials: tuple[str, ...] = ()):
+        self.prompts = tuple(f"Describe {token} twice." for token in specials) or SPECIAL_PROMPTS
 
     @cached_property
     def bomb(self) -> bytes:  # ~10 KB of MKV (no frame count) -> 300 x 1080p RGB frames (1.9 GB) if all were kept
@@ -148,7 +152,7 @@ def bad_options(at: Endpoints, jobs: list[Job], i: int, h: Hostile) -> Outcome:
 
 
 def special_prompt(at: Endpoints, jobs: list[Job], i: int, h: Hostile) -> Outcome:
-    return _refusal("special-tokens", at, SPECIAL_PROMPTS[i % len(SPECIAL_PROMPTS)], jobs[0].video)
+    return _refusal("special-tokens", at, h.prompts[i % len(h.prompts)], jobs[0].video)
 
 
 def raw_http(at: Endpoints, jobs: list[Job], i: int, h: Hostile) -> Outcome:

@@ -9,7 +9,8 @@ and talks to the Python callables in this process over a ZMQ socket. Two gaps, c
   a response carrying a ``TritonError``, Triton's own way to fail one request.
 - Disconnects. Triton marks a request cancelled when its client goes away (``is_cancelled``),
   but PyTriton 0.7 never asks. The rewritten stub watches each request's ``is_cancelled()`` while
-  it runs and, when it turns true, sends ``CANCEL`` + the request's id over the same socket;
+  it runs (never after the stub has ended it: a lock per request, taken where the stub ends it)
+  and, when it turns true, sends ``CANCEL`` + the request's id over the same socket;
   ``install_cancellation`` makes this process's side cancel that request's inference task, so
   the callable sees ``CancelledError`` (a stream closes its iterator: decoding stops at the next
   commit and the instance is freed).
@@ -41,35 +42,81 @@ RESPOND = """                if triton_responses_or_error is not None and isinst
 
 CANCEL = b"hippo-cancel:"  # + a request id: Triton cancelled those requests
 PUSH = "            handle_responses_task_async_future = self._requests_server.push(requests_id, triton_requests, spans)\n"
-WATCH_CALL = "            _hippo_watch_cancellation(self._requests_server._server, self._requests, requests_id, triton_requests)\n"
+WATCH_CALL = "            _hippo_watch_cancellation(self._requests_server._server, requests_id, triton_requests)\n"
+# Where the stub ends a request, before Triton may free it: the unary result is in, or a decoupled
+# request's final response is about to go. The watcher's is_cancelled() on a freed request would
+# crash tritonserver (TRITONBACKEND_ResponseFactoryIsCancelled on a released factory), so both
+# take the watch's lock and mark it done first.
+UNARY_END = """                handle_responses_concurrent_future = handle_responses_task_async_future.result()
+                triton_responses_or_error = handle_responses_concurrent_future.result()
+"""
+UNARY_END_FINISHED = """                try:
+                    handle_responses_concurrent_future = handle_responses_task_async_future.result()
+                    triton_responses_or_error = handle_responses_concurrent_future.result()
+                finally:
+                    _hippo_finish(requests_id)
+"""
+FINAL = """                if eos:
+                    triton_flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+"""
+CANCELLED_FINAL = """                LOGGER.warning(f"Cancelled responses handler for requests={requests_id.hex()}")  # noqa: G004
+                triton_flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+"""
+FINISH = "                    _hippo_finish(requests_id)\n"
 WATCHER = '''
 
-def _hippo_watch_cancellation(server, requests_map, requests_id, triton_requests):
+_HIPPO_WATCHES = {}  # requests id -> [lock, done]: the watches of running requests
+
+
+def _hippo_finish(requests_id):
+    """hippo-trt: the stub is about to end these requests; their watcher stops touching them."""
+    watch = _HIPPO_WATCHES.pop(requests_id, None)
+    if watch is not None:
+        with watch[0]:
+            watch[1] = True
+
+
+def _hippo_watch_cancellation(server, requests_id, triton_requests):
     """hippo-trt: while these requests run, tell the proxy when Triton cancels one."""
     import time
+
+    watch = _HIPPO_WATCHES[requests_id] = [threading.Lock(), False]
 
     async def tell():
         await server._socket.send_multipart([b"hippo-cancel:" + requests_id, b""])
 
-    def watch():
-        while requests_map.get(requests_id) is triton_requests:
-            if any(r.is_cancelled() for r in triton_requests):
+    def watching():
+        while True:
+            with watch[0]:
+                if watch[1]:
+                    return
+                cancelled = any(r.is_cancelled() for r in triton_requests)
+            if cancelled:
                 asyncio.run_coroutine_threadsafe(tell(), server.server_loop)  # sent from the socket's own loop
                 return
             time.sleep(0.1)
 
-    threading.Thread(target=watch, daemon=True, name="hippo-cancel-watch").start()
+    threading.Thread(target=watching, daemon=True, name="hippo-cancel-watch").start()
 '''
+REWRITES = (
+    (RAISE, RESPOND),
+    (PUSH, PUSH + WATCH_CALL),
+    (UNARY_END, UNARY_END_FINISHED),
+    (FINAL, FINAL + FINISH),
+    (CANCELLED_FINAL, CANCELLED_FINAL + FINISH[4:]),
+)
 
 
 def stub_source(source: str) -> str:
     """``model.py``'s source with the unary error path answering, not raising, and a
     cancellation watcher per pushed request; unchanged (and a warning) when PyTriton's stub does
     not hold the statements."""
-    if RAISE not in source or PUSH not in source:
+    if any(source.count(old) != 1 for old, _new in REWRITES):
         LOG.warning("PyTriton's stub differs from 0.7's: errors may carry its traceback and disconnects go unnoticed")
         return source
-    return source.replace(RAISE, RESPOND, 1).replace(PUSH, PUSH + WATCH_CALL, 1) + WATCHER
+    for old, new in REWRITES:
+        source = source.replace(old, new, 1)
+    return source + WATCHER
 
 
 def install_cancellation() -> None:

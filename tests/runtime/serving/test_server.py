@@ -402,3 +402,63 @@ def _lent_to(handler, client: HippoClient, clip) -> bool:
         assert "instance 0 is hung" in str(e) and "\n" not in str(e)
         return True
     return not handler.healthy
+
+
+def test_a_flood_of_requests_refused_at_once_never_crashes_tritonserver(server, clip):
+    """The cancellation watcher asks Triton whether a request is cancelled while it runs; asking
+    after the stub has ended the request (a released response factory) crashed tritonserver in
+    TRITONBACKEND_ResponseFactoryIsCancelled. Refusals end requests within microseconds of their
+    arrival, so a flood of them, unary and streamed, hits that window if it is open."""
+    garbage = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+    def refused(i: int) -> str:
+        with HippoClient(server.options.grpc_url) as client:
+            try:
+                if i % 2:
+                    client.stream_reply("What is it?", garbage)
+                else:
+                    client.generate("What is it?", garbage)
+            except ServingError as e:
+                return str(e)
+        return "answered"
+
+    with ThreadPoolExecutor(8) as pool:
+        errors = list(pool.map(refused, range(200)))
+    assert server.alive() and all("\n" not in e and e != "answered" for e in errors)
+    assert ask(server, "grpc", "What is it?", clip, {"max_new_tokens": 2}).tokens
+
+
+class _FreedRequest:
+    """A Triton request whose ``is_cancelled`` takes a while and must never run once freed."""
+
+    def __init__(self):
+        self.freed, self.calls_after_free, self.calls = False, 0, 0
+
+    def is_cancelled(self) -> bool:
+        self.calls += 1
+        time.sleep(0.002)
+        self.calls_after_free += self.freed
+        return False
+
+
+def test_the_watcher_never_asks_a_request_the_stub_has_ended():
+    """The rewritten stub's watcher and end hook, run as the stub runs them: once
+    ``_hippo_finish`` returns (the stub then hands the request back and Triton frees it), no
+    ``is_cancelled`` call is running or starts, however the two threads interleave."""
+    import asyncio
+
+    from hippo_trt.runtime.serving.pytriton_stub import WATCHER
+
+    stub: dict = {"asyncio": asyncio, "threading": threading}
+    exec(compile(WATCHER, "model.py", "exec"), stub)
+    requests = []
+    for i in range(200):
+        request = _FreedRequest()
+        stub["_hippo_watch_cancellation"](None, i.to_bytes(4, "big"), [request])
+        time.sleep((i % 7) * 0.0007)  # end it at varied points of the watcher's first call
+        stub["_hippo_finish"](i.to_bytes(4, "big"))
+        request.freed = True
+        requests.append(request)
+    time.sleep(0.3)  # any watcher still going would call again by now
+    assert sum(r.calls for r in requests) > 0 and sum(r.calls_after_free for r in requests) == 0
+    assert stub["_HIPPO_WATCHES"] == {}
