@@ -94,6 +94,19 @@ class HippoClient:
             self._client = self._lib.InferenceServerClient(url)
         else:
             self._client = self._lib.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        self._batch_dim: dict[str, bool] = {}
+
+    def batch_dim(self, model: str) -> bool:
+        """Whether ``model`` takes a leading batch dim (an export-triton repository's models,
+        whose queue policy needs max_batch_size 1; ``hippo-trt serve``'s do not). Asked once."""
+        if model not in self._batch_dim:
+            try:
+                config = self._client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
+            except (self._exception, OSError):  # the request itself will say what is wrong
+                return False
+            config = config.get("config", config)
+            self._batch_dim[model] = int(config.get("max_batch_size", 0)) > 0
+        return self._batch_dim[model]
 
     def close(self) -> None:
         self._client.close()
@@ -130,7 +143,7 @@ class HippoClient:
             raise ServingError(f"cannot reach the server at {self.url} ({e})") from None
         return json.loads(result.as_numpy("status").reshape(-1)[0])
 
-    def _inputs(self, prompt: str, video, options) -> list:
+    def _inputs(self, prompt: str, video, options, model: str = UNARY_MODEL) -> list:
         name, array = video_input(video)
         arrays = {"prompt": np.array([prompt.encode("utf-8")], dtype=np.object_), name: array}
         if options is not None:
@@ -138,6 +151,8 @@ class HippoClient:
                 options.to_json() if isinstance(options, RequestOptions) else options if isinstance(options, str) else json.dumps(options)
             )
             arrays["options"] = np.array([text.encode("utf-8")], dtype=np.object_)
+        if self.batch_dim(model):
+            arrays = {key: value[None] for key, value in arrays.items()}
         inputs = []
         for key, value in arrays.items():
             inp = self._lib.InferInput(key, list(value.shape), "BYTES" if value.dtype == np.object_ else "UINT8")
@@ -170,7 +185,7 @@ class HippoClient:
             raise InputError("streaming needs the gRPC endpoint (protocol='grpc')")
         start = time.perf_counter()
         inbox: queue.Queue = queue.Queue()
-        inputs = self._inputs(prompt, video, options)
+        inputs = self._inputs(prompt, video, options, STREAM_MODEL)
         self._client.start_stream(callback=lambda result, error: inbox.put((result, error, time.perf_counter())))
         finished = False
         try:

@@ -38,6 +38,7 @@ from hippo_trt.runtime.serving.pytriton_stub import patched_pytriton
 
 LOG = logging.getLogger("hippo_trt.serve")
 SERVE_EXTRA = "hippo-trt serve needs PyTriton: pip install 'hippo-trt[serve]'"
+GRPC_POOL = 1  # request objects tritonserver keeps for reuse, each with the largest message it held (default 8)
 PYTRITON_KILL_S = 30  # PyTriton kills tritonserver this long after SIGINT (pytriton/server/triton_server.py)
 
 
@@ -111,9 +112,14 @@ def _check_ports(o: ServeOptions) -> None:
 
 
 def _server_environment() -> None:
-    """The Python-backend stub must load this interpreter's libpython, not another patch
-    release found first on the system (a mismatch fails with "'_thread.RLock' object has no
-    attribute '_recursion_count'"): put its LIBDIR first on LD_LIBRARY_PATH."""
+    """What tritonserver and its stubs inherit. glibc keeps freed memory in per-thread arenas
+    (up to 8 per core): tritonserver's gRPC threads each kept the largest upload they had held,
+    so a client sending 25 MB frame tensors grew it by ~400 MB; two arenas bound that (set
+    MALLOC_ARENA_MAX yourself to choose otherwise). And the Python-backend stub must load this
+    interpreter's libpython, not another patch release found first on the system (a mismatch
+    fails with "'_thread.RLock' object has no attribute '_recursion_count'"): its LIBDIR goes
+    first on LD_LIBRARY_PATH."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
     if not (libdir and ldlibrary and (Path(libdir) / ldlibrary).exists()):
@@ -276,7 +282,7 @@ class HippoServer:
         config = triton.TritonConfig(
             http_address=o.host, http_port=o.http_port, grpc_address=o.host, grpc_port=o.grpc_port,
             metrics_address=o.host, metrics_port=o.metrics_port, exit_timeout_secs=o.drain_timeout_s,
-            log_file=o.log_file,
+            log_file=o.log_file, grpc_infer_allocation_pool_size=GRPC_POOL,
         )  # fmt: skip
         self._triton = triton.Triton(config=config)
         self._triton.__enter__()

@@ -123,9 +123,13 @@ def model_config(
     backend: str = "",
     decoupled: bool = False,
     parameters: Mapping[str, str] | None = None,
+    queue: ServeLimits | None = None,
 ):
-    """A ``ModelConfig`` message: no batching (max_batch_size 0: dims are full shapes)."""
+    """A ``ModelConfig`` message: no batching (max_batch_size 0: dims are full shapes), or with
+    ``queue`` a bounded wait queue (``queue_policy``)."""
     config = pb.ModelConfig(name=name, max_batch_size=0)
+    if queue is not None:
+        queue_policy(config, queue)
     if platform:
         config.platform = platform
     if backend:
@@ -140,6 +144,19 @@ def model_config(
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = value
     return config
+
+
+def queue_policy(config, limits: ServeLimits) -> None:
+    """At most ``limits.max_waiting`` requests wait for an instance; one more is rejected at once
+    (UNAVAILABLE, "Exceeds maximum queue size"), and a request that waited ``request_timeout_s``
+    is rejected. Triton's queue is the dynamic batcher's, which needs ``max_batch_size`` >= 1:
+    it is 1 (one request a batch, as without batching) and every input and output gains a
+    leading batch dim of 1, which ``HippoClient`` adds and the Python model strips."""
+    config.max_batch_size = 1
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = max(limits.max_waiting, 1)  # Triton reads 0 as no limit
+    policy.timeout_action = type(policy).REJECT
+    policy.default_timeout_microseconds = int(limits.request_timeout_s * 1e6)
 
 
 def write_config(path: Path, config, text_format, pb) -> None:

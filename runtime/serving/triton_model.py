@@ -176,13 +176,16 @@ class TritonPythonModel:
         name = args.get("model_instance_name", args.get("model_name", "0"))
         self.handler = RequestHandler(pipeline, params.defaults, params.limits, name=name)
         self.decoupled = bool(self.pb.using_decoupled_model_transaction_policy(self.model_config))
+        self.batched = int(self.model_config.get("max_batch_size", 0)) > 0  # a queue policy: a batch dim of 1
 
     def _tensors(self, request) -> dict[str, np.ndarray]:
         found = {spec.name: self.pb.get_input_tensor_by_name(request, spec.name) for spec in INPUTS}
-        return {name: tensor.as_numpy() for name, tensor in found.items() if tensor is not None}
+        arrays = {name: tensor.as_numpy() for name, tensor in found.items() if tensor is not None}
+        return {name: a[0] for name, a in arrays.items()} if self.batched else arrays
 
     def _response(self, outputs: Mapping[str, np.ndarray]):
-        return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(name, value) for name, value in outputs.items()])
+        tensors = [self.pb.Tensor(name, value[None] if self.batched else value) for name, value in outputs.items()]
+        return self.pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, error: Exception):
         message = str(error) if isinstance(error, HippoError) else f"internal error ({type(error).__name__}: {error})"

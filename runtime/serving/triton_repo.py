@@ -260,7 +260,7 @@ def _write_python_model(stage: Path, name: str, work: Path, files: list[Path], o
     params = BackendParameters(options.engines, WORK_DIR, options.defaults, options.limits, options.ort_threads)
     config = model_config(
         pb, name, _protocol_io(INPUTS), _protocol_io(OUTPUTS), instance_kind("python", options), options.instances, backend="python",
-        decoupled=name == STREAM_MODEL, parameters=params.to_parameters(),
+        decoupled=name == STREAM_MODEL, parameters=params.to_parameters(), queue=options.limits,
     )  # fmt: skip
     write_config(root / "config.pbtxt", config, text_format, pb)
 

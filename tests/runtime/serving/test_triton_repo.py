@@ -33,6 +33,7 @@ from hippo_trt.manifest import FileRecord, Manifest  # noqa: E402
 from hippo_trt.runtime.backends.triton_bls import BlsEngine  # noqa: E402
 from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
 from hippo_trt.runtime.pipeline import Pipeline
+from hippo_trt.runtime.serving.handler import ServeLimits  # noqa: E402
 from hippo_trt.runtime.serving.protocol import INPUTS, OUTPUTS, RequestOptions  # noqa: E402
 from hippo_trt.runtime.serving.triton_model import BackendParameters, TritonPythonModel, config_parameters
 from hippo_trt.runtime.serving.triton_repo import TritonRepoOptions, export_triton_repo, triton_type  # noqa: E402
@@ -107,9 +108,12 @@ def test_the_python_models_declare_the_served_protocol(repos, work_dirs):
             config = found[name]
             assert (config.backend, config.max_batch_size, config.model_transaction_policy.decoupled) == (
                 "python",
-                0,
+                1,  # the queue policy needs the dynamic batcher: one request a batch
                 name == "hippo_stream",
             )
+            policy = config.dynamic_batching.default_queue_policy
+            assert (policy.max_queue_size, policy.default_timeout_microseconds) == (8, 600_000_000)
+            assert policy.timeout_action == type(policy).REJECT
             for declared, specs in ((config.input, INPUTS), (config.output, OUTPUTS)):
                 got = [(d.name, mc.DataType.Name(d.data_type), list(d.dims), getattr(d, "optional", False)) for d in declared]
                 assert got == [(s.name, triton_type(s.dtype), list(s.shape), s.optional) for s in specs]
@@ -316,20 +320,21 @@ def models(backend, repos):
 
 
 def request(clip: Path, prompt: str = PROMPT, options: dict | str | None = None, cancel_after: int | None = None):
-    tensors = [
-        fake.Tensor("prompt", np.array([prompt.encode()], dtype=object)),
-        fake.Tensor("video", np.array([clip.read_bytes()], dtype=object)),
+    tensors = [  # with the batch dim of 1 of the queue policy's max_batch_size
+        fake.Tensor("prompt", np.array([[prompt.encode()]], dtype=object)),
+        fake.Tensor("video", np.array([[clip.read_bytes()]], dtype=object)),
     ]
     if options is not None:
         text = options if isinstance(options, str) else json.dumps(options)
-        tensors.append(fake.Tensor("options", np.array([text.encode()], dtype=object)))
+        tensors.append(fake.Tensor("options", np.array([[text.encode()]], dtype=object)))
     return fake.InferenceRequest("hippo", tensors, [], sender=fake.ResponseSender(cancel_after))
 
 
 def outputs(response) -> tuple[str, list[int], dict]:
     assert not response.has_error(), response.error().message()
     get = {t.name(): t.as_numpy() for t in response.output_tensors()}
-    return get["text"][0].decode(), get["tokens"].tolist(), json.loads(get["stats"][0])
+    assert all(a.shape[0] == 1 for a in get.values())  # the batch dim goes back to the client
+    return get["text"].reshape(-1)[0].decode(), get["tokens"].reshape(-1).tolist(), json.loads(get["stats"].reshape(-1)[0])
 
 
 def expected(offline: Pipeline, clip: Path, options: dict):
@@ -519,3 +524,32 @@ def test_a_real_tritonserver_serves_the_repository_over_bls(work_dirs, tmp_path,
         with pytest.raises(ServingError, match=r"^keep ratio must be in \(0, 1\], got 5.0$"):
             client.generate(PROMPT, clip, {"keep": 5})
         assert client.generate(PROMPT, clip).tokens == expected(offline, clip, {}).tokens
+
+
+def test_a_real_tritonserver_rejects_past_the_queue_policy_at_once(work_dirs, tmp_path, clip):
+    """One instance, one waiting place: of 6 long requests sent at once, Triton's queue rejects
+    some at once (UNAVAILABLE "Exceeds maximum queue size") and answers the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hippo_trt.errors import ServingError
+    from hippo_trt.runtime.serving.client import HippoClient
+
+    limits = ServeLimits(max_waiting=1)
+    options = TritonRepoOptions(device="cpu", engines="local", defaults=DEFAULTS, limits=limits)
+    repo = export_triton_repo(work_dirs["gqa"], tmp_path / "repo", options).path
+
+    def ask(url: str) -> tuple[str, float]:
+        start = time.monotonic()
+        with HippoClient(url) as client:
+            try:
+                client.generate(PROMPT, clip, {"mode": "ar", "max_new_tokens": 150})
+                return "answered", time.monotonic() - start
+            except ServingError as e:
+                return str(e), time.monotonic() - start
+
+    with _running(repo, tmp_path) as url, ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(ask, [url] * 6))
+    rejected = [t for outcome, t in results if "Exceeds maximum queue size" in outcome]
+    assert rejected and any(outcome == "answered" for outcome, _ in results), results
+    assert all(outcome == "answered" or "Exceeds maximum queue size" in outcome for outcome, _ in results), results
+    assert max(rejected) < max(t for outcome, t in results if outcome == "answered")  # rejected without waiting
