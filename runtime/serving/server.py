@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -120,12 +121,20 @@ def _server_environment() -> None:
     fails with "'_thread.RLock' object has no attribute '_recursion_count'"): its LIBDIR goes
     first on LD_LIBRARY_PATH."""
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    _limit_own_arenas(int(os.environ["MALLOC_ARENA_MAX"]) if os.environ["MALLOC_ARENA_MAX"].isdigit() else 2)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
     if not (libdir and ldlibrary and (Path(libdir) / ldlibrary).exists()):
         return
     paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
     os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+
+
+def _limit_own_arenas(count: int) -> None:
+    """The same bound for this process, where each request's threads would otherwise get arenas
+    of their own (glibc's mallopt M_ARENA_MAX; a no-op off glibc)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
 
 
 async def _off_loop(pieces: Iterator):

@@ -68,7 +68,13 @@ def test_the_server_flags_carry_the_generation_defaults():
     from hippo_trt.cli.options import add_generation_flags, generation_config
 
     config = GenerationConfig(
-        max_new_tokens=7, mode="sd", gamma=3, prune="specvlm", keep=0.25, repack=True, sampling=Sampling(temperature=0.7, top_k=5, seed=9)
+        max_new_tokens=7,
+        mode="sd",
+        gamma=3,
+        prune="specvlm",
+        keep=0.25,
+        adaptive_gamma=True,
+        sampling=Sampling(temperature=0.7, top_k=5, seed=9),
     )
     parser = argparse.ArgumentParser()
     add_generation_flags(parser)
