@@ -284,7 +284,9 @@ def work_dir_cases(root: Path) -> list[Row]:
     unrelated = root / "projects"
     unrelated.mkdir(exist_ok=True)
     (unrelated / "notes.txt").write_text("mine")
-    r = subprocess.run([*hippo, "export", str(root / "models" / "gqa"), "--out", str(unrelated)], capture_output=True, text=True)
+    r = subprocess.run(
+        [*hippo, "export", "--target", str(root / "models" / "gqa"), "--out", str(unrelated)], capture_output=True, text=True
+    )
     rows = [Row(18, "export --out a non-empty unrelated directory", (
         f"exit {r.returncode}, '{r.stderr.strip().splitlines()[-1][:100]}'; notes.txt kept: {(unrelated / 'notes.txt').exists()}"
     ))]  # fmt: skip
@@ -301,7 +303,7 @@ def work_dir_cases(root: Path) -> list[Row]:
         shutil.copytree(work, copy)
         edit(copy / "manifest.json")
         r = subprocess.run([*hippo, "run", str(copy), "--video", str(root / "clip.mp4"), "--prompt", "hi"], capture_output=True, text=True)
-        outcomes.append(f"{label}: exit {r.returncode}, '{r.stderr.strip().splitlines()[-1][:90]}'")
+        outcomes.append(f"{label}: exit {r.returncode}, '{r.stderr.strip().splitlines()[-1].split(' puts ')[-1][:120]}'")
     rows.append(Row(21, "manifest paths outside the work dir", "; ".join(outcomes)))
     return rows
 

@@ -16,20 +16,13 @@ from functools import cached_property
 import numpy as np
 
 from hippo_trt.errors import HippoError
+from hippo_trt.runtime.bench.serve import Job
 from hippo_trt.runtime.serving.client import HippoClient
 from hippo_trt.runtime.serving.protocol import UNARY_MODEL
 from hippo_trt.testing.hostile import SPECIAL_PROMPTS, garbage_bytes, hostile_options, static_video_bytes
 
 ANSWERED, REFUSED, BUSY, LEFT = "answered", "refused", "busy", "left"  # LEFT: the client gave up on purpose
 GIVE_UP_S = 0.05  # the impatient client's timeout
-
-
-@dataclass(frozen=True)
-class Job:
-    """One good request: a prompt about an encoded video."""
-
-    prompt: str
-    video: bytes
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def test_a_hung_engine_fails_its_request_and_leaves_the_other_instance_serving(p
     limits = ServeLimits(request_timeout_s=0.5, hang_grace_s=0.5)
     hung, healthy = RequestHandler(pipeline, DEFAULTS, limits, name="hung"), RequestHandler(pipeline, DEFAULTS, limits, name="ok")
     blocked = threading.Event()
-    monkeypatch.setattr(hung, "pipeline", _Blocking(pipeline, blocked))
+    monkeypatch.setattr(hung, "pipeline", Blocking(pipeline, blocked))
     pool = HandlerPool([hung, healthy])
     request = wire("what moves", video=clip.read_bytes(), options=b'{"max_new_tokens": 3}')
     try:
@@ -223,7 +223,7 @@ def test_a_hung_engine_fails_its_request_and_leaves_the_other_instance_serving(p
         blocked.set()
 
 
-class _Blocking:
+class Blocking:
     """The pipeline with a generate that blocks until released (a hung engine)."""
 
     def __init__(self, pipeline, release: threading.Event):

@@ -26,6 +26,7 @@ from hippo_trt.runtime.serving.handler import ServeLimits  # noqa: E402
 from hippo_trt.runtime.serving.protocol import UNARY_MODEL, RequestOptions  # noqa: E402
 from hippo_trt.runtime.serving.server import HippoServer, ServeOptions, free_ports  # noqa: E402
 from tests.conftest import random_frames  # noqa: E402
+from tests.runtime.serving.test_handler import Blocking  # noqa: E402
 
 DEFAULTS = GenerationConfig(max_new_tokens=12, mode="parallel", prune="hippo", keep=0.5)
 
@@ -358,20 +359,6 @@ def test_the_status_model_reports_each_instance(server, clip):
     assert sum(i["served"] for i in status["instances"]) >= 1
 
 
-class _Blocking:
-    """A pipeline whose generate blocks until ``release`` is set (an engine that never returns)."""
-
-    def __init__(self, pipeline, release: threading.Event):
-        self._pipeline, self._release = pipeline, release
-
-    def __getattr__(self, name):
-        return getattr(self._pipeline, name)
-
-    def generate(self, *args, **kwargs):
-        self._release.wait()
-        raise RuntimeError("released")
-
-
 def test_a_hung_engine_on_a_live_server_is_reported_and_the_other_instance_keeps_serving(work_dirs, clip):
     """Case 12 on a real Triton: the hung request gets a one-line error by its deadline plus the
     grace, ``hippo_status`` shows the instance out of service, the other one keeps answering."""
@@ -380,7 +367,7 @@ def test_a_hung_engine_on_a_live_server_is_reported_and_the_other_instance_keeps
     options = serve_options(2, limits=ServeLimits(request_timeout_s=1.0, hang_grace_s=0.5))
     handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
     release = threading.Event()
-    handlers[0].pipeline = _Blocking(handlers[0].pipeline, release)
+    handlers[0].pipeline = Blocking(handlers[0].pipeline, release)
     try:
         with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as client:
             while not _lent_to(handlers[0], client, clip):
