@@ -34,9 +34,10 @@ def uniform_indices(total: int, count: int) -> np.ndarray:
     return np.linspace(0, total - 1, num=min(count, total)).round().astype(np.int64)
 
 
-def check_frame_count(frames: int | None) -> None:
+def check_frame_count(frames: int | None, name: str = "--frames") -> None:
+    """``name``: how the caller's user spells it (a flag, or a request option)."""
     if frames is not None and not 1 <= frames <= MAX_FRAMES:
-        raise InputError(f"--frames must be between 1 and {MAX_FRAMES}, got {frames}")
+        raise InputError(f"{name} must be between 1 and {MAX_FRAMES}, got {frames}")
 
 
 def load_npy_frames(path: Path, frames: int | None = None) -> np.ndarray:

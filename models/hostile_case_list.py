@@ -48,7 +48,8 @@ def _raw_tritonclient(live: Live) -> str:
 
 def _special_prompts(live: Live) -> list[str]:
     from hippo_trt.manifest import Manifest
-    from hippo_trt.preprocess import load_processor, special_texts
+    from hippo_trt.model_dir import load_processor
+    from hippo_trt.preprocess import special_texts
 
     work = live.server.spec.work
     return list(special_texts(load_processor(work / Manifest.load(work).models["target"].processor_dir)))

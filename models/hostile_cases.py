@@ -154,7 +154,9 @@ class Live:
             replied = time.monotonic()
             self.server.wait_idle()
             free = time.monotonic() - replied
-        return Row(number, case, outcome, round(sampler.peak("tree_pss") / 2**20), round(free, 2))
+        row = Row(number, case, outcome, round(sampler.peak("tree_pss") / 2**20), round(free, 2))
+        print(f"case {number}: {row}", flush=True)  # as it comes: a later case may take long
+        return row
 
 
 def one_line(error: str) -> str:

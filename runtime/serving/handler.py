@@ -110,9 +110,10 @@ class RequestHandler:
         served = ServedRequest.from_tensors(tensors, self.limits.max_video_bytes)
         config = served.options.apply(self.defaults)
         count = served.options.frames
-        check_frame_count(count)
-        if count is not None:
-            self.pipeline.dims.check("frames", count, what="requested video")
+        check_frame_count(count, "option 'frames'")
+        sent = count if count is not None or served.frames is None else len(served.frames)
+        if sent is not None:
+            self.pipeline.dims.check("frames", sent, what="requested video")
         check_prompt(self.pipeline.processor, served.prompt)
         return Admitted(served, config, time.monotonic())
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from hippo_trt.errors import InputError, ServingError
+from hippo_trt.errors import HippoError, InputError, ServingError
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.handler import (
@@ -185,6 +185,8 @@ def test_a_bad_request_is_refused_before_it_waits_for_an_instance(pipeline, clip
                 pool.run(wire("what moves", video=clip.read_bytes(), options=options))
         with pytest.raises(InputError, match="special token '<video>'"):
             pool.run(wire("describe <video> twice", video=clip.read_bytes()))
+        with pytest.raises(HippoError, match=r"requested video: frames = 99 is outside the exported range \[1, 6\]"):
+            pool.run(wire("what moves", frames=np.zeros((99, 4, 4, 3), np.uint8)))  # more frames than the export takes
     assert pool.waiting == 0
 
 
