@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.hostile_cases import Live, Row, ask, build_work, clip_bytes, one_line
+from models.hostile_cases import FAIL_TOKENS, Live, Row, ask, build_work, clip_bytes, one_line
 
 DELAY = 0.06  # seconds a commit: a 500-token answer takes about 30 s
 
@@ -155,15 +155,17 @@ def main_server(root: Path) -> list[Row]:
 def timeout_server(root: Path) -> list[Row]:
     from hippo_trt.testing.hostile import static_video_bytes
 
-    hour = static_video_bytes(108_000, 64, 64)
-    with Live(root, "timeout", instances=1, limits={"request_timeout_s": 2.0}) as live:
+    hour, rows = static_video_bytes(108_000, 64, 64), []
+    for timeout in (2.0, 0.5):
+        with Live(root, f"timeout-{timeout:g}", instances=1, limits={"request_timeout_s": timeout}) as live:
 
-        def timed() -> str:
-            start = time.monotonic()
-            outcome = ask(live, "What happens?", hour)
-            return f"{outcome} after {time.monotonic() - start:.1f} s"
+            def timed(lv=live) -> str:
+                start = time.monotonic()
+                outcome = ask(lv, "What happens?", hour)
+                return f"{outcome} after {time.monotonic() - start:.1f} s"
 
-        return [live.measure(5, f"1-hour 64x64 video ({len(hour) >> 10} KB), --request-timeout 2", timed)]
+            rows.append(live.measure(5, f"1-hour 64x64 video ({len(hour) >> 10} KB), --request-timeout {timeout:g}", timed))
+    return rows
 
 
 def hung_server(root: Path) -> list[Row]:
@@ -201,10 +203,12 @@ def drain_and_restart(root: Path) -> list[Row]:
         options = {"max_new_tokens": 600 if not stream else 20, "mode": "ar"}
         with HippoClient(live.server.grpc_url, timeout_s=120) as client:
             try:
-                (client.stream_reply if stream else client.generate)("Go on.", clip, options)
-                outcomes[name] = "answered"
+                reply = (client.stream_reply if stream else client.generate)("Go on.", clip, options)
+                outcomes[name] = f"{name}: {len(reply.tokens)} tokens at {time.monotonic() - signalled[0]:+.1f} s"
             except Exception as e:  # noqa: BLE001 - what each client saw
-                outcomes[name] = str(e).split(":")[0][:40]
+                outcomes[name] = f"{name}: {str(e)[:60]} at {time.monotonic() - signalled[0]:+.1f} s"
+
+    signalled = [time.monotonic() + 3.0]
 
     clients = [threading.Thread(target=long, args=("in-flight", False))] + [
         threading.Thread(target=long, args=(f"queued-{i}", True)) for i in range(3)
@@ -214,7 +218,7 @@ def drain_and_restart(root: Path) -> list[Row]:
     for c in clients[1:]:
         c.start()
     time.sleep(1.0)
-    start = time.monotonic()
+    start = signalled[0] = time.monotonic()
     live.server._process.send_signal(signal.SIGTERM)
     code = live.server._process.wait(90)
     exited = time.monotonic() - start
@@ -222,7 +226,7 @@ def drain_and_restart(root: Path) -> list[Row]:
         c.join(120)
     drain = Row(
         13, "SIGTERM with a 60 s request in flight and 3 queued streams, --drain-timeout 20",
-        f"exited {exited:.1f} s after SIGTERM (code {code}); clients: {_count(list(outcomes.values()))}; "
+        f"exited {exited:.1f} s after SIGTERM (code {code}); clients (time from SIGTERM): {'; '.join(sorted(outcomes.values()))}; "
         f"--drain-timeout 90: exit {refused.returncode}, '{refused.stderr.strip().splitlines()[-1][:90]}'",
     )  # fmt: skip
     start = time.monotonic()
@@ -238,19 +242,23 @@ def lane_failure(root: Path) -> list[Row]:
     with Live(root, "lane", fault="fail-once", instances=2) as live:
 
         def load() -> str:
+            with ThreadPoolExecutor(2) as pool:  # each instance's lanes start at its first request
+                list(pool.map(lambda _i: _tokens(live, clip), range(4)))
+            live.server.wait_idle()
             threads = live.server.sample().threads
+            options = [{"max_new_tokens": FAIL_TOKENS if i == 3 else 12} for i in range(8)]
             with ThreadPoolExecutor(8) as pool:
-                answers = list(pool.map(lambda _i: _tokens(live, clip), range(8)))
+                answers = list(pool.map(lambda o: _tokens(live, clip, o), options))
             live.server.wait_idle()
             time.sleep(2.0)
-            good = [a for a in answers if isinstance(a, tuple)]
+            good = [a[:12] for a in answers if isinstance(a, tuple)]  # the 13-token answer's first 12
             errors = [a for a in answers if isinstance(a, str)]
             return (
                 f"{len(errors)} error(s) {errors[:1]}; {len(good)} answers, {len(set(good))} distinct; "
                 f"threads {threads} before, {live.server.sample().threads} after"
             )
 
-        return [live.measure(15, "a run failing inside the pipeline under 8 concurrent requests (2 instances)", load)]
+        return [live.measure(15, "one run failing inside the pipeline among 8 concurrent requests (2 instances)", load)]
 
 
 def _tokens(live: Live, clip, options=None, url: str | None = None):

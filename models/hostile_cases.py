@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+FAIL_TOKENS = 13  # fault fail-once: the first request asking for this many tokens fails
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,29 @@ def _patch_server(delay: float, fault: str) -> None:
         Pipeline.generate = slow
     load = server.load_handlers
 
+    failed = threading.Event()
+
+    class Broken:
+        """``hang``: every run blocks; ``fail-once``: the first run asking for FAIL_TOKENS fails."""
+
+        def __init__(self, pipeline):
+            self.pipeline = pipeline
+
+        def __getattr__(self, name):
+            return getattr(self.pipeline, name)
+
+        def generate(self, request, config, *a, **kw):
+            if fault == "hang":
+                threading.Event().wait()
+            if fault == "fail-once" and config.max_new_tokens == FAIL_TOKENS and not failed.is_set():
+                failed.set()
+                raise RuntimeError("the draft lane failed")
+            return self.pipeline.generate(request, config, *a, **kw)
+
     def faulty(*args, **kwargs):
         handlers = load(*args, **kwargs)
-        pipeline, calls = handlers[0].pipeline, [0]
-
-        class Broken:
-            def __getattr__(self, name):
-                return getattr(pipeline, name)
-
-            def generate(self, *a, **kw):
-                calls[0] += 1
-                if fault == "hang":
-                    threading.Event().wait()
-                if fault == "fail-once" and calls[0] == 1:
-                    raise RuntimeError("the draft lane failed")
-                return pipeline.generate(*a, **kw)
-
-        if fault != "none":
-            handlers[0].pipeline = Broken()
+        for handler in handlers[:1] if fault == "hang" else handlers:
+            handler.pipeline = Broken(handler.pipeline)
         return handlers
 
     server.load_handlers = faulty

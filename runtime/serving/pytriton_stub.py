@@ -15,7 +15,11 @@ and talks to the Python callables in this process over a ZMQ socket. Two gaps, c
   the callable sees ``CancelledError`` (a stream closes its iterator: decoding stops at the next
   commit and the instance is freed).
 
-``patched_pytriton`` installs both while a server starts. A PyTriton whose stub differs is left
+- Size. PyTriton's stub copies every input into its own shared memory, which keeps the
+  largest block it ever held (a 1.6 GB upload left 1.6 GB behind in the stub); the stub now
+  refuses an input over the server's byte limit before that copy.
+
+``patched_pytriton`` installs them while a server starts. A PyTriton whose stub differs is left
 as it is, with a warning (the suite's raw-protocol and disconnect tests then fail).
 """
 
@@ -34,7 +38,7 @@ RAISE = """                if triton_responses_or_error is not None and isinstan
 RESPOND = """                if triton_responses_or_error is not None and isinstance(triton_responses_or_error, Exception):
                     # hippo-trt: the error as each request's response, its message alone (no traceback)
                     triton_responses_or_error = [
-                        pb_utils.InferenceResponse(error=pb_utils.TritonError(str(triton_responses_or_error)))
+                        pb_utils.InferenceResponse(error=pb_utils.TritonError(str(triton_responses_or_error).strip()))
                         for _ in triton_requests
                     ]
 """
@@ -98,8 +102,43 @@ def _hippo_watch_cancellation(server, requests_id, triton_requests):
 
     threading.Thread(target=watching, daemon=True, name="hippo-cancel-watch").start()
 '''
+EXECUTE = "            spans = self._tracable_model.start_requests_spans(triton_requests)\n"
+GUARD_CALL = """            _hippo_refused = _hippo_refuse_oversized(triton_requests, self._decoupled_model)
+            if _hippo_refused is not False:
+                return _hippo_refused
+"""
+GUARD = '''
+
+_HIPPO_MAX_INPUT_BYTES = {limit}
+
+
+def _hippo_refuse_oversized(triton_requests, decoupled):
+    """hippo-trt: refuse an input over the server's byte limit here, before PyTriton copies it
+    into its own shared memory (which keeps the largest block it ever held); False if none."""
+    for request in triton_requests:
+        for tensor in request.inputs():
+            array = tensor.as_numpy()
+            size = sum(len(x) for x in array.flat) if array.dtype == object else array.nbytes
+            if size > _HIPPO_MAX_INPUT_BYTES:
+                error = pb_utils.TritonError(
+                    f"hippo-trt: '{{tensor.name()}}' is {{size}} bytes, more than the server's limit of {{_HIPPO_MAX_INPUT_BYTES}}"
+                )
+                break
+        else:
+            continue
+        break
+    else:
+        return False
+    if not decoupled:
+        return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]
+    for request in triton_requests:
+        request.get_response_sender().send(pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    return None
+'''
+STREAM_ERROR = 'error=pb_utils.TritonError(responses_payload.decode("utf-8"))'  # the message ends with a newline
 REWRITES = (
     (RAISE, RESPOND),
+    (STREAM_ERROR, STREAM_ERROR.replace('.decode("utf-8")', '.decode("utf-8").strip()')),
     (PUSH, PUSH + WATCH_CALL),
     (UNARY_END, UNARY_END_FINISHED),
     (FINAL, FINAL + FINISH),
@@ -107,16 +146,18 @@ REWRITES = (
 )
 
 
-def stub_source(source: str) -> str:
-    """``model.py``'s source with the unary error path answering, not raising, and a
-    cancellation watcher per pushed request; unchanged (and a warning) when PyTriton's stub does
-    not hold the statements."""
-    if any(source.count(old) != 1 for old, _new in REWRITES):
+def stub_source(source: str, max_input_bytes: int | None = None) -> str:
+    """``model.py``'s source with the unary error path answering, not raising, a cancellation
+    watcher per pushed request, and (``max_input_bytes``) a refusal of any larger input before
+    PyTriton copies it; unchanged (and a warning) when PyTriton's stub does not hold the
+    statements."""
+    rewrites = REWRITES + (((EXECUTE, GUARD_CALL + EXECUTE),) if max_input_bytes is not None else ())
+    if any(source.count(old) != 1 for old, _new in rewrites):
         LOG.warning("PyTriton's stub differs from 0.7's: errors may carry its traceback and disconnects go unnoticed")
         return source
-    for old, new in REWRITES:
+    for old, new in rewrites:
         source = source.replace(old, new, 1)
-    return source + WATCHER
+    return source + WATCHER + (GUARD.format(limit=int(max_input_bytes)) if max_input_bytes is not None else "")
 
 
 def install_cancellation() -> None:
@@ -152,32 +193,33 @@ def install_cancellation() -> None:
     Connector._hippo_cancellation = True
 
 
-def _patched_files(original):
+def _patched_files(original, max_input_bytes: int | None):
     def get_proxy_model_files(self) -> dict:
         files = original(self)
-        return {k: stub_source(v.decode()).encode() if k.endswith("/" + STUB) else v for k, v in files.items()}
+        return {k: stub_source(v.decode(), max_input_bytes).encode() if k.endswith("/" + STUB) else v for k, v in files.items()}
 
     return get_proxy_model_files
 
 
-def _patched_generate(original):
+def _patched_generate(original, max_input_bytes: int | None):
     def generate_model(self, model_repository: Path) -> None:
         original(self, model_repository)
         stub = Path(model_repository) / self.model_name / str(self.model_version) / STUB
-        stub.write_text(stub_source(stub.read_text()))
+        stub.write_text(stub_source(stub.read_text(), max_input_bytes))
 
     return generate_model
 
 
 @contextlib.contextmanager
-def patched_pytriton() -> Iterator[None]:
-    """PyTriton's model-repository writers emit the rewritten stub while the block runs."""
+def patched_pytriton(max_input_bytes: int | None = None) -> Iterator[None]:
+    """PyTriton's model-repository writers emit the rewritten stub while the block runs;
+    ``max_input_bytes``: the largest input the stub passes on."""
     from pytriton.models.model import Model
 
     install_cancellation()
     saved = Model.get_proxy_model_files, Model.generate_model
-    Model.get_proxy_model_files = _patched_files(saved[0])
-    Model.generate_model = _patched_generate(saved[1])
+    Model.get_proxy_model_files = _patched_files(saved[0], max_input_bytes)
+    Model.generate_model = _patched_generate(saved[1], max_input_bytes)
     try:
         yield
     finally:

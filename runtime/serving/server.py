@@ -39,7 +39,7 @@ from hippo_trt.runtime.serving.pytriton_stub import patched_pytriton
 
 LOG = logging.getLogger("hippo_trt.serve")
 SERVE_EXTRA = "hippo-trt serve needs PyTriton: pip install 'hippo-trt[serve]'"
-GRPC_POOL = 1  # request objects tritonserver keeps for reuse, each with the largest message it held (default 8)
+GRPC_POOL = 0  # request objects tritonserver keeps for reuse, each holding the largest message it carried (default 8)
 PYTRITON_KILL_S = 30  # PyTriton kills tritonserver this long after SIGINT (pytriton/server/triton_server.py)
 
 
@@ -297,7 +297,7 @@ class HippoServer:
         self._triton.__enter__()
         inputs, outputs = _tensors(model_config, wire.INPUTS), _tensors(model_config, wire.OUTPUTS)
         instances = len(self.pool.handlers)
-        with patched_pytriton():  # the Triton-side stub answers a unary error in one line
+        with patched_pytriton(self.pool.limits.max_video_bytes):  # the Triton-side stub: one-line errors, disconnects, a size cap
             self._triton.bind(wire.UNARY_MODEL, [self._unary] * instances, inputs, outputs, config=model_config.ModelConfig(batching=False))
             self._triton.bind(
                 wire.STREAM_MODEL, [self._streaming] * instances, inputs, outputs,
