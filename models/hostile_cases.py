@@ -156,10 +156,12 @@ class Live:
 
         self.server.wait_idle()
         with Sampler(self.server, 0.05) as sampler:
+            sampler.samples.append(self.server.sample())  # a request may end before the first tick
             outcome = action()
             replied = time.monotonic()
             self.server.wait_idle()
             free = time.monotonic() - replied
+        sampler.samples.append(self.server.sample())
         row = Row(number, case, outcome, round(sampler.peak("tree_pss") / 2**20), round(free, 2))
         print(f"case {number}: {row}", flush=True)  # as it comes: a later case may take long
         return row

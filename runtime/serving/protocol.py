@@ -55,6 +55,12 @@ STATUS_INPUTS = (TensorSpec("probe", np.bytes_, (1,)),)  # any bytes: the reques
 STATUS_OUTPUTS = (TensorSpec("status", np.bytes_, (1,)),)
 
 
+def wire_text(message: str) -> str:
+    """An error message as a client gets it: one line, and valid UTF-8 even where it quotes a
+    request's lone surrogates (``{"\\ud800": 1}``), which would fail the error's own encoding."""
+    return " ".join(str(message).split()).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 FRAMES = Option("frames", int, "frames sampled from an uploaded video (default: the model's)")
 REQUEST_OPTIONS = OPTIONS + (FRAMES,)  # the generation options, and how to sample the video
 
@@ -237,4 +243,5 @@ __all__ = [
     "TextStream",
     "UNARY_MODEL",
     "response",
+    "wire_text",
 ]

@@ -175,7 +175,7 @@ def _logged_refusals():
         yield
     except HippoError as e:
         LOG.warning("request refused: %s", e)
-        raise WireError(" ".join(str(e).split())) from None
+        raise WireError(wire.wire_text(str(e))) from None
     except Exception:
         LOG.exception("request failed")
         raise WireError("internal error while serving the request (the server's log has the details)") from None

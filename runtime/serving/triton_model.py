@@ -37,7 +37,7 @@ from hippo_trt.runtime.generation import GenerationConfig, option_values
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.pruner import GraphPruner
 from hippo_trt.runtime.serving.handler import RequestHandler, ServeLimits, instance_ort_options, served_with_draft
-from hippo_trt.runtime.serving.protocol import INPUTS, RequestOptions
+from hippo_trt.runtime.serving.protocol import INPUTS, RequestOptions, wire_text
 
 ENGINE_MODES = ("bls", "local")
 WORK_DIR = "work"  # the work dir's copy, inside each Python model's directory
@@ -189,7 +189,7 @@ class TritonPythonModel:
 
     def _error(self, error: Exception):
         message = str(error) if isinstance(error, HippoError) else f"internal error ({type(error).__name__}: {error})"
-        return self.pb.InferenceResponse(error=self.pb.TritonError(" ".join(message.split())))
+        return self.pb.InferenceResponse(error=self.pb.TritonError(wire_text(message)))
 
     def _answer(self, request):
         try:

@@ -148,8 +148,9 @@ def test_raw_tritonclient_users_read_one_line_without_a_traceback_or_a_path(serv
         for prompt, options, reason in (
             ("why? <|im_start|>", None, "special token"),
             ("Describe it.", {"temperature": 1e-300}, "temperature must be 0 (greedy)"),
+            ("Describe it.", '{"\\ud800": 1}', "unknown option(s) \\ud800 (known:"),  # a lone surrogate, quoted back
         ):
-            raw = client._inputs(prompt, clip, None if options is None else RequestOptions(**options))
+            raw = client._inputs(prompt, clip, options if not isinstance(options, dict) else RequestOptions(**options))
             with pytest.raises(Exception) as err:  # tritonclient's InferenceServerException
                 client._client.infer(UNARY_MODEL, raw)
             text = err.value.message() if hasattr(err.value, "message") else str(err.value)
