@@ -30,6 +30,8 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from hippo_trt.runtime.serving.protocol import MAX_FRAME_PIXELS
+
 LOG = logging.getLogger("hippo_trt.serve")
 STUB = "model.py"
 RAISE = """                if triton_responses_or_error is not None and isinstance(triton_responses_or_error, Exception):
@@ -110,25 +112,30 @@ GUARD_CALL = """            _hippo_refused = _hippo_refuse_oversized(triton_requ
 GUARD = '''
 
 _HIPPO_MAX_INPUT_BYTES = {limit}
+_HIPPO_MAX_FRAME_PIXELS = {pixels}
+
+
+def _hippo_refusal(tensor):
+    """hippo-trt: why the server would refuse this input for its size, or None."""
+    array = tensor.as_numpy()
+    size = sum(len(x) for x in array.flat) if array.dtype == object else array.nbytes
+    if size > _HIPPO_MAX_INPUT_BYTES:
+        return f"hippo-trt: '{{tensor.name()}}' is {{size}} bytes, more than the server's limit of {{_HIPPO_MAX_INPUT_BYTES}}"
+    if tensor.name() == "frames" and array.ndim >= 3 and array.shape[-3] * array.shape[-2] > _HIPPO_MAX_FRAME_PIXELS:
+        return (
+            f"hippo-trt: 'frames' are {{array.shape[-2]}}x{{array.shape[-3]}}, more than the "
+            f"{{_HIPPO_MAX_FRAME_PIXELS}} pixels a frame may hold (3840x2160)"
+        )
+    return None
 
 
 def _hippo_refuse_oversized(triton_requests, decoupled):
-    """hippo-trt: refuse an input over the server's byte limit here, before PyTriton copies it
-    into its own shared memory (which keeps the largest block it ever held); False if none."""
-    for request in triton_requests:
-        for tensor in request.inputs():
-            array = tensor.as_numpy()
-            size = sum(len(x) for x in array.flat) if array.dtype == object else array.nbytes
-            if size > _HIPPO_MAX_INPUT_BYTES:
-                error = pb_utils.TritonError(
-                    f"hippo-trt: '{{tensor.name()}}' is {{size}} bytes, more than the server's limit of {{_HIPPO_MAX_INPUT_BYTES}}"
-                )
-                break
-        else:
-            continue
-        break
-    else:
+    """hippo-trt: refuse an input over the server's size limits here, before PyTriton copies it
+    into its own shared memory (which keeps the largest blocks it ever held); False if none."""
+    reasons = [r for request in triton_requests for r in map(_hippo_refusal, request.inputs()) if r]
+    if not reasons:
         return False
+    error = pb_utils.TritonError(reasons[0])
     if not decoupled:
         return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]
     for request in triton_requests:
@@ -157,7 +164,8 @@ def stub_source(source: str, max_input_bytes: int | None = None) -> str:
         return source
     for old, new in rewrites:
         source = source.replace(old, new, 1)
-    return source + WATCHER + (GUARD.format(limit=int(max_input_bytes)) if max_input_bytes is not None else "")
+    guard = GUARD.format(limit=int(max_input_bytes), pixels=MAX_FRAME_PIXELS) if max_input_bytes is not None else ""
+    return source + WATCHER + guard
 
 
 def install_cancellation() -> None:

@@ -472,3 +472,33 @@ def test_inputs_over_the_byte_limit_are_refused_by_the_triton_side_stub(work_dir
             client.generate("What is it?", b"\0" * (2 << 20))
         assert seen == []
         assert client.generate("What is it?", clip, {"max_new_tokens": 2}).tokens and len(seen) == 1
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray):
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+@pytest.mark.parametrize(
+    "tensor, limit, reason",
+    [
+        (_Tensor("frames", np.zeros((1, 2200, 3900, 3), np.uint8)), 10**9, "'frames' are 3900x2200, more than the 8294400 pixels"),
+        (_Tensor("frames", np.zeros((2, 2160, 3840, 3), np.uint8)), 10**9, None),
+        (_Tensor("video", np.array([b"x" * 2000], dtype=object)), 1000, "'video' is 2000 bytes, more than the server's limit of 1000"),
+        (_Tensor("frames", np.zeros((1000, 1, 1, 1), np.uint8)), 1000, None),
+        (_Tensor("frames", np.zeros((1001, 1, 1, 1), np.uint8)), 1000, "'frames' is 1001 bytes"),
+    ],
+)
+def test_the_stub_guard_refuses_what_the_server_would_for_its_size(tensor, limit, reason):
+    from hippo_trt.runtime.serving.pytriton_stub import GUARD
+
+    stub: dict = {}
+    exec(compile(GUARD.format(limit=limit, pixels=3840 * 2160), "model.py", "exec"), stub)
+    got = stub["_hippo_refusal"](tensor)
+    assert got is None if reason is None else (got.startswith("hippo-trt: ") and reason in got), got
