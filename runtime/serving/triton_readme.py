@@ -113,7 +113,11 @@ def _run(manifest: Manifest, options) -> list[str]:
         "```",
         "",
         "or from Python with `hippo_trt.runtime.serving.client.HippoClient`; any Triton client works (the tensors above, "
-        "the same as `hippo-trt serve`'s).",
+        "the same as `hippo-trt serve`'s, each with a leading batch dim of 1: `prompt` is `[1, 1]`).",
+        "",
+        f"`{UNARY_MODEL}` and `{STREAM_MODEL}` bound their wait queue (`dynamic_batching.default_queue_policy` in their "
+        "`config.pbtxt`: one request a batch, at most `max_queue_size` waiting, rejected past the request timeout): a "
+        'request past the queue is rejected at once (UNAVAILABLE, "Exceeds maximum queue size"); retry it later.',
     ]
 
 

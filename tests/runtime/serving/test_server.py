@@ -120,7 +120,7 @@ BAD = [
     ({"options": {"colour": 1}}, "unknown option"),
     ({"prompt": "why? " * 400}, "longer than the exported maximum"),
     ({"options": {"max_new_tokens": 190}}, "exceed the exported maximum"),
-    ({"video": np.zeros((2, 4, 4, 3), np.uint8), "options": {"frames": 0}}, "frames must be between 1"),
+    ({"video": np.zeros((2, 4, 4, 3), np.uint8), "options": {"frames": 0}}, "option 'frames' must be between 1"),
 ]
 
 
