@@ -40,7 +40,7 @@ RAISE = """                if triton_responses_or_error is not None and isinstan
 RESPOND = """                if triton_responses_or_error is not None and isinstance(triton_responses_or_error, Exception):
                     # hippo-trt: the error as each request's response, its message alone (no traceback)
                     triton_responses_or_error = [
-                        pb_utils.InferenceResponse(error=pb_utils.TritonError(str(triton_responses_or_error).strip()))
+                        pb_utils.InferenceResponse(error=_hippo_error(str(triton_responses_or_error)))
                         for _ in triton_requests
                     ]
 """
@@ -72,6 +72,17 @@ FINISH = "                    _hippo_finish(requests_id)\n"
 WATCHER = '''
 
 _HIPPO_WATCHES = {}  # requests id -> [lock, done]: the watches of running requests
+_HIPPO_CODES = ("UNAVAILABLE", "INVALID_ARG", "CANCELLED", "INTERNAL")
+
+
+def _hippo_error(message):
+    """hippo-trt: "hippo-trt: CODE: reason" -> TritonError("hippo-trt: reason", CODE), one line."""
+    text = message.strip()
+    head, _, rest = text.partition(": ")
+    code, _, reason = rest.partition(": ")
+    if head == "hippo-trt" and code in _HIPPO_CODES:
+        return pb_utils.TritonError(f"hippo-trt: {reason}", getattr(pb_utils.TritonError, code))
+    return pb_utils.TritonError(text)
 
 
 def _hippo_finish(requests_id):
@@ -135,7 +146,7 @@ def _hippo_refuse_oversized(triton_requests, decoupled):
     reasons = [r for request in triton_requests for r in map(_hippo_refusal, request.inputs()) if r]
     if not reasons:
         return False
-    error = pb_utils.TritonError(reasons[0])
+    error = pb_utils.TritonError(reasons[0], pb_utils.TritonError.INVALID_ARG)
     if not decoupled:
         return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]
     for request in triton_requests:
@@ -145,7 +156,7 @@ def _hippo_refuse_oversized(triton_requests, decoupled):
 STREAM_ERROR = 'error=pb_utils.TritonError(responses_payload.decode("utf-8"))'  # the message ends with a newline
 REWRITES = (
     (RAISE, RESPOND),
-    (STREAM_ERROR, STREAM_ERROR.replace('.decode("utf-8")', '.decode("utf-8").strip()')),
+    (STREAM_ERROR, 'error=_hippo_error(responses_payload.decode("utf-8"))'),
     (PUSH, PUSH + WATCH_CALL),
     (UNARY_END, UNARY_END_FINISHED),
     (FINAL, FINAL + FINISH),

@@ -34,7 +34,17 @@ from hippo_trt.ort_session import OrtOptions
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving import protocol as wire
-from hippo_trt.runtime.serving.handler import HandlerPool, RequestHandler, ServeLimits, instance_ort_options, served_with_draft
+from hippo_trt.runtime.serving.handler import (
+    Cancelled,
+    HandlerPool,
+    InstanceHung,
+    RequestHandler,
+    RequestTimeout,
+    ServeLimits,
+    ServerBusy,
+    instance_ort_options,
+    served_with_draft,
+)  # fmt: skip
 from hippo_trt.runtime.serving.pytriton_stub import patched_pytriton
 
 LOG = logging.getLogger("hippo_trt.serve")
@@ -175,10 +185,19 @@ def _logged_refusals():
         yield
     except HippoError as e:
         LOG.warning("request refused: %s", e)
-        raise WireError(wire.wire_text(str(e))) from None
+        raise WireError(f"{status_code(e)}: {wire.wire_text(str(e))}") from None
     except Exception:
         LOG.exception("request failed")
-        raise WireError("internal error while serving the request (the server's log has the details)") from None
+        raise WireError("INTERNAL: internal error while serving the request (the server's log has the details)") from None
+
+
+def status_code(error: HippoError) -> str:
+    """The Triton status a refusal goes out with (the rewritten stub reads it off the message's
+    head): UNAVAILABLE to retry later (busy, hung, past the deadline), CANCELLED, or INVALID_ARG
+    (the request itself is wrong)."""
+    if isinstance(error, (ServerBusy, InstanceHung, RequestTimeout, ServingError)):
+        return "UNAVAILABLE"
+    return "CANCELLED" if isinstance(error, Cancelled) else "INVALID_ARG"
 
 
 def _quiet_pytriton() -> None:

@@ -188,8 +188,12 @@ class TritonPythonModel:
         return self.pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, error: Exception):
-        message = str(error) if isinstance(error, HippoError) else f"internal error ({type(error).__name__}: {error})"
-        return self.pb.InferenceResponse(error=self.pb.TritonError(wire_text(message)))
+        """The request's fault (INVALID_ARG) or the server's (INTERNAL), in one line."""
+        if isinstance(error, HippoError):
+            message, code = str(error), self.pb.TritonError.INVALID_ARG
+        else:
+            message, code = f"internal error ({type(error).__name__}: {error})", self.pb.TritonError.INTERNAL
+        return self.pb.InferenceResponse(error=self.pb.TritonError(wire_text(message), code))
 
     def _answer(self, request):
         try:

@@ -23,11 +23,16 @@ _configs: dict[str, object] = {}
 
 
 class TritonError:
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
     def __init__(self, message: str, code: int | None = None):
-        self._message = message
+        self._message, self._code = message, TritonError.INTERNAL if code is None else code
 
     def message(self) -> str:
         return self._message
+
+    def code(self) -> int:
+        return self._code
 
 
 class Tensor:

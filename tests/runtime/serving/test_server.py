@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
 
-from hippo_trt.errors import ServingError  # noqa: E402
+from hippo_trt.errors import InputError, ServingError  # noqa: E402
 from hippo_trt.runtime.generation import GenerationConfig  # noqa: E402
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.serving.client import HippoClient  # noqa: E402
@@ -154,7 +154,8 @@ def test_raw_tritonclient_users_read_one_line_without_a_traceback_or_a_path(serv
             with pytest.raises(Exception) as err:  # tritonclient's InferenceServerException
                 client._client.infer(UNARY_MODEL, raw)
             text = err.value.message() if hasattr(err.value, "message") else str(err.value)
-            assert "Traceback" not in text and "File " not in text and ".py" not in text, text
+            assert err.value.status() in ("StatusCode.INVALID_ARGUMENT", "400"), err.value.status()  # the request's fault
+            assert "INVALID_ARG" not in text and "Traceback" not in text and "File " not in text and ".py" not in text, text
             assert "hippo-trt: " in text and reason in text and "\n" not in text, repr(text)  # not even a trailing newline
     finally:
         client.close()
@@ -163,16 +164,19 @@ def test_raw_tritonclient_users_read_one_line_without_a_traceback_or_a_path(serv
 def test_an_internal_error_tells_the_client_only_that_it_happened():
     import traceback
 
+    from hippo_trt.runtime.serving.handler import ServerBusy
     from hippo_trt.runtime.serving.server import WireError, _logged_refusals
 
     for error, wire in (
-        (ValueError("secret /etc/path detail"), "internal error while serving"),
-        (ServingError("refused\nthis"), "refused this"),
+        (ValueError("secret /etc/path detail"), "INTERNAL: internal error while serving"),
+        (ServingError("refused\nthis"), "UNAVAILABLE: refused this"),
+        (ServerBusy("busy: 8 wait"), "UNAVAILABLE: busy: 8 wait"),
+        (InputError("bad"), "INVALID_ARG: bad"),
     ):
         with pytest.raises(WireError) as err, _logged_refusals():
             raise error
         text = "".join(traceback.format_exception(None, err.value, err.value.__traceback__))
-        assert text == f"hippo-trt: {err.value}\n" and wire in text and "secret" not in text
+        assert text == f"hippo-trt: {err.value}\n" and wire in text and "secret" not in text  # the stub turns CODE into a status
 
 
 def _send_without_prompt(server: HippoServer, how: str, clip):
@@ -502,3 +506,28 @@ def test_the_stub_guard_refuses_what_the_server_would_for_its_size(tensor, limit
     exec(compile(GUARD.format(limit=limit, pixels=3840 * 2160), "model.py", "exec"), stub)
     got = stub["_hippo_refusal"](tensor)
     assert got is None if reason is None else (got.startswith("hippo-trt: ") and reason in got), got
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_busy_is_triton_unavailable_and_immediate(work_dirs, clip, protocol):
+    """One instance held by a slow stream, no waiting place: the next request is refused at once
+    with Triton's UNAVAILABLE (HTTP 503), the status a client retries on."""
+    from hippo_trt.runtime.serving.server import load_handlers
+
+    options = serve_options(1, limits=ServeLimits(max_waiting=0))
+    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
+    handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
+    with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as holder:
+        pieces = holder.stream("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 100})
+        next(pieces)  # the instance is now busy
+        url = srv.options.http_url if protocol == "http" else srv.options.grpc_url
+        client = HippoClient(url, protocol)
+        raw = client._inputs("What is it?", clip, None)
+        started = time.monotonic()
+        with pytest.raises(Exception) as err:
+            client._client.infer(UNARY_MODEL, raw)
+        assert time.monotonic() - started < 2.0
+        assert err.value.status() in ("StatusCode.UNAVAILABLE", "503"), (err.value.status(), err.value.message())
+        assert err.value.message().startswith("hippo-trt: busy:"), err.value.message()
+        client.close()
+        pieces.close()

@@ -384,7 +384,7 @@ def test_a_bad_request_gets_a_one_line_error_and_the_next_one_is_served(models, 
     else:
         text = outputs(answered[1])[0]
     message = answered[0].error().message()
-    assert "keep" in message and "\n" not in message
+    assert "keep" in message and "\n" not in message and answered[0].error().code() == fake.TritonError.INVALID_ARG
     assert text == expected(offline, clip, {}).text
     assert model.handler.running == 0
 
