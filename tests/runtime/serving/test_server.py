@@ -508,26 +508,25 @@ def test_the_stub_guard_refuses_what_the_server_would_for_its_size(tensor, limit
     assert got is None if reason is None else (got.startswith("hippo-trt: ") and reason in got), got
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_busy_is_triton_unavailable_and_immediate(work_dirs, clip, protocol):
-    """One instance held by a slow stream, no waiting place: the next request is refused at once
-    with Triton's UNAVAILABLE (HTTP 503), the status a client retries on."""
+def test_busy_is_triton_unavailable_and_immediate(work_dirs, clip):
+    """One instance held by a slow stream, no waiting place: the next request, over gRPC or HTTP,
+    is refused at once with Triton's UNAVAILABLE (HTTP 503), the status a client retries on."""
     from hippo_trt.runtime.serving.server import load_handlers
 
     options = serve_options(1, limits=ServeLimits(max_waiting=0))
     handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
     handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
     with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as holder:
-        pieces = holder.stream("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 100})
+        pieces = holder.stream("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 150})
         next(pieces)  # the instance is now busy
-        url = srv.options.http_url if protocol == "http" else srv.options.grpc_url
-        client = HippoClient(url, protocol)
-        raw = client._inputs("What is it?", clip, None)
-        started = time.monotonic()
-        with pytest.raises(Exception) as err:
-            client._client.infer(UNARY_MODEL, raw)
-        assert time.monotonic() - started < 2.0
-        assert err.value.status() in ("StatusCode.UNAVAILABLE", "503"), (err.value.status(), err.value.message())
-        assert err.value.message().startswith("hippo-trt: busy:"), err.value.message()
-        client.close()
+        for protocol, url in (("grpc", srv.options.grpc_url), ("http", srv.options.http_url)):
+            client = HippoClient(url, protocol)
+            raw = client._inputs("What is it?", clip, None)
+            started = time.monotonic()
+            with pytest.raises(Exception) as err:
+                client._client.infer(UNARY_MODEL, raw)
+            assert time.monotonic() - started < 2.0
+            assert err.value.status() in ("StatusCode.UNAVAILABLE", "503"), (err.value.status(), err.value.message())
+            assert err.value.message().startswith("hippo-trt: busy:"), err.value.message()
+            client.close()
         pieces.close()
