@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,10 +61,7 @@ def _verdict(outcome: str) -> str:
 
 
 def _count(outcomes: list[str]) -> str:
-    kinds: dict[str, int] = {}
-    for o in outcomes:
-        kinds[o] = kinds.get(o, 0) + 1
-    return ", ".join(f"{n} x {o}" for o, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n} x {o}" for o, n in Counter(outcomes).most_common())
 
 
 def _flood(live: Live, video) -> str:

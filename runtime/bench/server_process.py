@@ -77,7 +77,6 @@ class ServerProcess:
         http, grpc, metrics = ports or free_ports(3)
         self.http_url, self.grpc_url, self.ports = f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", (http, grpc, metrics)
         self._process: subprocess.Popen | None = None
-        self.stopping = False
 
     def argv(self) -> list[str]:
         s, limits = self.spec, self.spec.limits
@@ -143,7 +142,6 @@ class ServerProcess:
         """SIGTERM (the server drains and stops), then SIGKILL past ``timeout_s``; its exit code."""
         if self._process is None:
             return 0
-        self.stopping = True
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
         try:

@@ -319,22 +319,33 @@ class _SlowCommits:
         return self._pipeline.generate(request, config, timer, on_commit=slow)
 
 
+def _slow_server(work_dirs, **kw) -> tuple[HippoServer, list, _SlowCommits]:
+    """A one-instance server (not started) whose commits each take 0.1 s: a long answer."""
+    from hippo_trt.runtime.serving.server import load_handlers
+
+    options = serve_options(1, **kw)
+    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
+    slow = handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
+    return HippoServer(handlers, options), handlers, slow
+
+
+def _seconds_until_free(handler) -> float:
+    """From now until ``handler`` runs no request (at most 20 s)."""
+    left = time.monotonic()
+    while handler.running and time.monotonic() - left < 20:
+        time.sleep(0.05)
+    return time.monotonic() - left
+
+
 def test_a_client_that_disconnects_mid_stream_stops_its_decoding_within_a_second_or_two(work_dirs, clip):
     """Tells the difference: the answer would take 150 x 0.1 s = 15 s; the server notices the
     gRPC stream's cancellation (Triton's is_cancelled, which PyTriton 0.7 never asks) and frees
     the instance within about 2 s of the disconnect."""
-    from hippo_trt.runtime.serving.server import load_handlers
-
-    options = serve_options(1)
-    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
-    slow = handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
-    with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as client:
+    server, handlers, slow = _slow_server(work_dirs)
+    with server as srv, HippoClient(srv.options.grpc_url) as client:
         for _piece in client.stream("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 150}):
             break  # disconnect after the first piece
-        left = time.monotonic()
-        while handlers[0].running and time.monotonic() - left < 20:
-            time.sleep(0.05)
-        freed = time.monotonic() - left
+        freed = _seconds_until_free(handlers[0])
         assert not handlers[0].running and freed < 3.0, f"the instance was freed {freed:.1f} s after the disconnect"
         assert slow.commits < 60, slow.commits
 
@@ -342,18 +353,11 @@ def test_a_client_that_disconnects_mid_stream_stops_its_decoding_within_a_second
 def test_a_unary_client_that_times_out_frees_the_instance(work_dirs, clip):
     """A gRPC client giving up after 1 s on a 15 s answer: Triton cancels the request and the
     server stops decoding it (it would otherwise hold the instance to the end)."""
-    from hippo_trt.runtime.serving.server import load_handlers
-
-    options = serve_options(1)
-    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
-    slow = handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
-    with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url, timeout_s=1.0) as client:
+    server, handlers, slow = _slow_server(work_dirs)
+    with server as srv, HippoClient(srv.options.grpc_url, timeout_s=1.0) as client:
         with pytest.raises(ServingError):
             client.generate("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 150})
-        left = time.monotonic()
-        while handlers[0].running and time.monotonic() - left < 20:
-            time.sleep(0.05)
-        freed = time.monotonic() - left
+        freed = _seconds_until_free(handlers[0])
         assert not handlers[0].running and freed < 3.0, f"the instance was freed {freed:.1f} s after the client gave up"
         assert slow.commits < 60, slow.commits
 
@@ -511,12 +515,8 @@ def test_the_stub_guard_refuses_what_the_server_would_for_its_size(tensor, limit
 def test_busy_is_triton_unavailable_and_immediate(work_dirs, clip):
     """One instance held by a slow stream, no waiting place: the next request, over gRPC or HTTP,
     is refused at once with Triton's UNAVAILABLE (HTTP 503), the status a client retries on."""
-    from hippo_trt.runtime.serving.server import load_handlers
-
-    options = serve_options(1, limits=ServeLimits(max_waiting=0))
-    handlers = load_handlers(work_dirs["gqa"], DEFAULTS, options)
-    handlers[0].pipeline = _SlowCommits(handlers[0].pipeline, 0.1)
-    with HippoServer(handlers, options) as srv, HippoClient(srv.options.grpc_url) as holder:
+    server, _handlers, _slow = _slow_server(work_dirs, limits=ServeLimits(max_waiting=0))
+    with server as srv, HippoClient(srv.options.grpc_url) as holder:
         pieces = holder.stream("Go on and on.", clip, {"mode": "ar", "max_new_tokens": 150})
         next(pieces)  # the instance is now busy
         for protocol, url in (("grpc", srv.options.grpc_url), ("http", srv.options.http_url)):
