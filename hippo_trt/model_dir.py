@@ -10,7 +10,14 @@ from pathlib import Path
 from hippo_trt.errors import InputError, ModelError
 
 # config.json architectures this toolkit exports; each is also the transformers class name
-SUPPORTED = ("LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+SUPPORTED = ("LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration")
+# architectures refused with a reason of their own
+REFUSED = {
+    "Qwen3VLMoeForConditionalGeneration": (
+        "its decoder is mixture-of-experts (routed expert MLPs), which the exported decoder graph does not have; "
+        "the dense Qwen3VLForConditionalGeneration checkpoints (2B, 4B, 8B, 32B) are supported"
+    ),
+}
 HASHED_SUFFIXES = (".safetensors", ".json")
 SHARD_INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map: tensor name -> shard file
 # dtypes a model is loaded and exported in: our name -> torch's attribute name
@@ -61,6 +68,8 @@ class ModelDir:
         if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
             raise ModelError(f"'{config_file}' has a malformed 'architectures' field (expected a list of names)")
         arch = archs[0]
+        if arch in REFUSED:
+            raise ModelError(f"unsupported architecture '{arch}' in '{path}': {REFUSED[arch]}")
         if arch not in SUPPORTED:
             raise ModelError(f"unsupported architecture '{arch}' in '{path}' (supported: {', '.join(SUPPORTED)})")
         _check_weights(path)

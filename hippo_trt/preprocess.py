@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hippo_trt.errors import InputError
+from hippo_trt.video import FrameTimes
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,31 @@ def check_prompt(processor, prompt: str) -> None:
         )
 
 
-def prepare_request(processor, frames: np.ndarray, prompt: str) -> Request:
-    """Tokenize ``prompt`` around a video placeholder and turn ``frames`` into pixels."""
+def needs_frame_times(processor) -> bool:
+    """Whether the processor writes each frame's timestamp into the prompt (Qwen3-VL's asks
+    for the video's metadata)."""
+    return bool((getattr(processor, "videos_kwargs", None) or {}).get("return_metadata"))
+
+
+def _metadata(processor, frames: np.ndarray, times: FrameTimes | None) -> dict:
+    """The processor's video metadata argument, where it needs one: checked, one-line errors."""
+    if not needs_frame_times(processor):
+        return {}
+    if times is None or times.fps is None:
+        raise InputError("this model's prompts carry each frame's timestamp: give the frames' source frame rate (--fps, or the fps option)")
+    if len(times.indices) != frames.shape[0]:
+        raise InputError(f"{frames.shape[0]} frames but {len(times.indices)} frame indices")
+    least = int(getattr(processor.video_processor, "temporal_patch_size", 1))
+    if frames.shape[0] < least:
+        raise InputError(f"this model needs at least {least} frames a video, got {frames.shape[0]}")
+    return {"video_metadata": [times.metadata()]}
+
+
+def prepare_request(processor, frames: np.ndarray, prompt: str, times: FrameTimes | None = None) -> Request:
+    """Tokenize ``prompt`` around a video placeholder and turn ``frames`` into pixels;
+    ``times``: where the frames sit in their video (needed where the prompt carries timestamps)."""
     check_prompt(processor, prompt)
-    out = processor(text=chat_text(processor, prompt), videos=[frames], return_tensors="np")
+    out = processor(text=chat_text(processor, prompt), videos=[frames], return_tensors="np", **_metadata(processor, frames, times))
     return Request(
         input_ids=np.ascontiguousarray(out["input_ids"], dtype=np.int64),
         pixel_values_videos=np.ascontiguousarray(out["pixel_values_videos"], dtype=np.float32),

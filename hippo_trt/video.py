@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,42 @@ from hippo_trt.video_limits import (
 )
 
 MAX_FRAMES = 1024
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """Where sampled frames sit in their video: each one's index among the ``total`` source
+    frames, and the source's frame rate (None: unknown). Qwen3-VL's prompts carry each
+    frame's timestamp, index / fps, through the processor's video metadata."""
+
+    indices: tuple[int, ...]
+    total: int
+    fps: float | None = None
+
+    def metadata(self) -> dict:
+        """transformers' ``VideoMetadata`` fields."""
+        return {"total_num_frames": self.total, "fps": self.fps, "frames_indices": list(self.indices)}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Decoded uint8 frames [T, H, W, 3] and where they sit in their video."""
+
+    frames: np.ndarray
+    times: FrameTimes
+
+
+def check_fps(fps: float | None, name: str = "--fps") -> None:
+    if fps is not None and not (np.isfinite(fps) and 0 < fps <= 1000):
+        raise InputError(f"{name} must be a frame rate above 0 and at most 1000, got {fps}")
+
+
+def sampled_clip(frames: np.ndarray, count: int | None, fps: float | None) -> Clip:
+    """``count`` of ``frames`` [T, H, W, 3] uniformly spread (all when None), the source
+    playing at ``fps``."""
+    total = frames.shape[0]
+    index = np.arange(total) if count is None else uniform_indices(total, count)
+    return Clip(frames[index], FrameTimes(tuple(index.tolist()), total, fps))
 
 
 def uniform_indices(total: int, count: int) -> np.ndarray:
@@ -96,12 +133,18 @@ def _count_packets(source: _Source, container, stream, stop: int, clock: Deadlin
     return count
 
 
-def _probe(source: _Source, frames: int, limits: DecodeLimits, clock: Deadline) -> int:
-    """The stream's frame count (0: none found), refused with its size over ``limits`` before
-    any frame is decoded: the header's count, or without one (Matroska, WebM, MPEG-TS, raw
-    H.264) its packets counted up to the first over the limit."""
+def _stream_fps(stream) -> float | None:
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else None
+
+
+def _probe(source: _Source, frames: int, limits: DecodeLimits, clock: Deadline) -> tuple[int, float | None]:
+    """The stream's frame count (0: none found) and frame rate, refused with its size over
+    ``limits`` before any frame is decoded: the header's count, or without one (Matroska, WebM,
+    MPEG-TS, raw H.264) its packets counted up to the first over the limit."""
     with source.opened() as container:
         stream = source.video_stream(container)
+        fps = _stream_fps(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         check_frame_size(source.name, width, height, limits)
         total, exact = stream.frames, True
@@ -110,7 +153,7 @@ def _probe(source: _Source, frames: int, limits: DecodeLimits, clock: Deadline) 
             total = _count_packets(source, container, stream, stop, clock)
             exact = total < stop
         check_stream(source.name, total, width, height, min(frames, total or frames), limits, exact)
-        return total
+        return total, fps
 
 
 def _decode_pass(source: _Source, wanted: np.ndarray, limits: DecodeLimits, clock: Deadline) -> tuple[np.ndarray | None, int]:
@@ -130,29 +173,35 @@ def _decode_pass(source: _Source, wanted: np.ndarray, limits: DecodeLimits, cloc
     return out, guard.count
 
 
-def _decode_sampled(source: _Source, frames: int, limits: DecodeLimits, deadline: float | None) -> np.ndarray:
-    """``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8.
+def _decode_sampled(source: _Source, frames: int, limits: DecodeLimits, deadline: float | None) -> Clip:
+    """``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8, and where they sit.
 
     One pass when the header's (or the packets') frame count is right; when it is wrong (cut
     or odd files), a second pass samples from the frames that really decode.
     """
     clock = Deadline.start(limits, deadline)
-    total = _probe(source, frames, limits, clock)
+    total, fps = _probe(source, frames, limits, clock)
     wanted = uniform_indices(total, frames) if total > 0 else np.empty(0, np.int64)
     out, count = _decode_pass(source, wanted, limits, clock)
     if count == 0:
         raise VideoError(f"video {source.name} has zero decodable frames")
     if count != total:  # the count lied: sample from what really decodes
         del out  # before the second pass holds its own
-        out, again = _decode_pass(source, uniform_indices(count, frames), limits, clock)
+        wanted = uniform_indices(count, frames)
+        out, again = _decode_pass(source, wanted, limits, clock)
         if again != count or out is None:
             raise VideoError(f"video {source.name} decodes to {count} frames, then to {again}; re-encode it")
-    return out
+    return Clip(out, FrameTimes(tuple(wanted.tolist()), count, fps))
 
 
 def decode_video(path: Path, frames: int, limits: DecodeLimits = DEFAULT_LIMITS, deadline: float | None = None) -> np.ndarray:
     """Decode ``frames`` uniformly sampled RGB frames [T, H, W, 3] uint8 from a file with PyAV,
     within ``limits`` and by ``deadline`` (a ``time.monotonic()`` value; None: no deadline)."""
+    return decode_clip(path, frames, limits, deadline).frames
+
+
+def decode_clip(path: Path, frames: int, limits: DecodeLimits = DEFAULT_LIMITS, deadline: float | None = None) -> Clip:
+    """:func:`decode_video`, with where the frames sit in the video (indices, the stream's fps)."""
     check_frame_count(frames)
     path = Path(path)
     if not path.is_file():
@@ -162,6 +211,11 @@ def decode_video(path: Path, frames: int, limits: DecodeLimits = DEFAULT_LIMITS,
 
 def decode_video_bytes(data: bytes, frames: int, limits: DecodeLimits = DEFAULT_LIMITS, deadline: float | None = None) -> np.ndarray:
     """The same from an encoded video held in memory (a container such as .mp4 or .webm)."""
+    return decode_clip_bytes(data, frames, limits, deadline).frames
+
+
+def decode_clip_bytes(data: bytes, frames: int, limits: DecodeLimits = DEFAULT_LIMITS, deadline: float | None = None) -> Clip:
+    """:func:`decode_video_bytes`, with where the frames sit in the video."""
     check_frame_count(frames)
     if not data:
         raise VideoError("the uploaded video is empty")
@@ -181,11 +235,27 @@ def load_frames(
     ``frames`` None: all frames of a .npy, ``default_frames`` sampled from a video (within
     ``limits`` and by ``deadline``, as :func:`decode_video`).
     """
+    return load_clip(path, frames, default_frames, npy, limits, deadline).frames
+
+
+def load_clip(
+    path: Path,
+    frames: int | None,
+    default_frames: int,
+    npy: bool | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    deadline: float | None = None,
+    fps: float | None = None,
+) -> Clip:
+    """:func:`load_frames`, with where the frames sit: a .npy's frames play at ``fps`` (None:
+    unknown), a video file's at ``fps`` when given, else at its stream's rate."""
     check_frame_count(frames)
+    check_fps(fps)
     path = Path(path)
     if npy or (npy is None and path.suffix == ".npy"):
-        return load_npy_frames(path, frames)
-    return decode_video(path, frames or default_frames, limits, deadline)
+        return sampled_clip(load_npy_frames(path), frames, fps)
+    clip = decode_clip(path, frames or default_frames, limits, deadline)
+    return clip if fps is None else Clip(clip.frames, FrameTimes(clip.times.indices, clip.times.total, fps))
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 8, crf: int = 16) -> None:

@@ -26,7 +26,7 @@ from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pruner import PruneInputs, Pruner, ReferencePruner, load_pruner
 from hippo_trt.timing import PhaseTimer
 from hippo_trt.trace import NULL_TRACER
-from hippo_trt.video import load_frames
+from hippo_trt.video import FrameTimes, load_clip
 from hippo_trt.video_layout import VideoLayout, layout_for, next_position
 
 
@@ -40,6 +40,15 @@ class RunResult:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Visual:
+    """A vision engine's outputs: the visual tokens [1, Nv, d] the decoder reads as its prompt
+    table, and Qwen3-VL's DeepStack features [L, 1, Nv, d] (row for row the tokens'; else None)."""
+
+    tokens: object
+    deepstack: object = None
 
 
 @dataclass(frozen=True)
@@ -126,19 +135,27 @@ class Pipeline:
         return cls(manifest, target, processor, draft, own if differs else None, pruner)
 
     def prepare(
-        self, video: Path, prompt: str, frames: int | None = None, timer: PhaseTimer | None = None, npy: bool | None = None
+        self,
+        video: Path,
+        prompt: str,
+        frames: int | None = None,
+        timer: PhaseTimer | None = None,
+        npy: bool | None = None,
+        fps: float | None = None,
     ) -> Request:
-        """Frames from ``video`` (a .npy when ``npy``, or by suffix when None) -> engine inputs."""
+        """Frames from ``video`` (a .npy when ``npy``, or by suffix when None) -> engine inputs;
+        ``fps``: the frames' source rate (a .npy's; a video file's own when None)."""
         timer = timer or PhaseTimer()
         with timer.phase("video_decode"):
-            pixels = load_frames(Path(video), frames, self.target.record.default_frames, npy=npy)
-        return self.prepare_frames(pixels, prompt, timer)
+            clip = load_clip(Path(video), frames, self.target.record.default_frames, npy=npy, fps=fps)
+        return self.prepare_frames(clip.frames, prompt, timer, clip.times)
 
-    def prepare_frames(self, frames: np.ndarray, prompt: str, timer: PhaseTimer | None = None) -> Request:
-        """Decoded uint8 frames [T, H, W, 3] -> engine inputs."""
+    def prepare_frames(self, frames: np.ndarray, prompt: str, timer: PhaseTimer | None = None, times: FrameTimes | None = None) -> Request:
+        """Decoded uint8 frames [T, H, W, 3] -> engine inputs; ``times``: where they sit in their
+        video (Qwen3-VL's prompts carry each frame's timestamp)."""
         self.dims.check("frames", frames.shape[0], what="video")
         with (timer or PhaseTimer()).phase("preprocess"):
-            return prepare_request(self.processor, frames, prompt)
+            return prepare_request(self.processor, frames, prompt, times)
 
     def _check(self, request: Request, config: GenerationConfig) -> None:
         """Everything that would fail mid-decode is refused before any engine runs."""
@@ -172,22 +189,22 @@ class Pipeline:
         record = engines.record
         return layout_for(record.architecture, record.vision_input, record.video_token_id)
 
-    def _encode(self, engines: ModelEngines, request: Request, pixels: np.ndarray, timer: PhaseTimer, phase: str = ""):
-        """The visual tokens [1, Nv, d], where the engines keep them; the timer phase is
-        ``{phase}vision``, on the engines' role's track."""
+    def _encode(self, engines: ModelEngines, request: Request, pixels: np.ndarray, timer: PhaseTimer, phase: str = "") -> Visual:
+        """The visual tokens [1, Nv, d] (and Qwen3-VL's DeepStack features [L, 1, Nv, d]), where
+        the engines keep them; the timer phase is ``{phase}vision``, on the engines' role's track."""
         placement = engines.placement
         with placement.lane():
             with timer.phase(f"{phase}vision", self._track(engines)):
-                visual = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))["visual_tokens"]
+                out = engines.vision.run(self.layout(engines).vision_feeds(pixels, request))
                 placement.wait()  # on a GPU the phase ends when the tower has run
-        check_visual(request.input_ids, visual, engines.record.video_token_id)
-        return visual
+        check_visual(request.input_ids, out["visual_tokens"], engines.record.video_token_id)
+        return Visual(out["visual_tokens"], out.get("deepstack_features"))
 
     def _prefill(
         self,
         engines: ModelEngines,
         request: Request,
-        visual,
+        visual: Visual,
         index: np.ndarray,
         max_new_tokens: int,
         timer: PhaseTimer,
@@ -210,7 +227,8 @@ class Pipeline:
         else:
             positions, next_pos = full[..., index], next_position(full)
         table_ids = prompt_ids(ids[0], record.video_token_id, engines.shape.vocab)[index]  # [S']
-        prompt = Prompt(table_ids[None], visual, np.ascontiguousarray(positions), scoring_rows(fed, record.video_token_id))
+        scored = scoring_rows(fed, record.video_token_id)
+        prompt = Prompt(table_ids[None], visual.tokens, np.ascontiguousarray(positions), scored, visual.deepstack)
         with timer.phase(f"{phase}prefill", self._track(engines)):
             out = session.prefill(prompt)
         return session, out, next_pos
@@ -264,7 +282,7 @@ class Pipeline:
         d_visual = self._encode(self.draft, request, self._draft_pixels(request), timer, "draft_")
         with timer.phase("pruning", "draft"):
             grid = self.layout(self.draft).token_grid(request, started.n_visual)
-            scores = PruneInputs(grid, started.prefilled.importance[0], d_visual[0])
+            scores = PruneInputs(grid, started.prefilled.importance[0], d_visual.tokens[0])
             kept.extend(self.pruner.select(config.prune, config.keep, scores, config.prune_options))
             index = kept_positions(ids, record.video_token_id, kept)
         d_session, _, d_pos = self._prefill(self.draft, request, d_visual, index, config.max_new_tokens, timer, "draft_", config.repack)
@@ -311,8 +329,9 @@ class Pipeline:
         config: GenerationConfig = GenerationConfig(),
         npy: bool | None = None,
         tracer=NULL_TRACER,
+        fps: float | None = None,
     ) -> RunResult:
         """One request from the video file; ``tracer`` (hippo_trt.trace) records its spans."""
         timer = PhaseTimer(tracer)
-        request = self.prepare(video, prompt, frames, timer, npy=npy)
+        request = self.prepare(video, prompt, frames, timer, npy=npy, fps=fps)
         return self.generate(request, config, timer)

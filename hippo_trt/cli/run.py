@@ -23,7 +23,7 @@ def cmd_run(args) -> int:
         dtype=args.dtype,
     )
     source, npy = (args.video, False) if args.video else (args.frames_npy, True)
-    result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy)
+    result = pipeline.run(source, args.prompt, frames=args.frames, config=config, npy=npy, fps=args.fps)
     if args.json:
         print_json(result.to_json())
     else:
@@ -87,6 +87,11 @@ def add_commands(sub) -> None:
     src.add_argument("--frames-npy", type=Path, help=".npy of uint8 frames [T, H, W, 3]")
     p.add_argument("--prompt", required=True)
     p.add_argument("--frames", type=positive, help="frames sampled uniformly (default: the processor's for a video, all for .npy)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="the source frame rate of --frames-npy (or over a video's own): Qwen3-VL prompts carry each frame's timestamp",
+    )
     p.add_argument(
         "--backend",
         choices=RUN_BACKENDS,

@@ -5,7 +5,7 @@ Each family module gives the same functions: ``check_supported(config)``,
 ``vision_input(config, processor)`` (the settings saved in the manifest), ``grid_key``,
 ``dims(limits, vision_input)``, ``specs(decoder_shape, vision_input)``,
 ``vision_sample(vision_input, sizes, seed)`` and ``graph_modules(model)``; and
-``decoder_shape(config)``, shared by both (the Qwen2 language model).
+``decoder_shape(config)``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from types import ModuleType
 import numpy as np
 
 from hippo_trt.errors import ModelError
-from hippo_trt.graphs import llava_onevision, qwen2_5_vl
+from hippo_trt.graphs import llava_onevision, qwen2_5_vl, qwen3_vl
 from hippo_trt.graphs.specs import DecoderShape, GraphSpec
 from hippo_trt.manifest import ModelRecord
 
-FAMILIES: dict[str, ModuleType] = {m.ARCHITECTURE: m for m in (llava_onevision, qwen2_5_vl)}
+FAMILIES: dict[str, ModuleType] = {m.ARCHITECTURE: m for m in (llava_onevision, qwen2_5_vl, qwen3_vl)}
 
 
 def family(architecture: str) -> ModuleType:

@@ -52,14 +52,21 @@ class Qwen2Decoder(nn.Module):
         self.lm_head = model.lm_head
         self.shape = decoder_shape(model.config)
 
-    def _attention(self, layer, x, cos, sin, past, mask, scored=None):
-        """``scored``: (query_index [Q], visual_index [N]) to also return those rows'
-        attention to those columns, averaged over heads and rows, [B, N]."""
-        attn, d = layer.self_attn, self.shape.head_dim
+    def _qkv(self, attn, x):
+        """x [B, S, d] -> q [B, H, S, D], k, v [B, Hkv, S, D] (before the rotary embedding)."""
         b, s, _ = x.shape
+        d = self.shape.head_dim
         q = attn.q_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, H, S, D]
         k = attn.k_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, Hkv, S, D]
         v = attn.v_proj(x).view(b, s, -1, d).transpose(1, 2)  # [B, Hkv, S, D]
+        return q, k, v
+
+    def _attention(self, layer, x, cos, sin, past, mask, scored=None):
+        """``scored``: (query_index [Q], visual_index [N]) to also return those rows'
+        attention to those columns, averaged over heads and rows, [B, N]."""
+        attn = layer.self_attn
+        b, s, _ = x.shape
+        q, k, v = self._qkv(attn, x)  # [B, H, S, D], 2 x [B, Hkv, S, D]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         new = (k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3))  # 2 x [S, B, Hkv, D]
         if past is not None:
@@ -87,17 +94,19 @@ class Qwen2Decoder(nn.Module):
         probs = torch.softmax(scores.float(), dim=-1)
         return probs.index_select(3, visual_index).mean(dim=(1, 2))  # [B, N]
 
-    def run(self, h, position_ids, pasts, scored=None):
-        """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None.
+    def run(self, h, position_ids, pasts, scored=None, inject=None):
+        """h [B, S, d], position_ids [B, S], pasts: per layer (k, v) [P, B, Hkv, D] or None;
+        ``inject(i, h)``: h after layer i, with what it adds (Qwen3-VL's DeepStack features).
         Returns (normed h, new KV list, importance [B, N] averaged over layers, or None)."""
         cos, sin = self.rotary_emb(h, position_ids)
         past_len = 0 if pasts[0] is None else pasts[0][0].shape[0]  # 0 or P (a prefill may feed P = 0)
         mask = _causal_mask(h.shape[1], past_len, h.dtype, h.device)
         news, importance = [], 0.0
-        for layer, past in zip(self.layers, pasts):
+        for i, (layer, past) in enumerate(zip(self.layers, pasts)):
             a, new, imp = self._attention(layer, layer.input_layernorm(h), cos, sin, past, mask, scored)
             h = h + a
             h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h if inject is None else inject(i, h)
             news.extend(new)
             importance = None if imp is None else importance + imp / len(self.layers)
         return self.norm(h), news, importance
@@ -111,12 +120,18 @@ def embed_prompt(embed_tokens, input_ids, prompt_table, vocab: int):
     placeholders' ids are rewritten on the host), as TensorRT-LLM's prompt-tuning table feeds
     multimodal embeddings. Decode steps feed text ids and a one-row table nothing points to.
     """
-    b, n, d = prompt_table.shape
     is_prompt = input_ids >= vocab  # [B, S]
     text = embed_tokens(torch.where(is_prompt, 0, input_ids))  # [B, S, d]
-    rows = (input_ids - vocab).clamp(0, n - 1) + torch.arange(b, device=input_ids.device)[:, None] * n  # [B, S]
-    visual = nn.functional.embedding(rows, prompt_table.reshape(b * n, d))  # [B, S, d]
+    visual = table_rows(input_ids, prompt_table, vocab)  # [B, S, d]
     return torch.where(is_prompt[..., None], visual.to(text.dtype), text)
+
+
+def table_rows(input_ids, table, vocab: int):
+    """input_ids [B, S], table [B, N, d] -> [B, S, d]: row j of the table where the id is
+    ``vocab + j``, an arbitrary row elsewhere (the caller masks those)."""
+    b, n, d = table.shape
+    rows = (input_ids - vocab).clamp(0, n - 1) + torch.arange(b, device=input_ids.device)[:, None] * n  # [B, S]
+    return nn.functional.embedding(rows, table.reshape(b * n, d))  # [B, S, d]
 
 
 class DecoderGraph(nn.Module):

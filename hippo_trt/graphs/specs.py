@@ -106,6 +106,7 @@ class DecoderShape:
     head_dim: int
     hidden: int
     vocab: int
+    deepstack: int = 0  # Qwen3-VL: DeepStack feature maps the prefill adds after the first layers
 
 
 def _kv(prefix: str, layers: int, seq_axis: str, shape: DecoderShape) -> tuple[TensorSpec, ...]:
@@ -127,6 +128,15 @@ def vision_spec(channels: int, image_size: int, hidden: int) -> GraphSpec:
     )
 
 
+def deepstack_inputs(shape: DecoderShape) -> tuple[TensorSpec, ...]:
+    """Qwen3-VL's DeepStack table [L, B, N, d]: row j of map i is what layer i's output adds at
+    the prompt position whose id is ``vocab + j`` (the visual token of prompt_table's row j), so
+    a pruned draft's kept tokens read their own features with no gather; none for other models."""
+    if not shape.deepstack:
+        return ()
+    return (TensorSpec("deepstack_table", (shape.deepstack, "batch", "prompt_rows", shape.hidden)),)
+
+
 def decoder_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
     """The one decoder graph (``qwen2_decoder.DecoderGraph``): prefill and decode/verify steps.
 
@@ -141,6 +151,9 @@ def decoder_spec(shape: DecoderShape, mrope: bool = False) -> GraphSpec:
         (
             TensorSpec("input_ids", ("batch", "seq"), Kind.TOKEN_IDS),
             TensorSpec("prompt_table", ("batch", "prompt_rows", shape.hidden)),
+        )
+        + deepstack_inputs(shape)
+        + (
             TensorSpec("position_ids", ((3,) if mrope else ()) + ("batch", "seq"), Kind.POSITIONS),
             TensorSpec("visual_index", ("scored_tokens",), Kind.SEQ_INDEX),
             TensorSpec("query_index", ("queries",), Kind.SEQ_INDEX),

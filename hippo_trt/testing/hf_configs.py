@@ -182,3 +182,102 @@ def qwen2_5_vl_processor(tokenizer, *, patch: int, min_pixels: int, max_pixels: 
         video_processor=Qwen2VLVideoProcessor(**sizes, do_sample_frames=False, cap_pixels_per_frame=False),
         chat_template=chat_template,
     )
+
+
+def qwen3_text(
+    *,
+    vocab: int,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    max_positions: int,
+    tie: bool,
+    mrope_section: Iterable[int],
+    rope_theta: float = 5000000.0,
+    norm_eps: float = 1e-6,
+    **extra,
+) -> dict:
+    """A Qwen3-VL decoder's ``text_config``: Qwen3 layers (per-head q/k RMSNorm, ``head_dim`` of
+    its own) with interleaved M-RoPE over ``mrope_section`` (temporal, height, width) as published
+    (``mrope_interleaved``); ``extra``: more keys (initializer_range, token ids)."""
+    rope = {"rope_type": "default", "rope_theta": rope_theta, "mrope_section": list(mrope_section), "mrope_interleaved": True}
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": max_positions,
+        "rms_norm_eps": norm_eps,
+        "rope_parameters": rope,
+        "tie_word_embeddings": tie,
+        **extra,
+    }
+
+
+def qwen3_vit(
+    *,
+    depth: int,
+    hidden: int,
+    intermediate: int,
+    heads: int,
+    patch: int,
+    out_hidden: int,
+    deepstack: Iterable[int],
+    position_embeddings: int,
+    temporal_patch: int = 2,
+    merge: int = 2,
+    **extra,
+) -> dict:
+    """Qwen3-VL's ViT ``vision_config``: full attention within each 2-frame slice, learned
+    position embeddings on a square grid of ``position_embeddings`` resampled to each frame's,
+    and the DeepStack layers ``deepstack`` whose features each go through their own merger;
+    ``extra``: e.g. initializer_range."""
+    return {
+        "depth": depth,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_heads": heads,
+        "hidden_act": "gelu_pytorch_tanh",
+        "patch_size": patch,
+        "temporal_patch_size": temporal_patch,
+        "spatial_merge_size": merge,
+        "out_hidden_size": out_hidden,
+        "num_position_embeddings": position_embeddings,
+        "deepstack_visual_indexes": list(deepstack),
+        **extra,
+    }
+
+
+def qwen3_vl_config(*, text: dict, vision: dict, **extra):
+    """Qwen3VLConfig of a ``qwen3_text`` decoder and a ``qwen3_vit``; ``extra``: the token ids."""
+    from transformers import Qwen3VLConfig
+
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=text["tie_word_embeddings"], **extra)
+
+
+def qwen3_vl_processor(tokenizer, *, patch: int, min_pixels: int, max_pixels: int, frame_tokens: int, chat_template: str):
+    """Qwen3VLProcessor with 2-frame patches of ``patch`` px merged 2 x 2: a video's pixels in
+    ``min_pixels``..``max_pixels`` over all its frames, each frame capped at ``frame_tokens``
+    merged tokens as qwen-vl-utils caps them; frames as given (no sampling: the toolkit samples)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    sizes = {"patch_size": patch, "temporal_patch_size": 2, "merge_size": 2}
+    video = Qwen3VLVideoProcessor(
+        **sizes,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        do_sample_frames=False,
+        cap_pixels_per_frame=True,
+        max_video_tokens=frame_tokens,
+    )
+    return Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes, min_pixels=min_pixels, max_pixels=max_pixels),
+        tokenizer=tokenizer,
+        video_processor=video,
+        chat_template=chat_template,
+    )

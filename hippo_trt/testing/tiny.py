@@ -59,15 +59,24 @@ QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<video> ", "<|vision_start|><|video_
 )
 
 
-def build_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str = CHAT_TEMPLATE):
+# Qwen3-VL's frame timestamps ("<1.5 seconds>"): their pieces, one digit a token
+TIMESTAMP_WORDS = ["<", ">", ".", "seconds", *"0123456789"]
+
+
+def build_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str = CHAT_TEMPLATE, timestamps: bool = False):
     """A word-level fast tokenizer with the special tokens and chat template LLaVA-OV needs
-    (``extra_special``: more special tokens after the vocabulary, e.g. Qwen2.5-VL's)."""
+    (``extra_special``: more special tokens after the vocabulary, e.g. Qwen2.5-VL's;
+    ``timestamps``: also splits and knows Qwen3-VL's frame timestamps, digit by digit)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + list(dict.fromkeys(WORDS)) + list(extra_special))}
+    words = list(dict.fromkeys(WORDS + (TIMESTAMP_WORDS if timestamps else [])))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + words + list(extra_special))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    splits = [pre_tokenizers.WhitespaceSplit()]
+    if timestamps:
+        splits += [pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
+    tok.pre_tokenizer = pre_tokenizers.Sequence(splits) if timestamps else splits[0]
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces, keeps " ."
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -231,4 +240,97 @@ def make_tiny_qwen_dir(out: Path, spec: TinyQwenSpec = TinyQwenSpec(), max_shard
     tokenizer = build_tokenizer(tuple(QWEN_SPECIAL), QWEN_CHAT_TEMPLATE)
     save_weights(build_qwen_model(spec, tokenizer), out, max_shard_size)
     build_qwen_processor(spec, tokenizer).save_pretrained(out)
+    return out
+
+
+@dataclass(frozen=True)
+class TinyQwen3Spec:
+    """Sizes of one tiny Qwen3-VL model. The defaults differ from the published ones where the
+    export must not assume them: head_dim apart from hidden / heads, odd M-RoPE sections (not
+    summing to head_dim / 2), DeepStack layers, a position-embedding grid smaller than frames."""
+
+    layers: int = 3
+    hidden: int = 48
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 16
+    intermediate: int = 96
+    mrope_section: tuple[int, int, int] = (3, 3, 1)
+    vision_depth: int = 3
+    vision_hidden: int = 32
+    vision_heads: int = 2
+    deepstack: tuple[int, ...] = (0, 1)
+    position_grid: int = 3  # the learned position embeddings: a 3 x 3 grid
+    patch_size: int = 4
+    frame_tokens: int = 16  # merged tokens a frame at most
+    max_pixels: int = 32 * 32 * 8
+    min_pixels: int = 8 * 8 * 2
+    tie: bool = False
+    extra_vocab: int = 8
+    init_range: float = 0.2
+    seed: int = 0
+
+
+QWEN3_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE
+
+
+def build_qwen3_tokenizer():
+    return build_tokenizer(tuple(QWEN_SPECIAL), QWEN3_CHAT_TEMPLATE, timestamps=True)
+
+
+def build_qwen3_processor(spec: TinyQwen3Spec, tokenizer):
+    return hf_configs.qwen3_vl_processor(
+        tokenizer,
+        patch=spec.patch_size,
+        min_pixels=spec.min_pixels,
+        max_pixels=spec.max_pixels,
+        frame_tokens=spec.frame_tokens,
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )
+
+
+def build_qwen3_model(spec: TinyQwen3Spec, tokenizer):
+    from transformers import Qwen3VLForConditionalGeneration
+
+    config = hf_configs.qwen3_vl_config(
+        text=hf_configs.qwen3_text(
+            vocab=len(tokenizer) + spec.extra_vocab,
+            hidden=spec.hidden,
+            intermediate=spec.intermediate,
+            layers=spec.layers,
+            heads=spec.heads,
+            kv_heads=spec.kv_heads,
+            head_dim=spec.head_dim,
+            max_positions=4096,
+            tie=spec.tie,
+            mrope_section=spec.mrope_section,
+            initializer_range=spec.init_range,
+            **hf_configs.eos_pad(tokenizer),
+        ),
+        vision=hf_configs.qwen3_vit(
+            depth=spec.vision_depth,
+            hidden=spec.vision_hidden,
+            intermediate=spec.vision_hidden * 2,
+            heads=spec.vision_heads,
+            patch=spec.patch_size,
+            out_hidden=spec.hidden,
+            deepstack=spec.deepstack,
+            position_embeddings=spec.position_grid**2,
+            initializer_range=spec.init_range,
+        ),
+        **hf_configs.token_ids(tokenizer, hf_configs.QWEN_TOKENS),
+        **hf_configs.eos_pad(tokenizer),
+    )
+    return _random_model(Qwen3VLForConditionalGeneration, config, spec.seed, tokenizer)
+
+
+def make_tiny_qwen3_dir(out: Path, spec: TinyQwen3Spec = TinyQwen3Spec(), max_shard_size: int | str | None = None) -> Path:
+    """Write a complete tiny random Qwen3-VL model directory to ``out``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    tokenizer = build_qwen3_tokenizer()
+    save_weights(build_qwen3_model(spec, tokenizer), out, max_shard_size)
+    build_qwen3_processor(spec, tokenizer).save_pretrained(out)
     return out

@@ -54,13 +54,14 @@ class PrefillOut:
 @dataclass(frozen=True)
 class Prompt:
     """What a prefill feeds: input_ids [1, S] (video tokens as ``vocab + j``), the prompt table
-    [1, Nv, d] those ids read (where the engines keep it), position_ids [1, S] or [3, 1, S], and
-    the scored rows (visual_index [N], query_index [Q])."""
+    [1, Nv, d] those ids read (where the engines keep it), position_ids [1, S] or [3, 1, S], the
+    scored rows (visual_index [N], query_index [Q]) and, for Qwen3-VL, the DeepStack table."""
 
     input_ids: np.ndarray
     table: object
     position_ids: np.ndarray
     scored: tuple[np.ndarray, np.ndarray]
+    deepstack: object = None  # Qwen3-VL: DeepStack features [L, 1, Nv, d], row for row the table's
 
     @property
     def seq(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hippo_trt.dims import DimsTable
+from hippo_trt.errors import InputError
 from hippo_trt.runtime.backends.arrays import to_host
 from hippo_trt.runtime.backends.base import ModelEngines, PrefillOut, Prompt, check_prefill, check_step
 from hippo_trt.runtime.decoding.kv_cache import KVCache
@@ -75,6 +76,7 @@ class DecoderSession:
             empty = lambda shape: self.placement.empty(shape, self.float_dtype)  # noqa: E731
             self.cache = KVCache(shape.layers, shape.kv_heads, shape.head_dim, max_len, empty=empty)
             self._no_table = self.placement.put(np.zeros((1, 1, shape.hidden), dtype=self.float_dtype))  # [1, 1, d]
+            self._no_deepstack = self.placement.put(np.zeros((shape.deepstack, 1, 1, shape.hidden), dtype=self.float_dtype))  # [L, 1, 1, d]
 
     def prefill(self, prompt: Prompt) -> PrefillOut:
         """The prompt's KV fills the cache from 0, in calls of at most ``engines.prefill_chunk``
@@ -97,6 +99,7 @@ class DecoderSession:
         feeds = {
             "input_ids": np.ascontiguousarray(ids),
             "prompt_table": prompt.table,
+            **self._deepstack(prompt.deepstack),
             "position_ids": np.ascontiguousarray(positions),
             "visual_index": visual_index,
             "query_index": query_rows,
@@ -106,6 +109,14 @@ class DecoderSession:
         out = self.engines.decoder.run(feeds, into=self.cache.slots(end - start))
         self.cache.advance(end - start)
         return out
+
+    def _deepstack(self, table) -> dict:
+        """The DeepStack feed of a decoder that takes one (Qwen3-VL), else nothing."""
+        if not self.engines.shape.deepstack:
+            return {}
+        if table is None:
+            raise InputError("this model's decoder needs the DeepStack features of its vision graph")
+        return {"deepstack_table": table}
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """input_ids, position_ids [1, n] -> logits [1, n, V]; the n new entries join the cache."""
@@ -126,6 +137,7 @@ class DecoderSession:
         return {
             "input_ids": input_ids,
             "prompt_table": self._no_table,
+            **self._deepstack(self._no_deepstack),
             "position_ids": positions,
             "visual_index": NO_ROWS,
             "query_index": NO_ROWS,
