@@ -11,8 +11,15 @@ import pytest
 from hypothesis import settings
 
 from hippo_trt.dims import ExportLimits
-from hippo_trt.testing.tiny import make_tiny_model_dir, make_tiny_qwen_dir
-from hippo_trt.testing.tiny_pairs import DRAFT_OF, QWEN_DRAFTS, QWEN_SPECS, TINY_SPECS  # noqa: F401 (re-exported to tests)
+from hippo_trt.testing.tiny import make_tiny_model_dir, make_tiny_qwen3_dir, make_tiny_qwen_dir
+from hippo_trt.testing.tiny_pairs import (  # noqa: F401 (re-exported to tests)
+    DRAFT_OF,
+    QWEN3_DRAFTS,
+    QWEN3_SPECS,
+    QWEN_DRAFTS,
+    QWEN_SPECS,
+    TINY_SPECS,
+)
 from hippo_trt.video import write_video
 
 # The same examples every run (CI must not depend on the draw); HYPOTHESIS_PROFILE=explore
@@ -46,6 +53,22 @@ def qwen_work_dirs(qwen_dirs, tmp_path_factory) -> dict[str, Path]:
         build_onnxruntime(root / name, progress=False)
         works[name] = root / name
     return works
+
+
+@pytest.fixture(scope="session")
+def qwen3_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random Qwen3-VL targets (by name) and their drafts (``<name>_draft``)."""
+    root = tmp_path_factory.mktemp("qwen3-models")
+    dirs = {name: make_tiny_qwen3_dir(root / name, spec) for name, spec in QWEN3_SPECS.items()}
+    dirs.update({f"{name}_draft": make_tiny_qwen3_dir(root / f"{name}_draft", spec) for name, spec in QWEN3_DRAFTS.items()})
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def qwen3_work_dirs(qwen3_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Each tiny Qwen3-VL target exported with its draft and built for onnxruntime."""
+    root = tmp_path_factory.mktemp("qwen3-work")
+    return {name: _built_pair(qwen3_dirs[name], qwen3_dirs[f"{name}_draft"], root / name) for name in QWEN3_SPECS}
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 """The tiny random model configs the test suite and the GPU check script share: LLaVA-OneVision
-targets with a draft, Qwen2.5-VL targets each with its own draft."""
+targets with a draft, Qwen2.5-VL and Qwen3-VL targets each with its own draft."""
 
 from __future__ import annotations
 
-from hippo_trt.testing.tiny import TinyQwenSpec, TinySpec
+from hippo_trt.testing.tiny import TinyQwen3Spec, TinyQwenSpec, TinySpec
 
 # Different layer counts, head layouts (GQA, MHA, MQA), hidden sizes and image grids
 # (the 5x5 patch grid checks ceil pooling to 3x3).
@@ -61,5 +61,56 @@ QWEN_DRAFTS = {
         window_size=16,
         max_pixels=40 * 40,
         seed=24,
+    ),
+}
+
+
+# Qwen3-VL: GQA and MQA, head_dim apart from hidden / heads, odd M-RoPE sections (none summing
+# to head_dim / 2), DeepStack maps at other vision layers and in other numbers in target and
+# draft, tied and untied embeddings, position grids of 3 and 4. Each target has its own draft
+# (same grid).
+QWEN3_SPECS = {
+    "qwen3_gqa": TinyQwen3Spec(seed=31),
+    "qwen3_mqa_tied": TinyQwen3Spec(
+        layers=2,
+        hidden=32,
+        heads=4,
+        kv_heads=1,
+        head_dim=8,
+        intermediate=64,
+        mrope_section=(1, 2, 1),
+        vision_depth=2,
+        vision_heads=4,
+        deepstack=(1,),
+        position_grid=4,
+        tie=True,
+        seed=32,
+    ),
+}
+QWEN3_DRAFTS = {
+    "qwen3_gqa": TinyQwen3Spec(
+        layers=1,
+        hidden=32,
+        heads=2,
+        kv_heads=1,
+        head_dim=8,
+        intermediate=64,
+        mrope_section=(2, 1, 1),
+        vision_depth=2,
+        deepstack=(1,),
+        seed=33,
+    ),
+    "qwen3_mqa_tied": TinyQwen3Spec(
+        layers=2,
+        hidden=24,
+        heads=2,
+        kv_heads=2,
+        head_dim=12,
+        intermediate=48,
+        mrope_section=(2, 2, 2),
+        vision_depth=3,
+        deepstack=(0, 2),
+        tie=True,
+        seed=34,
     ),
 }

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline, RunResult
 from hippo_trt.runtime.serving.protocol import ServedRequest, TextStream, response
 from hippo_trt.timing import PhaseTimer
-from hippo_trt.video import check_frame_count, decode_video_bytes, subsample_frames
+from hippo_trt.video import Clip, check_fps, check_frame_count, decode_clip_bytes, sampled_clip
 
 MAX_VIDEO_BYTES = 512 << 20
 LOG = logging.getLogger("hippo_trt.serve")
@@ -111,32 +111,35 @@ class RequestHandler:
         config = served.options.apply(self.defaults)
         count = served.options.frames
         check_frame_count(count, "option 'frames'")
+        check_fps(served.options.fps, "option 'fps'")
         sent = count if count is not None or served.frames is None else len(served.frames)
         if sent is not None:
             self.pipeline.dims.check("frames", sent, what="requested video")
         check_prompt(self.pipeline.processor, served.prompt)
         return Admitted(served, config, time.monotonic())
 
-    def _frames(self, admitted: Admitted) -> np.ndarray:
-        """The request's frames; an upload is decoded within ``video.DecodeLimits`` (its size
+    def _clip(self, admitted: Admitted) -> Clip:
+        """The request's frames and where they sit (option ``fps``: the sent frames' rate, or
+        over an upload's own); an upload is decoded within ``video.DecodeLimits`` (its size
         and length read from the header first) and by the request's deadline."""
-        served, count = admitted.served, admitted.served.options.frames
+        served, count, fps = admitted.served, admitted.served.options.frames, admitted.served.options.fps
         if served.video is None:
-            return subsample_frames(served.frames, count)
+            return sampled_clip(served.frames, count, fps)
         deadline = admitted.arrived + self.limits.request_timeout_s
         try:
-            return decode_video_bytes(served.video, count or self.pipeline.target.record.default_frames, deadline=deadline)
+            clip = decode_clip_bytes(served.video, count or self.pipeline.target.record.default_frames, deadline=deadline)
         except VideoError:
             self._deadline_check(admitted.arrived)(None)  # past the deadline: say so as a request timeout
             raise
+        return clip if fps is None else Clip(clip.frames, replace(clip.times, fps=fps))
 
     def _prepare(self, admitted: Admitted):
         """(engine request, generation config, timer); Pipeline.generate then refuses what
         does not fit the engines before any runs."""
         timer = PhaseTimer()
         with timer.phase("video_decode"):
-            frames = self._frames(admitted)
-        return self.pipeline.prepare_frames(frames, admitted.served.prompt, timer), admitted.config, timer
+            clip = self._clip(admitted)
+        return self.pipeline.prepare_frames(clip.frames, admitted.served.prompt, timer, clip.times), admitted.config, timer
 
     def _deadline_check(self, started: float):
         def check(_tokens) -> None:

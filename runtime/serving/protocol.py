@@ -62,12 +62,14 @@ def wire_text(message: str) -> str:
 
 
 FRAMES = Option("frames", int, "frames sampled from an uploaded video (default: the model's)")
-REQUEST_OPTIONS = OPTIONS + (FRAMES,)  # the generation options, and how to sample the video
+FPS = Option("fps", float, "the source frame rate of sent frames, or over an upload's own (Qwen3-VL prompts carry frame timestamps)")
+VIDEO_OPTIONS = (FRAMES, FPS)  # how to sample and time the video: not generation options
+REQUEST_OPTIONS = OPTIONS + VIDEO_OPTIONS
 
 
 class _RequestOptions:
     """Per-request options (every one optional: None keeps the server's default); its fields
-    are ``REQUEST_OPTIONS``, the generation options' table (runtime/generation.py) and ``frames``."""
+    are ``REQUEST_OPTIONS``, the generation options' table (runtime/generation.py), ``frames`` and ``fps``."""
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> RequestOptions:
@@ -96,7 +98,8 @@ class _RequestOptions:
 
     def apply(self, defaults: GenerationConfig) -> GenerationConfig:
         """The server's defaults with this request's options; each is checked there."""
-        return with_options(defaults, {k: v for k, v in self.set_options().items() if k != FRAMES.name})
+        video = {o.name for o in VIDEO_OPTIONS}
+        return with_options(defaults, {k: v for k, v in self.set_options().items() if k not in video})
 
     def to_json(self) -> str:
         return json.dumps(self.set_options())
