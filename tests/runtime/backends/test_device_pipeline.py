@@ -172,3 +172,12 @@ def test_each_models_cuda_lane_is_its_own_stream_and_wait_drains_it():  # pragma
         y = x @ x
     target.wait()
     assert a.query() and torch.isfinite(y).all()
+
+
+def test_the_device_path_refuses_qwen3_vl_in_one_line(qwen3_work_dirs):
+    from hippo_trt.errors import EngineError
+
+    manifest = Manifest.load(qwen3_work_dirs["qwen3_gqa"])
+    with pytest.raises(EngineError, match="does not run Qwen3VLForConditionalGeneration") as e:
+        torch_device_engines(manifest, "target", "cpu")
+    assert "\n" not in str(e.value)
