@@ -67,11 +67,15 @@ class Qwen3Decoder(Qwen2Decoder):
 
 
 class Qwen3DecoderGraph(DecoderGraph):
-    """``DecoderGraph`` with the DeepStack table [L, B, N, d] as its third input (specs.deepstack_inputs)."""
+    """``DecoderGraph`` over the Qwen3 stack, for a model without DeepStack maps."""
 
     def __init__(self, model):
         super().__init__(model)
         self.decoder = Qwen3Decoder(model)
+
+
+class DeepStackDecoderGraph(Qwen3DecoderGraph):
+    """With the DeepStack table [L, B, N, d] as its third input (specs.deepstack_inputs)."""
 
     def forward(self, input_ids, prompt_table, deepstack_table, position_ids, visual_index, query_index, logit_index, past):
         vocab = self.decoder.shape.vocab
@@ -86,3 +90,8 @@ class Qwen3DecoderGraph(DecoderGraph):
 
         h, news, importance = self.decoder.run(h, position_ids, pasts, (query_index, visual_index), inject)
         return (self.decoder.lm_head(h.index_select(1, logit_index)), importance, *news)
+
+
+def decoder_graph(model) -> DecoderGraph:
+    """The decoder graph's module: with the DeepStack table where the model has DeepStack maps."""
+    return (DeepStackDecoderGraph if decoder_shape(model.config).deepstack else Qwen3DecoderGraph)(model)

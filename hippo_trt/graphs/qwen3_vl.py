@@ -28,13 +28,14 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_
 
 from hippo_trt.errors import ModelError
 from hippo_trt.graphs.qwen2_5_vl import _slice_grid, dims  # noqa: F401 (dims: family interface, the same grid symbols)
-from hippo_trt.graphs.qwen3_decoder import Qwen3DecoderGraph, decoder_shape  # noqa: F401 (decoder_shape: family interface)
+from hippo_trt.graphs.qwen3_decoder import decoder_graph, decoder_shape  # noqa: F401 (decoder_shape: family interface)
 from hippo_trt.graphs.specs import DecoderShape, GraphSpec, Kind, TensorSpec, decoder_spec
 from hippo_trt.video_layout import QWEN3_VL, Qwen3VLLayout
 
 ARCHITECTURE = QWEN3_VL
 MODEL_CLASS = "Qwen3VLForConditionalGeneration"
 TAPS = 4  # bilinear resampling of the position-embedding grid
+DEFAULT_MROPE_SECTION = (24, 20, 20)  # Qwen3VLTextRotaryEmbedding's
 
 
 def check_supported(config) -> None:
@@ -43,13 +44,11 @@ def check_supported(config) -> None:
     rope = getattr(text, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
         raise ModelError(f"unsupported setting text_config.rope_parameters.rope_type='{rope.get('rope_type')}' (supported: default)")
-    section = rope.get("mrope_section")
-    if section is None or len(section) != 3:
+    section = rope.get("mrope_section") or DEFAULT_MROPE_SECTION  # transformers' when none is given
+    if len(section) != 3:
         raise ModelError(
             f"unsupported setting text_config.rope_parameters.mrope_section={section} (needs 3 parts: temporal, height, width)"
         )
-    if getattr(text, "attention_bias", False):
-        raise ModelError("unsupported setting text_config.attention_bias=true (Qwen3-VL's projections have no bias)")
     vision_rope = (getattr(vision, "rope_parameters", None) or {}).get("rope_type", "axial")
     if vision_rope != "axial":
         raise ModelError(f"unsupported setting vision_config.rope_parameters.rope_type='{vision_rope}' (supported: axial)")
@@ -192,4 +191,4 @@ class VisionGraph(nn.Module):
 
 def graph_modules(model) -> dict[str, nn.Module]:
     """The torch module behind each graph name of ``specs``."""
-    return {"vision": VisionGraph(model).eval(), "decoder": Qwen3DecoderGraph(model).eval()}
+    return {"vision": VisionGraph(model).eval(), "decoder": decoder_graph(model).eval()}

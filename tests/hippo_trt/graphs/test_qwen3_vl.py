@@ -16,6 +16,7 @@ from hippo_trt.graphs import qwen3_vl as arch
 from hippo_trt.graphs.qwen3_decoder import InterleavedMRope
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
+from hippo_trt.testing.tiny import TinyQwen3Spec
 from hippo_trt.video_layout import layout_for
 from tests.conftest import QWEN3_SPECS, TEST_LIMITS, random_frames
 from tests.export.test_export import assert_symbolic_axes
@@ -119,7 +120,6 @@ def _config(qwen3_dirs):
     [
         (lambda c: c.text_config.rope_parameters.update(rope_type="dynamic"), "rope_type='dynamic'"),
         (lambda c: c.text_config.rope_parameters.update(mrope_section=[4, 4]), r"mrope_section=\[4, 4\]"),
-        (lambda c: setattr(c.text_config, "attention_bias", True), "attention_bias"),
         (lambda c: c.vision_config.rope_parameters.update(rope_type="default"), "vision_config.rope_parameters.rope_type='default'"),
         (lambda c: setattr(c.vision_config, "num_position_embeddings", 10), "num_position_embeddings=10"),
     ],
@@ -142,3 +142,87 @@ def test_the_moe_family_is_refused_with_its_reason(qwen3_dirs, tmp_path):
     with pytest.raises(ModelError, match="mixture-of-experts") as e:
         ModelDir.open(moe)
     assert "\n" not in str(e.value)
+
+
+def _variant_model(spec, **text_extra):
+    """A tiny Qwen3-VL (random weights) of ``spec`` with more text_config keys, in memory."""
+    from hippo_trt.testing import hf_configs
+    from hippo_trt.testing.tiny import _random_model, build_qwen3_tokenizer
+
+    tokenizer = build_qwen3_tokenizer()
+    text = hf_configs.qwen3_text(
+        vocab=len(tokenizer) + spec.extra_vocab,
+        hidden=spec.hidden,
+        intermediate=spec.intermediate,
+        layers=spec.layers,
+        heads=spec.heads,
+        kv_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        max_positions=4096,
+        tie=spec.tie,
+        mrope_section=spec.mrope_section,
+        initializer_range=spec.init_range,
+        **hf_configs.eos_pad(tokenizer),
+    )
+    text.update(text_extra)
+    vision = hf_configs.qwen3_vit(
+        depth=spec.vision_depth,
+        hidden=spec.vision_hidden,
+        intermediate=spec.vision_hidden * 2,
+        heads=spec.vision_heads,
+        patch=spec.patch_size,
+        out_hidden=spec.hidden,
+        deepstack=spec.deepstack,
+        position_embeddings=spec.position_grid**2,
+        initializer_range=spec.init_range,
+    )
+    config = hf_configs.qwen3_vl_config(text=text, vision=vision, **hf_configs.token_ids(tokenizer, hf_configs.QWEN_TOKENS))
+    model = _random_model(__import__("transformers").Qwen3VLForConditionalGeneration, config, spec.seed, tokenizer)
+    for name, p in model.named_parameters():
+        if name.endswith("proj.bias"):  # random, not zero: a bias the graph dropped would show
+            torch.nn.init.normal_(p, std=0.2)
+    return model, tokenizer
+
+
+VARIANTS = {
+    "no-deepstack": (TinyQwen3Spec(deepstack=(), seed=41), {}),
+    "more-maps-than-layers": (TinyQwen3Spec(layers=2, deepstack=(0, 1, 2), seed=42), {}),
+    "attention-bias": (TinyQwen3Spec(seed=43), {"attention_bias": True}),
+    "default-mrope-section": (
+        TinyQwen3Spec(heads=2, head_dim=128, seed=44),
+        {"rope_parameters": {"rope_type": "default", "rope_theta": 5e6}},
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_graph_modules_give_transformers_prefill_logits_for_other_configs(variant):
+    """Vision and decoder modules (as exported) over the host's feeds = transformers' forward."""
+    from hippo_trt.graphs.specs import DecoderShape
+    from hippo_trt.preprocess import prepare_request
+    from hippo_trt.runtime.decoding.decoder import prompt_ids
+    from hippo_trt.testing.tiny import build_qwen3_processor
+    from hippo_trt.video import FrameTimes
+
+    spec, extra = VARIANTS[variant]
+    model, tokenizer = _variant_model(spec, **extra)
+    arch.check_supported(model.config)
+    processor = arch.prepare_processor(build_qwen3_processor(spec, tokenizer))
+    request = prepare_request(processor, random_frames(6, 3, 30, 42), "what moves", FrameTimes((0, 2, 4), 5, 1.5))
+    inputs = request.hf_inputs()
+    with torch.no_grad():
+        expected = model(**inputs).logits[0, -1]
+        modules = arch.graph_modules(model)
+        vision = arch.vision_input(model.config, processor)
+        layout = layout_for(arch.ARCHITECTURE, vision, model.config.video_token_id)
+        feeds = layout.vision_feeds(request.pixel_values_videos, request)
+        out = modules["vision"](**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        tokens, deepstack = out if isinstance(out, tuple) else (out, None)
+        shape = DecoderShape(**arch.decoder_shape(model.config).__dict__)
+        assert shape.deepstack == len(spec.deepstack) == (0 if deepstack is None else deepstack.shape[0])
+        ids = torch.from_numpy(prompt_ids(request.input_ids[0], model.config.video_token_id, shape.vocab))[None]  # [1, S]
+        last = torch.tensor([ids.shape[1] - 1])
+        past = [torch.zeros(0, 1, shape.kv_heads, shape.head_dim)] * (2 * shape.layers)
+        tables = (tokens,) if deepstack is None else (tokens, deepstack)
+        logits = modules["decoder"](ids, *tables, torch.from_numpy(layout.positions(request)), last, last, last, past)[0]
+    torch.testing.assert_close(logits[0, -1], expected, rtol=1e-4, atol=1e-4)
