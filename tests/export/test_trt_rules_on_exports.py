@@ -1,6 +1,7 @@
-"""Every exported graph of both families, at two export limits and both export dtypes, passes every
-TensorRT rule (``trt_compat.RULES``) for the way ``build --backend tensorrt`` builds it; export runs
-the rules itself, and a build refuses graphs that break one."""
+"""Every exported graph of every family (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL), at two export limits
+and both export dtypes (fp16: LLaVA and Qwen2.5-VL), passes every TensorRT rule (``trt_compat.RULES``)
+for the way ``build --backend tensorrt`` builds it; export runs the rules itself, and a build refuses
+graphs that break one."""
 
 from __future__ import annotations
 
@@ -37,21 +38,22 @@ def fp16_work_dirs(tiny_dirs, qwen_dirs, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def exports(work_dirs, qwen_work_dirs, fp16_work_dirs) -> dict[str, Path]:
-    return {**work_dirs, **qwen_work_dirs, **fp16_work_dirs}
+def exports(work_dirs, qwen_work_dirs, qwen3_work_dirs, fp16_work_dirs) -> dict[str, Path]:
+    return {**work_dirs, **qwen_work_dirs, **qwen3_work_dirs, **fp16_work_dirs}
 
 
-def test_the_exports_cover_both_families_dtypes_and_limits(exports):
+def test_the_exports_cover_every_family_both_dtypes_and_two_limits(exports):
     manifests = [Manifest.load(w) for w in exports.values()]
     assert {m.models["target"].architecture for m in manifests} >= {
         "LlavaOnevisionForConditionalGeneration",
         "Qwen2_5_VLForConditionalGeneration",
+        "Qwen3VLForConditionalGeneration",
     }
     assert {m.models["target"].dtype for m in manifests} == {"fp32", "fp16"}
     assert len({m.limits["max_frames"] for m in manifests}) >= 2 and sum(bool(m.pruning) for m in manifests) >= 4
 
 
-@pytest.mark.parametrize("name", ["gqa", "mha_odd_grid", "qwen_gqa", "qwen_mqa", "llava_fp16", "qwen_fp16"])
+@pytest.mark.parametrize("name", ["gqa", "mha_odd_grid", "qwen_gqa", "qwen_mqa", "qwen3_gqa", "qwen3_mqa_tied", "llava_fp16", "qwen_fp16"])
 def test_every_exported_graph_passes_every_rule(exports, name):
     manifest = Manifest.load(exports[name])
     reports = check_work_dir(exports[name], manifest)

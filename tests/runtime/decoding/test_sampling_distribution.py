@@ -303,9 +303,8 @@ def real_lanes(request):
     from hippo_trt.preprocess import prepare_request
     from hippo_trt.runtime.generation import GenerationConfig
     from hippo_trt.runtime.pipeline import Pipeline
-    from tests.conftest import random_frames
-
     from hippo_trt.video import FrameTimes
+    from tests.conftest import random_frames
 
     name = request.param
     fixture, keep = REAL_MODELS[name]
