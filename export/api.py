@@ -232,7 +232,7 @@ def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm
         processor_dir=f"{m.role}/processor",
         video_token_id=int(m.config.video_token_id),
         eos_token_ids=eos,
-        default_frames=default_frame_count(m.processor),
+        default_frames=min(default_frame_count(m.processor), dims["frames"].max),  # a video's frames when --frames is not given
         decoder=asdict(m.family.decoder_shape(m.config)),
         vision_input=m.vision_input,
         graphs=graphs,

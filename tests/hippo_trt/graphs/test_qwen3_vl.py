@@ -86,6 +86,8 @@ def test_manifest_records_the_family_deepstack_and_grid(qwen3_work_dirs, name):
     assert target.decoder["deepstack"] == len(QWEN3_SPECS[name].deepstack)
     assert target.vision_input["position_grid"] == QWEN3_SPECS[name].position_grid
     assert manifest.dims["grid_t"]["max"] == -(-TEST_LIMITS.max_frames // 2)
+    # the processor samples no frames (default 8): a video without --frames gets the export's most
+    assert target.default_frames == draft.default_frames == TEST_LIMITS.max_frames
     for record in manifest.models.values():
         assert max(max(diffs.values()) for diffs in record.validation.values()) <= 1e-3
 
