@@ -74,10 +74,8 @@ def prepare_processor(processor):
     return processor
 
 
-def vision_input(config, processor) -> dict[str, float]:
-    """What the host and the vision graph's specs need, saved in the manifest."""
-    vision = config.vision_config
-    video = processor.video_processor
+def check_patches(vision, video) -> None:
+    """The video processor must cut the patches the model's vision config (Qwen-VL) reads."""
     for name, value in (
         ("patch_size", vision.patch_size),
         ("temporal_patch_size", vision.temporal_patch_size),
@@ -85,6 +83,13 @@ def vision_input(config, processor) -> dict[str, float]:
     ):
         if getattr(video, name) != value:
             raise ModelError(f"the video processor's {name} ({getattr(video, name)}) differs from the model's ({value})")
+
+
+def vision_input(config, processor) -> dict[str, float]:
+    """What the host and the vision graph's specs need, saved in the manifest."""
+    vision = config.vision_config
+    video = processor.video_processor
+    check_patches(vision, video)
     max_pixels = video.size["longest_edge"]
     return {
         "channels": vision.in_channels,

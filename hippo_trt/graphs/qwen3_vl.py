@@ -27,7 +27,7 @@ from torch import nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
 
 from hippo_trt.errors import ModelError
-from hippo_trt.graphs.qwen2_5_vl import _slice_grid, dims  # noqa: F401 (dims: family interface, the same grid symbols)
+from hippo_trt.graphs.qwen2_5_vl import _slice_grid, check_patches, dims  # noqa: F401 (dims: family interface, the same grid symbols)
 from hippo_trt.graphs.qwen3_decoder import decoder_graph, decoder_shape  # noqa: F401 (decoder_shape: family interface)
 from hippo_trt.graphs.specs import DecoderShape, GraphSpec, Kind, TensorSpec, decoder_spec
 from hippo_trt.video_layout import QWEN3_VL, Qwen3VLLayout
@@ -89,13 +89,7 @@ def vision_input(config, processor) -> dict[str, float]:
     """What the host and the vision graph's specs need, saved in the manifest."""
     vision = config.vision_config
     video = processor.video_processor
-    for name, value in (
-        ("patch_size", vision.patch_size),
-        ("temporal_patch_size", vision.temporal_patch_size),
-        ("merge_size", vision.spatial_merge_size),
-    ):
-        if getattr(video, name) != value:
-            raise ModelError(f"the video processor's {name} ({getattr(video, name)}) differs from the model's ({value})")
+    check_patches(vision, video)
     return {
         "channels": vision.in_channels,
         "patch_size": vision.patch_size,

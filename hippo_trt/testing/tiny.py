@@ -289,7 +289,8 @@ def build_qwen3_processor(spec: TinyQwen3Spec, tokenizer):
     )
 
 
-def build_qwen3_model(spec: TinyQwen3Spec, tokenizer):
+def build_qwen3_model(spec: TinyQwen3Spec, tokenizer, **text_extra):
+    """``text_extra``: more text_config keys (e.g. attention_bias, rope_parameters)."""
     from transformers import Qwen3VLForConditionalGeneration
 
     config = hf_configs.qwen3_vl_config(
@@ -306,6 +307,7 @@ def build_qwen3_model(spec: TinyQwen3Spec, tokenizer):
             mrope_section=spec.mrope_section,
             initializer_range=spec.init_range,
             **hf_configs.eos_pad(tokenizer),
+            **text_extra,
         ),
         vision=hf_configs.qwen3_vit(
             depth=spec.vision_depth,

@@ -147,41 +147,14 @@ def test_the_moe_family_is_refused_with_its_reason(qwen3_dirs, tmp_path):
 
 
 def _variant_model(spec, **text_extra):
-    """A tiny Qwen3-VL (random weights) of ``spec`` with more text_config keys, in memory."""
-    from hippo_trt.testing import hf_configs
-    from hippo_trt.testing.tiny import _random_model, build_qwen3_tokenizer
+    """A tiny Qwen3-VL (random weights) of ``spec`` with more text_config keys, in memory;
+    projection biases random, not zero: a bias the graph dropped would show."""
+    from hippo_trt.testing.tiny import build_qwen3_model, build_qwen3_tokenizer
 
     tokenizer = build_qwen3_tokenizer()
-    text = hf_configs.qwen3_text(
-        vocab=len(tokenizer) + spec.extra_vocab,
-        hidden=spec.hidden,
-        intermediate=spec.intermediate,
-        layers=spec.layers,
-        heads=spec.heads,
-        kv_heads=spec.kv_heads,
-        head_dim=spec.head_dim,
-        max_positions=4096,
-        tie=spec.tie,
-        mrope_section=spec.mrope_section,
-        initializer_range=spec.init_range,
-        **hf_configs.eos_pad(tokenizer),
-    )
-    text.update(text_extra)
-    vision = hf_configs.qwen3_vit(
-        depth=spec.vision_depth,
-        hidden=spec.vision_hidden,
-        intermediate=spec.vision_hidden * 2,
-        heads=spec.vision_heads,
-        patch=spec.patch_size,
-        out_hidden=spec.hidden,
-        deepstack=spec.deepstack,
-        position_embeddings=spec.position_grid**2,
-        initializer_range=spec.init_range,
-    )
-    config = hf_configs.qwen3_vl_config(text=text, vision=vision, **hf_configs.token_ids(tokenizer, hf_configs.QWEN_TOKENS))
-    model = _random_model(__import__("transformers").Qwen3VLForConditionalGeneration, config, spec.seed, tokenizer)
+    model = build_qwen3_model(spec, tokenizer, **text_extra)
     for name, p in model.named_parameters():
-        if name.endswith("proj.bias"):  # random, not zero: a bias the graph dropped would show
+        if name.endswith("proj.bias"):
             torch.nn.init.normal_(p, std=0.2)
     return model, tokenizer
 
