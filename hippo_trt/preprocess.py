@@ -94,22 +94,32 @@ def check_prompt(processor, prompt: str) -> None:
 
 
 def needs_frame_times(processor) -> bool:
-    """Whether the processor writes each frame's timestamp into the prompt (Qwen3-VL's asks
-    for the video's metadata)."""
+    """Whether the processor writes each frame's timestamp into the prompt (Qwen3-VL's)."""
+    from transformers import Qwen3VLProcessor
+
+    return isinstance(processor, Qwen3VLProcessor)
+
+
+def takes_frame_times(processor) -> bool:
+    """Whether the processor reads the video's metadata: Qwen3-VL's timestamps, Qwen2.5-VL's
+    seconds per temporal slice (its M-RoPE time interval; without a rate, transformers assumes
+    the frames were sampled at 24 fps)."""
     return bool((getattr(processor, "videos_kwargs", None) or {}).get("return_metadata"))
 
 
 def _metadata(processor, frames: np.ndarray, times: FrameTimes | None) -> dict:
-    """The processor's video metadata argument, where it needs one: checked, one-line errors."""
-    if not needs_frame_times(processor):
+    """The processor's video metadata argument where it reads one and the frames' rate is
+    known (required where the prompt carries timestamps): checked, one-line errors."""
+    if needs_frame_times(processor):
+        if times is None or times.fps is None:
+            raise InputError("this model's prompts carry each frame's timestamp: give the frames' source frame rate (--fps, or the fps option)")
+        least = int(getattr(processor.video_processor, "temporal_patch_size", 1))
+        if frames.shape[0] < least:
+            raise InputError(f"this model needs at least {least} frames a video, got {frames.shape[0]}")
+    elif not takes_frame_times(processor) or times is None or times.fps is None:
         return {}
-    if times is None or times.fps is None:
-        raise InputError("this model's prompts carry each frame's timestamp: give the frames' source frame rate (--fps, or the fps option)")
     if len(times.indices) != frames.shape[0]:
         raise InputError(f"{frames.shape[0]} frames but {len(times.indices)} frame indices")
-    least = int(getattr(processor.video_processor, "temporal_patch_size", 1))
-    if frames.shape[0] < least:
-        raise InputError(f"this model needs at least {least} frames a video, got {frames.shape[0]}")
     return {"video_metadata": [times.metadata()]}
 
 

@@ -1,6 +1,6 @@
 """Export, build and run a random pair at the published widths; measure time, memory and disk.
 
-    python models/real_width_check.py --family llava|qwen --out DIR \
+    python models/real_width_check.py --family llava|qwen|qwen3 --out DIR \
         [--layers 1 --draft-layers 2 --vision-layers 2 --frames 4 --dtype bf16 --width-scale 1]
 
 Writes (or reuses) DIR/models/{target,draft} with ``hippo_trt.testing.real_widths``, a synthetic clip
@@ -11,7 +11,8 @@ RSS (GNU ``/usr/bin/time -v``, or polling /proc over the child's process tree wi
   export       hippo-trt export --target T --draft D --out DIR/work   (default limits)
   build        hippo-trt build DIR/work --backend onnxruntime
   run ar|sd|parallel   hippo-trt run DIR/work --video clip.mp4 --json ... (sd/parallel: --prune hippo)
-  transformers          the target's greedy generate (fp32), same frames and prompt
+  transformers          the target's greedy generate (fp32), same frames and prompt (and, for
+                        Qwen3-VL's timestamps, the same frame indices and stream fps as the run)
   transformers+draft    assisted generation with the draft (greedy: the same tokens)
 
 and prints a markdown table (also DIR/report.md, raw figures in DIR/results.json). A failed
@@ -445,13 +446,14 @@ def models_main(argv: list[str]) -> int:
 
 
 def reference_main(argv: list[str]) -> int:
-    """``_reference``: transformers greedy ``generate`` (fp32) on the frames the CLI reads;
-    prints {"tokens", "input_ids"} as JSON."""
+    """``_reference``: transformers greedy ``generate`` (fp32) on the frames the CLI reads, where
+    it reads them (PyAV's indices and the stream's fps: Qwen3-VL's prompt timestamps); prints
+    {"tokens", "input_ids"} as JSON."""
     import torch
 
     from hippo_trt.model_dir import ModelDir
     from hippo_trt.preprocess import prepare_request
-    from hippo_trt.video import decode_video
+    from hippo_trt.video import decode_clip
 
     p = argparse.ArgumentParser(prog="real_width_check.py _reference")
     p.add_argument("--model", type=Path, required=True)
@@ -463,7 +465,8 @@ def reference_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     model_dir = ModelDir.open(a.model)
     model = model_dir.load_model("fp32")
-    request = prepare_request(model_dir.load_processor(), decode_video(a.video, a.frames), a.prompt)
+    clip = decode_clip(a.video, a.frames)
+    request = prepare_request(model_dir.load_processor(), clip.frames, a.prompt, clip.times)
     extra = {}
     if a.assistant:
         from hippo_trt.runtime.bench.decode import assisted_tokenizers
@@ -478,8 +481,10 @@ def reference_main(argv: list[str]) -> int:
 
 
 def parse_args(argv: list[str]) -> CheckConfig:
+    from hippo_trt.testing.real_widths import FAMILIES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--family", choices=["llava", "qwen"], required=True)
+    p.add_argument("--family", choices=FAMILIES, required=True)
     p.add_argument("--out", type=Path, required=True, help="models, work dir, clip, logs and report go here")
     p.add_argument("--layers", type=int, default=1, help="target decoder layers")
     p.add_argument("--draft-layers", type=int, default=2)

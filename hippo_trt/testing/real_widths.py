@@ -7,7 +7,9 @@ hidden sizes, head layouts, vocabulary size and vision/processor settings of
 
 * LLaVA-OneVision: target llava-onevision-qwen2-7b-ov (Qwen2-7B text), draft
   llava-onevision-qwen2-0.5b-ov (Qwen2-0.5B text), both with the SigLIP-so400m tower at 384 px;
-* Qwen2.5-VL: target Qwen2.5-VL-7B-Instruct, draft Qwen2.5-VL-3B-Instruct,
+* Qwen2.5-VL: target Qwen2.5-VL-7B-Instruct, draft Qwen2.5-VL-3B-Instruct;
+* Qwen3-VL: target Qwen3-VL-8B-Instruct, draft Qwen3-VL-2B-Instruct, each with its own ViT
+  (patch 16, learned 48 x 48 position grid, DeepStack mergers) and the published video processor,
 
 and only ``layers`` decoder layers and ``vision_layers`` vision layers. Weights are random
 (``init_std``), saved in ``dtype`` (bf16 by default, as published) and sharded like the
@@ -15,8 +17,8 @@ published checkpoints. The tokenizer is the tiny word-level one of ``hippo_trt.t
 ids are all below the real ``vocab_size``, so the embedding and LM head keep their real shapes.
 
 Draft and target share one tokenizer, and their embeddings have the published row counts:
-152064 for the 7B targets, 151936 for the 0.5B and 3B drafts (the runtime fits the draft's
-logits to the target's width).
+152064 for the 7B targets, 151936 for the 0.5B and 3B drafts and both Qwen3-VL models (the
+runtime fits the draft's logits to the target's width).
 
 ``scaled`` divides every width by a factor (keeping head dimensions) for quick development runs
 and tests; the real widths are the specs' defaults.
@@ -25,17 +27,19 @@ and tests; the real widths are the specs' defaults.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hippo_trt.model_dir import torch_dtype
-from hippo_trt.testing import hf_configs
+from hippo_trt.testing import hf_configs, tiny
 from hippo_trt.testing.tiny import CHAT_TEMPLATE, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, build_tokenizer
 
-FAMILIES = ("llava", "qwen")
+FAMILIES = ("llava", "qwen", "qwen3")
 ROLES = ("target", "draft")
 VOCAB = 152064  # Qwen2-7B / Qwen2.5-VL-7B embedding rows
-DRAFT_VOCAB = 151936  # Qwen2-0.5B / Qwen2.5-VL-3B embedding rows (the same tokenizer)
+DRAFT_VOCAB = 151936  # Qwen2-0.5B / Qwen2.5-VL-3B / Qwen3-VL-8B and -2B embedding rows (the same tokenizer)
 DEFAULT_SHARD = "2GB"
 
 # llava-onevision-qwen2-7b-ov-hf: anyres tiles of 1..6 x 1..6 times 384 px (image_grid_pinpoints)
@@ -51,11 +55,15 @@ QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 3136, 12845056
 QWEN_VIDEO_MIN_PIXELS, QWEN_VIDEO_MAX_PIXELS = 128 * 28 * 28, 768 * 28 * 28
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Qwen3-VL-8B/-2B-Instruct's video_preprocessor_config.json: 4096..25165824 px over a video
+# (patch 16, merge 2: 32 x 32 px a merged token), each frame capped at 768 merged tokens
+QWEN3_MIN_PIXELS, QWEN3_MAX_PIXELS, QWEN3_FRAME_TOKENS = 4096, 25165824, 768
+QWEN3_MROPE_SECTION = (24, 20, 20)  # interleaved M-RoPE (text_config.rope_scaling)
 
 
 @dataclass(frozen=True)
 class TextWidths:
-    """A Qwen2-style decoder's sizes."""
+    """A Qwen2-style (or Qwen3: head_dim 128 = hidden / heads as published) decoder's sizes."""
 
     hidden: int
     intermediate: int
@@ -73,13 +81,14 @@ class TextWidths:
 
 @dataclass(frozen=True)
 class VisionWidths:
-    """A vision tower's sizes (SigLIP for LLaVA-OneVision, the windowed ViT for Qwen2.5-VL)."""
+    """A vision tower's sizes (LLaVA-OneVision's SigLIP, Qwen2.5-VL's windowed ViT, Qwen3-VL's ViT)."""
 
     hidden: int
     intermediate: int
     heads: int
     patch: int = 14
     image_size: int = 384  # SigLIP only
+    position_embeddings: int = 0  # Qwen3-VL only: its learned grid, 48 x 48
 
     @property
     def head_dim(self) -> int:
@@ -93,23 +102,33 @@ QWEN25_VL_7B = replace(QWEN2_7B, max_positions=128000)
 QWEN25_VL_3B = TextWidths(
     hidden=2048, intermediate=11008, heads=16, kv_heads=2, vocab=DRAFT_VOCAB, tie_embeddings=True, max_positions=128000
 )
+# Qwen3-VL-8B-Instruct text (untied); Qwen3-VL-2B-Instruct text (tied)
+QWEN3_VL_8B = TextWidths(hidden=4096, intermediate=12288, heads=32, kv_heads=8, vocab=DRAFT_VOCAB, rope_theta=5e6, max_positions=262144)
+QWEN3_VL_2B = replace(QWEN3_VL_8B, hidden=2048, intermediate=6144, heads=16, tie_embeddings=True)
 SIGLIP_SO400M = VisionWidths(hidden=1152, intermediate=4304, heads=16)
 QWEN25_VL_VISION = VisionWidths(hidden=1280, intermediate=3420, heads=16)
+# Qwen3-VL-8B's 27-layer tower; Qwen3-VL-2B's is narrower (24 layers of 1024)
+QWEN3_VL_8B_VISION = VisionWidths(hidden=1152, intermediate=4304, heads=16, patch=16, position_embeddings=2304)
+QWEN3_VL_2B_VISION = replace(QWEN3_VL_8B_VISION, hidden=1024, intermediate=4096)
 
-TEXT_WIDTHS = {
-    ("llava", "target"): QWEN2_7B,
-    ("llava", "draft"): QWEN2_0_5B,
-    ("qwen", "target"): QWEN25_VL_7B,
-    ("qwen", "draft"): QWEN25_VL_3B,
+# (family, role) -> text and vision widths
+WIDTHS = {
+    ("llava", "target"): (QWEN2_7B, SIGLIP_SO400M),
+    ("llava", "draft"): (QWEN2_0_5B, SIGLIP_SO400M),
+    ("qwen", "target"): (QWEN25_VL_7B, QWEN25_VL_VISION),
+    ("qwen", "draft"): (QWEN25_VL_3B, QWEN25_VL_VISION),
+    ("qwen3", "target"): (QWEN3_VL_8B, QWEN3_VL_8B_VISION),
+    ("qwen3", "draft"): (QWEN3_VL_2B, QWEN3_VL_2B_VISION),
 }
-VISION_WIDTHS = {"llava": SIGLIP_SO400M, "qwen": QWEN25_VL_VISION}
+# a family's settings over RealWidthSpec's defaults (which are Qwen2.5-VL's)
+FAMILY_SETTINGS = {"qwen3": {"mrope_section": QWEN3_MROPE_SECTION, "min_pixels": QWEN3_MIN_PIXELS, "max_pixels": QWEN3_MAX_PIXELS}}
 
 
 @dataclass(frozen=True)
 class RealWidthSpec:
     """One model directory to write: family, widths, depth and how the weights are saved."""
 
-    family: str  # "llava" | "qwen"
+    family: str  # "llava" | "qwen" | "qwen3"
     text: TextWidths
     vision: VisionWidths
     layers: int = 2
@@ -121,12 +140,14 @@ class RealWidthSpec:
     # negligible beside the layers' outputs and greedy decoding repeats one token. A tied
     # model keeps ``init_std`` (a large tied embedding makes it repeat its input token).
     embed_std: float = 1.0
-    # Qwen2.5-VL only
+    # Qwen2.5-VL (Qwen3-VL: mrope_section and pixels as FAMILY_SETTINGS gives them)
     mrope_section: tuple[int, int, int] = (16, 24, 24)  # sums to head_dim / 2
     window_size: int = 112
     tokens_per_second: int = 2
     min_pixels: int = QWEN_MIN_PIXELS
     max_pixels: int = QWEN_MAX_PIXELS
+    # Qwen3-VL only: merged tokens a frame at most (max_video_tokens)
+    frame_tokens: int = QWEN3_FRAME_TOKENS
     # LLaVA-OneVision only
     grid_pinpoints: tuple[tuple[int, int], ...] = LLAVA_OV_PINPOINTS
 
@@ -135,7 +156,7 @@ class RealWidthSpec:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.text.heads % self.text.kv_heads:
             raise ValueError(f"{self.text.heads} heads do not group over {self.text.kv_heads} kv heads")
-        if self.family == "qwen" and 2 * sum(self.mrope_section) != self.text.head_dim:
+        if self.family != "llava" and 2 * sum(self.mrope_section) != self.text.head_dim:
             raise ValueError(f"mrope_section {self.mrope_section} must sum to head_dim / 2 = {self.text.head_dim // 2}")
 
 
@@ -143,14 +164,8 @@ def real_spec(family: str, role: str, layers: int = 2, vision_layers: int = 2, *
     """The published widths of ``family``'s ``role`` ("target" | "draft") at the given depth."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    return RealWidthSpec(
-        family=family,
-        text=TEXT_WIDTHS[(family, role)],
-        vision=VISION_WIDTHS[family],
-        layers=layers,
-        vision_layers=vision_layers,
-        **kw,
-    )
+    text, vision = WIDTHS[(family, role)]
+    return RealWidthSpec(family, text, vision, layers, vision_layers, **{**FAMILY_SETTINGS.get(family, {}), **kw})
 
 
 def _shrink_heads(heads: int, factor: int) -> int:
@@ -185,6 +200,12 @@ def fullatt_blocks(depth: int) -> list[int]:
     return sorted({math.ceil((k + 1) * depth / count) - 1 for k in range(count)})
 
 
+def deepstack_layers(depth: int) -> list[int]:
+    """Qwen3-VL's DeepStack layers of a ``depth``-layer tower. The published ones tap three ([8, 16,
+    24] of the 8B's 27 layers, [5, 11, 17] of the 2B's 24); a few-layer one its first min(3, depth)."""
+    return list(range(min(3, depth)))
+
+
 # --- tokenizer and processors ---------------------------------------------------------------
 
 
@@ -217,33 +238,35 @@ def build_qwen_processor(spec: RealWidthSpec, tokenizer):
     )
 
 
-def build_tokenizer_for(family: str):
-    return build_tokenizer(tuple(QWEN_SPECIAL), QWEN_CHAT_TEMPLATE) if family == "qwen" else build_tokenizer()
+def build_qwen3_processor(spec: RealWidthSpec, tokenizer):
+    """Qwen3VLProcessor as published: patch 16, ``spec``'s pixel range over a video, at most
+    ``frame_tokens`` merged tokens a frame (transformers' 0.5 mean and std, as published)."""
+    return hf_configs.qwen3_vl_processor(
+        tokenizer,
+        patch=spec.vision.patch,
+        min_pixels=spec.min_pixels,
+        max_pixels=spec.max_pixels,
+        frame_tokens=spec.frame_tokens,
+        chat_template=tiny.QWEN3_CHAT_TEMPLATE,
+    )
 
 
-def build_processor_for(spec: RealWidthSpec, tokenizer):
-    return build_qwen_processor(spec, tokenizer) if spec.family == "qwen" else build_llava_processor(spec, tokenizer)
+def build_qwen_tokenizer():
+    return build_tokenizer(tuple(QWEN_SPECIAL), QWEN_CHAT_TEMPLATE)
 
 
 # --- configs --------------------------------------------------------------------------------
 
 
 def _text_config(spec: RealWidthSpec, tokenizer) -> dict:
+    """``text_config``: Qwen2 layers (Qwen2.5-VL's with M-RoPE), or Qwen3-VL's."""
     t = spec.text
-    return hf_configs.qwen2_text(
-        vocab=t.vocab,
-        hidden=t.hidden,
-        intermediate=t.intermediate,
-        layers=spec.layers,
-        heads=t.heads,
-        kv_heads=t.kv_heads,
-        max_positions=t.max_positions,
-        tie=t.tie_embeddings,
-        rope_theta=t.rope_theta,
-        mrope_section=spec.mrope_section if spec.family == "qwen" else None,
-        initializer_range=spec.init_std,
-        **hf_configs.eos_pad(tokenizer),
-    )
+    sizes = {"vocab": t.vocab, "hidden": t.hidden, "intermediate": t.intermediate, "heads": t.heads, "kv_heads": t.kv_heads}
+    sizes |= {"layers": spec.layers, "max_positions": t.max_positions, "tie": t.tie_embeddings, "rope_theta": t.rope_theta}
+    sizes |= {"initializer_range": spec.init_std, **hf_configs.eos_pad(tokenizer)}
+    if spec.family == "qwen3":
+        return hf_configs.qwen3_text(**sizes, head_dim=t.head_dim, mrope_section=spec.mrope_section)
+    return hf_configs.qwen2_text(**sizes, mrope_section=spec.mrope_section if spec.family == "qwen" else None)
 
 
 def llava_config(spec: RealWidthSpec, tokenizer):
@@ -279,7 +302,44 @@ def qwen_config(spec: RealWidthSpec, tokenizer):
     )
 
 
+def qwen3_config(spec: RealWidthSpec, tokenizer):
+    v = spec.vision
+    return hf_configs.qwen3_vl_config(
+        text=_text_config(spec, tokenizer),
+        vision=hf_configs.qwen3_vit(
+            depth=spec.vision_layers,
+            hidden=v.hidden,
+            intermediate=v.intermediate,
+            heads=v.heads,
+            patch=v.patch,
+            out_hidden=spec.text.hidden,
+            deepstack=deepstack_layers(spec.vision_layers),
+            position_embeddings=v.position_embeddings,
+            initializer_range=spec.init_std,
+        ),
+        **hf_configs.token_ids(tokenizer, hf_configs.QWEN_TOKENS),
+        **hf_configs.eos_pad(tokenizer),
+    )
+
+
 # --- model and directory --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyBuilders:
+    """How a family's directory is written: its transformers class, tokenizer, processor, config."""
+
+    model_class: str
+    tokenizer: Callable[[], Any]
+    processor: Callable[[RealWidthSpec, Any], Any]
+    config: Callable[[RealWidthSpec, Any], Any]
+
+
+BUILDERS = {
+    "llava": FamilyBuilders("LlavaOnevisionForConditionalGeneration", build_tokenizer, build_llava_processor, llava_config),
+    "qwen": FamilyBuilders("Qwen2_5_VLForConditionalGeneration", build_qwen_tokenizer, build_qwen_processor, qwen_config),
+    "qwen3": FamilyBuilders("Qwen3VLForConditionalGeneration", tiny.build_qwen3_tokenizer, build_qwen3_processor, qwen3_config),
+}
 
 
 def build_model(spec: RealWidthSpec, tokenizer):
@@ -287,10 +347,10 @@ def build_model(spec: RealWidthSpec, tokenizer):
     import torch
     import transformers
 
-    config = qwen_config(spec, tokenizer) if spec.family == "qwen" else llava_config(spec, tokenizer)
-    cls_name = "Qwen2_5_VLForConditionalGeneration" if spec.family == "qwen" else "LlavaOnevisionForConditionalGeneration"
+    builders = BUILDERS[spec.family]
+    config = builders.config(spec, tokenizer)
     torch.manual_seed(spec.seed)
-    model = getattr(transformers, cls_name)._from_config(config, dtype=torch_dtype(spec.dtype)).eval()
+    model = getattr(transformers, builders.model_class)._from_config(config, dtype=torch_dtype(spec.dtype)).eval()
     if not spec.text.tie_embeddings and spec.embed_std:
         with torch.no_grad():
             model.get_input_embeddings().weight.normal_(0.0, spec.embed_std)  # [vocab, hidden]
@@ -323,12 +383,12 @@ def make_real_width_dir(out: Path, spec: RealWidthSpec, max_shard_size: str | in
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     out = Path(out)
-    tokenizer = build_tokenizer_for(spec.family)
+    tokenizer = BUILDERS[spec.family].tokenizer()
     model = build_model(spec, tokenizer)
     limit = max_shard_size or shard_size(parameter_bytes(model))
     model.save_pretrained(out, safe_serialization=True, max_shard_size=limit)
     del model
-    build_processor_for(spec, tokenizer).save_pretrained(out)
+    BUILDERS[spec.family].processor(spec, tokenizer).save_pretrained(out)
     return out
 
 

@@ -1,10 +1,11 @@
 """Published vision and processor settings, with small random language models.
 
 The model dirs here keep what decides a video's token count as the real checkpoints have it
-(llava-hf/llava-onevision-qwen2-7b-ov-hf, Qwen/Qwen2.5-VL-7B-Instruct) and shrink the rest
-(a layer or two, small hidden sizes). Weights are sharded like the published checkpoints. With
-the default limits (32 frames, --max-seq left out) both families must export: LLaVA-OneVision
-gives 32 x 196 + 1 = 6273 visual tokens, Qwen2.5-VL 16 slices x 768 merged tokens = 12288.
+(llava-hf/llava-onevision-qwen2-7b-ov-hf, Qwen/Qwen2.5-VL-7B-Instruct, Qwen/Qwen3-VL-8B-Instruct)
+and shrink the rest (a layer or two, small hidden sizes). Weights are sharded like the published
+checkpoints. With the default limits (32 frames, --max-seq left out) every family must export:
+LLaVA-OneVision gives 32 x 196 + 1 = 6273 visual tokens, Qwen2.5-VL 16 slices x 768 merged
+tokens = 12288, Qwen3-VL 16 slices x 960 (768 a frame, x 1.25 for odd frame counts) = 15360.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from hippo_trt.dims import TEXT_BUDGET, ExportLimits
 from hippo_trt.graphs.families import family
 from hippo_trt.model_dir import SHARD_INDEX, ModelDir
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.testing.tiny import TinyQwenSpec, TinySpec, make_tiny_model_dir, make_tiny_qwen_dir
+from hippo_trt.testing.tiny import TinyQwen3Spec, TinyQwenSpec, TinySpec, make_tiny_model_dir, make_tiny_qwen3_dir, make_tiny_qwen_dir
+from hippo_trt.video import FrameTimes
 from hippo_trt.video_layout import layout_for
 
 # llava-onevision-qwen2-7b-ov-hf: SigLIP-so400m at 384 px, patch 14 (27 x 27 patches, pooled
@@ -80,6 +82,30 @@ QWEN_7B_PREPROCESSOR = {
     "image_processor_type": "Qwen2VLImageProcessor",
     "processor_class": "Qwen2_5_VLProcessor",
 }
+# Qwen3-VL-8B-Instruct: patch 16, 2 frames per temporal patch, 2 x 2 merge, a learned 48 x 48
+# position grid, DeepStack, interleaved M-RoPE sections 24/20/20 (head_dim 128); its
+# video_preprocessor_config.json: 4096..25165824 px a video, at most 768 merged tokens a frame.
+QWEN3_MIN_PIXELS, QWEN3_MAX_PIXELS = 4096, 25165824
+QWEN3_VL = TinyQwen3Spec(
+    layers=1,
+    hidden=256,
+    heads=2,
+    kv_heads=1,
+    head_dim=128,
+    intermediate=128,
+    mrope_section=(24, 20, 20),
+    vision_depth=2,
+    vision_hidden=32,
+    vision_heads=2,
+    deepstack=(0, 1),
+    position_grid=48,
+    patch_size=16,
+    frame_tokens=768,
+    min_pixels=QWEN3_MIN_PIXELS,
+    max_pixels=QWEN3_MAX_PIXELS,
+    seed=33,
+)
+QWEN3_GRID_TOKENS = 768 * 5 // 4  # 960: a frame's 768, x 1.25 for a 5-frame video cut to 4
 SHARD = "300KB"
 PROMPT = "what is in the video"
 
@@ -90,6 +116,7 @@ def real_dirs(tmp_path_factory) -> dict[str, Path]:
     return {
         "llava_ov": make_tiny_model_dir(root / "llava_ov", LLAVA_OV, max_shard_size=SHARD),
         "qwen_vl": make_tiny_qwen_dir(root / "qwen_vl", QWEN_VL, max_shard_size=SHARD),
+        "qwen3_vl": make_tiny_qwen3_dir(root / "qwen3_vl", QWEN3_VL, max_shard_size=SHARD),
     }
 
 
@@ -227,3 +254,59 @@ def test_qwen_7b_preprocessor_config_alone_is_capped_at_the_video_pixel_limit(re
     vision = fam.vision_input(config, fam.prepare_processor(processor))
     assert vision["max_grid_tokens"] == 768
     assert fam.dims(ExportLimits(), vision)["vis_tokens"].max == 16 * 768
+
+
+# --- Qwen3-VL ------------------------------------------------------------------------------
+
+
+def test_qwen3_vl_real_settings_survive_save_and_load(loaded):
+    _, model, processor = loaded["qwen3_vl"]
+    vision, video_processor = model.config.vision_config, processor.video_processor
+    assert (vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size) == (16, 2, 2)
+    assert vision.num_position_embeddings == 48 * 48 and list(vision.deepstack_visual_indexes) == [0, 1]
+    assert model.config.text_config.rope_parameters["mrope_section"] == [24, 20, 20]
+    assert (video_processor.patch_size, video_processor.temporal_patch_size, video_processor.merge_size) == (16, 2, 2)
+    assert (video_processor.size.shortest_edge, video_processor.size.longest_edge) == (QWEN3_MIN_PIXELS, QWEN3_MAX_PIXELS)
+    assert (video_processor.max_video_tokens, video_processor.cap_pixels_per_frame) == (768, True)
+
+
+def test_qwen3_vl_default_limits_give_16_slices_of_960_tokens(loaded):
+    model_dir, model, processor = loaded["qwen3_vl"]
+    fam = family(model_dir.architecture)
+    fam.check_supported(model.config)
+    vision = fam.vision_input(model.config, fam.prepare_processor(processor))
+    assert vision["max_grid_tokens"] == QWEN3_GRID_TOKENS and (vision["position_grid"], vision["deepstack"]) == (48, 2)
+    dims = fam.dims(ExportLimits(), vision)
+    assert dims["grid_t"].max == 16 and dims["grid_tokens"].max == QWEN3_GRID_TOKENS
+    assert dims["vis_tokens"].max == 16 * QWEN3_GRID_TOKENS == 15360
+    assert dims["seq"].max == 15360 + TEXT_BUDGET
+
+
+@pytest.mark.parametrize("frames,height,width", [(4, 360, 640), (2, 1080, 1920), (5, 64, 48)], ids=["360p", "1080p", "tiny-odd"])
+def test_qwen3_vl_processor_grid_fits_the_dims_and_the_vision_graph_matches_hf(loaded, frames, height, width):
+    """The processor's grid of a real-sized video (at most 768 merged tokens a frame) lies inside
+    the exported ranges, and the vision graph (48 x 48 position grid resampled to the frame's,
+    DeepStack) gives what transformers gives."""
+    model_dir, model, processor = loaded["qwen3_vl"]
+    fam = family(model_dir.architecture)
+    vision = fam.vision_input(model.config, processor)
+    dims = fam.dims(ExportLimits(), vision)
+    request = prepare_request(processor, video(frames, height, width), PROMPT, FrameTimes(tuple(range(frames)), frames, 2.0))
+    t, h, w = (int(v) for v in request.video_grid_thw)
+    merged = h * w // 4
+    assert t == -(-frames // 2) and QWEN3_MIN_PIXELS <= h * w * 16 * 16 and merged <= QWEN3_GRID_TOKENS  # odd: last frame repeated
+    dims.check("grid_t", t)
+    dims.check("grid_tokens", merged)
+    dims.check("vis_tokens", t * merged)
+    dims.check("seq", request.input_ids.shape[1])
+    layout = layout_for(model_dir.architecture, vision, model.config.video_token_id)
+    feeds = {k: torch.from_numpy(v) for k, v in layout.vision_feeds(request.pixel_values_videos, request).items()}
+    with torch.no_grad():
+        tokens, deepstack = fam.graph_modules(model)["vision"](**feeds)
+        hf = model.model.get_video_features(
+            torch.from_numpy(request.pixel_values_videos), torch.from_numpy(np.asarray(request.extras["video_grid_thw"]))
+        )
+    assert tokens.shape == (1, t * merged, model.config.text_config.hidden_size) and deepstack.shape[:2] == (2, 1)
+    torch.testing.assert_close(tokens[0], torch.cat(hf.pooler_output), rtol=1e-4, atol=1e-4)
+    for mine, theirs in zip(deepstack[:, 0], hf.deepstack_features):
+        torch.testing.assert_close(mine, torch.cat(theirs), rtol=1e-4, atol=1e-4)
