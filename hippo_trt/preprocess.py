@@ -112,7 +112,9 @@ def _metadata(processor, frames: np.ndarray, times: FrameTimes | None) -> dict:
     known (required where the prompt carries timestamps): checked, one-line errors."""
     if needs_frame_times(processor):
         if times is None or times.fps is None:
-            raise InputError("this model's prompts carry each frame's timestamp: give the frames' source frame rate (--fps, or the fps option)")
+            raise InputError(
+                "this model's prompts carry each frame's timestamp: give the frames' source frame rate (--fps, or the fps option)"
+            )
         least = int(getattr(processor.video_processor, "temporal_patch_size", 1))
         if frames.shape[0] < least:
             raise InputError(f"this model needs at least {least} frames a video, got {frames.shape[0]}")
