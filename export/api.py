@@ -199,6 +199,10 @@ def _isolated(fn, *args):
     return value
 
 
+def _in_process(fn, *args):
+    return fn(*args)
+
+
 def _run_job(job: str, result: str) -> None:
     """The child's side of ``_isolated``."""
     fn, args = pickle.loads(Path(job).read_bytes())
@@ -213,12 +217,13 @@ def _run_job(job: str, result: str) -> None:
     Path(result).write_bytes(data)
 
 
-def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm) -> ModelRecord:
+def _export_model(m: Source, stage: Path, dims: DimsTable, dtype: str, bar: tqdm, run) -> ModelRecord:
+    """``run(fn, *args)``: where the graphs are exported (``_isolated`` or ``_in_process``)."""
     out = stage / m.role
     out.mkdir(parents=True)
     m.processor.save_pretrained(out / "processor")
     bar.set_description(f"{m.role} (export)")
-    exported, eos = _isolated(_export_graphs, m.role, m.model_dir.path, out, dims.to_json(), dtype)
+    exported, eos = run(_export_graphs, m.role, m.model_dir.path, out, dims.to_json(), dtype)
     graphs, validation = {}, {}
     for e in exported:  # ONNX Runtime against torch, one graph's session at a time
         bar.set_description(f"{m.role}/{e.spec.name} (validate)")
@@ -308,9 +313,12 @@ def export_work_dir(
     progress: bool = True,
     dtype: str = "fp32",
     overwrite: bool = False,
+    isolate: bool = True,
 ) -> Manifest:
     """Export and validate every graph of the target (and draft) with weights in ``dtype``
-    (fp32, fp16, bf16); write ``out`` atomically. The models are loaded one after the other.
+    (fp32, fp16, bf16); write ``out`` atomically. The models are loaded one after the other,
+    each in a process of its own (``isolate``; False: in this one, faster for small models,
+    but the memory an export took is not handed back).
     An existing work dir at ``out`` is replaced; anything else there only with ``overwrite``,
     and never the model dirs or a dir holding them (``check_out``)."""
     torch_dtype(dtype)  # an unknown dtype is refused before anything loads
@@ -327,7 +335,8 @@ def export_work_dir(
     dims = sources[0].family.dims(limits, sources[0].vision_input)
     total = sum(len(m.family.specs(m.family.decoder_shape(m.config), m.vision_input)) for m in sources)
     with staging(out) as stage, tqdm(total=total, disable=not progress, unit="graph") as bar:
-        models = {m.role: _export_model(m, stage, dims, dtype, bar) for m in sources}
+        run = _isolated if isolate else _in_process
+        models = {m.role: _export_model(m, stage, dims, dtype, bar, run) for m in sources}
         manifest = Manifest(
             versions=_versions(),
             opset=OPSET,

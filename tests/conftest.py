@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random LLaVA-OneVision model dirs, exported and built once per session."""
+"""Shared fixtures: tiny random model dirs, exported and built once per session (in this
+process: ``isolate=False`` saves a Python start per model; tests/export covers the isolated export)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def qwen_work_dirs(qwen_dirs, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("qwen-work")
     works = {}
     for name in QWEN_SPECS:
-        export_work_dir(qwen_dirs[name], root / name, draft=qwen_dirs[f"{name}_draft"], limits=TEST_LIMITS, progress=False)
+        export_work_dir(qwen_dirs[name], root / name, draft=qwen_dirs[f"{name}_draft"], limits=TEST_LIMITS, progress=False, isolate=False)
         build_onnxruntime(root / name, progress=False)
         works[name] = root / name
     return works
@@ -87,7 +88,7 @@ def work_dirs(tiny_dirs, tmp_path_factory) -> dict[str, Path]:
     works = {}
     for name in ("gqa", "mha_odd_grid"):
         draft = tiny_dirs[DRAFT_OF[name]] if name in DRAFT_OF else None
-        export_work_dir(tiny_dirs[name], root / name, draft=draft, limits=TEST_LIMITS, progress=False)
+        export_work_dir(tiny_dirs[name], root / name, draft=draft, limits=TEST_LIMITS, progress=False, isolate=False)
         build_onnxruntime(root / name, progress=False)
         works[name] = root / name
     return works
@@ -121,7 +122,7 @@ def _built_pair(target: Path, draft: Path, work: Path) -> Path:
     from hippo_trt.export.api import export_work_dir
     from hippo_trt.export.ort_build import build_onnxruntime
 
-    export_work_dir(target, work, draft=draft, limits=TEST_LIMITS, progress=False)
+    export_work_dir(target, work, draft=draft, limits=TEST_LIMITS, progress=False, isolate=False)
     build_onnxruntime(work, progress=False)
     return work
 

@@ -33,7 +33,7 @@ def fp16_work_dirs(tiny_dirs, qwen_dirs, tmp_path_factory) -> dict[str, Path]:
         "qwen_fp16": (qwen_dirs["qwen_gqa"], qwen_dirs["qwen_gqa_draft"]),
     }
     for name, (target, draft) in pairs.items():
-        export_work_dir(target, root / name, draft=draft, limits=OTHER_LIMITS, progress=False, dtype="fp16")
+        export_work_dir(target, root / name, draft=draft, limits=OTHER_LIMITS, progress=False, dtype="fp16", isolate=False)
     return {name: root / name for name in pairs}
 
 

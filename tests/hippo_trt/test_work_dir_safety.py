@@ -30,7 +30,7 @@ def _leftovers(parent: Path) -> list[str]:
 
 
 def _export(target: Path, out: Path, **kwargs) -> Manifest:
-    return export_work_dir(target, out, limits=TEST_LIMITS, progress=False, **kwargs)
+    return export_work_dir(target, out, limits=TEST_LIMITS, progress=False, isolate=False, **kwargs)
 
 
 # --- export --out ------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def draft_hits(pipe: Pipeline, request, kept: np.ndarray, tokens: list[int], rep
     after its prompt (the ``kept`` visual tokens) and tokens[:j] is tokens[j]; hits[0] is False
     (the target's own first token). From a fresh draft session fed one token a step, never rolled back."""
     timer = PhaseTimer()
-    visual = pipe._encode(pipe.draft, request, pipe._draft_pixels(request), timer, "draft_")  # [1, Nv, d]
+    visual = pipe._encode(pipe.draft, request, pipe._draft_pixels(request), timer, "draft_")  # Visual: tokens [1, Nv, d]
     index = kept_positions(request.input_ids, pipe.draft.record.video_token_id, kept)  # [S']
     session, _, next_pos = pipe._prefill(pipe.draft, request, visual, index, len(tokens), timer, "draft_", repack)
     hits = [False]

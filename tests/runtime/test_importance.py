@@ -52,7 +52,7 @@ def test_prefill_importance_equals_transformers_attention(work_dirs, tiny_dirs, 
     visual = pipe._encode(pipe.target, request, request.pixel_values_videos, timer)
     seq = request.input_ids.shape[1]
     _, out, _ = pipe._prefill(pipe.target, request, visual, np.arange(seq), 4, timer)
-    assert out.importance.shape == (1, visual.shape[1])
+    assert out.importance.shape == (1, visual.tokens.shape[1])
     np.testing.assert_allclose(out.importance[0], hf_importance(model, request), rtol=1e-4, atol=1e-6)
     assert np.all(out.importance > 0)
 

@@ -32,8 +32,8 @@ def _inputs(pipe: Pipeline, seed: int, frames: int, size: tuple[int, int] = (36,
     visual = pipe._encode(pipe.target, request, request.pixel_values_videos, timer)
     _, out, _ = pipe._prefill(pipe.target, request, visual, np.arange(request.input_ids.shape[1]), 1, timer)
     d_visual = pipe._encode(pipe.draft, request, pipe._draft_pixels(request), timer)
-    n = d_visual.shape[1]
-    return PruneInputs(pipe.layout(pipe.draft).token_grid(request, n), out.importance[0], d_visual[0])
+    n = d_visual.tokens.shape[1]
+    return PruneInputs(pipe.layout(pipe.draft).token_grid(request, n), out.importance[0], d_visual.tokens[0])
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

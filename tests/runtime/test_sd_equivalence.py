@@ -192,7 +192,7 @@ def other_vocab_work(request, tiny_dirs, tmp_path_factory):
 
     root = tmp_path_factory.mktemp(f"vocab-{request.param}")
     draft = make_tiny_model_dir(root / "draft", with_fields(TINY_SPECS["mqa"], extra_vocab=request.param))
-    export_work_dir(tiny_dirs["gqa"], root / "work", draft=draft, limits=TEST_LIMITS, progress=False)
+    export_work_dir(tiny_dirs["gqa"], root / "work", draft=draft, limits=TEST_LIMITS, progress=False, isolate=False)
     build_onnxruntime(root / "work", progress=False)
     return root / "work"
 
