@@ -29,6 +29,15 @@ def family(architecture: str) -> ModuleType:
     return FAMILIES[architecture]
 
 
+def language_decoder(model):
+    """The model's language stack as ``qwen2_decoder.Qwen2Decoder`` runs it (Qwen3-VL's: ``Qwen3Decoder``),
+    over its own weights: what the torch-cuda static decoder steps."""
+    from hippo_trt.graphs.qwen2_decoder import Qwen2Decoder
+    from hippo_trt.graphs.qwen3_decoder import Qwen3Decoder
+
+    return (Qwen3Decoder if type(model).__name__ == qwen3_vl.MODEL_CLASS else Qwen2Decoder)(model)
+
+
 def graph_feeds(architecture: str, vision_input: Mapping, spec, sizes: Mapping[str, int], vocab: int, seed: int) -> dict[str, np.ndarray]:
     """Valid random feeds for one graph: the family's own for its vision graph (Qwen2.5-VL's
     window layout must be a real one), else random values of the spec's shapes."""

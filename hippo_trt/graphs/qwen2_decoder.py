@@ -52,7 +52,7 @@ class Qwen2Decoder(nn.Module):
         self.lm_head = model.lm_head
         self.shape = decoder_shape(model.config)
 
-    def _qkv(self, attn, x):
+    def qkv(self, attn, x):
         """x [B, S, d] -> q [B, H, S, D], k, v [B, Hkv, S, D] (before the rotary embedding)."""
         b, s, _ = x.shape
         d = self.shape.head_dim
@@ -66,7 +66,7 @@ class Qwen2Decoder(nn.Module):
         attention to those columns, averaged over heads and rows, [B, N]."""
         attn = layer.self_attn
         b, s, _ = x.shape
-        q, k, v = self._qkv(attn, x)  # [B, H, S, D], 2 x [B, Hkv, S, D]
+        q, k, v = self.qkv(attn, x)  # [B, H, S, D], 2 x [B, Hkv, S, D]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         new = (k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3))  # 2 x [S, B, Hkv, D]
         if past is not None:

@@ -42,6 +42,8 @@ class InterleavedMRope(nn.Module):
         self.register_buffer("axis", axis, persistent=False)  # [F] which position each frequency turns with
 
     def forward(self, x, position_ids):
+        if position_ids.dim() == 2:  # [B, S] text positions: the same on all three
+            position_ids = position_ids.expand(3, *position_ids.shape)
         freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # [3, B, S, F]
         axis = self.axis.to(x.device)
         picked = torch.where(axis == 0, freqs[0], torch.where(axis == 1, freqs[1], freqs[2]))  # [B, S, F]
@@ -57,7 +59,7 @@ class Qwen3Decoder(Qwen2Decoder):
         self.shape = decoder_shape(model.config)
         self.rotary_emb = InterleavedMRope(model.model.language_model.rotary_emb)
 
-    def _qkv(self, attn, x):
+    def qkv(self, attn, x):
         b, s, _ = x.shape
         d = self.shape.head_dim
         q = attn.q_norm(attn.q_proj(x).view(b, s, -1, d)).transpose(1, 2)  # [B, H, S, D]
@@ -81,15 +83,22 @@ class DeepStackDecoderGraph(Qwen3DecoderGraph):
         vocab = self.decoder.shape.vocab
         pasts = [(past[2 * i], past[2 * i + 1]) for i in range(len(self.decoder.layers))]
         h = embed_prompt(self.embed_tokens, input_ids, prompt_table, vocab)
-        is_visual = (input_ids >= vocab)[..., None]  # [B, S, 1]
-
-        def inject(i, h):  # [B, S, d]: DeepStack map i at the visual positions, after layer i
-            if i >= deepstack_table.shape[0]:
-                return h
-            return h + torch.where(is_visual, table_rows(input_ids, deepstack_table[i], vocab).to(h.dtype), 0.0)
-
+        inject = deepstack_injector(input_ids, deepstack_table, vocab)
         h, news, importance = self.decoder.run(h, position_ids, pasts, (query_index, visual_index), inject)
         return (self.decoder.lm_head(h.index_select(1, logit_index)), importance, *news)
+
+
+def deepstack_injector(input_ids, deepstack_table, vocab: int):
+    """``inject(i, h)`` for ``Qwen2Decoder.run``: after layer i (i < L), h [B, S, d] gains row j of
+    DeepStack map i (deepstack_table [L, B, N, d]) where the id is ``vocab + j``."""
+    is_visual = (input_ids >= vocab)[..., None]  # [B, S, 1]
+
+    def inject(i, h):
+        if i >= deepstack_table.shape[0]:
+            return h
+        return h + torch.where(is_visual, table_rows(input_ids, deepstack_table[i], vocab).to(h.dtype), 0.0)
+
+    return inject
 
 
 def decoder_graph(model) -> DecoderGraph:

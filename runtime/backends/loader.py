@@ -22,9 +22,6 @@ from hippo_trt.runtime.backends.tensorrt import load_trt_engines
 from hippo_trt.runtime.backends.torch_eager import DeviceTorchEngine, TorchEngine
 from hippo_trt.runtime.backends.torch_static import static_sessions
 
-# Families whose language model the torch-cuda StaticDecoder (the Qwen2 stack) runs
-STATIC_DECODER_FAMILIES = ("LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
-
 # Prompt tokens one host decoder call prefills: the eager attention's scores are
 # [heads, chunk, past + chunk], so a 32-frame video's prompt is not one [heads, S, S] block.
 PREFILL_CHUNK = 2048
@@ -71,12 +68,6 @@ def torch_device_engines(manifest: Manifest, role: str, device: str, cuda_graphs
     StaticDecoder (static_decode.py), its steps CUDA graphs with ``cuda_graphs`` on a CUDA
     device and eager elsewhere."""
 
-    architecture = manifest.model(role).architecture
-    if architecture not in STATIC_DECODER_FAMILIES:
-        raise EngineError(
-            f"--backend torch-cuda does not run {architecture} yet (its static decoder is the Qwen2 stack, "
-            "without Qwen3's q/k norms and DeepStack); use --backend onnxruntime or tensorrt"
-        )
     placement = Placement(device, dtype)  # checks the dtype
     model = _load_model(manifest, role, dtype).to(device=device)  # loaded in dtype: no fp32 copy first
     modules = _graph_modules(manifest, role, model)

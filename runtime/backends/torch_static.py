@@ -33,7 +33,8 @@ addresses with fixed shapes, so everything a step touches is made static here:
   Without CUDA (or with ``cuda_graphs=False``) the same step function runs eagerly.
 
 Prefill is eager (a prompt's length varies), through ``Qwen2Decoder.run`` as ``DecoderGraph``
-runs it, and writes the prompt's entries into rows ``[0, S)``.
+runs it (Qwen3-VL: ``Qwen3Decoder``, its DeepStack added after the first layers), and writes
+the prompt's entries into rows ``[0, S)``.
 
 Verified here: CPU eager only (steps equal ``DecoderGraph`` over the same prefix for every
 bucket and after rollbacks, on tiny LLaVA-OneVision and Qwen2.5-VL models; pipeline tokens
@@ -53,7 +54,9 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 from hippo_trt.dims import DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.graphs.qwen2_decoder import Qwen2Decoder, embed_prompt
+from hippo_trt.graphs.families import language_decoder
+from hippo_trt.graphs.qwen2_decoder import embed_prompt
+from hippo_trt.graphs.qwen3_decoder import deepstack_injector
 from hippo_trt.runtime.backends.arrays import Placement, to_host
 from hippo_trt.runtime.backends.base import DRAFT_FEEDS, PrefillOut, Prompt, check_prefill, check_step
 
@@ -101,7 +104,7 @@ class StaticDecoder:
     def __init__(self, model, max_len: int, buckets: Sequence[int], device: str, cuda_graphs: bool = True):
         if max_len < 1 or not buckets or min(buckets) < 1:
             raise ValueError(f"need max_len >= 1 and step sizes >= 1, got {max_len} and {list(buckets)}")
-        self.decoder = Qwen2Decoder(model)
+        self.decoder = language_decoder(model)  # Qwen2's stack, or Qwen3-VL's (q/k norms, interleaved M-RoPE)
         self.embed_tokens = model.model.language_model.embed_tokens
         self.device, self.dtype, self.max_len = torch.device(device), model.lm_head.weight.dtype, max_len
         shape = self.decoder.shape
@@ -150,10 +153,11 @@ class StaticDecoder:
                 "(lower --max-new-tokens or re-export with a larger --max-seq)"
             )
 
-    def prefill(self, inputs_embeds, position_ids, scored=None):
+    def prefill(self, inputs_embeds, position_ids, scored=None, inject=None):
         """inputs_embeds [1, S, d], position_ids [1, S] (or [3, 1, S] M-RoPE), scored =
-        (visual_index [N], query_index [Q]) or None -> (logits [1, V] of the last token,
-        importance [1, N] or None), device tensors. The prompt's KV fills rows [0, S)."""
+        (visual_index [N], query_index [Q]) or None, ``inject``: Qwen3-VL's DeepStack (see
+        ``Qwen2Decoder.run``) -> (logits [1, V] of the last token, importance [1, N] or None),
+        device tensors. The prompt's KV fills rows [0, S)."""
         seq = inputs_embeds.shape[1]
         self._length = 0
         self._room(seq)
@@ -162,7 +166,7 @@ class StaticDecoder:
         rows = None if scored is None else tuple(_as_tensor(i, self.device, torch.int64) for i in reversed(scored))
         # torch.device(...): export's causal mask is built without a device (it is traced on the CPU)
         with torch.no_grad(), torch.device(self.device):
-            h, news, importance = self.decoder.run(embeds, positions, [None] * len(self.cache), rows)
+            h, news, importance = self.decoder.run(embeds, positions, [None] * len(self.cache), rows, inject)
             logits = self.decoder.lm_head(h[:, -1, :])  # [1, V]
             for buf, new in zip(self.buffers, news):  # new [S, B, Hkv, D]
                 buf[:seq].copy_(new)
@@ -219,9 +223,7 @@ class StaticDecoder:
         """x [B, n, d] -> attention output [B, n, d]; writes the n new entries at ``rows``."""
         attn, d = layer.self_attn, self.decoder.shape.head_dim
         b, n, _ = x.shape
-        q = attn.q_proj(x).view(b, n, -1, d).transpose(1, 2)  # [B, H, n, D]
-        k = attn.k_proj(x).view(b, n, -1, d).transpose(1, 2)  # [B, Hkv, n, D]
-        v = attn.v_proj(x).view(b, n, -1, d).transpose(1, 2)  # [B, Hkv, n, D]
+        q, k, v = self.decoder.qkv(attn, x)  # [B, H, n, D], 2 x [B, Hkv, n, D]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         keys.index_copy_(0, rows, k.permute(2, 0, 1, 3))  # [n, B, Hkv, D] into [T, B, Hkv, D]
         values.index_copy_(0, rows, v.permute(2, 0, 1, 3))
@@ -307,9 +309,13 @@ class StaticDecoderSession:
             decoder = self.decoder
             ids = _as_tensor(prompt.input_ids, decoder.device, torch.int64)  # [1, S]
             table = _as_tensor(prompt.table, decoder.device, decoder.dtype)  # [1, Nv, d]
+            vocab = decoder.decoder.shape.vocab
             with torch.no_grad():
-                embeds = embed_prompt(decoder.embed_tokens, ids, table, decoder.decoder.shape.vocab)  # [1, S, d]
-            logits, importance = decoder.prefill(embeds, prompt.position_ids, prompt.scored)
+                embeds = embed_prompt(decoder.embed_tokens, ids, table, vocab)  # [1, S, d]
+            inject = None
+            if prompt.deepstack is not None:  # Qwen3-VL: [L, 1, Nv, d]
+                inject = deepstack_injector(ids, _as_tensor(prompt.deepstack, decoder.device, decoder.dtype), vocab)
+            logits, importance = decoder.prefill(embeds, prompt.position_ids, prompt.scored, inject)
             return PrefillOut(to_host(logits), to_host(importance))
 
     def step(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:

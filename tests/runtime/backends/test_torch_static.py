@@ -1,5 +1,5 @@
 """StaticDecoder: steps over its own static cache equal DecoderGraph over the same prefix (every
-bucket, after rollbacks that re-write rows), on tiny LLaVA-OneVision and Qwen2.5-VL models, in
+bucket, after rollbacks that re-write rows), on tiny LLaVA-OneVision, Qwen2.5-VL and Qwen3-VL models, in
 fp32 on the CPU (eager); the device pipeline that decodes through it gives the host path's
 tokens; refusals come before anything runs; CUDA graph replays equal eager steps (GPU only)."""
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hippo_trt.dims import DimRange, DimsTable
 from hippo_trt.errors import ProfileError
-from hippo_trt.graphs.qwen2_decoder import DecoderGraph
+from hippo_trt.graphs.families import family
 from hippo_trt.manifest import Manifest
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.runtime.backends.arrays import Placement
@@ -26,7 +26,7 @@ from tests.conftest import TEST_LIMITS
 
 GAMMA = 5
 BUCKETS = tuple(range(1, GAMMA + 2))  # 1..gamma+1
-MODELS = [("tiny", "gqa"), ("tiny", "mha_odd_grid"), ("qwen", "qwen_gqa"), ("qwen", "qwen_mqa")]
+MODELS = [("tiny", "gqa"), ("tiny", "mha_odd_grid"), ("qwen", "qwen_gqa"), ("qwen", "qwen_mqa"), ("qwen3", "qwen3_mqa_tied")]
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
@@ -36,13 +36,14 @@ def _model(path: str):
 
 
 @pytest.fixture(params=MODELS, ids=[name for _, name in MODELS])
-def model(request, tiny_dirs, qwen_dirs):
+def model(request, tiny_dirs, qwen_dirs, qwen3_dirs):
     kind, name = request.param
-    return _model(str((tiny_dirs if kind == "tiny" else qwen_dirs)[name]))
+    return _model(str({"tiny": tiny_dirs, "qwen": qwen_dirs, "qwen3": qwen3_dirs}[kind][name]))
 
 
 def _is_qwen(model) -> bool:
-    return "Qwen2_5_VL" in type(model).__name__
+    """Qwen2.5-VL and Qwen3-VL: M-RoPE positions [3, B, S]."""
+    return type(model).__name__.startswith("Qwen")
 
 
 class Reference:
@@ -50,9 +51,14 @@ class Reference:
     reads its embeddings as the prompt table (every id points to its own row), a step reads text."""
 
     def __init__(self, model):
-        self.graph, self.qwen = DecoderGraph(model).eval(), _is_qwen(model)
+        self.graph, self.qwen = family(type(model).__name__).graph_modules(model)["decoder"], _is_qwen(model)
         self.vocab, self.hidden = self.graph.decoder.shape.vocab, model.config.text_config.hidden_size
         self.past: list[torch.Tensor] = []
+
+    def _tables(self, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The prompt table, and Qwen3-VL's DeepStack table of zeros (the static prefill adds none)."""
+        maps = self.graph.decoder.shape.deepstack
+        return (table,) + ((torch.zeros(maps, *table.shape),) if maps else ())
 
     def _empty_past(self) -> list[torch.Tensor]:
         shape = self.graph.decoder.shape
@@ -62,7 +68,7 @@ class Reference:
     def prefill(self, embeds, positions, visual_index, query_index):
         seq = embeds.shape[1]
         ids = (self.vocab + torch.arange(seq))[None]  # [1, S]: row i of the table
-        out = self.graph(ids, embeds, positions, visual_index, query_index, torch.tensor([seq - 1]), self._empty_past())
+        out = self.graph(ids, *self._tables(embeds), positions, visual_index, query_index, torch.tensor([seq - 1]), self._empty_past())
         self.past = list(out[2:])
         return out[0][:, 0], out[1]
 
@@ -72,7 +78,7 @@ class Reference:
         pos = torch.from_numpy(positions)
         pos = pos.expand(3, *pos.shape) if self.qwen else pos
         table = torch.zeros(1, 1, self.hidden)
-        out = self.graph(torch.from_numpy(ids), table, pos, none, none, torch.arange(n), self.past)
+        out = self.graph(torch.from_numpy(ids), *self._tables(table), pos, none, none, torch.arange(n), self.past)
         self.past = [torch.cat([p, new]) for p, new in zip(self.past, out[2:])]
         return out[0]
 
