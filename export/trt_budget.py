@@ -14,7 +14,8 @@ A video's visual tokens come in temporal slices; how many, and how big, depends 
                                                           set by the frame size: a loose bound)
 
     slices(f)  = ceil(f / frames_per_slice)           temporal slices of an f-frame video
-    vis(f)     = slices(f) * per_slice + newline      most visual tokens of an f-frame video
+    vis(f)     = slices(f) * per_slice + newline      most visual tokens of an f-frame video (at most
+                                                      vis_tokens.max: Qwen3-VL's budget for a video)
     vis_lo(f)  = slices(f) * least + newline          fewest (LLaVA: vis_lo = vis)
     kept(k, n) = max(1, ceil(k * n))                  visual tokens the draft keeps of n at keep ratio k
     F          = limits.max_frames or frames.max      the longest video the engines take
@@ -58,12 +59,14 @@ class VideoTokens:
     per_slice: int  # tokens of a full-size slice
     least: int  # tokens of the smallest slice: per_slice (LLaVA) | 1 (Qwen2.5-VL)
     newline: int  # 1 (LLaVA) | 0 (Qwen2.5-VL)
+    cap: int | None = None  # tokens a whole video at most (Qwen3-VL without a per-frame cap: its pixel budget)
 
     def slices(self, frames: int) -> int:
         return math.ceil(frames / self.frames_per_slice)
 
     def most(self, frames: int) -> int:
-        return self.slices(frames) * self.per_slice + self.newline
+        tokens = self.slices(frames) * self.per_slice + self.newline
+        return tokens if self.cap is None else min(tokens, self.cap)
 
     def fewest(self, frames: int) -> int:
         return self.slices(frames) * self.least + self.newline
@@ -91,7 +94,7 @@ def video_tokens(manifest: Manifest) -> VideoTokens:
         return VideoTokens(1, per_frame, per_frame, 1)
     grid = dims["grid_tokens"]  # [1, max_grid_tokens]
     fps = int(manifest.models["target"].vision_input["temporal_patch_size"])
-    return VideoTokens(fps, grid.max, grid.min, 0)
+    return VideoTokens(fps, grid.max, grid.min, 0, cap=dims["vis_tokens"].max)  # the dims table's bound on a whole video
 
 
 @dataclass(frozen=True)

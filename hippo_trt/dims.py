@@ -110,23 +110,25 @@ class ExportLimits:
             if value is not None and value < 2:  # max_seq None: resolved per model
                 raise ProfileError(f"--{name.replace('_', '-')} must be at least 2")
 
-    def max_visual_tokens(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> int:
+    def max_visual_tokens(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1, most: int | None = None) -> int:
         """Visual tokens of a ``max_frames`` video: ``vis_tokens_per_frame`` per slice of
-        ``frames_per_slice`` frames, plus ``newline`` tokens per video."""
-        return math.ceil(self.max_frames / frames_per_slice) * vis_tokens_per_frame + newline
+        ``frames_per_slice`` frames, plus ``newline`` tokens per video; at most ``most`` (a
+        processor's budget for a whole video, Qwen3-VL's)."""
+        tokens = math.ceil(self.max_frames / frames_per_slice) * vis_tokens_per_frame + newline
+        return tokens if most is None else min(tokens, most)
 
-    def resolved_max_seq(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> int:
+    def resolved_max_seq(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1, most: int | None = None) -> int:
         """``max_seq`` as given, or the longest video's visual tokens plus TEXT_BUDGET."""
         if self.max_seq is not None:
             return self.max_seq
-        return self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice) + TEXT_BUDGET
+        return self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice, most) + TEXT_BUDGET
 
-    def dims(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1) -> DimsTable:
+    def dims(self, vis_tokens_per_frame: int, newline: int = 1, frames_per_slice: int = 1, most: int | None = None) -> DimsTable:
         """Dims table for a model whose video yields ``vis_tokens_per_frame`` per slice of
         ``frames_per_slice`` frames (Qwen2.5-VL: 2 frames make one temporal patch), plus
-        ``newline`` tokens per video."""
-        max_vis = self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice)
-        max_seq = self.resolved_max_seq(vis_tokens_per_frame, newline, frames_per_slice)
+        ``newline`` tokens per video, at most ``most`` a video."""
+        max_vis = self.max_visual_tokens(vis_tokens_per_frame, newline, frames_per_slice, most)
+        max_seq = self.resolved_max_seq(vis_tokens_per_frame, newline, frames_per_slice, most)
         if max_vis >= max_seq:
             raise ProfileError(
                 f"--max-frames {self.max_frames} gives {max_vis} visual tokens, "

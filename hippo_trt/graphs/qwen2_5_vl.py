@@ -108,10 +108,13 @@ def grid_key(vision: Mapping[str, float]) -> tuple:
 
 
 def dims(limits: ExportLimits, vision: Mapping[str, float]) -> DimsTable:
-    """The dims table, with the vision graph's grid symbols: temporal slices and merged tokens per slice."""
+    """The dims table, with the vision graph's grid symbols: temporal slices and merged tokens per
+    slice (Qwen3-VL's ``max_tokens_per_video``, where its processor gives one, bounds a whole video)."""
     slices = math.ceil(limits.max_frames / vision["temporal_patch_size"])
     per_slice = int(vision["max_grid_tokens"])
-    base = limits.dims(per_slice, newline=0, frames_per_slice=vision["temporal_patch_size"])
+    base = limits.dims(
+        per_slice, newline=0, frames_per_slice=vision["temporal_patch_size"], most=vision.get("max_tokens_per_video") or None
+    )
     grid = {
         "vis_tokens": DimRange(1, base["vis_tokens"].max, base["vis_tokens"].max),  # frames may be smaller than the maximum
         "grid_t": DimRange(1, min(4, slices), slices),

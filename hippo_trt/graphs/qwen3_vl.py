@@ -60,29 +60,33 @@ def check_supported(config) -> None:
 
 
 def prepare_processor(processor):
-    """The processor the work dir keeps: frames as the toolkit samples them (``--frames``, no
-    second sampling at 2 fps), each capped at ``max_video_tokens`` merged tokens as
-    qwen-vl-utils caps them (transformers' future default; unset, a video's whole pixel budget
-    may go to few frames)."""
+    """The processor the work dir keeps: the model's own, but taking frames as the toolkit
+    samples them (``--frames``; no second sampling at 2 fps), and with its per-frame pixel cap
+    setting made explicit (unset, transformers applies none, and says so on every run; set
+    ``cap_pixels_per_frame`` in the checkpoint's video_preprocessor_config.json to cap frames
+    as qwen-vl-utils does)."""
     video = processor.video_processor
     video.do_sample_frames = False
     if getattr(video, "cap_pixels_per_frame", None) is None:
-        video.cap_pixels_per_frame = True
+        video.cap_pixels_per_frame = False  # what transformers does when it is unset
     return processor
 
 
-def _max_frame_tokens(video) -> int:
-    """The most merged tokens one frame's grid can have under the video processor's settings:
-    its per-frame pixel cap (``cap_pixels_per_frame``) or half its video budget (2 frames),
-    times 1.25 (an odd frame count rounds to the even count below it, 5 -> 4, before the cap
-    is shared)."""
+def video_token_bounds(video) -> tuple[int, int]:
+    """(merged tokens a slice, merged tokens a video) at most, under the video processor's
+    settings: smart_resize keeps t * h * w within the pixel budget, t the frame count rounded
+    to even (5 frames -> 4, so up to 1.25x a frame's share, 1.5x a video's: 3 slices of 4
+    frames' pixels). Capped (``cap_pixels_per_frame``): each frame's budget is at most
+    ``max_video_tokens`` merged tokens (or 1.05x shortest_edge), and the video bound is that
+    per slice (0: none beyond it). Uncapped: a slice of 2 frames may take half the budget,
+    and the video the budget."""
     factor = video.patch_size * video.merge_size
+    area = factor * factor  # pixels a merged token
     longest, shortest = video.size["longest_edge"], video.size["shortest_edge"]
     if video.cap_pixels_per_frame:
-        per_frame = max(min(video.max_video_tokens * factor * factor, longest), int(shortest * 1.05))
-    else:
-        per_frame = longest // video.temporal_patch_size
-    return max(1, int(per_frame * 1.25) // (factor * factor))
+        per_frame = max(min(video.max_video_tokens * area, longest), int(shortest * 1.05))
+        return max(1, int(per_frame * 1.25) // area), 0
+    return max(1, longest // video.temporal_patch_size // area), max(1, int(longest * 0.75) // area)
 
 
 def vision_input(config, processor) -> dict[str, float]:
@@ -90,6 +94,7 @@ def vision_input(config, processor) -> dict[str, float]:
     vision = config.vision_config
     video = processor.video_processor
     check_patches(vision, video)
+    per_slice, per_video = video_token_bounds(video)
     return {
         "channels": vision.in_channels,
         "patch_size": vision.patch_size,
@@ -97,13 +102,14 @@ def vision_input(config, processor) -> dict[str, float]:
         "merge_size": vision.spatial_merge_size,
         "position_grid": math.isqrt(vision.num_position_embeddings),
         "deepstack": len(vision.deepstack_visual_indexes),
-        "max_grid_tokens": _max_frame_tokens(video),
+        "max_grid_tokens": per_slice,
+        "max_tokens_per_video": per_video,
     }
 
 
 def grid_key(vision: Mapping[str, float]) -> tuple:
     """Draft and target must cut a video into the same token grid."""
-    return tuple(vision[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "max_grid_tokens"))
+    return tuple(vision[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "max_grid_tokens", "max_tokens_per_video"))
 
 
 def _layout(vision: Mapping[str, float]) -> Qwen3VLLayout:

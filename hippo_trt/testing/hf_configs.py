@@ -261,20 +261,16 @@ def qwen3_vl_config(*, text: dict, vision: dict, **extra):
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=text["tie_word_embeddings"], **extra)
 
 
-def qwen3_vl_processor(tokenizer, *, patch: int, min_pixels: int, max_pixels: int, frame_tokens: int, chat_template: str):
+def qwen3_vl_processor(tokenizer, *, patch: int, min_pixels: int, max_pixels: int, frame_tokens: int | None, chat_template: str):
     """Qwen3VLProcessor with 2-frame patches of ``patch`` px merged 2 x 2: a video's pixels in
     ``min_pixels``..``max_pixels`` over all its frames, each frame capped at ``frame_tokens``
-    merged tokens as qwen-vl-utils caps them; frames as given (no sampling: the toolkit samples)."""
+    merged tokens as qwen-vl-utils caps them (None: the cap left unset, as checkpoints that
+    predate it have it: transformers caps nothing); frames as given (the toolkit samples)."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     sizes = {"patch_size": patch, "temporal_patch_size": 2, "merge_size": 2}
-    video = Qwen3VLVideoProcessor(
-        **sizes,
-        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-        do_sample_frames=False,
-        cap_pixels_per_frame=True,
-        max_video_tokens=frame_tokens,
-    )
+    cap = {} if frame_tokens is None else {"cap_pixels_per_frame": True, "max_video_tokens": frame_tokens}
+    video = Qwen3VLVideoProcessor(**sizes, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, do_sample_frames=False, **cap)
     return Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(**sizes, min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer=tokenizer,

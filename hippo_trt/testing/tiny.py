@@ -262,7 +262,7 @@ class TinyQwen3Spec:
     deepstack: tuple[int, ...] = (0, 1)
     position_grid: int = 3  # the learned position embeddings: a 3 x 3 grid
     patch_size: int = 4
-    frame_tokens: int = 16  # merged tokens a frame at most
+    frame_tokens: int | None = 16  # merged tokens a frame at most (None: the cap unset, none applied)
     max_pixels: int = 32 * 32 * 8
     min_pixels: int = 8 * 8 * 2
     tie: bool = False

@@ -67,8 +67,8 @@ QWEN_DRAFTS = {
 
 # Qwen3-VL: GQA and MQA, head_dim apart from hidden / heads, odd M-RoPE sections (none summing
 # to head_dim / 2), DeepStack maps at other vision layers and in other numbers in target and
-# draft, tied and untied embeddings, position grids of 3 and 4. Each target has its own draft
-# (same grid).
+# draft, tied and untied embeddings, position grids of 3 and 4, a per-frame token cap or none
+# (the video's pixel budget alone). Each target has its own draft (same grid).
 QWEN3_SPECS = {
     "qwen3_gqa": TinyQwen3Spec(seed=31),
     "qwen3_mqa_tied": TinyQwen3Spec(
@@ -83,6 +83,7 @@ QWEN3_SPECS = {
         vision_heads=4,
         deepstack=(1,),
         position_grid=4,
+        frame_tokens=None,  # no per-frame cap: the video's pixel budget bounds it whole
         tie=True,
         seed=32,
     ),
@@ -110,6 +111,7 @@ QWEN3_DRAFTS = {
         mrope_section=(2, 2, 2),
         vision_depth=3,
         deepstack=(0, 2),
+        frame_tokens=None,
         tie=True,
         seed=34,
     ),

@@ -27,9 +27,13 @@ ROLES = ("target", "draft")
 MODELS = [(r, g) for r in ROLES for g in ("vision", "decoder")]
 PRUNE = [(PRUNING, "fused"), (PRUNING, "specvlm")]
 SPECS = {"target": QWEN3_SPECS, "draft": QWEN3_DRAFTS}  # the tiny models' sizes, apart from their manifests
-# Both pairs: 4px patches merged 2x2 (U = 4 patches a merged token) of 2 frames x 3 channels; a
-# frame has 16 merged tokens at most, x 1.25 (an odd frame count's share): max_grid_tokens 20.
-UNIT, PATCH, PER_SLICE = 4, 3 * 2 * 4 * 4, 20
+# Both pairs: 4px patches merged 2x2 (U = 4 patches a merged token, 64 px) of 2 frames x 3
+# channels. (merged tokens a slice at most, a 6-frame video at most, a 3-frame video at most):
+# qwen3_gqa caps a frame at 16 merged tokens, x 1.25 (an odd frame count's share): 20 a slice,
+# 3 x 20 a video; qwen3_mqa_tied has no per-frame cap, only its budget of 8192 px a video: a
+# 2-frame slice may take half (8192 / 2 / 64 = 64 tokens), a video 0.75 of it (96 tokens).
+UNIT, PATCH = 4, 3 * 2 * 4 * 4
+GRID = {"qwen3_gqa": (20, 60, 40), "qwen3_mqa_tied": (64, 96, 96)}
 
 
 @pytest.fixture(autouse=True)
@@ -95,30 +99,31 @@ def shapes(profile: dict) -> dict[str, tuple[tuple[int, ...], ...]]:
     return {name: tuple(tuple(r[k]) for k in ("min", "opt", "max")) for name, r in profile["profile"].items()}
 
 
-def along_grid(last: int) -> tuple[tuple[int, ...], ...]:
+def along_grid(per_slice: int, last: int) -> tuple[tuple[int, ...], ...]:
     """A [grid_tokens, U, last] input's shapes: 1 .. max_grid_tokens merged tokens of a slice."""
-    return (1, UNIT, last), (PER_SLICE, UNIT, last), (PER_SLICE, UNIT, last)
+    return (1, UNIT, last), (per_slice, UNIT, last), (per_slice, UNIT, last)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_dry_run_profiles_every_new_qwen3_input_within_the_dims_table(capfd, qwen3_work_dirs, name):
     work = qwen3_work_dirs[name]
     dims = Manifest.load(work).dims_table
-    assert (dims["grid_t"].max, dims["grid_tokens"].max, dims["prompt_rows"].max) == (3, PER_SLICE, 3 * PER_SLICE)
+    per_slice, per_video, at_3_frames = GRID[name]
+    assert (dims["grid_t"].max, dims["grid_tokens"].max, dims["prompt_rows"].max) == (3, per_slice, per_video)
     args = ("build", work, "--backend", "tensorrt", "--dry-run", "--max-new-tokens", 32, "--max-frames", 3)
     rc, out, err = cli(capfd, *args, "--json")
     assert rc == 0, err
     engines = {(e["role"], e["graph"]): e["profiles"] for e in json.loads(out)["engines"]}
     assert list(engines) == MODELS + PRUNE
-    visual = (1, 2 * PER_SLICE, 2 * PER_SLICE)  # 3 frames: 2 slices of 20 tokens; a tiny frame gives 1
+    visual = (1, at_3_frames, at_3_frames)  # 3 frames: 2 slices (within the video's budget); a tiny frame gives 1
     for role in ROLES:
         (vision,) = engines[(role, "vision")]
-        assert symbols(vision) == {"batch": (1, 1, 1), "grid_t": (1, 2, 2), "grid_tokens": (1, PER_SLICE, PER_SLICE), "vis_tokens": visual}
+        assert symbols(vision) == {"batch": (1, 1, 1), "grid_t": (1, 2, 2), "grid_tokens": (1, per_slice, per_slice), "vis_tokens": visual}
         assert shapes(vision) == {
-            "pixel_values_videos": ((1, 1, UNIT, PATCH), (2, PER_SLICE, UNIT, PATCH), (2, PER_SLICE, UNIT, PATCH)),
-            "patch_pos": along_grid(2),  # each patch's (row, col)
-            "pos_index": along_grid(TAPS),  # the 4 taps into the position-embedding grid, and their weights
-            "pos_weight": along_grid(TAPS),
+            "pixel_values_videos": ((1, 1, UNIT, PATCH), (2, per_slice, UNIT, PATCH), (2, per_slice, UNIT, PATCH)),
+            "patch_pos": along_grid(per_slice, 2),  # each patch's (row, col)
+            "pos_index": along_grid(per_slice, TAPS),  # the 4 taps into the position-embedding grid, and their weights
+            "pos_weight": along_grid(per_slice, TAPS),
         }
         layers, hidden = deepstack_maps(role, name), SPECS[role][name].hidden
         prefill, step = engines[(role, "decoder")]
@@ -142,7 +147,7 @@ def test_the_dry_run_profiles_every_new_qwen3_input_within_the_dims_table(capfd,
     assert rc == 0, err
     assert "| batch | vis_tokens | grid_t | grid_tokens | seq |" in out and "| frames |" not in out
     for role in ROLES:
-        assert f"| {role} | vision | default | fp32 | 1/1/1 | 1/40/40 | 1/2/2 | 1/20/20 |" in out
+        assert f"| {role} | vision | default | fp32 | 1/1/1 | 1/{at_3_frames}/{at_3_frames} | 1/2/2 | 1/{per_slice}/{per_slice} |" in out
         assert f"| {role} | decoder | prefill | fp32 | 1/1/1 |" in out and f"| {role} | decoder | step | fp32 | 1/1/1 |" in out
 
 

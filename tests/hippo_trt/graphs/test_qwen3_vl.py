@@ -86,6 +86,10 @@ def test_manifest_records_the_family_deepstack_and_grid(qwen3_work_dirs, name):
     assert target.decoder["deepstack"] == len(QWEN3_SPECS[name].deepstack)
     assert target.vision_input["position_grid"] == QWEN3_SPECS[name].position_grid
     assert manifest.dims["grid_t"]["max"] == -(-TEST_LIMITS.max_frames // 2)
+    whole = manifest.dims["grid_t"]["max"] * target.vision_input["max_grid_tokens"]
+    per_video = target.vision_input["max_tokens_per_video"]  # 0: capped frames, no bound of its own
+    assert (per_video == 0) == (QWEN3_SPECS[name].frame_tokens is not None)
+    assert manifest.dims["vis_tokens"]["max"] == (min(whole, per_video) if per_video else whole)
     # the processor samples no frames (default 8): a video without --frames gets the export's most
     assert target.default_frames == draft.default_frames == TEST_LIMITS.max_frames
     for record in manifest.models.values():
@@ -100,17 +104,49 @@ def test_dynamic_axes_come_from_the_dims_table(qwen3_work_dirs):
     )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(frames=st.integers(2, 40), height=st.integers(8, 400), width=st.integers(8, 400))
-def test_no_frame_has_more_tokens_than_the_export_allows(qwen3_dirs, frames, height, width):
-    """The per-frame token bound the dims table takes (``max_grid_tokens``) holds for any video
-    the processor resizes: odd frame counts included (5 frames share a 4-frame budget)."""
+@pytest.mark.parametrize("capped", [True, False])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.integers(2, 40), height=st.integers(8, 400), aspect=st.floats(1 / 3, 3))
+def test_no_video_has_more_tokens_than_the_export_allows(qwen3_dirs, capped, frames, height, aspect):
+    """The bounds the dims table takes hold for any video the processor resizes with sides
+    up to 3:1, odd frame counts included (5 frames share a 4-frame budget): merged tokens a
+    slice (``max_grid_tokens``) and, uncapped, a whole video (``max_tokens_per_video``).
+    (Thinner frames can pass them: smart_resize keeps a side of at least one merged token
+    whatever the budget; such a video is refused against the dims table, in one line.)"""
+    width = max(8, round(height * aspect))
     processor = arch.prepare_processor(ModelDir.open(qwen3_dirs["qwen3_gqa"]).load_processor())
-    bound = arch._max_frame_tokens(processor.video_processor)
     video = processor.video_processor
+    video.cap_pixels_per_frame = capped
+    per_slice, per_video = arch.video_token_bounds(video)
+    assert (per_video == 0) == capped
     patches = video.get_num_of_video_patches(frames, height, width, {})  # [grid_t * grid_h * grid_w]
-    per_slice = patches // -(-frames // 2) // video.merge_size**2
-    assert 1 <= per_slice <= bound
+    slices = -(-frames // 2)
+    tokens = patches // video.merge_size**2
+    assert 1 <= tokens // slices <= per_slice
+    assert capped or tokens <= per_video
+
+
+def test_the_work_dirs_processor_gives_the_models_own_outputs(qwen3_dirs):
+    """Only frame sampling is turned off (the toolkit samples); an unset per-frame cap stays
+    transformers' behaviour (none), where a cap would have shrunk these frames."""
+    from hippo_trt.preprocess import chat_text
+
+    own = ModelDir.open(qwen3_dirs["qwen3_gqa"]).load_processor()
+    own.video_processor.cap_pixels_per_frame = None  # as in a checkpoint that does not set it
+    own.video_processor.max_video_tokens = 4  # a cap that would bind
+    kept = arch.prepare_processor(ModelDir.open(qwen3_dirs["qwen3_gqa"]).load_processor())
+    kept.video_processor.cap_pixels_per_frame, kept.video_processor.max_video_tokens = None, 4
+    kept = arch.prepare_processor(kept)
+    frames = random_frames(2, 4, 40, 48)
+    metadata = [{"total_num_frames": 4, "fps": 2.0, "frames_indices": [0, 1, 2, 3]}]
+    text = chat_text(own, "what moves")
+    theirs = own(text=text, videos=[frames], video_metadata=metadata, do_sample_frames=False, return_tensors="np")
+    ours = kept(text=text, videos=[frames], video_metadata=metadata, return_tensors="np")
+    np.testing.assert_array_equal(ours["input_ids"], theirs["input_ids"])
+    np.testing.assert_array_equal(ours["pixel_values_videos"], theirs["pixel_values_videos"])
+    capped = kept.video_processor
+    capped.cap_pixels_per_frame = True
+    assert capped(videos=[frames], return_tensors="np")["pixel_values_videos"].shape[0] < theirs["pixel_values_videos"].shape[0]
 
 
 def _config(qwen3_dirs):

@@ -167,7 +167,7 @@ def test_qwen3_vl_gives_the_real_grid_timestamps_and_deepstack(dirs):
         assert vision["out_hidden_size"] == model_dir.config["text_config"]["hidden_size"]
     fam = family_of(target.architecture)
     keys = [fam.grid_key(fam.vision_input(d.load_config(), d.load_processor())) for d in (target, draft)]
-    assert keys[0] == keys[1] == (16, 2, 2, 960)  # 768 merged tokens a frame, x 1.25 for odd frame counts
+    assert keys[0] == keys[1] == (16, 2, 2, 960, 0)  # 768 merged tokens a frame, x 1.25 for odd frame counts; no video bound
     request = prepare_request(processor, frames(4), PROMPT, FrameTimes((0, 2, 5, 7), 8, 8.0))
     t, h, w = (int(v) for v in request.video_grid_thw)
     assert (t, h, w) == (2, 24, 24)
