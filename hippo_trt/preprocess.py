@@ -20,6 +20,7 @@ class Request:
     pixel_values_videos: np.ndarray
     video: np.ndarray | None = None  # [T, H, W, 3] uint8 as decoded (a draft with its own processor needs it)
     extras: Mapping[str, np.ndarray] = field(default_factory=dict)  # the processor's other outputs
+    times: FrameTimes | None = None  # where the frames sit in their video, when known
 
     @property
     def frames(self) -> int:
@@ -135,6 +136,7 @@ def prepare_request(processor, frames: np.ndarray, prompt: str, times: FrameTime
         pixel_values_videos=np.ascontiguousarray(out["pixel_values_videos"], dtype=np.float32),
         video=frames,
         extras={k: np.asarray(out[k]) for k in EXTRAS if k in out},
+        times=times,
     )
 
 

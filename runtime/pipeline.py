@@ -253,6 +253,8 @@ class Pipeline:
         decode = self._decode_speculative if config.speculative else self._decode_ar
         tokens = decode(request, config, started, budget, chooser, timer, stats)
         timer.add("decode", (time.perf_counter() - start) * 1e3)
+        if request.times is not None:  # which frames of the video were read, at what rate
+            stats.update(frame_indices=list(request.times.indices), source_frames=request.times.total, source_fps=request.times.fps)
         stats.update(
             frames=request.frames,
             prompt_tokens=request.input_ids.shape[1],

@@ -46,6 +46,8 @@ def test_run_from_a_video_file_gives_the_processors_ids_at_the_streams_rate(capf
     assert clip.times.fps == 6.0 and clip.times.indices == (0, 3, 5, 8)
     expected = processor_ids(qwen3_dirs["qwen3_gqa"], clip.frames, PROMPT, 9, 6.0, clip.times.indices)
     assert report["input_ids"] == expected
+    stats = report["stats"]  # what a reference needs to feed the same frames
+    assert (stats["frame_indices"], stats["source_frames"], stats["source_fps"]) == ([0, 3, 5, 8], 9, 6.0)
     # (0 + 3) / 2 / 6 = 0.25 s and (5 + 8) / 2 / 6 = 1.08 s: one timestamp a 2-frame slice
     assert timestamps(qwen3_dirs["qwen3_gqa"], report["input_ids"]) == "< 0 . 2 seconds > < 1 . 1 seconds >"
 
@@ -60,6 +62,7 @@ def test_run_from_frames_npy_gives_the_processors_ids_at_the_given_rate(capfd, q
     indices = list(range(6)) if frames is None else [0, 2, 5]
     expected = processor_ids(qwen3_dirs["qwen3_gqa"], array[indices], PROMPT, 6, fps, indices)
     assert report["input_ids"] == expected
+    assert (report["stats"]["frame_indices"], report["stats"]["source_fps"]) == (indices, fps)
 
 
 def test_another_rate_gives_other_timestamps(capfd, qwen3_work_dirs, tmp_path):
