@@ -6,15 +6,12 @@ DeepStack features at exactly the kept indices and the kept tokens' original 3-D
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import prepare_request
 from hippo_trt.pruning import METHODS, kept_count
 from hippo_trt.runtime.decoding.verify import Sampling
@@ -23,18 +20,17 @@ from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.video import FrameTimes
 from tests.conftest import QWEN3_SPECS, TEST_LIMITS, random_frames
 from tests.runtime.test_ar_equivalence import hf_greedy, prompts
-from tests.runtime.test_qwen_equivalence import Recording, frame_sizes
+from tests.runtime.test_qwen_equivalence import (  # the same cells and cached loaders as Qwen2.5-VL's
+    CELL_GAMMA,
+    CELL_KEEP,
+    CELL_TOKENS,
+    MODE_METHOD,
+    Recording,
+    _hf_model,
+    _pipeline,
+    frame_sizes,
+)
 from tests.runtime.test_sd_equivalence import check_cell
-
-
-@cache
-def _hf_model(path: str):
-    return ModelDir.open(path).load_model()
-
-
-@cache
-def _pipeline(work: str, backend: str = "onnxruntime") -> Pipeline:
-    return Pipeline.load(work, backend=backend, with_draft=True)
 
 
 def qwen3_request(pipe: Pipeline, frames: np.ndarray, prompt: str, fps: float = 2.0):
@@ -43,9 +39,7 @@ def qwen3_request(pipe: Pipeline, frames: np.ndarray, prompt: str, fps: float = 
     return prepare_request(pipe.processor, frames, prompt, FrameTimes(tuple(range(n)), n, fps))
 
 
-MODE_METHOD = [("ar", "none")] + [(mode, prune) for mode in ("sd", "parallel") for prune in sorted(METHODS)]
 CELLS = [(mode, prune, sorted(QWEN3_SPECS)[i % 2], bool(i // 2 % 2)) for i, (mode, prune) in enumerate(MODE_METHOD)]
-CELL_TOKENS, CELL_GAMMA, CELL_KEEP = 10, 3, 0.25
 
 
 @pytest.fixture(scope="module")
