@@ -8,7 +8,8 @@ code path as a user's checkpoint directory:
   * target exact-match answers (transformers ``generate``, greedy), overall and per question;
   * draft MAT (mean tokens committed per target verification, greedy, draft length k) against
     the target's own outputs, with all visual tokens and with 90% removed by uniform
-    subsampling (the kept 10% keep their original position ids);
+    subsampling (the kept 10% keep their original position ids), over all clips and per
+    question kind (short answers, long-form);
   * one target vs one draft decode step on ONNX Runtime (one thread each), same run.
 """
 
@@ -26,7 +27,7 @@ from hippo_trt.atomic import write_json
 from hippo_trt.model_dir import ModelDir, load_processor
 from hippo_trt.pruning import uniform_indices
 from hippo_trt.testing.demo_pair import Batcher, answer_logits, answer_predictions, greedy_answer, held_out_samples, mean_accepted
-from hippo_trt.testing.synthetic import QUESTIONS
+from hippo_trt.testing.synthetic import QUESTIONS, question_kind
 
 DRAFT_LENGTHS = (2, 4, 6)
 KEEP = 0.1
@@ -35,10 +36,11 @@ BAR_EXACT, BAR_MAT, BAR_DROP, BAR_STEP_RATIO, BAR_K = 0.95, 3.0, 0.20, 8.0, 4
 
 def bar_lines(result: dict) -> list[str]:
     """The model card's bars, each with its measured figure and whether it holds."""
-    mat = result["draft_mat"][BAR_K]
+    mat = result["draft_mat"]["all"][BAR_K]
     drop = 1 - mat["uniform_keep_0.1"] / mat["all_tokens"]
+    worst_q, worst = min(result["target"]["per_question"].items(), key=lambda kv: kv[1])
     bars = [
-        (f"target exact match >= {BAR_EXACT:.0%}", f"{result['target']['exact_match']:.1%}", result["target"]["exact_match"] >= BAR_EXACT),
+        (f"target exact match >= {BAR_EXACT:.0%} on every question", f"{worst:.1%} ({worst_q})", worst >= BAR_EXACT),
         (f"draft MAT at k={BAR_K}, all visual tokens >= {BAR_MAT}", f"{mat['all_tokens']:.2f}", mat["all_tokens"] >= BAR_MAT),
         (f"uniform keep {KEEP} drops draft MAT by >= {BAR_DROP:.0%}", f"{drop:.1%}", drop >= BAR_DROP),
     ]
@@ -58,6 +60,20 @@ def exact_match(target, batcher: Batcher, samples) -> tuple[list[list[int]], dic
         hits[s.question].append(ids == batcher.answer_ids(s.answer))
     per = {q: float(np.mean(v)) for q, v in hits.items()}
     return outputs, {"exact_match": float(np.mean([h for v in hits.values() for h in v])), "per_question": per}
+
+
+def mat_by_kind(full: list[np.ndarray], pruned: list[np.ndarray], samples) -> dict:
+    """{group: {k: {"all_tokens", "uniform_keep_0.1"}}} for all clips and each question kind."""
+    groups = {"all": list(range(len(samples)))}
+    for i, s in enumerate(samples):
+        groups.setdefault(question_kind(s.question), []).append(i)
+    return {
+        group: {
+            k: {"all_tokens": mean_accepted([full[i] for i in idx], k), "uniform_keep_0.1": mean_accepted([pruned[i] for i in idx], k)}
+            for k in DRAFT_LENGTHS
+        }
+        for group, idx in groups.items()
+    }
 
 
 def draft_correct(draft, batcher: Batcher, samples, outputs, kept, batch: int = 16) -> list[np.ndarray]:
@@ -104,7 +120,7 @@ def main(argv=None) -> int:
     kept = uniform_indices(n_vis, KEEP)
     full = draft_correct(draft, batcher, samples, outputs, None)
     pruned = draft_correct(draft, batcher, samples, outputs, kept)
-    mat = {k: {"all_tokens": mean_accepted(full, k), "uniform_keep_0.1": mean_accepted(pruned, k)} for k in DRAFT_LENGTHS}
+    mat = mat_by_kind(full, pruned, samples)
     result = {
         "clips": args.clips,
         "visual_tokens": n_vis,
@@ -120,11 +136,13 @@ def main(argv=None) -> int:
         f"held-out clips: {args.clips} (visual tokens per clip: {n_vis}; uniform pruning keeps {len(kept)})",
         f"target exact match: {em['exact_match']:.3f}  (" + ", ".join(f"{q} {v:.3f}" for q, v in em["per_question"].items()) + ")",
         "",
-        "| draft length k | draft MAT, all visual tokens | draft MAT, uniform keep 0.1 | drop |",
-        "|---:|---:|---:|---:|",
+        "| clips | draft length k | draft MAT, all visual tokens | draft MAT, uniform keep 0.1 | drop |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for k, m in mat.items():
-        lines.append(f"| {k} | {m['all_tokens']:.2f} | {m['uniform_keep_0.1']:.2f} | {1 - m['uniform_keep_0.1'] / m['all_tokens']:.1%} |")
+    for group, by_k in mat.items():
+        for k, m in by_k.items():
+            drop = 1 - m["uniform_keep_0.1"] / m["all_tokens"]
+            lines.append(f"| {group} | {k} | {m['all_tokens']:.2f} | {m['uniform_keep_0.1']:.2f} | {drop:.1%} |")
     if not args.skip_onnx:
         context = int(first.input_ids.shape[1] + np.mean([len(o) for o in outputs]) / 2)
         rows = step_ratio(args.pair, context)

@@ -107,18 +107,21 @@ def train_vision(model, batcher: Batcher, steps: int, batch: int, seed: int) -> 
 
 def token_words(tokenizer, labels: torch.Tensor) -> torch.Tensor:
     """Word ids describing each grid token, labels [N, GRID*GRID] -> [N, GRID*GRID, 3]:
-    (colour, shape, cell) for a shape's token, ("none", "none", -1) else (-1: no word).
+    (colour, shape, cell) for a shape's token, ("noise", "noise", -1) for a distractor's (a kind
+    of object no answer names: its tokens stay as distinct as the textures), ("none", "none", -1)
+    else (-1: no word).
     Background tokens name no cell: an attention that is not yet sharp reads some of every
     background token, and with their positions in them that blur held every position equally
     and drowned the shape's own (both models learned shapes but no positions in 800 steps)."""
-    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, SHAPES
+    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, DISTRACTOR_CLASS, NOISE_WORD, SHAPES
 
     ids = tokenizer.convert_tokens_to_ids
-    none = ids("none")
-    colour = torch.tensor([none] + [ids(c) for c in COLOURS for _ in SHAPES])  # by class
-    shape = torch.tensor([none] + [ids(s) for _ in COLOURS for s in SHAPES])
+    none, noise = ids("none"), ids(NOISE_WORD)
+    colour = torch.tensor([none] + [ids(c) for c in COLOURS for _ in SHAPES] + [noise])  # by class
+    shape = torch.tensor([none] + [ids(s) for _ in COLOURS for s in SHAPES] + [noise])
     cells = torch.tensor([ids(c) for c in CELL_NAMES]).expand(labels.shape[0], -1)  # row-major
-    return torch.stack([colour[labels], shape[labels], cells.where(labels > 0, -1)], dim=-1)
+    is_shape = (labels > 0) & (labels != DISTRACTOR_CLASS)
+    return torch.stack([colour[labels], shape[labels], cells.where(is_shape, -1)], dim=-1)
 
 
 def alignment_target(table: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
@@ -206,20 +209,22 @@ LOOKUP_HEAD = 0  # the head of the first layer whose attention the look-up loss 
 def lookup_queries(b, video_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each answer word is read from: (rows [M], query positions [M], key mask [M, S]).
 
-    For every answer word that names a shape or a cell, the position that predicts it (the
-    colour or shape word before it) and the visual tokens of that colour's shape (all frames
-    it is visible in). Absent colours ("none") and template words have no such token."""
-    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, GRID, SHAPES
+    For every answer word that names a colour, a shape or a cell and follows a word naming a
+    shape (its colour, its kind or its cell), the position that predicts it (that word before
+    it) and the visual tokens of that shape (all frames it is visible in). Absent shapes ("none"),
+    template words and words after template words have no such token."""
+    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, GRID, SHAPES, cell_name
 
-    content = set(SHAPES) | set(CELL_NAMES)
+    content = set(COLOURS) | set(SHAPES) | set(CELL_NAMES)
     rows, queries, keys = [], [], []
     for i, sample in enumerate(b.samples):
         start = int((b.labels[i] != IGNORE).nonzero()[0])  # the first answer token
         slots = (b.input_ids[i] == video_token_id).nonzero()[:, 0]  # [Nv] sequence positions
-        tracks, colour = sample.scene.by_colour(), None
+        named = {**sample.scene.by_colour(), **{cell_name(c): t for c, t in sample.scene.by_cell().items()}}
+        named.update({t.shape: t for t in sample.scene.tracks})
+        previous = None
         for j, word in enumerate(sample.answer.split()):
-            colour = word if word in COLOURS else colour
-            track = tracks.get(colour)
+            track, previous = named.get(previous), word
             if word in content and track is not None:
                 r, c = track.cell
                 mask = torch.zeros(b.input_ids.shape[1], dtype=torch.bool)
@@ -371,8 +376,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--vision-steps", type=int, default=400)
     p.add_argument("--align-steps", type=int, default=400, help="projector alignment steps per model (see align_projector)")
-    p.add_argument("--draft-steps", type=int, default=800)
-    p.add_argument("--target-steps", type=int, default=1200)
+    p.add_argument("--draft-steps", type=int, default=1000)
+    p.add_argument("--target-steps", type=int, default=1400)
     p.add_argument("--draft-lr", type=float, default=2e-3)
     p.add_argument(
         "--target-lr",

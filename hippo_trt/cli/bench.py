@@ -20,6 +20,8 @@ from hippo_trt.cli.common import (
 from hippo_trt.cli.options import add_generation_flags, positive
 from hippo_trt.errors import InputError
 
+BENCH_MAX_NEW_TOKENS = 96  # the demo pair's long-form answers (64 words and the end token) fit
+
 
 def cmd_bench_kv(args) -> int:
     from hippo_trt.runtime.bench.kv import bench_decode_steps, format_table
@@ -115,7 +117,7 @@ def add_commands(bench) -> None:
     p.add_argument("--repeats", type=positive, default=1, help="passes over the clips")
     add_decoding(p, ("max_new_tokens", "gamma", "prune", "keep", "pre_verify", "adaptive_gamma"), "speculative")
     add_common(p, threads=True)
-    p.set_defaults(func=cmd_bench_decode)
+    p.set_defaults(func=cmd_bench_decode, max_new_tokens=BENCH_MAX_NEW_TOKENS)
 
     p = bench.add_parser("pruning", help="draft MAT and prefill time per pruning method and keep ratio")
     add_bench_source(p)
@@ -126,7 +128,7 @@ def add_commands(bench) -> None:
     add_generation_flags(g, ("max_new_tokens", "gamma"))
     add_prune_options(g)
     add_common(p, threads=True)
-    p.set_defaults(func=cmd_bench_pruning)
+    p.set_defaults(func=cmd_bench_pruning, max_new_tokens=BENCH_MAX_NEW_TOKENS)
 
     p = bench.add_parser("scaling", help="decode speedup and time to first token against frames, keep ratio and gamma")
     add_bench_source(p)
@@ -143,4 +145,4 @@ def add_commands(bench) -> None:
     add_decoding(p, ("max_new_tokens", "gamma", "prune", "keep", "pre_verify"), "base point (the axes not swept)")
     p.set_defaults(gamma=defaults.generation.gamma, prune=defaults.generation.prune, keep=defaults.generation.keep)
     add_common(p, threads=True)
-    p.set_defaults(func=cmd_bench_scaling)
+    p.set_defaults(func=cmd_bench_scaling, max_new_tokens=BENCH_MAX_NEW_TOKENS)

@@ -104,7 +104,14 @@ def add_bench_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the demo pair's work dir goes")
     p.add_argument("--video", type=Path, help="with a work dir: the clip")
     p.add_argument("--prompt", help="with a work dir: the prompt")
-    p.add_argument("--clips", type=positive, default=6, help="demo pair: how many shipped clips")
+    p.add_argument("--clips", type=positive, default=8, help="demo pair: how many shipped clips (after the filters below)")
+    p.add_argument(
+        "--questions",
+        choices=["all", "short", "long"],
+        default="all",
+        help="demo pair: clips whose question has short or long-form answers",
+    )
+    p.add_argument("--distractors", choices=["any", "with", "without"], default="any", help="demo pair: clips with or without distractors")
 
 
 def bench_clips(args):
@@ -117,7 +124,16 @@ def bench_clips(args):
             raise InputError(f"bench {args.bench}: with a work dir, give --video and --prompt")
         return args.work, [Clip(args.video, args.prompt)]
     pair, work = demo_work(args.out, progress=progress(args))
-    return work, [Clip(c.path, c.prompt) for c in pair.clips()[: args.clips]]
+    chosen = [c for c in pair.clips() if _wanted(c, args.questions, args.distractors)][: args.clips]
+    if not chosen:
+        raise InputError(f"no shipped clip has --questions {args.questions} and --distractors {args.distractors}")
+    return work, [Clip(c.path, c.prompt, c.kind) for c in chosen]
+
+
+def _wanted(clip, questions: str, distractors: str) -> bool:
+    """Whether a shipped clip passes the --questions and --distractors filters."""
+    kind_ok = questions == "all" or clip.kind == questions
+    return kind_ok and (distractors == "any" or (clip.distractors > 0) == (distractors == "with"))
 
 
 def floats(text: str, what: str) -> tuple[float, ...]:

@@ -26,6 +26,7 @@ from hippo_trt.model_dir import ModelDir
 # Verify steps of up to 17 tokens (gamma up to 16): the pair's draft is exact often enough that
 # drafts longer than 8 tokens still pay off (bench scaling's gamma axis; README, Decoding speed).
 DEMO_LIMITS = ExportLimits(max_frames=32, max_seq=768, max_spec_len=17)
+DEMO_MAX_NEW_TOKENS = 96  # the long-form answers run to 64 words and the end token
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class DemoClip:
     path: Path
     prompt: str
     expected: str
+    kind: str | None = None  # the question's: "short" or "long" (long-form)
+    distractors: int = 0  # flickering textured patches no question is about
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class DemoPair:
 
     def clips(self) -> list[DemoClip]:
         index = json.loads((self.root / "clips" / "prompts.json").read_text())
-        return [DemoClip(self.root / "clips" / c["clip"], c["prompt"], c["answer"]) for c in index]
+        return [DemoClip(self.root / "clips" / c["clip"], c["prompt"], c["answer"], c.get("kind"), c.get("distractors", 0)) for c in index]
 
     def clip(self, number: int) -> DemoClip:
         clips = self.clips()
@@ -127,7 +130,7 @@ def demo_work(out: Path, progress: bool = True) -> tuple[DemoPair, Path]:
     return pair, work
 
 
-def run_demo(out: Path, clip: int = 0, max_new_tokens: int = 64, progress: bool = True):
+def run_demo(out: Path, clip: int = 0, max_new_tokens: int = DEMO_MAX_NEW_TOKENS, progress: bool = True):
     """Export + build (unless current) + run; returns (DemoPair, DemoClip, RunResult)."""
     from hippo_trt.runtime.generation import GenerationConfig
     from hippo_trt.runtime.pipeline import Pipeline

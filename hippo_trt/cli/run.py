@@ -106,7 +106,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="export, build and run the shipped trained pair on a shipped clip")
     p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the work dir goes (reused when current)")
     p.add_argument("--clip", type=int, default=0, help="which shipped clip (see models/demo-pair/clips/prompts.json)")
-    p.add_argument("--max-new-tokens", type=positive, default=64)
+    p.add_argument("--max-new-tokens", type=positive, default=96)
     add_common(p)
     p.set_defaults(func=cmd_demo)
 

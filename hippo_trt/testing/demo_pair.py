@@ -25,7 +25,7 @@ import numpy as np
 from hippo_trt.atomic import write_json
 from hippo_trt.preprocess import chat_text
 from hippo_trt.pruning import kept_positions
-from hippo_trt.testing.synthetic import FRAMES, QUESTIONS, Sample, make_sample
+from hippo_trt.testing.synthetic import FRAMES, QUESTIONS, Sample, make_sample, question_kind
 from hippo_trt.video import decode_video, write_video
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def mean_accepted(per_clip_correct: list[np.ndarray], k: int) -> float:
     return float(np.mean(runs))
 
 
-def greedy_answer(model, batcher: Batcher, sample: Sample, max_new_tokens: int = 64) -> list[int]:
+def greedy_answer(model, batcher: Batcher, sample: Sample, max_new_tokens: int = 96) -> list[int]:
     """The model's greedy answer with transformers ``generate`` (ids, up to and with EOS)."""
     import torch
 
@@ -191,8 +191,12 @@ def pruned_forward(model, b: Batch, kept: np.ndarray):
     return out, labels
 
 
-def write_sample_clips(clips_dir: Path, count: int = 6) -> None:
-    """The first ``count`` held-out clips as .mp4 with their prompts and reference answers."""
+SAMPLE_CLIPS = 24  # shipped held-out clips: 6 per question, about half with distractors
+
+
+def write_sample_clips(clips_dir: Path, count: int = SAMPLE_CLIPS) -> None:
+    """The first ``count`` held-out clips as .mp4 with their prompts, reference answers, question
+    kind (short or long-form) and number of distractors."""
 
     clips_dir = Path(clips_dir)
     clips_dir.mkdir(parents=True, exist_ok=True)
@@ -200,5 +204,15 @@ def write_sample_clips(clips_dir: Path, count: int = 6) -> None:
     for i, sample in enumerate(held_out_samples(count)):
         name = f"clip-{i}.mp4"
         write_video(clips_dir / name, sample.scene.render())
-        index.append({"clip": name, "seed": i, "prompt": sample.prompt, "answer": sample.answer})
+        index.append(
+            {
+                "clip": name,
+                "seed": i,
+                "question": sample.question,
+                "kind": question_kind(sample.question),
+                "distractors": len(sample.scene.distractors),
+                "prompt": sample.prompt,
+                "answer": sample.answer,
+            }
+        )
     write_json(clips_dir / "prompts.json", index)

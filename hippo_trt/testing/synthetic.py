@@ -22,6 +22,19 @@ Questions (answers are fully determined by the clip, 20-22 words):
   shapes    "which shapes are there ?"  "the shapes are" and per colour: "red circle ."
   where     "where are the shapes ?"    "the shapes are at" and per colour: "red b3 ."
 An absent colour is "green none ." in every answer.
+
+The long-form question narrates the grid cell by cell (62-64 words, as long as a detailed
+caption of the clip), with the same one-hop look-ups: the cell word names the token of the
+shape in that cell (if any) for its colour, and the colour names it again for its shape:
+  narrate   "narrate the video cell by cell ."
+            "row a : a1 none . a2 none . a3 red circle . a4 none . row b : b1 none . ..."
+
+Distractors (half of the clips): 2-3 flickering grey textured patches, each in its own cell
+that no shape uses, visible in a random half of the frames with a fresh texture each time.
+They are as locally non-redundant as the shapes (they differ from their spatial neighbours and
+from their own cell in the previous frame) but no question is about them: the narration calls
+their cells "none". So local redundancy alone spends kept tokens on them, and the target's
+attention, which reads the shapes, has something to add.
 """
 
 from __future__ import annotations
@@ -45,15 +58,29 @@ ROW_NAMES = "abcd"
 CELL_NAMES = tuple(f"{r}{c + 1}" for r in ROW_NAMES for c in range(GRID))  # row-major, one word per cell
 MIN_SHAPES, MAX_SHAPES = 2, 4
 MAX_DURATION = 2  # frames a shape stays visible
-QUESTIONS = {
+SHORT_QUESTIONS = {
     "describe": "describe the video .",
     "shapes": "which shapes are there ?",
     "where": "where are the shapes ?",
 }
-WORDS = tuple(
-    dict.fromkeys(" ".join(QUESTIONS.values()).split() + list(COLOURS) + list(SHAPES) + list(CELL_NAMES) + "the shapes are at none".split())
-)
-NUM_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + (colour, shape)
+QUESTIONS = {**SHORT_QUESTIONS, "narrate": "narrate the video cell by cell ."}
+LONG_FORM = frozenset({"narrate"})
+
+
+def question_kind(question: str) -> str:
+    """'long' for the long-form question, 'short' for the others."""
+    return "long" if question in LONG_FORM else "short"
+
+
+NOISE_WORD = "noise"  # what a distractor's token means to the models; no answer says it
+_SHORT_WORDS = " ".join(SHORT_QUESTIONS.values()).split() + list(COLOURS) + list(SHAPES) + list(CELL_NAMES) + "the shapes are at none".split()
+WORDS = tuple(dict.fromkeys(_SHORT_WORDS + QUESTIONS["narrate"].split() + ["row", ":", *ROW_NAMES, NOISE_WORD]))  # new words last
+NUM_SHAPE_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + (colour, shape)
+DISTRACTOR_CLASS = NUM_SHAPE_CLASSES
+NUM_CLASSES = NUM_SHAPE_CLASSES + 1  # ... + distractor
+DISTRACTOR_SHARE = 0.5  # of the clips that have distractors
+MIN_DISTRACTORS, MAX_DISTRACTORS = 2, 3
+TEXTURE_BLOCK, TEXTURE_MAX_GREY = 4, 200  # 4x4-pixel blocks of random grey in 0..200 (whiter than no shape)
 
 Cell = tuple[int, int]
 
@@ -69,10 +96,27 @@ class Track:
 
 
 @dataclass(frozen=True)
+class Distractor:
+    """A flickering textured patch: its cell, the frames it shows in, and its textures' seed."""
+
+    cell: Cell
+    frames: tuple[int, ...]
+    seed: int
+
+    def textures(self) -> np.ndarray:
+        """uint8 [len(frames), CELL, CELL, 3]: a fresh grey block texture per visible frame."""
+        side = CELL // TEXTURE_BLOCK
+        grey = np.random.default_rng(self.seed).integers(0, TEXTURE_MAX_GREY + 1, size=(len(self.frames), side, side), dtype=np.uint8)
+        blocks = grey.repeat(TEXTURE_BLOCK, axis=1).repeat(TEXTURE_BLOCK, axis=2)  # [n, CELL, CELL]
+        return np.repeat(blocks[..., None], 3, axis=-1)
+
+
+@dataclass(frozen=True)
 class Scene:
     tracks: tuple[Track, ...]  # in the colours' order
     background: np.ndarray  # [SIZE, SIZE, 3] uint8, static
     frames: int = FRAMES
+    distractors: tuple[Distractor, ...] = ()
 
     def render(self) -> np.ndarray:
         """uint8 frames [frames, SIZE, SIZE, 3]."""
@@ -82,15 +126,26 @@ class Scene:
             for t in track.frames:
                 block = video[t, r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL]
                 block[MASKS[track.shape]] = COLOURS[track.colour]
+        for d in self.distractors:
+            r, c = d.cell
+            video[list(d.frames), r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL] = d.textures()
         return video
 
     def token_labels(self) -> np.ndarray:
-        """int64 [frames, GRID, GRID]: 0 background, else 1 + colour index * 4 + shape index."""
+        """int64 [frames, GRID, GRID]: 0 background, 1 + colour index * 4 + shape index for a
+        shape, DISTRACTOR_CLASS for a distractor."""
         labels = np.zeros((self.frames, GRID, GRID), dtype=np.int64)
         for track in self.tracks:
             for t in track.frames:
                 labels[(t, *track.cell)] = class_of(track.colour, track.shape)
+        for d in self.distractors:
+            labels[(list(d.frames), *d.cell)] = DISTRACTOR_CLASS
         return labels
+
+    def by_cell(self) -> dict[Cell, Track | None]:
+        """Every cell in row-major order, with the shape in it or None (distractors are not shapes)."""
+        present = {t.cell: t for t in self.tracks}
+        return {(r, c): present.get((r, c)) for r in range(GRID) for c in range(GRID)}
 
     def by_colour(self) -> dict[str, Track | None]:
         """Every colour in the fixed order, with its shape or None."""
@@ -98,6 +153,8 @@ class Scene:
         return {colour: present.get(colour) for colour in COLOURS}
 
     def answer(self, question: str) -> str:
+        if question == "narrate":
+            return _narration(self)
         phrase = PHRASES[question]
         parts = [f"{colour} {phrase(track) if track else 'none'} ." for colour, track in self.by_colour().items()]
         return " ".join(LEAD_INS.get(question, []) + parts)
@@ -126,6 +183,15 @@ def _where(track: Track) -> str:
 
 PHRASES = {"describe": _describe, "shapes": _shapes, "where": _where}
 LEAD_INS = {"shapes": ["the shapes are"], "where": ["the shapes are at"]}  # keeps every answer at 20+ words
+
+
+def _narration(scene: Scene) -> str:
+    """Row by row, "row a :" then per cell "a1 none ." or "a3 red circle ."."""
+    words = []
+    for (r, c), track in scene.by_cell().items():
+        words += ["row", ROW_NAMES[r], ":"] if c == 0 else []
+        words += [cell_name((r, c)), *([track.colour, track.shape] if track else ["none"]), "."]
+    return " ".join(words)
 
 
 def _masks() -> dict[str, np.ndarray]:
@@ -174,7 +240,21 @@ def make_scene(rng: np.random.Generator, frames: int = FRAMES) -> Scene:
                 frames=tuple(range(start, start + duration)),
             )
         )
-    return Scene(tuple(tracks), _background(), frames)
+    free = [cell for cell in range(GRID * GRID) if cell not in set(cells.tolist())]
+    return Scene(tuple(tracks), _background(), frames, _distractors(rng, free, frames))
+
+
+def _distractors(rng: np.random.Generator, free_cells: list[int], frames: int) -> tuple[Distractor, ...]:
+    """With probability DISTRACTOR_SHARE, 2-3 distractors in distinct free cells, each visible in
+    a random half of the frames (at least one)."""
+    if rng.random() >= DISTRACTOR_SHARE:
+        return ()
+    count = int(rng.integers(MIN_DISTRACTORS, MAX_DISTRACTORS + 1))
+    out = []
+    for cell in rng.choice(free_cells, size=count, replace=False):
+        shown = np.sort(rng.choice(frames, size=max(1, frames // 2), replace=False))
+        out.append(Distractor((int(cell) // GRID, int(cell) % GRID), tuple(int(t) for t in shown), int(rng.integers(2**31))))
+    return tuple(out)
 
 
 CURRICULUM_FRAMES = (2, 4)  # shorter clips first, then FRAMES

@@ -94,3 +94,33 @@ def median_ms(run, reps: int, clock: Clock | None = None, warmup: bool = True, a
         times.append(clock.ms(start, end))
         after()
     return statistics.median(times)
+
+
+ALL = "all"  # the group of every clip
+GROUP_TITLES = {ALL: "all clips", "short": "short answers", "long": "long-form answers"}
+
+
+def clip_groups(clips) -> dict[str, list[int]]:
+    """Clip indices per group: ``all``, then each question kind the clips name (``Clip.kind``)
+    in order of first appearance, unless one kind covers every clip."""
+    groups: dict[str, list[int]] = {ALL: list(range(len(clips)))}
+    for i, clip in enumerate(clips):
+        if clip.kind:
+            groups.setdefault(clip.kind, []).append(i)
+    return groups if len(groups) > 2 or any(len(v) < len(clips) for v in groups.values()) else {ALL: groups[ALL]}
+
+
+def groups_of(groups: dict[str, list[int]], clip: int) -> list[str]:
+    return [g for g, members in groups.items() if clip in members]
+
+
+def group_title(group: str) -> str:
+    return GROUP_TITLES.get(group, group)
+
+
+def grouped(rows) -> dict[str, list]:
+    """Rows (with a ``group``) per group, in order of first appearance."""
+    out: dict[str, list] = {}
+    for row in rows:
+        out.setdefault(row.group, []).append(row)
+    return out

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from hippo_trt.errors import EngineError
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import Request
-from hippo_trt.runtime.bench.common import SplitPipelines
+from hippo_trt.runtime.bench.common import ALL, SplitPipelines, clip_groups, group_title, grouped, groups_of
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.threads import LaneThreads, lane_threads
@@ -46,6 +46,7 @@ METHODS = ("ar", "sd", "parallel", "hf_generate", "hf_assisted")
 class Clip:
     video: Path
     prompt: str
+    kind: str | None = None  # the question's kind ("short", "long"): benches also report per kind
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,25 @@ class DecodeBenchConfig:
         lane_threads("ar", self.threads, self.draft_threads)  # bad thread counts fail before anything loads
 
 
+@dataclass(frozen=True)
+class Measure:
+    """One request's figures for one method."""
+
+    tokens: int
+    seconds: float
+    ttft_ms: float
+    first_tokens: int  # out by the TTFT
+    target_busy_ms: float = 0.0
+    draft_busy_ms: float = 0.0
+    verifications: int = 0
+    committed_tokens: int = 0
+
+
 @dataclass
 class MethodRow:
     method: str
     lanes: LaneThreads | None = None  # None: transformers (torch's own threads)
+    group: str = ALL  # which clips: all, or one question kind
     requests: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -75,6 +91,18 @@ class MethodRow:
     draft_busy_ms: float = 0.0
     mismatches: int = 0  # requests whose tokens differ from ar's
     committed_tokens: int = 0  # tokens committed by verifications (not the prefill's, nor parallel's lead)
+
+    def add(self, m: Measure, mismatch: bool) -> None:
+        self.requests += 1
+        self.tokens += m.tokens
+        self.seconds += m.seconds
+        self.ttft_ms += m.ttft_ms
+        self.first_tokens += m.first_tokens
+        self.target_busy_ms += m.target_busy_ms
+        self.draft_busy_ms += m.draft_busy_ms
+        self.verifications += m.verifications
+        self.committed_tokens += m.committed_tokens
+        self.mismatches += mismatch
 
     @property
     def tokens_per_s(self) -> float:
@@ -98,6 +126,7 @@ class MethodRow:
     def to_json(self) -> dict:
         return {
             "method": self.method,
+            "group": self.group,
             "lanes": None if self.lanes is None else {"target_threads": self.lanes.target, "draft_threads": self.lanes.draft},
             "requests": self.requests,
             "tokens": self.tokens,
@@ -183,19 +212,22 @@ def bench_decode(
     pipelines = SplitPipelines(work, loaded, config.threads, config.draft_threads)
     first = pipelines[loaded[0]]
     hf = _load_hf(first, config.generation.gamma) if any(m.startswith("hf_") for m in methods) else None
-    rows = {m: MethodRow(m, pipelines.lanes.get(m)) for m in methods}
+    groups = clip_groups(clips)
+    rows = {(g, m): MethodRow(m, pipelines.lanes.get(m), g) for g in groups for m in methods}
     requests = [first.prepare(c.video, c.prompt) for c in clips]
     _warm_up(pipelines, engine_methods, requests[0], config)
     order = sorted(methods, key=lambda m: m != "ar")  # ar first: the others are checked against it
-    for request in tqdm(requests * config.repeats, desc="bench decode", unit="request", disable=not progress):
+    runs = [(i, request) for _ in range(config.repeats) for i, request in enumerate(requests)]
+    for i, request in tqdm(runs, desc="bench decode", unit="request", disable=not progress):
         reference = None
         for method in order:
             pipelines.settle()
             pipeline = None if method.startswith("hf_") else pipelines[method]
-            tokens = _run(method, pipeline, hf, request, config, rows[method])
+            tokens, measure = _run(method, pipeline, hf, request, config)
             reference = tokens if reference is None else reference
-            rows[method].mismatches += tokens != reference
-    return [rows[m] for m in methods]
+            for g in groups_of(groups, i):
+                rows[(g, method)].add(measure, tokens != reference)
+    return [rows[(g, m)] for g in groups for m in methods]
 
 
 WARMUP_TOKENS = 4  # enough for a drafted block: every engine of a speculative mode runs
@@ -209,42 +241,50 @@ def _warm_up(pipelines: SplitPipelines, modes: list[str], request: Request, conf
         pipelines[mode].generate(request, replace(config.generation, mode=mode, max_new_tokens=WARMUP_TOKENS))
 
 
-def _run(method: str, pipeline: Pipeline | None, hf: _HF | None, request: Request, config: DecodeBenchConfig, row: MethodRow) -> list[int]:
-    row.requests += 1
+def _run(method: str, pipeline: Pipeline | None, hf: _HF | None, request: Request, config: DecodeBenchConfig) -> tuple[list[int], Measure]:
     if method.startswith("hf_"):
         try:
             (tokens, clock), seconds = _timed(lambda: hf.generate(request, config.generation.max_new_tokens, method == "hf_assisted"))
         except Exception as e:  # transformers may not support assisted generation for a model
             raise EngineError(f"{method}: transformers failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        row.tokens += len(tokens)
-        row.seconds += seconds
-        row.ttft_ms += seconds * 1e3 if clock.ttft_ms is None else clock.ttft_ms
-        row.first_tokens += len(tokens) if clock.ttft_ms is None else clock.first
-        return tokens
+        timed = clock.ttft_ms is not None
+        return tokens, Measure(len(tokens), seconds, clock.ttft_ms if timed else seconds * 1e3, clock.first if timed else len(tokens))
     gen = replace(config.generation, mode=method)
     result, seconds = _timed(lambda: pipeline.generate(request, gen))
-    stats = result.stats
-    row.tokens += len(result.tokens)
-    row.seconds += seconds
-    row.ttft_ms += stats["ttft_ms"]
-    row.first_tokens += 1  # the prefill's
-    row.target_busy_ms += stats["target_busy_ms"]
-    row.draft_busy_ms += stats.get("draft_busy_ms", 0.0)
-    if method != "ar":
-        row.verifications += stats["verifications"]
-        row.committed_tokens += stats["verified_tokens"]
-    return result.tokens
+    stats, spec = result.stats, method != "ar"
+    measure = Measure(
+        len(result.tokens),
+        seconds,
+        stats["ttft_ms"],
+        1,  # the prefill's
+        stats["target_busy_ms"],
+        stats.get("draft_busy_ms", 0.0),
+        stats["verifications"] if spec else 0,
+        stats["verified_tokens"] if spec else 0,
+    )
+    return result.tokens, measure
 
 
 def format_decode_table(rows: list[MethodRow], config: DecodeBenchConfig) -> str:
-    """Markdown: per method, its lanes, end-to-end and decode-phase tokens/s, TTFT, MAT and the
+    """Markdown, a section per group of clips (all, then each question kind) when the clips
+    have kinds: per method, its lanes, end-to-end and decode-phase tokens/s, TTFT, MAT and the
     lanes' busy/idle time; then each method's speedup over each other one, end to end and in
     the decode phase."""
     g = config.generation
     lines = [
         f"gamma {g.gamma}{' (adaptive)' if g.adaptive_gamma else ''}, prune {g.prune}, keep {g.keep}, max new tokens {g.max_new_tokens}; "
         "lanes: ONNX Runtime threads of the target / the draft",
-        "",
+    ]
+    by_group = grouped(rows)
+    for group, section in by_group.items():
+        if len(by_group) > 1:
+            lines += ["", f"### {group_title(group)}: {section[0].requests} requests"]
+        lines += [""] + _method_table(section)
+    return "\n".join(lines)
+
+
+def _method_table(rows: list[MethodRow]) -> list[str]:
+    lines = [
         "| method | lanes | tokens/s | TTFT ms | decode tokens/s | MAT | target busy / idle ms | draft busy / idle ms | matches ar |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -261,7 +301,7 @@ def format_decode_table(rows: list[MethodRow], config: DecodeBenchConfig) -> str
         )
     lines += ["", "speedup, end to end (the row's tokens/s over the column's):", ""] + _ratio_table(rows, lambda r: r.tokens_per_s)
     lines += ["", "speedup, decode phase (after the first token; 1 / TPOT):", ""] + _ratio_table(rows, lambda r: r.decode_tokens_per_s)
-    return "\n".join(lines)
+    return lines
 
 
 def _ratio_table(rows: list[MethodRow], rate: Callable[[MethodRow], float]) -> list[str]:

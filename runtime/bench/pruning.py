@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hippo_trt.runtime.bench.common import KEEPS, SplitPipelines
+from hippo_trt.runtime.bench.common import ALL, KEEPS, SplitPipelines, clip_groups, group_title, grouped, groups_of
 from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
 from hippo_trt.runtime.generation import GenerationConfig
 
@@ -43,11 +43,20 @@ class PruneRow:
     method: str
     keep: float
     positions: str  # "original" or "repacked"
+    group: str = ALL  # which clips: all, or one question kind
     verifications: int = 0
     committed: int = 0
     draft_prefill_ms: float = 0.0
     requests: int = 0
     mismatches: int = 0  # requests whose tokens differ from the first setting's
+
+    def add(self, result, mismatch: bool) -> None:
+        """One request's RunResult."""
+        self.mismatches += mismatch
+        self.verifications += result.stats["verifications"]
+        self.committed += result.stats["verified_tokens"]
+        self.draft_prefill_ms += result.timings_ms.get("draft_prefill", 0.0)
+        self.requests += 1
 
     @property
     def mat(self) -> float:
@@ -56,6 +65,7 @@ class PruneRow:
     def to_json(self) -> dict:
         return {
             "method": self.method,
+            "group": self.group,
             "keep": self.keep,
             "positions": self.positions,
             "mat": round(self.mat, 3),
@@ -80,34 +90,41 @@ def bench_pruning(
     pipeline = SplitPipelines(work, ("sd",), threads)["sd"]
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     settings = _settings(config)
-    rows = [PruneRow(m, k, "repacked" if r else "original") for m, k, r in settings]
+    groups = clip_groups(clips)
+    rows = {(g, s): PruneRow(s[0], s[1], "repacked" if s[2] else "original", g) for g in groups for s in settings}
     reference: dict[int, list[int]] = {}
     gens = [replace(config.generation, mode="sd", prune=method, keep=keep, repack=repack) for method, keep, repack in settings]
     for gen in gens:  # warm-up: each setting's first run pays ONNX Runtime's first-run cost at its shapes
         pipeline.generate(requests[0], replace(gen, max_new_tokens=WARMUP_TOKENS))
     bar = tqdm(total=len(settings) * len(requests), desc="bench pruning", unit="request", disable=not progress)
-    for row, gen in zip(rows, gens):
+    for setting, gen in zip(settings, gens):
         for i, request in enumerate(requests):
             result = pipeline.generate(request, gen)
             reference.setdefault(i, result.tokens)
-            row.mismatches += result.tokens != reference[i]
-            row.verifications += result.stats["verifications"]
-            row.committed += result.stats["verified_tokens"]
-            row.draft_prefill_ms += result.timings_ms.get("draft_prefill", 0.0)
-            row.requests += 1
+            for g in groups_of(groups, i):
+                rows[(g, setting)].add(result, result.tokens != reference[i])
             bar.update()
     bar.close()
-    return rows
+    return list(rows.values())
 
 
 def format_pruning_table(rows: list[PruneRow], config: PruneBenchConfig) -> str:
-    """Markdown: MAT and draft prefill ms per method (rows) and keep ratio (columns)."""
+    """Markdown: MAT and draft prefill ms per method (rows) and keep ratio (columns), a section
+    per group of clips (all, then each question kind) when the clips have kinds."""
     g = config.generation
+    lines = [f"greedy sd, gamma {g.gamma}, max new tokens {g.max_new_tokens}; cells: MAT / draft prefill ms"]
+    by_group = grouped(rows)
+    for group, section in by_group.items():
+        if len(by_group) > 1:
+            lines += ["", f"### {group_title(group)}: {section[0].requests} requests"]
+        lines += [""] + _keep_table(section)
+    return "\n".join(lines)
+
+
+def _keep_table(rows: list[PruneRow]) -> list[str]:
     keeps = sorted({r.keep for r in rows}, reverse=True)
     by = {(r.method, r.keep, r.positions): r for r in rows}
     lines = [
-        f"greedy sd, gamma {g.gamma}, max new tokens {g.max_new_tokens}; cells: MAT / draft prefill ms",
-        "",
         "| method | positions | " + " | ".join(f"keep {k}" for k in keeps) + " | output = target |",
         "|---|---|" + "---|" * (len(keeps) + 1),
     ]
@@ -118,4 +135,4 @@ def format_pruning_table(rows: list[PruneRow], config: PruneBenchConfig) -> str:
             cells.append("-" if r is None else f"{r.mat:.2f} / {r.to_json()['draft_prefill_ms']:.2f}")
         same = all(r.mismatches == 0 for r in rows if (r.method, r.positions) == (method, positions))
         lines.append(f"| {method} | {positions} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
-    return "\n".join(lines)
+    return lines

@@ -30,7 +30,7 @@ from hippo_trt.dims import DimsTable
 from hippo_trt.errors import InputError
 from hippo_trt.manifest import Manifest
 from hippo_trt.preprocess import prepare_request
-from hippo_trt.runtime.bench.common import KEEPS, SplitPipelines
+from hippo_trt.runtime.bench.common import ALL, KEEPS, SplitPipelines, clip_groups
 from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline, RunResult
@@ -138,6 +138,7 @@ class ScalingRow:
     mat: float | None  # tokens committed per target verification
     requests: int
     mismatches: int = 0  # requests whose speculative tokens differ from ar's
+    group: str = ALL  # which clips: all, or one question kind
 
     @property
     def speedup(self) -> float | None:
@@ -150,6 +151,7 @@ class ScalingRow:
     def to_json(self) -> dict:
         return {
             "axis": self.axis,
+            "group": self.group,
             "value": self.value,
             "frames": self.frames,
             "keep": self.keep,
@@ -253,7 +255,11 @@ def bench_scaling(
     for run in tqdm(runs, desc="bench scaling", unit="run", disable=not progress):
         pipelines.settle()
         results[run] = run_request(pipelines[run.generation.mode], clips[run.clip], run.frames, run.generation)
-    return [_row(p, [(results[a], results[s]) for a, s in pairs[p]]) for p in points]
+    return [
+        _row(p, [(results[a], results[s]) for a, s in pairs[p] if a.clip in members], group)
+        for group, members in clip_groups(clips).items()
+        for p in points
+    ]
 
 
 def _mean(values) -> float:
@@ -261,7 +267,7 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def _row(point: Point, results: list[tuple[RunResult, RunResult]]) -> ScalingRow:
+def _row(point: Point, results: list[tuple[RunResult, RunResult]], group: str = ALL) -> ScalingRow:
     ar, spec = [a for a, _ in results], [s for _, s in results]
     verifications = sum(s.stats["verifications"] for s in spec)
     committed = sum(s.stats["verified_tokens"] for s in spec)  # not the prefill's token, nor parallel's lead
@@ -280,4 +286,5 @@ def _row(point: Point, results: list[tuple[RunResult, RunResult]]) -> ScalingRow
         mat=committed / verifications if verifications else None,
         requests=len(results),
         mismatches=sum(a.tokens != s.tokens for a, s in results),
+        group=group,
     )

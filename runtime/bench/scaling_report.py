@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hippo_trt.atomic import write_bytes
 from hippo_trt.errors import InputError
+from hippo_trt.runtime.bench.common import ALL, group_title, grouped
 from hippo_trt.runtime.bench.scaling import AXES, ScalingConfig, ScalingRow
 
 
@@ -35,13 +36,25 @@ def _headline(rows: list[ScalingRow], config: ScalingConfig) -> str:
 
 
 def format_scaling_table(rows: list[ScalingRow], config: ScalingConfig) -> str:
-    """Markdown: one section per axis; ms are means per request, speedup = ar decode / spec decode."""
-    mode, base = config.generation.mode, _base_values(rows, config)
+    """Markdown: one section per axis (per group of clips, all then each question kind, when the
+    clips have kinds); ms are means per request, speedup = ar decode / spec decode."""
+    mode = config.generation.mode
     lines = [
         _headline(rows, config),
         f"decode: the loop after the first token ({mode}: the draft's vision, pruning and prefill included); "
         "TTFT: request start (video decode included) to the first token",
     ]
+    by_group = grouped(rows)
+    for group, section in by_group.items():
+        if len(by_group) > 1:
+            lines += ["", f"## {group_title(group)}: {section[0].requests} requests per point"]
+        lines += _axis_sections(section, config)
+    return "\n".join(lines)
+
+
+def _axis_sections(rows: list[ScalingRow], config: ScalingConfig) -> list[str]:
+    mode, base = config.generation.mode, _base_values(rows, config)
+    lines = []
     for axis in AXES:
         section = [r for r in rows if r.axis == axis]
         if not section:
@@ -54,7 +67,7 @@ def format_scaling_table(rows: list[ScalingRow], config: ScalingConfig) -> str:
             "|" + "---|" * 10,
         ]
         lines += [_table_line(r) for r in section]
-    return "\n".join(lines)
+    return lines
 
 
 def _table_line(r: ScalingRow) -> str:
@@ -124,6 +137,7 @@ def plot_scaling(rows: list[ScalingRow], path: Path, config: ScalingConfig | Non
     import matplotlib.pyplot as plt
 
     config = config or ScalingConfig()
+    rows = [r for r in rows if r.group == ALL]  # the plot shows every clip's figures
     base = _base_values(rows, config)
     axes = [a for a in AXES if any(r.axis == a for r in rows)]
     if not axes:

@@ -36,11 +36,12 @@ def test_distill_loss_aligns_a_shorter_pruned_student(answer, prompt, batch, see
 @settings(max_examples=30, deadline=None)
 def test_alignment_targets_name_each_tokens_colour_shape_and_cell(seed):
     """The projector-alignment stage's words for a clip's tokens: a shape's token names its
-    colour, shape and cell; a background token 'none' twice and no cell."""
+    colour, shape and cell; a distractor's 'noise' twice and no cell; a background token 'none'
+    twice and no cell."""
     import numpy as np
 
     from hippo_trt.models.train_demo_pair import token_words
-    from hippo_trt.testing.synthetic import GRID, cell_name, make_scene
+    from hippo_trt.testing.synthetic import GRID, NOISE_WORD, cell_name, make_scene
     from hippo_trt.testing.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
@@ -53,6 +54,9 @@ def test_alignment_targets_name_each_tokens_colour_shape_and_cell(seed):
         for t in track.frames:
             r, c = track.cell
             expected[t][r * GRID + c] = [ids(track.colour), ids(track.shape), ids(cell_name(track.cell))]
+    for d in scene.distractors:
+        for t in d.frames:
+            expected[t][d.cell[0] * GRID + d.cell[1]] = [ids(NOISE_WORD)] * 2 + [-1]
     assert words.tolist() == expected
 
 
@@ -64,30 +68,33 @@ def test_alignment_target_sums_the_named_words():
     assert torch.allclose(alignment_target(table, torch.tensor([[5, 5, -1]])), 2 * table[5][None])
 
 
-def test_lookups_point_from_each_colour_or_shape_word_to_its_shapes_tokens():
-    """Every shape or cell word of a present colour is one look-up: its query is the word before
-    it (the colour, or the shape), its keys are exactly that shape's visual tokens."""
+def test_lookups_point_from_each_word_naming_a_shape_to_its_tokens():
+    """Every colour, shape or cell word that follows a word naming a present shape (its colour,
+    kind or cell) is one look-up: its query is that word before it, its keys are exactly that
+    shape's visual tokens. Covers every question, the long-form narration included."""
     import numpy as np
 
     from hippo_trt.models.train_demo_pair import DRAFT, lookup_queries
-    from hippo_trt.testing.demo_pair import Batcher, train_samples
-    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, SHAPES, class_of
+    from hippo_trt.testing.demo_pair import Batcher, make_sample
+    from hippo_trt.testing.synthetic import CELL_NAMES, COLOURS, QUESTIONS, SHAPES, cell_name, class_of
     from hippo_trt.testing.tiny import build_processor, build_tokenizer
 
     tokenizer = build_tokenizer()
-    batch = Batcher(build_processor(DRAFT, tokenizer))(train_samples(0, 6, 11, frames=4))
+    samples = [make_sample(1_000_000 + i, question, frames=4) for i, question in enumerate(list(QUESTIONS) * 2)]
+    batch = Batcher(build_processor(DRAFT, tokenizer))(samples)
     video = tokenizer.convert_tokens_to_ids("<video>")
     rows, queries, keys = lookup_queries(batch, video)
-    words = lambda i, pos: tokenizer.convert_ids_to_tokens(int(batch.input_ids[i, pos]))  # noqa: E731
-    expected = sum(len([w for w in s.answer.split() if w in set(SHAPES) | set(CELL_NAMES)]) for s in batch.samples)
-    assert len(rows) == expected > 0
-    for i, q, key in zip(rows.tolist(), queries.tolist(), keys):
-        sample = batch.samples[i]
-        before = sample.answer.split()[: q - int((batch.labels[i] != IGNORE).nonzero()[0]) + 1]
-        colour = [w for w in before if w in COLOURS][-1]
-        track = sample.scene.by_colour()[colour]
-        assert words(i, q) in (colour, track.shape) and words(i, q + 1) in (track.shape, *CELL_NAMES)
+    content = set(COLOURS) | set(SHAPES) | set(CELL_NAMES)
+    expected = []
+    for i, sample in enumerate(samples):
+        start = int((batch.labels[i] != IGNORE).nonzero()[0])
+        names = {n: t for t in sample.scene.tracks for n in (t.colour, t.shape, cell_name(t.cell))}
+        words = sample.answer.split()
+        expected += [(i, start + j - 1, names[words[j - 1]]) for j in range(1, len(words)) if words[j] in content and words[j - 1] in names]
+    assert [(r, q) for r, q, _ in expected] == list(zip(rows.tolist(), queries.tolist()))
+    assert {samples[r].question for r, _, _ in expected} == set(QUESTIONS)
+    for (i, _, track), key in zip(expected, keys):
         slots = (batch.input_ids[i] == video).nonzero()[:, 0].tolist()
-        labels = np.concatenate([sample.scene.token_labels().reshape(-1), [0]])  # the newline token last
+        labels = np.concatenate([samples[i].scene.token_labels().reshape(-1), [0]])  # the newline token last
         chosen = [slots.index(p) for p in key.nonzero()[:, 0].tolist()]
-        assert sorted(chosen) == np.flatnonzero(labels == class_of(colour, track.shape)).tolist()
+        assert sorted(chosen) == np.flatnonzero(labels == class_of(track.colour, track.shape)).tolist()
