@@ -127,3 +127,24 @@ def test_assisted_generation_gets_the_tokenizers_only_for_embeddings_of_another_
     tokenizer = object()
     assert assisted_tokenizers(model(152064), model(152064), tokenizer) == {}
     assert assisted_tokenizers(model(152064), model(151936), tokenizer) == {"tokenizer": tokenizer, "assistant_tokenizer": tokenizer}
+
+
+def test_clips_with_question_kinds_also_get_a_row_per_kind_that_adds_up(work_dirs, clip):
+    """Rows for all clips first, then per kind; the kinds' requests, tokens and verifications add
+    up to all clips', and the table has a section per group."""
+    config = DecodeBenchConfig(GenerationConfig(mode="sd", gamma=2, prune="uniform", keep=0.5, max_new_tokens=5))
+    clips = [Clip(clip, "what moves", "short"), Clip(clip, "describe the video", "long"), Clip(clip, "what moves", "short")]
+    rows = bench_decode(work_dirs["gqa"], clips, config, ("ar", "sd"), progress=False)
+    assert [(r.group, r.method) for r in rows] == [(g, m) for g in ("all", "short", "long") for m in ("ar", "sd")]
+    by = {(r.group, r.method): r for r in rows}
+    for method in ("ar", "sd"):
+        whole, parts = by[("all", method)], [by[(g, method)] for g in ("short", "long")]
+        assert [p.requests for p in parts] == [2, 1] and whole.requests == 3
+        for field in ("tokens", "verifications", "committed_tokens", "first_tokens"):
+            assert getattr(whole, field) == sum(getattr(p, field) for p in parts), field
+        assert whole.seconds == pytest.approx(sum(p.seconds for p in parts))
+    assert all(r.to_json()["matches_ar"] and r.to_json()["group"] == r.group for r in rows)
+    table = format_decode_table(rows, config)
+    assert (
+        "### all clips: 3 requests" in table and "### short answers: 2 requests" in table and "### long-form answers: 1 requests" in table
+    )

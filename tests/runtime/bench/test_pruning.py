@@ -64,3 +64,19 @@ def test_cli_json_rows(capfd, work_dirs, clip):
     assert {"method", "keep", "mat", "draft_prefill_ms"} <= set(rows[0])
     msg = error_line(*cli(capfd, "bench", "pruning", work_dirs["gqa"], "--methods", "nope", "--quiet"), code=USER_ERROR)
     assert "unknown --prune method 'nope'" in msg
+
+
+def test_clips_with_question_kinds_also_get_rows_per_kind_that_add_up(work_dirs, clip):
+    config = PruneBenchConfig(GEN, keeps=(1.0, 0.25), methods=("none", "hippo"), repack=False)
+    clips = [Clip(clip, "what moves", "long"), Clip(clip, "describe the video", "short")]
+    rows = bench_pruning(work_dirs["gqa"], clips, config, progress=False)
+    assert [(r.group, r.method, r.keep) for r in rows] == [
+        (g, m, k) for g in ("all", "long", "short") for m, k in (("none", 1.0), ("hippo", 0.25))
+    ]
+    by = {(r.group, r.method): r for r in rows}
+    for method in ("none", "hippo"):
+        whole, parts = by[("all", method)], [by[(g, method)] for g in ("long", "short")]
+        assert whole.requests == 2 and [p.requests for p in parts] == [1, 1]
+        assert whole.committed == sum(p.committed for p in parts) and whole.verifications == sum(p.verifications for p in parts)
+    table = format_pruning_table(rows, config)
+    assert table.count("| hippo | original |") == 3 and "### long-form answers: 1 requests" in table

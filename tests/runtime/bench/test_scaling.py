@@ -152,3 +152,19 @@ def test_cli_bad_options_are_one_line_errors(capsys, work_dirs, clip, tmp_path, 
     msg = error_line(*cli(capsys, "bench", "scaling", *source, *argv), code=USER_ERROR)
     assert message in msg
     assert not (tmp_path / "s.png").exists()
+
+
+def test_clips_with_question_kinds_get_sections_per_kind_and_the_plot_all_clips(work_dirs, clip, tmp_path):
+    config = bs.ScalingConfig(GEN, frames=(2,), keeps=(0.25,), gammas=(3,), base_frames=2)
+    clips = [Clip(clip, "what moves", "short"), Clip(clip, "describe the video", "long")]
+    rows = bs.bench_scaling(work_dirs["gqa"], clips, config, progress=False)
+    assert [(r.group, r.axis) for r in rows] == [(g, a) for g in ("all", "short", "long") for a in ("frames", "keep", "gamma")]
+    by = {(r.group, r.axis): r for r in rows}
+    whole, parts = by[("all", "frames")], [by[(g, "frames")] for g in ("short", "long")]
+    assert whole.requests == 2 and [p.requests for p in parts] == [1, 1]
+    assert whole.ar_decode_ms == pytest.approx(sum(p.ar_decode_ms for p in parts) / 2)
+    table = report.format_scaling_table(rows, config)
+    assert "## all clips: 2 requests per point" in table and "## long-form answers: 1 requests per point" in table
+    assert table.count("### keep (2 frames, gamma 3)") == 3
+    report.plot_scaling(rows, tmp_path / "s.png", config)
+    assert (tmp_path / "s.png").read_bytes().startswith(PNG_MAGIC)
