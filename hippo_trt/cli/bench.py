@@ -16,6 +16,7 @@ from hippo_trt.cli.common import (
     positives,
     print_json,
     progress,
+    weights,
 )
 from hippo_trt.cli.options import add_generation_flags, positive
 from hippo_trt.errors import InputError
@@ -69,7 +70,7 @@ def cmd_bench_pruning(args) -> int:
 
     generation = generation_from_args(args, mode="sd")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    config = PruneBenchConfig(generation, keeps=args.keeps, methods=methods, repack=not args.no_repack)
+    config = PruneBenchConfig(generation, keeps=args.keeps, methods=methods, repack=not args.no_repack, fusion=tuple(args.fusion))
     work, clips = bench_clips(args)
     rows = bench_pruning(work, clips, config, args.threads, progress=progress(args))
     if args.json:
@@ -124,6 +125,14 @@ def add_commands(bench) -> None:
     p.add_argument("--methods", default=",".join(_prune_bench_defaults()[0]), help="comma-separated pruning methods")
     p.add_argument("--keeps", type=keeps, default=_prune_bench_defaults()[1], help="comma-separated keep ratios in (0, 1]")
     p.add_argument("--no-repack", action="store_true", help="skip the contiguous-position variants at keep 0.1")
+    p.add_argument(
+        "--fusion",
+        type=weights,
+        nargs="+",
+        default=[],
+        metavar="G,T,S",
+        help="ablate hippo's fusion weights: a row per (global, temporal, spatial) triple, at every keep ratio",
+    )
     g = p.add_argument_group("speculative")
     add_generation_flags(g, ("max_new_tokens", "gamma"))
     add_prune_options(g)

@@ -73,7 +73,9 @@ def question_kind(question: str) -> str:
 
 
 NOISE_WORD = "noise"  # what a distractor's token means to the models; no answer says it
-_SHORT_WORDS = " ".join(SHORT_QUESTIONS.values()).split() + list(COLOURS) + list(SHAPES) + list(CELL_NAMES) + "the shapes are at none".split()
+_SHORT_WORDS = (
+    " ".join(SHORT_QUESTIONS.values()).split() + list(COLOURS) + list(SHAPES) + list(CELL_NAMES) + "the shapes are at none".split()
+)
 WORDS = tuple(dict.fromkeys(_SHORT_WORDS + QUESTIONS["narrate"].split() + ["row", ":", *ROW_NAMES, NOISE_WORD]))  # new words last
 NUM_SHAPE_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + (colour, shape)
 DISTRACTOR_CLASS = NUM_SHAPE_CLASSES

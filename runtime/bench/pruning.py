@@ -1,5 +1,8 @@
 """``hippo-trt bench pruning``: the draft's acceptance and prefill time per pruning method and keep ratio.
 
+``fusion`` adds an ablation of hippo's fusion weights: a row per (global, temporal, spatial)
+triple, labelled ``hippo G/T/S``, at every keep ratio.
+
 Every (method, keep) runs greedy ``sd`` over the same clips in one process. MAT is the mean
 number of tokens committed per target verification (what the kept tokens buy), draft prefill
 the mean time of the draft's prefill over the kept tokens (what they cost). ``none`` runs once,
@@ -30,12 +33,34 @@ class PruneBenchConfig:
     keeps: tuple[float, ...] = KEEPS
     methods: tuple[str, ...] = DEFAULT_METHODS
     repack: bool = True  # also run every method at keep REPACK_KEEP with contiguous positions
+    fusion: tuple[tuple[float, float, float], ...] = ()  # hippo's (global, temporal, spatial) weights to ablate
 
     def __post_init__(self) -> None:
-        """Every (method, keep) checked as a run would check it, before anything loads."""
-        for method in self.methods:
-            for keep in self.keeps:
-                replace(self.generation, prune=method, keep=keep)
+        """Every setting checked as a run would check it, before anything loads."""
+        for setting in _settings(self):
+            setting.generation(self.generation)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row's pruning: a method (``hippo`` with its own fusion ``weights`` in the ablation) at
+    a keep ratio, at original or repacked positions."""
+
+    method: str
+    keep: float
+    repack: bool = False
+    weights: tuple[float, float, float] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.method if self.weights is None else f"{self.method} {'/'.join(f'{w:g}' for w in self.weights)}"
+
+    def generation(self, base: GenerationConfig) -> GenerationConfig:
+        gen = replace(base, mode="sd", prune=self.method, keep=self.keep, repack=self.repack)
+        if self.weights is None:
+            return gen
+        g, t, s = self.weights
+        return replace(gen, prune_options=replace(gen.prune_options, w_global=g, w_temporal=t, w_spatial=s))
 
 
 @dataclass
@@ -74,12 +99,14 @@ class PruneRow:
         }
 
 
-def _settings(config: PruneBenchConfig) -> list[tuple[str, float, bool]]:
-    out = [("none", 1.0, False)] if "none" in config.methods else []
+def _settings(config: PruneBenchConfig) -> list[Setting]:
+    out = [Setting("none", 1.0)] if "none" in config.methods else []
     for method in (m for m in config.methods if m != "none"):
-        out += [(method, keep, False) for keep in config.keeps if keep < 1.0]
+        out += [Setting(method, keep) for keep in config.keeps if keep < 1.0]
         if config.repack and REPACK_KEEP in config.keeps:
-            out.append((method, REPACK_KEEP, True))
+            out.append(Setting(method, REPACK_KEEP, repack=True))
+    for weights in config.fusion:
+        out += [Setting("hippo", keep, weights=tuple(weights)) for keep in config.keeps if keep < 1.0]
     return out
 
 
@@ -91,9 +118,9 @@ def bench_pruning(
     requests = [pipeline.prepare(c.video, c.prompt) for c in clips]
     settings = _settings(config)
     groups = clip_groups(clips)
-    rows = {(g, s): PruneRow(s[0], s[1], "repacked" if s[2] else "original", g) for g in groups for s in settings}
+    rows = {(g, s): PruneRow(s.label, s.keep, "repacked" if s.repack else "original", g) for g in groups for s in settings}
     reference: dict[int, list[int]] = {}
-    gens = [replace(config.generation, mode="sd", prune=method, keep=keep, repack=repack) for method, keep, repack in settings]
+    gens = [s.generation(config.generation) for s in settings]
     for gen in gens:  # warm-up: each setting's first run pays ONNX Runtime's first-run cost at its shapes
         pipeline.generate(requests[0], replace(gen, max_new_tokens=WARMUP_TOKENS))
     bar = tqdm(total=len(settings) * len(requests), desc="bench pruning", unit="request", disable=not progress)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hippo_trt.cli.demo import run_demo, untrained_pair
+from hippo_trt.cli.demo import DEMO_MAX_NEW_TOKENS, run_demo, untrained_pair
 from hippo_trt.cli.main import main
 from hippo_trt.model_dir import ModelDir, load_processor
 
@@ -49,8 +49,8 @@ def test_demo_answers_the_shipped_clip(demo_run):
 
 @pytest.fixture(scope="module")
 def hf_answer(hf_models):
-    """(role, clip, request) -> that model's greedy answer with transformers ``generate`` (64 new
-    tokens at most), computed once per model and clip."""
+    """(role, clip, request) -> that model's greedy answer with transformers ``generate`` (the
+    demo's new tokens at most), computed once per model and clip."""
     import torch
 
     answers = {}
@@ -61,7 +61,7 @@ def hf_answer(hf_models):
                 out = hf_models[role].generate(
                     input_ids=torch.from_numpy(request.input_ids),
                     pixel_values_videos=torch.from_numpy(request.pixel_values_videos),
-                    max_new_tokens=64,
+                    max_new_tokens=DEMO_MAX_NEW_TOKENS,
                     do_sample=False,
                 )
             answers[role, clip.path] = out[0, request.input_ids.shape[1] :].tolist()
@@ -70,22 +70,27 @@ def hf_answer(hf_models):
     return answer
 
 
+CHECKED_CLIPS = 8  # two of each question, short and long-form, with and without distractors
+
+
 @pytest.mark.parametrize("role", ["target", "draft"])
-def test_run_equals_transformers_generate_on_every_shipped_clip(demo_run, hf_answer, role):
+def test_run_equals_transformers_generate_on_the_shipped_clips(demo_run, hf_answer, role):
     from hippo_trt.runtime.generation import GenerationConfig
     from hippo_trt.runtime.pipeline import Pipeline
 
     pipeline = Pipeline.load(demo_run[0] / "work", role=role)
-    for clip in demo_run[3].clips():
+    clips = demo_run[3].clips()[:CHECKED_CLIPS]
+    assert {c.kind for c in clips} == {"short", "long"} and len({c.distractors > 0 for c in clips}) == 2
+    for clip in clips:
         request = pipeline.prepare(clip.path, clip.prompt)
-        ours = pipeline.generate(request, GenerationConfig(max_new_tokens=64)).tokens
+        ours = pipeline.generate(request, GenerationConfig(max_new_tokens=DEMO_MAX_NEW_TOKENS)).tokens
         assert ours == hf_answer(role, clip, request), clip.path.name
 
 
 # (prune, keep, gamma): every visual token at the card's draft length (MAT about 11 on the trained
 # pair: whole windows accepted), and a heavily pruned draft (partial acceptances, rollbacks).
 SPECULATIVE = [("none", 1.0, 12), ("uniform", 0.1, 8)]
-SPECULATIVE_CLIPS = 3  # one of each question
+SPECULATIVE_CLIPS = 4  # one of each question, the long-form one included
 
 
 @pytest.mark.parametrize("mode", ["sd", "parallel"])
@@ -100,7 +105,7 @@ def test_speculative_run_equals_transformers_generate(demo_run, hf_answer, mode)
     for clip in pair.clips()[:SPECULATIVE_CLIPS]:
         request = pipeline.prepare(clip.path, clip.prompt)
         for prune, keep, gamma in SPECULATIVE:
-            config = GenerationConfig(max_new_tokens=64, mode=mode, gamma=gamma, prune=prune, keep=keep)
+            config = GenerationConfig(max_new_tokens=DEMO_MAX_NEW_TOKENS, mode=mode, gamma=gamma, prune=prune, keep=keep)
             result, done = run_checked(pipeline, request, config)
             assert result.tokens == hf_answer("target", clip, request), (clip.path.name, prune)
             partial += sum(v.partial for v in done[:-1])  # rolled back, then went on

@@ -80,3 +80,22 @@ def test_clips_with_question_kinds_also_get_rows_per_kind_that_add_up(work_dirs,
         assert whole.committed == sum(p.committed for p in parts) and whole.verifications == sum(p.verifications for p in parts)
     table = format_pruning_table(rows, config)
     assert table.count("| hippo | original |") == 3 and "### long-form answers: 1 requests" in table
+
+
+def test_fusion_ablation_rows_run_hippo_with_each_weight_triple(work_dirs, clip):
+    """A row per weight triple and keep, labelled hippo G/T/S; 1/0/0 is the attention method's score
+    and 0/1/1 the local method's, so their rows match those methods' MAT."""
+    config = PruneBenchConfig(
+        GEN, keeps=(1.0, 0.25), methods=("attention", "local"), repack=False, fusion=((1, 0, 0), (0, 1, 1), (2, 1, 0))
+    )
+    rows = bench_pruning(work_dirs["gqa"], [Clip(clip, "what moves")], config, progress=False)
+    by = {r.method: r for r in rows}
+    assert list(by) == ["attention", "local", "hippo 1/0/0", "hippo 0/1/1", "hippo 2/1/0"]
+    assert by["hippo 1/0/0"].mat == by["attention"].mat and by["hippo 0/1/1"].mat == by["local"].mat
+    assert all(r.keep == 0.25 and r.mismatches == 0 for r in rows)
+    assert "| hippo 2/1/0 | original |" in format_pruning_table(rows, config)
+
+
+def test_cli_fusion_weights_are_checked_before_anything_loads(capfd, work_dirs):
+    msg = error_line(*cli(capfd, "bench", "pruning", work_dirs["gqa"], "--fusion", "0,0,0", "--quiet"), code=USER_ERROR)
+    assert "fusion weights are all zero" in msg
