@@ -319,7 +319,9 @@ class Pipeline:
             tokens = generate_sd(
                 started.lane, draft, started.prefilled.logits, budget, config.gamma, chooser, acceptance, config.adaptive_gamma
             )
-        stats.update(gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=len(kept))
+        stats.update(
+            gamma=config.gamma, prune=config.prune, keep=config.keep, draft_visual_tokens=len(kept), draft_kept=sorted(map(int, kept))
+        )
         stats.update(acceptance.to_json(), draft_busy_ms=round(draft.busy_ms, 3) if draft is not None else 0.0)
         return tokens
 

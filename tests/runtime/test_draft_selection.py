@@ -125,6 +125,7 @@ def test_the_drafts_prefill_reads_exactly_the_pruners_selection(recorded, qwen_d
     n_visual = int((ids == record.video_token_id).sum())
     assert np.array_equal(kept, np.unique(kept)) and kept.min() >= 0 and kept.max() < n_visual
     assert len(kept) == (n_visual if prune == "none" else kept_count(n_visual, KEEP)) == result.stats["draft_visual_tokens"]
+    assert result.stats["draft_kept"] == kept.tolist()  # run --json reports which tokens the draft read
     if prune != "none":
         assert not np.array_equal(kept, np.arange(len(kept)))  # the first k would not tell a wrong selection apart
 

@@ -123,10 +123,11 @@ class Case:
 
 
 # Each drops a few visual tokens only, so the draft mostly agrees with the target; chosen (fixed
-# seeds) for their partial acceptances: 4-7 per request in sd, as many in parallel.
+# seeds) for their partial acceptances: 4-7 per request in sd, as many in parallel (Qwen: 2-5;
+# re-chosen when the test vocabulary grew, which re-draws the tiny models' weights).
 CASES = {
     "llava": [Case(2, 4, "attention", 0.9), Case(2, 6, "specvlm", 0.9), Case(3, 6, "uniform", 0.95)],
-    "qwen": [Case(1, 4, "specvlm", 0.9, (32, 32)), Case(2, 4, "hippo", 0.95, (32, 32)), Case(1, 6, "attention", 0.9, (32, 40))],
+    "qwen": [Case(1, 6, "specvlm", 0.9, (32, 32)), Case(1, 6, "hippo", 0.9, (32, 32)), Case(1, 4, "attention", 0.9, (32, 40))],
 }
 
 
