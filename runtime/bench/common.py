@@ -124,3 +124,15 @@ def grouped(rows) -> dict[str, list]:
     for row in rows:
         out.setdefault(row.group, []).append(row)
     return out
+
+
+def group_sections(rows, table, heading: str = "###", unit: str = "requests") -> list[str]:
+    """Markdown lines: ``table(rows of a group)`` per group, under a heading naming the group and
+    its request count when there is more than one group."""
+    by_group = grouped(rows)
+    lines: list[str] = []
+    for group, section in by_group.items():
+        if len(by_group) > 1:
+            lines += ["", f"{heading} {group_title(group)}: {section[0].requests} {unit}"]
+        lines += table(section)
+    return lines

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from hippo_trt.errors import EngineError
 from hippo_trt.model_dir import ModelDir
 from hippo_trt.preprocess import Request
-from hippo_trt.runtime.bench.common import ALL, SplitPipelines, clip_groups, group_title, grouped, groups_of
+from hippo_trt.runtime.bench.common import ALL, SplitPipelines, clip_groups, group_sections, groups_of
 from hippo_trt.runtime.generation import GenerationConfig
 from hippo_trt.runtime.pipeline import Pipeline
 from hippo_trt.runtime.threads import LaneThreads, lane_threads
@@ -275,12 +275,7 @@ def format_decode_table(rows: list[MethodRow], config: DecodeBenchConfig) -> str
         f"gamma {g.gamma}{' (adaptive)' if g.adaptive_gamma else ''}, prune {g.prune}, keep {g.keep}, max new tokens {g.max_new_tokens}; "
         "lanes: ONNX Runtime threads of the target / the draft",
     ]
-    by_group = grouped(rows)
-    for group, section in by_group.items():
-        if len(by_group) > 1:
-            lines += ["", f"### {group_title(group)}: {section[0].requests} requests"]
-        lines += [""] + _method_table(section)
-    return "\n".join(lines)
+    return "\n".join(lines + group_sections(rows, lambda section: [""] + _method_table(section)))
 
 
 def _method_table(rows: list[MethodRow]) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hippo_trt.runtime.bench.common import ALL, KEEPS, SplitPipelines, clip_groups, group_title, grouped, groups_of
+from hippo_trt.runtime.bench.common import ALL, KEEPS, SplitPipelines, clip_groups, group_sections, groups_of
 from hippo_trt.runtime.bench.decode import WARMUP_TOKENS, Clip
 from hippo_trt.runtime.generation import GenerationConfig
 
@@ -140,12 +140,7 @@ def format_pruning_table(rows: list[PruneRow], config: PruneBenchConfig) -> str:
     per group of clips (all, then each question kind) when the clips have kinds."""
     g = config.generation
     lines = [f"greedy sd, gamma {g.gamma}, max new tokens {g.max_new_tokens}; cells: MAT / draft prefill ms"]
-    by_group = grouped(rows)
-    for group, section in by_group.items():
-        if len(by_group) > 1:
-            lines += ["", f"### {group_title(group)}: {section[0].requests} requests"]
-        lines += [""] + _keep_table(section)
-    return "\n".join(lines)
+    return "\n".join(lines + group_sections(rows, lambda section: [""] + _keep_table(section)))
 
 
 def _keep_table(rows: list[PruneRow]) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hippo_trt.atomic import write_bytes
 from hippo_trt.errors import InputError
-from hippo_trt.runtime.bench.common import ALL, group_title, grouped
+from hippo_trt.runtime.bench.common import ALL, group_sections
 from hippo_trt.runtime.bench.scaling import AXES, ScalingConfig, ScalingRow
 
 
@@ -44,12 +44,8 @@ def format_scaling_table(rows: list[ScalingRow], config: ScalingConfig) -> str:
         f"decode: the loop after the first token ({mode}: the draft's vision, pruning and prefill included); "
         "TTFT: request start (video decode included) to the first token",
     ]
-    by_group = grouped(rows)
-    for group, section in by_group.items():
-        if len(by_group) > 1:
-            lines += ["", f"## {group_title(group)}: {section[0].requests} requests per point"]
-        lines += _axis_sections(section, config)
-    return "\n".join(lines)
+    sections = group_sections(rows, lambda section: _axis_sections(section, config), heading="##", unit="requests per point")
+    return "\n".join(lines + sections)
 
 
 def _axis_sections(rows: list[ScalingRow], config: ScalingConfig) -> list[str]:
