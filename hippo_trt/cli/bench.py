@@ -18,10 +18,9 @@ from hippo_trt.cli.common import (
     progress,
     weights,
 )
+from hippo_trt.cli.demo import DEMO_MAX_NEW_TOKENS as BENCH_MAX_NEW_TOKENS  # the demo's long-form answers fit
 from hippo_trt.cli.options import add_generation_flags, positive
 from hippo_trt.errors import InputError
-
-BENCH_MAX_NEW_TOKENS = 96  # the demo pair's long-form answers (64 words and the end token) fit
 
 
 def cmd_bench_kv(args) -> int:

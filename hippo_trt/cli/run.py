@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hippo_trt.cli.common import RUN_BACKENDS, add_common, add_decoding, generation_from_args, lane_options, print_json, progress
+from hippo_trt.cli.demo import DEMO_MAX_NEW_TOKENS
 from hippo_trt.cli.options import positive
 from hippo_trt.errors import InputError
 
@@ -106,7 +107,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="export, build and run the shipped trained pair on a shipped clip")
     p.add_argument("--out", type=Path, default=Path("hippo-demo"), help="where the work dir goes (reused when current)")
     p.add_argument("--clip", type=int, default=0, help="which shipped clip (see models/demo-pair/clips/prompts.json)")
-    p.add_argument("--max-new-tokens", type=positive, default=96)
+    p.add_argument("--max-new-tokens", type=positive, default=DEMO_MAX_NEW_TOKENS)
     add_common(p)
     p.set_defaults(func=cmd_demo)
 
