@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hippo_trt.errors import InputError, ServingError
 from hippo_trt.runtime.generation import OPTIONS, GenerationConfig, option_values
-from hippo_trt.runtime.serving.client import HippoClient
+from hippo_trt.runtime.serving.client import SERVE_MODELS, HippoClient
 from hippo_trt.runtime.serving.handler import ServeLimits
 from hippo_trt.runtime.serving.server import free_ports
 
@@ -95,7 +95,7 @@ class ServerProcess:
             self._process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         end = time.monotonic() + READY_TIMEOUT_S
         with HippoClient(self.grpc_url) as client:
-            while not client.ready():
+            while not client.ready(SERVE_MODELS):  # wait_idle asks the status model
                 if self.exit_code is not None:
                     raise ServingError(f"the server exited with {self.exit_code} while starting: {self.log_tail()}")
                 if time.monotonic() > end:

@@ -19,6 +19,8 @@ import numpy as np
 from hippo_trt.errors import InputError, ServingError
 from hippo_trt.runtime.serving.protocol import STATUS_MODEL, STREAM_MODEL, UNARY_MODEL, RequestOptions
 
+SERVE_MODELS = (UNARY_MODEL, STREAM_MODEL, STATUS_MODEL)  # every model ``hippo-trt serve`` binds
+
 PROTOCOLS = ("grpc", "http")
 _REASON = re.compile(r"^(?:[\w.]+(?:Error|Timeout|Cancelled|Exception)|hippo-trt): (.+)$")
 
@@ -117,9 +119,11 @@ class HippoClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def ready(self) -> bool:
+    def ready(self, models: tuple[str, ...] = (UNARY_MODEL,)) -> bool:
+        """The server is ready and so is each of ``models`` (Triton loads a server's models one by
+        one: ``hippo-trt serve``'s status model can lag its unary one, see SERVE_MODELS)."""
         try:
-            return bool(self._client.is_server_ready() and self._client.is_model_ready(UNARY_MODEL))
+            return bool(self._client.is_server_ready() and all(self._client.is_model_ready(m) for m in models))
         except Exception:
             return False
 
