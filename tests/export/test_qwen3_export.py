@@ -19,7 +19,7 @@ from hippo_trt.graphs.families import specs_from_record
 from hippo_trt.graphs.qwen3_vl import TAPS
 from hippo_trt.manifest import Manifest
 from tests.conftest import QWEN3_DRAFTS, QWEN3_SPECS
-from tests.export.test_trt_plan import FakePolygraphy, check_invariants
+from tests.export.test_trt_plan import check_invariants
 from tests.hippo_trt.cli.test_cli_errors import cli
 
 NAMES = sorted(QWEN3_SPECS)  # qwen3_gqa, qwen3_mqa_tied
@@ -152,18 +152,6 @@ def test_the_dry_run_profiles_every_new_qwen3_input_within_the_dims_table(capfd,
 
 
 # --- the profiles as Polygraphy gets them fit the exported graphs ----------------------------
-
-
-@pytest.fixture
-def fake_polygraphy(monkeypatch) -> FakePolygraphy:
-    import polygraphy.backend.common as common
-    import polygraphy.backend.trt as trt
-
-    fake = FakePolygraphy()
-    for name in ("Profile", "CreateConfig", "NetworkFromOnnxPath", "EngineBytesFromNetwork"):
-        monkeypatch.setattr(trt, name, getattr(fake, name))
-    monkeypatch.setattr(common, "SaveBytes", fake.SaveBytes)
-    return fake
 
 
 def graph_inputs(path: Path) -> dict[str, tuple[int, tuple[int | str, ...]]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -830,57 +829,7 @@ def test_a_pruning_graph_without_a_draft_model_is_a_work_dir_error(gqa):
         plan_build(replace(gqa, models={"target": gqa.models["target"]}), SMALL)
 
 
-# --- trt_build: the plan reaches Polygraphy (faked: no TensorRT here) -------------------------
-
-
-class FakePolygraphy:
-    """Recording stand-ins for the polygraphy.backend.trt loaders that trt_build uses."""
-
-    def __init__(self):
-        self.profiles, self.configs, self.networks, self.saved = [], [], [], []
-        fake = self
-
-        class Profile(dict):
-            def __init__(self):
-                super().__init__()
-                fake.profiles.append(self)
-
-            def add(self, name, min, opt, max):
-                assert name not in self
-                self[name] = (tuple(min), tuple(opt), tuple(max))
-                return self
-
-        self.Profile = Profile
-
-    def CreateConfig(self, **kwargs):
-        self.configs.append(kwargs)
-        return kwargs
-
-    def NetworkFromOnnxPath(self, path, strongly_typed):
-        self.networks.append((path, strongly_typed))
-        return path
-
-    def EngineBytesFromNetwork(self, network, config, save_timing_cache):
-        return lambda: b"engine of " + Path(network).name.encode()  # serialized bytes, never deserialized
-
-    def SaveBytes(self, obj, path):
-        def save():
-            self.saved.append(path)
-            Path(path).write_bytes(obj())
-
-        return save
-
-
-@pytest.fixture
-def fake_polygraphy(monkeypatch) -> FakePolygraphy:
-    import polygraphy.backend.common as common
-    import polygraphy.backend.trt as trt
-
-    fake = FakePolygraphy()
-    for name in ("Profile", "CreateConfig", "NetworkFromOnnxPath", "EngineBytesFromNetwork"):
-        monkeypatch.setattr(trt, name, getattr(fake, name))
-    monkeypatch.setattr(common, "SaveBytes", fake.SaveBytes)
-    return fake
+# --- trt_build: the plan reaches Polygraphy (faked: no TensorRT here; see conftest's fake_polygraphy)
 
 
 def test_build_engine_adds_the_shapes_and_the_shape_tensor_values(fake_polygraphy, gqa, work_dirs, tmp_path):
