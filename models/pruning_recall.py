@@ -38,7 +38,7 @@ def recall_table(pipeline, samples, tmp: Path) -> dict:
     from hippo_trt.testing.synthetic import DISTRACTOR_CLASS
     from hippo_trt.video import write_video
 
-    counts = {(m, k): np.zeros(4) for m in METHODS for k in KEEPS}  # shape kept, shape total, clips all kept, distractors kept, kept
+    counts = {(m, k): np.zeros(4) for m in METHODS for k in KEEPS}  # shape tokens kept, shape tokens, clips with all kept, distractors kept
     kept_totals = {key: 0 for key in counts}
     for i, sample in enumerate(tqdm(samples, desc="clips", unit="clip")):
         path = tmp / f"clip-{i}.mp4"
